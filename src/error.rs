@@ -1,0 +1,176 @@
+//! The crate's single error type.
+//!
+//! Every fallible function returns [`Result<T>`]. Each variant carries the values that
+//! were wrong and its message says how to fix them.
+
+use std::fmt;
+
+/// The error a user network (a [`ScoreModel`](crate::ScoreModel)) returns; boxed so any
+/// backend's error type fits.
+pub type ModelError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Shorthand for `std::result::Result<T, mrsampler::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while building or running a sampler.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A schedule parameter is out of its valid range.
+    #[error("invalid schedule parameter `{param}` = {value}: {reason}")]
+    InvalidSchedule {
+        /// The parameter's name (`T`, `eps`, `max_sigma`, ...).
+        param: &'static str,
+        /// The rejected value, as given.
+        value: String,
+        /// What the valid range is.
+        reason: &'static str,
+    },
+
+    /// A sampler setting is out of its valid range.
+    #[error("invalid setting `{setting}` = {value}: {reason}")]
+    InvalidSetting {
+        /// The setting's name (`order`, `num_steps`, `threshold_ratio`, ...).
+        setting: &'static str,
+        /// The rejected value, as given.
+        value: String,
+        /// What the valid range is, or what to change.
+        reason: String,
+    },
+
+    /// A time grid is unusable: not strictly decreasing, outside the schedule, too short.
+    #[error("invalid time grid: {reason}")]
+    InvalidGrid {
+        /// What is wrong with the grid and how to fix it.
+        reason: String,
+    },
+
+    /// Reference mode reproduces a sampler that cannot run fewer steps than its order.
+    #[error(
+        "reference mode needs at least `order` steps: M = {steps} < order = {order}; \
+         use more steps, a lower order, or exact mode"
+    )]
+    TooFewSteps {
+        /// Number of grid intervals.
+        steps: usize,
+        /// Configured solver order.
+        order: usize,
+    },
+
+    /// Two tensors that must have the same shape do not.
+    #[error("shape mismatch for {what}: expected {expected:?}, found {found:?}")]
+    ShapeMismatch {
+        /// Which tensor had the wrong shape (`model output`, `noise`, `start state`, ...).
+        what: &'static str,
+        /// The shape it must have (that of μ).
+        expected: Vec<usize>,
+        /// The shape it has.
+        found: Vec<usize>,
+    },
+
+    /// A tensor holds NaN or ±∞.
+    #[error(
+        "non-finite value (NaN or ±inf) in {what} at step {step} (t = {time}); \
+         check the network output and the schedule near this time"
+    )]
+    NonFinite {
+        /// Which tensor (`mu`, `start state`, `model output`, `state`).
+        what: &'static str,
+        /// 1-based step index (0 before the first step).
+        step: usize,
+        /// The time of that step, in schedule units.
+        time: f64,
+    },
+
+    /// The user's network returned an error.
+    #[error("the model failed at step {step} (t = {time}): {source}")]
+    Model {
+        /// 1-based step index.
+        step: usize,
+        /// The time the model was evaluated at.
+        time: f64,
+        /// The model's own error.
+        #[source]
+        source: ModelError,
+    },
+
+    /// A replaying noise source ran out of draws.
+    #[error(
+        "noise source exhausted: draw {needed} was requested but only {available} were supplied; \
+         supply one draw per stochastic step"
+    )]
+    NoiseExhausted {
+        /// 1-based index of the draw that was requested.
+        needed: usize,
+        /// How many draws the source holds.
+        available: usize,
+    },
+
+    /// A setting needs something the schedule cannot provide.
+    #[error("unsupported: {what}")]
+    Unsupported {
+        /// What was asked and what to use instead.
+        what: String,
+    },
+
+    /// The step-level API was driven out of order.
+    #[error("step API misuse: {what}")]
+    StepOrder {
+        /// What was called at the wrong time.
+        what: &'static str,
+    },
+
+    /// A tensor backend operation failed (device errors, dtype conversions).
+    #[error("tensor backend error: {source}")]
+    Backend {
+        /// The backend's own error.
+        #[source]
+        source: ModelError,
+    },
+}
+
+impl Error {
+    /// Builds [`Error::InvalidSetting`].
+    pub(crate) fn setting(
+        setting: &'static str,
+        value: impl fmt::Display,
+        reason: impl Into<String>,
+    ) -> Self {
+        Error::InvalidSetting {
+            setting,
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Builds [`Error::InvalidGrid`].
+    pub(crate) fn grid(reason: impl Into<String>) -> Self {
+        Error::InvalidGrid {
+            reason: reason.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_is_send_sync_static() {
+        fn assert_bounds<E: Send + Sync + 'static + std::error::Error>() {}
+        assert_bounds::<Error>();
+    }
+
+    #[test]
+    fn messages_name_the_problem() {
+        let e = Error::TooFewSteps { steps: 2, order: 3 };
+        let m = e.to_string();
+        assert!(m.contains("M = 2 < order = 3"), "{m}");
+        let e = Error::NonFinite {
+            what: "model output",
+            step: 4,
+            time: 60.0,
+        };
+        assert!(e.to_string().contains("step 4"));
+    }
+}

@@ -1,0 +1,108 @@
+//! The user's network: [`ScoreModel`], a closure adapter and an evaluation counter.
+
+use crate::error::ModelError;
+use crate::param::FitTarget;
+
+/// A trained MR diffusion network.
+///
+/// It is called with the current state `x_t`, the mean `μ` (the degraded image) and the time
+/// `t` in the schedule's own units: for an [`IrSdeSchedule`](crate::schedule::IrSdeSchedule)
+/// that is the (possibly fractional) index, exactly what IR-SDE / DA-CLIP networks take. It
+/// returns the quantity it was trained on, declared by [`fit_target`](Self::fit_target).
+///
+/// Extra conditioning (text or image embeddings) lives in the implementing type.
+pub trait ScoreModel<T> {
+    /// What the network predicts.
+    fn fit_target(&self) -> FitTarget;
+
+    /// One network evaluation.
+    fn predict(&mut self, x: &T, mu: &T, t: f64) -> Result<T, ModelError>;
+}
+
+impl<T, M: ScoreModel<T> + ?Sized> ScoreModel<T> for &mut M {
+    fn fit_target(&self) -> FitTarget {
+        (**self).fit_target()
+    }
+    fn predict(&mut self, x: &T, mu: &T, t: f64) -> Result<T, ModelError> {
+        (**self).predict(x, mu, t)
+    }
+}
+
+/// Adapts a closure `FnMut(&T, &T, f64) -> Result<T, ModelError>` into a [`ScoreModel`].
+///
+/// ```
+/// use mrsampler::{FitTarget, FnModel, ScoreModel};
+/// use ndarray::ArrayD;
+/// let mut m = FnModel::new(FitTarget::Noise, |x: &ArrayD<f32>, _mu: &ArrayD<f32>, _t: f64| {
+///     Ok(x.mapv(|v| 0.1 * v))
+/// });
+/// assert_eq!(m.fit_target(), FitTarget::Noise);
+/// ```
+pub struct FnModel<F> {
+    fit: FitTarget,
+    f: F,
+}
+
+impl<F> FnModel<F> {
+    /// Wraps `f`, which predicts `fit`.
+    pub fn new(fit: FitTarget, f: F) -> Self {
+        Self { fit, f }
+    }
+}
+
+impl<F> std::fmt::Debug for FnModel<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FnModel").field("fit", &self.fit).finish_non_exhaustive()
+    }
+}
+
+impl<T, F> ScoreModel<T> for FnModel<F>
+where
+    F: FnMut(&T, &T, f64) -> Result<T, ModelError>,
+{
+    fn fit_target(&self) -> FitTarget {
+        self.fit
+    }
+    fn predict(&mut self, x: &T, mu: &T, t: f64) -> Result<T, ModelError> {
+        (self.f)(x, mu, t)
+    }
+}
+
+/// Counts the evaluations of the model it wraps and records the times it was called at.
+#[derive(Debug, Clone)]
+pub struct CountingModel<M> {
+    inner: M,
+    times: Vec<f64>,
+}
+
+impl<M> CountingModel<M> {
+    /// Wraps `inner` with a zero count.
+    pub fn new(inner: M) -> Self {
+        Self {
+            inner,
+            times: Vec::new(),
+        }
+    }
+    /// Number of evaluations so far.
+    pub fn calls(&self) -> usize {
+        self.times.len()
+    }
+    /// The times of all evaluations so far, in call order.
+    pub fn times(&self) -> &[f64] {
+        &self.times
+    }
+    /// The wrapped model.
+    pub fn into_inner(self) -> M {
+        self.inner
+    }
+}
+
+impl<T, M: ScoreModel<T>> ScoreModel<T> for CountingModel<M> {
+    fn fit_target(&self) -> FitTarget {
+        self.inner.fit_target()
+    }
+    fn predict(&mut self, x: &T, mu: &T, t: f64) -> Result<T, ModelError> {
+        self.times.push(t);
+        self.inner.predict(x, mu, t)
+    }
+}

@@ -1,0 +1,39 @@
+//! Analytic models with exact answers, for tests, benchmarks and users' own property tests.
+//!
+//! For Gaussian (and Gaussian-mixture) data under the MR process the posterior mean
+//! `E[x₀ | x_t, μ]` is closed-form, so these models are the *ideal* network: a sampler's
+//! error against them is pure discretization error. They predict data (`x̂₀`) and evaluate
+//! `α(t)`, `σ(t)` through the schedule view they are given, normally
+//! [`MrSampler::model_schedule`](crate::MrSampler::model_schedule), so in reference mode they
+//! see the same interpolated coefficients as the sampler (spec §7.7).
+//!
+//! They work on every backend through the host round-trip of
+//! [`SamplerTensor`](crate::SamplerTensor).
+
+mod gaussian;
+mod gmm;
+
+pub use gaussian::GaussianOracle;
+pub use gmm::GmmOracle;
+
+use crate::error::{Error, ModelError, Result};
+
+/// Splits a batch shape `[B, event…]` into `(B, event size)` and checks the event size.
+pub(crate) fn batch_split(shape: &[usize], event: usize) -> std::result::Result<(usize, usize), ModelError> {
+    let total: usize = shape.iter().product();
+    if event == 0 || total % event != 0 {
+        return Err(Box::new(Error::ShapeMismatch {
+            what: "oracle input (event size)",
+            expected: vec![event],
+            found: shape.to_vec(),
+        }));
+    }
+    Ok((total / event, event))
+}
+
+pub(crate) fn check_finite(what: &'static str, v: &[f64]) -> Result<()> {
+    if let Some(bad) = v.iter().find(|x| !x.is_finite()) {
+        return Err(Error::setting(what, bad, "every oracle parameter must be finite"));
+    }
+    Ok(())
+}

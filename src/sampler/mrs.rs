@@ -1,0 +1,490 @@
+//! [`MrSampler`]: the MR Sampler's configuration and its compilation into a [`Plan`].
+
+use std::sync::Arc;
+
+use super::run::{Plan, PlannedStep, Run, Target, Update};
+use super::Sampler;
+use crate::error::{Error, Result};
+use crate::param::{FitTarget, Parameterization, convert_coefficients};
+use crate::schedule::{Mode, ReferenceInterp, Schedule, TimeGrid, build_grid};
+use crate::solver::{Node, SolverType, multistep_coefficients};
+use crate::tensor::{NoiseSource, SamplerTensor};
+
+/// Dynamic thresholding of data predictions (spec §3.5, §9.2.8).
+///
+/// Per sample, `s = quantile(|x̂₀|, ratio)` clamped to `[floor, max]`, then
+/// `x̂₀ ← clamp(x̂₀, −s, s)/s`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholding {
+    ratio: f64,
+    max: f64,
+    floor: f64,
+}
+
+impl Thresholding {
+    /// `ratio ∈ [0, 1]` (reference default 0.995) and `max ≥ 1` (default 1.5); the floor is 1.
+    pub fn new(ratio: f64, max: f64) -> Result<Self> {
+        if !(0.0..=1.0).contains(&ratio) {
+            return Err(Error::setting("threshold_ratio", ratio, "must lie in [0, 1] (typically 0.995)"));
+        }
+        Self { ratio, max, floor: 1.0 }.with_floor(1.0)
+    }
+
+    /// Sets the lower clamp of `s` (default 1; use a smaller value for data that is not in
+    /// `[−1, 1]`). Must be `> 0` and `≤ max`.
+    pub fn with_floor(mut self, floor: f64) -> Result<Self> {
+        if !(floor > 0.0 && floor.is_finite()) {
+            return Err(Error::setting("threshold_floor", floor, "must be finite and > 0"));
+        }
+        if !(self.max >= floor && self.max.is_finite()) {
+            return Err(Error::setting(
+                "threshold_max",
+                self.max,
+                format!("must be finite and at least the floor {floor}"),
+            ));
+        }
+        self.floor = floor;
+        Ok(self)
+    }
+
+    /// The quantile ratio.
+    pub fn ratio(&self) -> f64 {
+        self.ratio
+    }
+    /// The upper clamp of `s`.
+    pub fn max(&self) -> f64 {
+        self.max
+    }
+    /// The lower clamp of `s`.
+    pub fn floor(&self) -> f64 {
+        self.floor
+    }
+}
+
+impl Default for Thresholding {
+    /// The reference's defaults: ratio 0.995, max 1.5, floor 1.
+    fn default() -> Self {
+        Self {
+            ratio: 0.995,
+            max: 1.5,
+            floor: 1.0,
+        }
+    }
+}
+
+/// The MR Sampler (Li et al., ICLR 2025): exponential-integrator solvers of the MR
+/// probability-flow ODE (orders 1–3) and reverse SDE (orders 1–2), in data or noise form.
+///
+/// Defaults (each has a `with_*` setter): [`Mode::Exact`], [`SolverType::Ode`] of order 2,
+/// [`Parameterization::Data`], [`TimeGrid::Linspace`], no `lambda_min`, no thresholding,
+/// no `denoise_last`, output clamped to `[0, 1]`.
+///
+/// ```
+/// use mrsampler::{MrSampler, Sampler, SeededNoise, FitTarget, FnModel};
+/// use mrsampler::schedule::{IrSdeSchedule, TimeGrid};
+/// use mrsampler::solver::SolverType;
+/// use ndarray::ArrayD;
+/// # fn main() -> Result<(), mrsampler::Error> {
+/// let sampler = MrSampler::new(IrSdeSchedule::da_clip(), 10)?
+///     .with_solver(SolverType::Sde, 2)?
+///     .with_grid(TimeGrid::UniformLambda)?;
+/// let mut net = FnModel::new(FitTarget::Noise, |x: &ArrayD<f32>, mu: &ArrayD<f32>, _t: f64| {
+///     Ok((x - mu) * 0.0)
+/// });
+/// let mu = ArrayD::<f32>::from_elem(vec![1, 3, 8, 8], 0.5);
+/// let out = sampler.sample(&mut net, &mu, None, &mut SeededNoise::new(42))?;
+/// assert_eq!(out.stats.nfe, 10);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct MrSampler {
+    schedule: Arc<dyn Schedule>,
+    num_steps: usize,
+    mode: Mode,
+    solver: SolverType,
+    order: usize,
+    parameterization: Parameterization,
+    grid: TimeGrid,
+    lambda_min: Option<f64>,
+    thresholding: Option<Thresholding>,
+    denoise_last: bool,
+    output_clip: Option<(f64, f64)>,
+}
+
+impl MrSampler {
+    /// A sampler over `schedule` with `num_steps` network evaluations (≥ 1) and the defaults.
+    pub fn new(schedule: impl Schedule + 'static, num_steps: usize) -> Result<Self> {
+        Self::with_schedule(Arc::new(schedule), num_steps)
+    }
+
+    /// As [`new`](Self::new), for a shared schedule.
+    pub fn with_schedule(schedule: Arc<dyn Schedule>, num_steps: usize) -> Result<Self> {
+        check_steps(num_steps)?;
+        Ok(Self {
+            schedule,
+            num_steps,
+            mode: Mode::Exact,
+            solver: SolverType::Ode,
+            order: 2,
+            parameterization: Parameterization::Data,
+            grid: TimeGrid::Linspace,
+            lambda_min: None,
+            thresholding: None,
+            denoise_last: false,
+            output_clip: Some((0.0, 1.0)),
+        })
+    }
+
+    /// Number of steps `M` (= network evaluations, `denoise_last` included). For a
+    /// [`TimeGrid::Custom`] grid this must equal its length − 1.
+    pub fn with_num_steps(mut self, num_steps: usize) -> Result<Self> {
+        check_steps(num_steps)?;
+        if let TimeGrid::Custom(v) = &self.grid {
+            if v.len() != num_steps + 1 {
+                return Err(Error::setting(
+                    "num_steps",
+                    num_steps,
+                    format!("the custom grid has {} times, i.e. {} steps", v.len(), v.len() - 1),
+                ));
+            }
+        }
+        self.num_steps = num_steps;
+        Ok(self)
+    }
+
+    /// Fidelity mode (default [`Mode::Exact`]).
+    pub fn with_mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Solver type and order: ODE orders 1–3, SDE orders 1–2 (default ODE, 2).
+    pub fn with_solver(mut self, solver: SolverType, order: usize) -> Result<Self> {
+        let max = match solver {
+            SolverType::Ode => 3,
+            SolverType::Sde => 2,
+        };
+        if !(1..=max).contains(&order) {
+            return Err(Error::setting(
+                "order",
+                order,
+                format!("the {solver:?} solver supports orders 1 to {max}"),
+            ));
+        }
+        self.solver = solver;
+        self.order = order;
+        Ok(self)
+    }
+
+    /// Solver parameterization (default [`Parameterization::Data`], the stable choice at
+    /// few steps).
+    pub fn with_parameterization(mut self, p: Parameterization) -> Self {
+        self.parameterization = p;
+        self
+    }
+
+    /// Time grid (default [`TimeGrid::Linspace`]). A custom grid also sets the step count.
+    pub fn with_grid(mut self, grid: TimeGrid) -> Result<Self> {
+        match &grid {
+            TimeGrid::KarrasN { rho } | TimeGrid::KarrasT { rho } if !(*rho > 0.0 && rho.is_finite()) => {
+                return Err(Error::setting("rho", rho, "must be finite and > 0 (typically 7)"));
+            }
+            TimeGrid::Leading { offset } if !offset.is_finite() => {
+                return Err(Error::setting("timestep_offset", offset, "must be finite"));
+            }
+            TimeGrid::Custom(v) => {
+                if v.len() < 2 {
+                    return Err(Error::grid("a custom grid needs at least two times"));
+                }
+                if let Some(bad) = v.iter().find(|t| !t.is_finite()) {
+                    return Err(Error::grid(format!("custom grid contains non-finite time {bad}")));
+                }
+                self.num_steps = v.len() - 1;
+            }
+            _ => {}
+        }
+        self.grid = grid;
+        Ok(self)
+    }
+
+    /// Drops grid times whose `λ` is below `lambda_min` (default: none, i.e. `−∞`).
+    pub fn with_lambda_min(mut self, lambda_min: Option<f64>) -> Result<Self> {
+        if let Some(l) = lambda_min {
+            if l.is_nan() {
+                return Err(Error::setting("lambda_min", l, "must be a number (or None for −∞)"));
+            }
+        }
+        self.lambda_min = lambda_min.filter(|l| *l > f64::NEG_INFINITY);
+        Ok(self)
+    }
+
+    /// Dynamic thresholding of data predictions (default off).
+    pub fn with_thresholding(mut self, t: Option<Thresholding>) -> Self {
+        self.thresholding = t;
+        self
+    }
+
+    /// Replace the last step by returning the data prediction at `τ_{M−1}` (default off).
+    pub fn with_denoise_last(mut self, on: bool) -> Self {
+        self.denoise_last = on;
+        self
+    }
+
+    /// Clamp applied to the returned sample (default `Some((0, 1))`, the image range).
+    pub fn with_output_clip(mut self, clip: Option<(f64, f64)>) -> Result<Self> {
+        if let Some((lo, hi)) = clip {
+            if !(lo <= hi) {
+                return Err(Error::setting("output_clip", format!("({lo}, {hi})"), "needs lo <= hi"));
+            }
+        }
+        self.output_clip = clip;
+        Ok(self)
+    }
+
+    /// The schedule being sampled.
+    pub fn schedule(&self) -> &Arc<dyn Schedule> {
+        &self.schedule
+    }
+
+    /// The schedule as the solver evaluates it: the schedule itself in exact mode, its
+    /// [`ReferenceInterp`] view in reference mode. Analytic models that must agree with the
+    /// sampler's own `α(t)`, `σ(t)` (the [`oracle`](crate::oracle) models) take this.
+    pub fn model_schedule(&self) -> Result<Arc<dyn Schedule>> {
+        Ok(match self.mode {
+            Mode::Exact => self.schedule.clone(),
+            Mode::Reference => Arc::new(ReferenceInterp::new(self.schedule.clone())?),
+        })
+    }
+
+    /// The configured number of steps.
+    pub fn num_steps(&self) -> usize {
+        self.num_steps
+    }
+    /// The fidelity mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+    /// Solver type and order.
+    pub fn solver(&self) -> (SolverType, usize) {
+        (self.solver, self.order)
+    }
+    /// The solver parameterization.
+    pub fn parameterization(&self) -> Parameterization {
+        self.parameterization
+    }
+    /// The time grid.
+    pub fn grid(&self) -> &TimeGrid {
+        &self.grid
+    }
+
+    /// The grid `τ_0 > … > τ_M` this configuration samples on.
+    pub fn timesteps(&self) -> Result<Vec<f64>> {
+        let view = self.model_schedule()?;
+        build_grid(&self.grid, self.num_steps, self.lambda_min, self.mode, &*view)
+    }
+
+    /// Orders per step (spec §3.3 reference rule, §9.2.3 exact rule).
+    fn orders(&self, m: usize) -> Vec<usize> {
+        let p = self.order;
+        (1..=m)
+            .map(|k| match self.mode {
+                Mode::Reference => {
+                    if k < p {
+                        k
+                    } else if k < m && m < 10 {
+                        p.min(m - k)
+                    } else {
+                        p
+                    }
+                }
+                Mode::Exact => {
+                    let o = p.min(k);
+                    if m < 15 { o.min(m - k + 1) } else { o }
+                }
+            })
+            .collect()
+    }
+
+    /// Compiles the configuration for a network trained on `fit`.
+    pub(crate) fn plan(&self, fit: FitTarget) -> Result<Plan> {
+        let view = self.model_schedule()?;
+        let tau = build_grid(&self.grid, self.num_steps, self.lambda_min, self.mode, &*view)?;
+        let m = tau.len() - 1;
+        if self.mode == Mode::Reference && m < self.order {
+            return Err(Error::TooFewSteps {
+                steps: m,
+                order: self.order,
+            });
+        }
+        let exact = self.mode == Mode::Exact;
+        let si = view.sigma_inf();
+        let nodes: Vec<Node> = tau
+            .iter()
+            .map(|&t| Node {
+                alpha: view.alpha(t),
+                sigma: view.sigma(t),
+                lambda: view.lambda(t),
+            })
+            .collect();
+        let orders = self.orders(m);
+        let param = self.parameterization;
+        let thresh_q = self.thresholding.is_some() && (!exact || param == Parameterization::Data);
+        let thresh_x0 = self.thresholding.is_some();
+        let mut steps = Vec::with_capacity(m);
+        for k in 1..=m {
+            let s = nodes[k - 1];
+            let convert = convert_coefficients(fit, param, s.alpha, s.sigma, si);
+            let to_data = convert_coefficients(fit, Parameterization::Data, s.alpha, s.sigma, si);
+            let limit = exact && nodes[k].sigma == 0.0;
+            let (update, order) = if k == m && self.denoise_last {
+                let update = if exact {
+                    Update::Replace {
+                        convert: to_data,
+                        threshold: thresh_x0,
+                    }
+                } else {
+                    Update::Replace {
+                        convert,
+                        threshold: thresh_q,
+                    }
+                };
+                (update, 0)
+            } else if limit {
+                let update = Update::Replace {
+                    convert: to_data,
+                    threshold: thresh_x0,
+                };
+                (update, 1)
+            } else {
+                let order = orders[k - 1];
+                let history: Vec<Node> = (0..order).map(|j| nodes[k - 1 - j]).collect();
+                let coeffs = multistep_coefficients(self.solver, param, order, nodes[k], &history, exact);
+                let update = Update::Linear {
+                    coeffs,
+                    target: Target::State,
+                };
+                (update, order)
+            };
+            steps.push(PlannedStep {
+                t_eval: tau[k - 1],
+                t_next: tau[k],
+                convert,
+                to_data,
+                threshold: thresh_q,
+                update,
+                order,
+            });
+        }
+        let prior_std = if exact { view.sigma(tau[0]) } else { si };
+        let t = self.thresholding.unwrap_or_default();
+        Ok(Plan {
+            timesteps: tau,
+            steps,
+            prior_std,
+            output_clip: self.output_clip,
+            thresholding: (t.ratio, t.floor, t.max),
+        })
+    }
+}
+
+fn check_steps(n: usize) -> Result<()> {
+    if n == 0 {
+        return Err(Error::setting("num_steps", 0, "at least one step (network evaluation) is needed"));
+    }
+    Ok(())
+}
+
+impl<T: SamplerTensor> Sampler<T> for MrSampler {
+    fn start<N: NoiseSource<T>>(
+        &self,
+        fit: FitTarget,
+        mu: &T,
+        x_start: Option<T>,
+        noise: &mut N,
+    ) -> Result<Run<T>> {
+        Run::new(self.plan(fit)?, mu, x_start, noise)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::IrSdeSchedule;
+
+    fn sampler(m: usize) -> MrSampler {
+        MrSampler::new(IrSdeSchedule::da_clip(), m).unwrap()
+    }
+
+    #[test]
+    fn reference_order_rule() {
+        let s = sampler(5).with_mode(Mode::Reference).with_solver(SolverType::Ode, 2).unwrap();
+        assert_eq!(s.orders(5), vec![1, 2, 2, 1, 2]);
+        let s = s.with_solver(SolverType::Ode, 3).unwrap();
+        assert_eq!(s.orders(5), vec![1, 2, 2, 1, 3]);
+        assert_eq!(s.orders(10), vec![1, 2, 3, 3, 3, 3, 3, 3, 3, 3]);
+    }
+
+    #[test]
+    fn exact_order_rule() {
+        let s = sampler(5).with_solver(SolverType::Ode, 3).unwrap();
+        assert_eq!(s.orders(5), vec![1, 2, 3, 2, 1]);
+        assert_eq!(s.orders(2), vec![1, 1]);
+        assert_eq!(s.orders(1), vec![1]);
+        assert_eq!(s.orders(15)[14], 3);
+        assert_eq!(s.orders(14)[13], 1);
+    }
+
+    #[test]
+    fn invalid_settings_are_rejected() {
+        assert!(MrSampler::new(IrSdeSchedule::da_clip(), 0).is_err());
+        assert!(sampler(10).with_solver(SolverType::Sde, 3).is_err());
+        assert!(sampler(10).with_solver(SolverType::Ode, 0).is_err());
+        assert!(sampler(10).with_solver(SolverType::Ode, 4).is_err());
+        assert!(sampler(10).with_grid(TimeGrid::KarrasN { rho: 0.0 }).is_err());
+        assert!(sampler(10).with_grid(TimeGrid::Custom(vec![1.0])).is_err());
+        assert!(sampler(10).with_lambda_min(Some(f64::NAN)).is_err());
+        assert!(sampler(10).with_output_clip(Some((1.0, 0.0))).is_err());
+        assert!(Thresholding::new(1.5, 1.5).is_err());
+        assert!(Thresholding::new(0.9, 0.5).is_err());
+        assert!(Thresholding::default().with_floor(0.0).is_err());
+        let custom = sampler(10).with_grid(TimeGrid::Custom(vec![100.0, 50.0, 0.0])).unwrap();
+        assert_eq!(custom.num_steps(), 2);
+        assert!(custom.clone().with_num_steps(3).is_err());
+        let e = sampler(2)
+            .with_mode(Mode::Reference)
+            .with_solver(SolverType::Ode, 3)
+            .unwrap()
+            .plan(FitTarget::Noise);
+        assert!(matches!(e, Err(Error::TooFewSteps { steps: 2, order: 3 })));
+    }
+
+    /// NFE equals M for every grid, order and mode, denoise_last included (spec §7.10).
+    #[test]
+    fn nfe_per_configuration() {
+        for mode in [Mode::Exact, Mode::Reference] {
+            for (solver, order) in [(SolverType::Ode, 1), (SolverType::Ode, 2), (SolverType::Ode, 3), (SolverType::Sde, 1), (SolverType::Sde, 2)] {
+                for grid in [TimeGrid::Linspace, TimeGrid::KarrasN { rho: 7.0 }, TimeGrid::KarrasT { rho: 7.0 }, TimeGrid::UniformLambda, TimeGrid::Leading { offset: 0.0 }] {
+                    for m in [3, 5, 10, 20] {
+                        for dl in [false, true] {
+                            let s = sampler(m)
+                                .with_mode(mode)
+                                .with_solver(solver, order)
+                                .unwrap()
+                                .with_grid(grid.clone())
+                                .unwrap()
+                                .with_denoise_last(dl);
+                            let plan = s.plan(FitTarget::Noise).unwrap();
+                            assert_eq!(plan.steps.len(), m, "{mode:?} {solver:?}{order} {grid:?} {m}");
+                            assert_eq!(plan.timesteps.len(), m + 1);
+                        }
+                    }
+                }
+            }
+        }
+        // Reference trailing at M = 28 has one extra step (spec §3.7 item 5).
+        let s = sampler(28).with_mode(Mode::Reference).with_grid(TimeGrid::Trailing).unwrap();
+        assert_eq!(s.plan(FitTarget::Noise).unwrap().steps.len(), 29);
+        let s = s.with_mode(Mode::Exact);
+        assert_eq!(s.plan(FitTarget::Noise).unwrap().steps.len(), 28);
+    }
+}

@@ -1,0 +1,364 @@
+//! The step-level state machine shared by every sampler.
+//!
+//! A sampler compiles its configuration into a [`Plan`]: the grid and, per step, the `f64`
+//! weights of the output conversion and of the update. A [`Run`] then only applies them:
+//! ask [`Run::pending`] where to evaluate the network, hand the output to [`Run::advance`],
+//! repeat, and [`Run::finish`].
+
+use std::collections::VecDeque;
+
+use crate::error::{Error, Result};
+use crate::param::Affine;
+use crate::solver::StepCoeffs;
+use crate::tensor::{NoiseSource, SamplerTensor, check_same_shape};
+
+/// Where an update writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// The state `x` (the step is complete).
+    State,
+    /// The intermediate stage (Heun's predictor); the next evaluation is at the stage.
+    Stage,
+}
+
+/// How a planned step turns the converted output into the next state.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Update {
+    /// A fused linear combination (see [`StepCoeffs`]).
+    Linear { coeffs: StepCoeffs, target: Target },
+    /// The state becomes a conversion of the network output (`denoise_last`, the limit step
+    /// into `σ = 0`), optionally thresholded.
+    Replace { convert: Affine, threshold: bool },
+}
+
+/// One network evaluation and the update that follows it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct PlannedStep {
+    /// Time at which the network is evaluated.
+    pub t_eval: f64,
+    /// Time the state has after the update.
+    pub t_next: f64,
+    /// Network output → the quantity the solver stores (`q`).
+    pub convert: Affine,
+    /// Network output → data prediction `x̂₀` (for observers).
+    pub to_data: Affine,
+    /// Whether `q` is dynamically thresholded.
+    pub threshold: bool,
+    /// The update.
+    pub update: Update,
+    /// The order recorded in the statistics (0: denoise_last evaluation).
+    pub order: usize,
+}
+
+/// A compiled sampling pass.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Plan {
+    pub timesteps: Vec<f64>,
+    pub steps: Vec<PlannedStep>,
+    /// Std of the prior `x = μ + prior_std·z` when no start state is given.
+    pub prior_std: f64,
+    /// Clamp applied to the returned sample.
+    pub output_clip: Option<(f64, f64)>,
+    /// `(ratio, floor, max)` of dynamic thresholding.
+    pub thresholding: (f64, f64, f64),
+}
+
+/// Statistics of a finished (or running) pass.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Stats {
+    /// Network evaluations made.
+    pub nfe: usize,
+    /// Completed steps (Heun's predictor and corrector count as one step each).
+    pub steps: usize,
+    /// Order used by each evaluation's update (0 marks a `denoise_last` evaluation).
+    pub orders: Vec<usize>,
+    /// The sampling grid `τ_0 > … > τ_M`.
+    pub timesteps: Vec<f64>,
+}
+
+/// The result of a sampling pass.
+#[derive(Debug, Clone)]
+pub struct Sample<T> {
+    /// The sample after the configured output clamp (`[0, 1]` for the MR Sampler by default).
+    pub x: T,
+    /// The sample before the clamp.
+    pub x_unclipped: T,
+    /// Evaluation counts and orders.
+    pub stats: Stats,
+}
+
+/// What a caller must evaluate next.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pending {
+    /// 1-based index of the evaluation.
+    pub step: usize,
+    /// Time to call the network at (schedule units).
+    pub t: f64,
+}
+
+/// A sampling pass in progress, driven one network evaluation at a time.
+///
+/// ```
+/// # use mrsampler::{MrSampler, Sampler, SeededNoise, FitTarget, schedule::IrSdeSchedule};
+/// # use ndarray::ArrayD;
+/// # fn main() -> Result<(), mrsampler::Error> {
+/// let sampler = MrSampler::new(IrSdeSchedule::da_clip(), 5)?;
+/// let mu = ArrayD::<f32>::from_elem(vec![1, 3, 4, 4], 0.5);
+/// let mut noise = SeededNoise::new(0);
+/// let mut run = sampler.start(FitTarget::Noise, &mu, None, &mut noise)?;
+/// while let Some(p) = run.pending() {
+///     // A server would batch this call with other requests' pending evaluations.
+///     let eps = run.eval_state().mapv(|_| 0.0f32);
+///     run.advance(eps, &mut noise)?;
+/// }
+/// let sample = run.finish()?;
+/// assert_eq!(sample.stats.nfe, 5);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Run<T> {
+    plan: Plan,
+    mu: T,
+    shape: Vec<usize>,
+    x: T,
+    stage: Option<T>,
+    history: VecDeque<T>,
+    next: usize,
+    stats: Stats,
+}
+
+impl<T: SamplerTensor> Run<T> {
+    /// Starts a pass: validates `mu` and the start state, or draws `μ + prior_std·z`.
+    pub(crate) fn new<N: NoiseSource<T>>(
+        plan: Plan,
+        mu: &T,
+        x_start: Option<T>,
+        noise: &mut N,
+    ) -> Result<Self> {
+        let shape = mu.shape();
+        let t0 = plan.timesteps.first().copied().unwrap_or(f64::NAN);
+        if !mu.all_finite()? {
+            return Err(Error::NonFinite {
+                what: "mu",
+                step: 0,
+                time: t0,
+            });
+        }
+        let x = match x_start {
+            Some(x) => {
+                check_same_shape("start state", &shape, &x)?;
+                if !x.all_finite()? {
+                    return Err(Error::NonFinite {
+                        what: "start state",
+                        step: 0,
+                        time: t0,
+                    });
+                }
+                x
+            }
+            None => {
+                let z = noise.standard_normal(mu)?;
+                check_same_shape("noise", &shape, &z)?;
+                T::lincomb(&[(1.0, mu), (plan.prior_std, &z)])?
+            }
+        };
+        let stats = Stats {
+            timesteps: plan.timesteps.clone(),
+            ..Stats::default()
+        };
+        Ok(Self {
+            plan,
+            mu: mu.clone(),
+            shape,
+            x,
+            stage: None,
+            history: VecDeque::with_capacity(3),
+            next: 0,
+            stats,
+        })
+    }
+
+    /// The next evaluation, or `None` when the pass is complete.
+    pub fn pending(&self) -> Option<Pending> {
+        self.plan.steps.get(self.next).map(|s| Pending {
+            step: self.next + 1,
+            t: s.t_eval,
+        })
+    }
+
+    /// The state the network must be evaluated at (the current state, or Heun's stage).
+    pub fn eval_state(&self) -> &T {
+        self.stage.as_ref().unwrap_or(&self.x)
+    }
+
+    /// The time of the current state (the grid start before the first step).
+    pub fn current_time(&self) -> f64 {
+        match self.next {
+            0 => self.plan.timesteps.first().copied().unwrap_or(f64::NAN),
+            k => self.plan.steps[k - 1].t_next,
+        }
+    }
+
+    /// The current state `x`.
+    pub fn state(&self) -> &T {
+        &self.x
+    }
+
+    /// The mean `μ` the pass was started with.
+    pub fn mu(&self) -> &T {
+        &self.mu
+    }
+
+    /// The most recent converted model output (solver parameterization, after thresholding).
+    pub fn last_model_output(&self) -> Option<&T> {
+        self.history.front()
+    }
+
+    /// Statistics so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The data prediction `x̂₀` implied by a raw network output at the pending step.
+    pub fn data_prediction(&self, net: &T) -> Result<T> {
+        let step = self.plan.steps.get(self.next).ok_or(Error::StepOrder {
+            what: "data_prediction called after the last step",
+        })?;
+        check_same_shape("model output", &self.shape, net)?;
+        apply_affine(step.to_data, net, self.eval_state(), &self.mu)
+    }
+
+    /// Applies the pending step with the network output `net` (evaluated at
+    /// [`eval_state`](Self::eval_state) and the pending time).
+    pub fn advance<N: NoiseSource<T>>(&mut self, net: T, noise: &mut N) -> Result<()> {
+        let k = self.next;
+        let step = *self.plan.steps.get(k).ok_or(Error::StepOrder {
+            what: "advance called after the last step",
+        })?;
+        let step_no = k + 1;
+        check_same_shape("model output", &self.shape, &net)?;
+        if !net.all_finite()? {
+            return Err(Error::NonFinite {
+                what: "model output",
+                step: step_no,
+                time: step.t_eval,
+            });
+        }
+        self.stats.nfe += 1;
+        let eval_x = self.stage.as_ref().unwrap_or(&self.x);
+        let mut q = apply_affine(step.convert, &net, eval_x, &self.mu)?;
+        let (ratio, floor, max) = self.plan.thresholding;
+        if step.threshold {
+            q.threshold_per_sample(ratio, floor, max)?;
+        }
+        if self.history.len() == 3 {
+            self.history.pop_back();
+        }
+        self.history.push_front(q);
+        let produced_state = match step.update {
+            Update::Replace { convert, threshold } => {
+                let mut x = apply_affine(convert, &net, eval_x, &self.mu)?;
+                if threshold {
+                    x.threshold_per_sample(ratio, floor, max)?;
+                }
+                self.x = x;
+                self.stage = None;
+                true
+            }
+            Update::Linear { coeffs, target } => {
+                let z = match coeffs.noise {
+                    Some(_) => {
+                        let z = noise.standard_normal(&self.mu)?;
+                        check_same_shape("noise", &self.shape, &z)?;
+                        Some(z)
+                    }
+                    None => None,
+                };
+                let mut terms: Vec<(f64, &T)> = Vec::with_capacity(7);
+                for (c, h) in coeffs.q.iter().zip(&self.history) {
+                    if *c != 0.0 {
+                        terms.push((*c, h));
+                    }
+                }
+                if coeffs.mu != 0.0 {
+                    terms.push((coeffs.mu, &self.mu));
+                }
+                if let (Some(c), Some(z)) = (coeffs.noise, z.as_ref()) {
+                    terms.push((c, z));
+                }
+                if let (Some(stage), true) = (self.stage.as_ref(), coeffs.stage != 0.0) {
+                    terms.push((coeffs.stage, stage));
+                }
+                match target {
+                    Target::State => {
+                        self.x.lincomb_assign(coeffs.x, &terms)?;
+                        self.stage = None;
+                        true
+                    }
+                    Target::Stage => {
+                        terms.push((coeffs.x, &self.x));
+                        self.stage = Some(T::lincomb(&terms)?);
+                        false
+                    }
+                }
+            }
+        };
+        self.record(step.order, step_no, step.t_next, produced_state)?;
+        self.next += 1;
+        Ok(())
+    }
+
+    fn record(&mut self, order: usize, step_no: usize, t_next: f64, state: bool) -> Result<()> {
+        self.stats.orders.push(order);
+        let t = if state { &self.x } else { self.eval_state() };
+        if !t.all_finite()? {
+            return Err(Error::NonFinite {
+                what: "state",
+                step: step_no,
+                time: t_next,
+            });
+        }
+        if state {
+            self.stats.steps += 1;
+        }
+        Ok(())
+    }
+
+    /// Whether every planned evaluation has been applied.
+    pub fn is_done(&self) -> bool {
+        self.next >= self.plan.steps.len()
+    }
+
+    /// Ends the pass and returns the sample; errors if evaluations are still pending.
+    pub fn finish(self) -> Result<Sample<T>> {
+        if !self.is_done() {
+            return Err(Error::StepOrder {
+                what: "finish called before every pending evaluation was applied",
+            });
+        }
+        let x = match self.plan.output_clip {
+            Some((lo, hi)) => self.x.clamp(lo, hi)?,
+            None => self.x.clone(),
+        };
+        Ok(Sample {
+            x,
+            x_unclipped: self.x,
+            stats: self.stats,
+        })
+    }
+}
+
+/// `a.net·net + a.x·x + a.mu·μ`, skipping zero weights.
+fn apply_affine<T: SamplerTensor>(a: Affine, net: &T, x: &T, mu: &T) -> Result<T> {
+    if a.x == 0.0 && a.mu == 0.0 && a.net == 1.0 {
+        return Ok(net.clone());
+    }
+    let mut terms: Vec<(f64, &T)> = vec![(a.net, net)];
+    if a.x != 0.0 {
+        terms.push((a.x, x));
+    }
+    if a.mu != 0.0 {
+        terms.push((a.mu, mu));
+    }
+    T::lincomb(&terms)
+}

@@ -1,0 +1,352 @@
+//! Sampling time grids (spec §3.2 and §9.2.5).
+
+use super::Schedule;
+use crate::error::{Error, Result};
+
+/// Fidelity mode (spec §9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Mode {
+    /// The MR Sampler without the reference implementation's defects (default): continuous
+    /// schedule, true third order, lower-order final steps, grids that end where the schedule
+    /// ends, strided baselines (spec §9.2).
+    #[default]
+    Exact,
+    /// Number-for-number parity with the public PyTorch implementation, defects included
+    /// (spec §9.1). For reproducing published numbers and validating ports.
+    Reference,
+}
+
+/// How the `M + 1` sampling times `τ_0 > … > τ_M` are placed (spec §3.2).
+///
+/// Times are in the schedule's own units; "index" below means those units for an IR-SDE
+/// schedule. `t_max` is the schedule's end after `lambda_min` clipping.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TimeGrid {
+    /// `linspace(0, t_max, M+1)` reversed.
+    Linspace,
+    /// `k·⌊t_max/(M+1)⌋ + offset` for `k = M..0`: starts below `t_max`.
+    Leading {
+        /// Added to every time (`timestep_offset`, default 0).
+        offset: f64,
+    },
+    /// `t_max − kΔ`, `Δ = T/(M+1)`, while positive. Reference mode ends at `Δ` (and may give
+    /// `M+1` steps); exact mode keeps the first `M` values and ends at `t_min`.
+    Trailing,
+    /// Karras et al. spacing of `κ = σ/α` with exponent `rho` (default 7), mapped back to time.
+    KarrasN {
+        /// The Karras exponent ρ.
+        rho: f64,
+    },
+    /// Karras spacing applied directly to the time `t ∈ [1, T]`; exact mode ends at `t_min`.
+    KarrasT {
+        /// The Karras exponent ρ.
+        rho: f64,
+    },
+    /// Uniform in `λ` between `max(λ(t_max), lambda_min)` and the largest finite `λ`
+    /// (the reference's `linear-lambda`); the natural grid for exponential integrators.
+    UniformLambda,
+    /// Explicit times, strictly decreasing (`M + 1` values for `M` steps).
+    Custom(Vec<f64>),
+}
+
+impl TimeGrid {
+    /// Parses the reference's `time_schedule` names; `rho` and `offset` fill the variants that
+    /// use them. `custom` takes its times separately.
+    pub fn from_name(name: &str, rho: f64, offset: f64, custom: Option<Vec<f64>>) -> Result<Self> {
+        Ok(match name {
+            "linspace" => Self::Linspace,
+            "leading" => Self::Leading { offset },
+            "trailing" => Self::Trailing,
+            "karras-n" => Self::KarrasN { rho },
+            "karras-t" => Self::KarrasT { rho },
+            "linear-lambda" | "uniform-lambda" => Self::UniformLambda,
+            "custom" => Self::Custom(custom.ok_or_else(|| {
+                Error::grid("the custom grid needs its list of times (`timesteps`)")
+            })?),
+            other => {
+                return Err(Error::setting(
+                    "time_schedule",
+                    other,
+                    "use linspace, leading, trailing, karras-n, karras-t, linear-lambda or custom",
+                ));
+            }
+        })
+    }
+
+    /// The reference's name of this grid.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Linspace => "linspace",
+            Self::Leading { .. } => "leading",
+            Self::Trailing => "trailing",
+            Self::KarrasN { .. } => "karras-n",
+            Self::KarrasT { .. } => "karras-t",
+            Self::UniformLambda => "linear-lambda",
+            Self::Custom(_) => "custom",
+        }
+    }
+}
+
+/// `numpy.linspace(a, b, n)`: `a + i·step`, last value exactly `b`.
+fn linspace(a: f64, b: f64, n: usize) -> Vec<f64> {
+    if n == 1 {
+        return vec![a];
+    }
+    let step = (b - a) / (n - 1) as f64;
+    (0..n)
+        .map(|i| if i == n - 1 { b } else { a + i as f64 * step })
+        .collect()
+}
+
+/// Builds the grid `τ_0 > … > τ_M` for `steps = M` (spec §3.2; exact-mode rules §9.2.5).
+///
+/// `schedule` is the view the sampler integrates with ([`ReferenceInterp`] in reference
+/// mode). Exact-mode grids are validated: `M + 1` strictly decreasing values inside
+/// `[t_min, t_max]`.
+///
+/// [`ReferenceInterp`]: super::ReferenceInterp
+pub(crate) fn build_grid(
+    grid: &TimeGrid,
+    steps: usize,
+    lambda_min: Option<f64>,
+    mode: Mode,
+    schedule: &dyn Schedule,
+) -> Result<Vec<f64>> {
+    if steps == 0 {
+        return Err(Error::setting("num_steps", 0, "at least one step is needed"));
+    }
+    let m = steps;
+    let big_t = schedule.t_max();
+    let t_lo = schedule.t_min();
+    let t_max = match lambda_min {
+        Some(l) => schedule.t_max_for_lambda_min(l),
+        None => big_t,
+    };
+    let exact = mode == Mode::Exact;
+    let clamp = |v: f64| v.clamp(t_lo, big_t);
+    let tau: Vec<f64> = match grid {
+        TimeGrid::Linspace => {
+            let mut v = linspace(t_lo, t_max, m + 1);
+            v.reverse();
+            v
+        }
+        TimeGrid::Leading { offset } => {
+            let stride = ((t_max - t_lo) / (m + 1) as f64).floor();
+            (0..=m).rev().map(|k| t_lo + k as f64 * stride + offset).collect()
+        }
+        TimeGrid::Trailing => {
+            let delta = (big_t - t_lo) / (m + 1) as f64;
+            let count = ((t_max - t_lo) / delta).ceil().max(0.0) as usize;
+            let mut v: Vec<f64> = (0..count).map(|k| clamp(t_max - k as f64 * delta)).collect();
+            if exact {
+                v.truncate(m);
+                v.push(t_lo);
+            }
+            v
+        }
+        TimeGrid::KarrasN { rho } => {
+            let k_min = schedule.sigma(t_lo) / schedule.alpha(t_lo);
+            let k_max = schedule.sigma(big_t) / schedule.alpha(big_t);
+            let (a, b) = (k_max.powf(1.0 / rho), k_min.powf(1.0 / rho));
+            linspace(0.0, 1.0, m + 1)
+                .into_iter()
+                .map(|u| schedule.t_of_kappa((a + u * (b - a)).powf(*rho)))
+                .map(|t| if exact { clamp(t) } else { t })
+                .collect()
+        }
+        TimeGrid::KarrasT { rho } => {
+            let a = (big_t).powf(1.0 / rho);
+            let lo = t_lo + 1.0;
+            let b = lo.powf(1.0 / rho);
+            let mut v: Vec<f64> = linspace(0.0, 1.0, m + 1)
+                .into_iter()
+                .map(|u| clamp((a + u * (b - a)).powf(*rho)))
+                .collect();
+            if exact {
+                v[m] = t_lo;
+            }
+            v
+        }
+        TimeGrid::UniformLambda => {
+            let l_lo = match lambda_min {
+                Some(l) => schedule.lambda(big_t).max(l),
+                None => schedule.lambda(big_t),
+            };
+            let t_top = schedule.t_lambda_finite();
+            let l_hi = schedule.lambda(t_top);
+            if exact && t_top > t_lo {
+                // λ(t_min) = +∞: uniform up to the largest finite λ, then the limit step.
+                let mut v: Vec<f64> = linspace(l_lo, l_hi, m)
+                    .into_iter()
+                    .map(|l| schedule.t_of_lambda(l))
+                    .collect();
+                v.push(t_lo);
+                v
+            } else {
+                linspace(l_lo, l_hi, m + 1)
+                    .into_iter()
+                    .map(|l| schedule.t_of_lambda(l))
+                    .collect()
+            }
+        }
+        TimeGrid::Custom(v) => {
+            if v.len() != m + 1 {
+                return Err(Error::grid(format!(
+                    "a custom grid for {m} steps needs {} times, got {}",
+                    m + 1,
+                    v.len()
+                )));
+            }
+            v.clone()
+        }
+    };
+    if tau.len() < 2 {
+        return Err(Error::grid(format!(
+            "the {} grid with {m} steps has fewer than two times ({tau:?}); use more steps or a \
+             lower lambda_min",
+            grid.name()
+        )));
+    }
+    if let Some(bad) = tau.iter().find(|v| !v.is_finite()) {
+        return Err(Error::grid(format!("grid contains a non-finite time {bad}")));
+    }
+    if exact {
+        validate_exact(&tau, t_lo, big_t, grid)?;
+    }
+    Ok(tau)
+}
+
+fn validate_exact(tau: &[f64], t_lo: f64, t_hi: f64, grid: &TimeGrid) -> Result<()> {
+    for (k, w) in tau.windows(2).enumerate() {
+        if w[1] >= w[0] {
+            return Err(Error::grid(format!(
+                "the {} grid is not strictly decreasing at positions {k}, {} ({} then {}); \
+                 duplicates or increasing times are not allowed: use fewer steps or another grid",
+                grid.name(),
+                k + 1,
+                w[0],
+                w[1]
+            )));
+        }
+    }
+    for &t in tau {
+        if t < t_lo || t > t_hi {
+            return Err(Error::grid(format!(
+                "time {t} of the {} grid lies outside the schedule's range [{t_lo}, {t_hi}]",
+                grid.name()
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::schedule::{IrSdeSchedule, ReferenceInterp};
+
+    fn reference() -> ReferenceInterp {
+        ReferenceInterp::new(Arc::new(IrSdeSchedule::da_clip())).unwrap()
+    }
+
+    fn close(a: &[f64], b: &[f64], tol: f64) {
+        assert_eq!(a.len(), b.len(), "{a:?} vs {b:?}");
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() <= tol, "{a:?} vs {b:?}");
+        }
+    }
+
+    /// Spec §7.2 golden grids.
+    #[test]
+    fn golden_grids_reference() {
+        let s = reference();
+        let lm = Some(-5.0);
+        let g = |grid: TimeGrid, m| build_grid(&grid, m, lm, Mode::Reference, &s).unwrap();
+        close(&g(TimeGrid::Linspace, 10), &(0..=10).rev().map(|k| k as f64 * 10.0).collect::<Vec<_>>(), 1e-12);
+        close(&g(TimeGrid::Leading { offset: 0.0 }, 10), &(0..=10).rev().map(|k| k as f64 * 9.0).collect::<Vec<_>>(), 0.0);
+        close(&g(TimeGrid::Leading { offset: 0.0 }, 20), &(0..=20).rev().map(|k| k as f64 * 4.0).collect::<Vec<_>>(), 0.0);
+        let tr = g(TimeGrid::Trailing, 10);
+        assert_eq!(tr.len(), 11);
+        assert!((tr[1] - 90.90909).abs() < 1e-5 && (tr[10] - 9.09091).abs() < 1e-5);
+        close(
+            &g(TimeGrid::KarrasN { rho: 7.0 }, 10),
+            &[100.0, 94.71218, 88.90436, 82.32188, 74.60933, 65.06999, 52.28016, 34.43594, 15.83870, 4.66084, 0.0],
+            1e-5,
+        );
+        close(
+            &g(TimeGrid::KarrasT { rho: 7.0 }, 10),
+            &[100.0, 70.76249, 49.18110, 33.50647, 22.32487, 14.50732, 9.16425, 5.60520, 3.30332, 1.86438, 1.0],
+            1e-5,
+        );
+        close(
+            &g(TimeGrid::UniformLambda, 10),
+            &[
+                100.0,
+                90.5275715018,
+                80.6124220622,
+                69.6729594312,
+                56.7480982176,
+                40.7150843075,
+                23.7677477474,
+                11.7629631733,
+                5.1235823022,
+                1.7202489382,
+                0.0,
+            ],
+            1e-9,
+        );
+        close(&g(TimeGrid::UniformLambda, 5), &[100.0, 80.61242, 56.74810, 23.76775, 5.12358, 0.0], 1e-5);
+        // lambda_min = −3 clips to t_max = 93.
+        let l3 = build_grid(&TimeGrid::Linspace, 10, Some(-3.0), Mode::Reference, &s).unwrap();
+        assert_eq!(l3[0], 93.0);
+        assert!((l3[1] - 83.7).abs() < 1e-12);
+        let ll3 = build_grid(&TimeGrid::UniformLambda, 10, Some(-3.0), Mode::Reference, &s).unwrap();
+        assert!((ll3[0] - 93.54638).abs() < 1e-5);
+    }
+
+    #[test]
+    fn reference_trailing_can_add_a_step() {
+        let s = reference();
+        let v = build_grid(&TimeGrid::Trailing, 28, None, Mode::Reference, &s).unwrap();
+        assert_eq!(v.len(), 30);
+        let e = build_grid(&TimeGrid::Trailing, 28, None, Mode::Exact, &IrSdeSchedule::da_clip()).unwrap();
+        assert_eq!(e.len(), 29);
+        assert_eq!(*e.last().unwrap(), 0.0);
+    }
+
+    #[test]
+    fn exact_grids_have_m_plus_one_decreasing_values_ending_at_zero() {
+        let s = IrSdeSchedule::da_clip();
+        for grid in [
+            TimeGrid::Linspace,
+            TimeGrid::Trailing,
+            TimeGrid::KarrasN { rho: 7.0 },
+            TimeGrid::KarrasT { rho: 7.0 },
+            TimeGrid::UniformLambda,
+        ] {
+            for m in [1, 2, 3, 5, 10, 20, 50, 99] {
+                let v = build_grid(&grid, m, None, Mode::Exact, &s).unwrap();
+                assert_eq!(v.len(), m + 1, "{grid:?} {m}");
+                assert!(v[m].abs() < 1e-12, "{grid:?} {m}: ends at {}", v[m]);
+                assert!(v.windows(2).all(|w| w[1] < w[0]));
+            }
+        }
+    }
+
+    #[test]
+    fn exact_mode_rejects_duplicate_times() {
+        let s = IrSdeSchedule::da_clip();
+        // ⌊100/201⌋ = 0: every leading time is 0.
+        let e = build_grid(&TimeGrid::Leading { offset: 0.0 }, 200, None, Mode::Exact, &s);
+        assert!(matches!(e, Err(Error::InvalidGrid { .. })));
+        let e = build_grid(&TimeGrid::Custom(vec![50.0, 50.0, 0.0]), 2, None, Mode::Exact, &s);
+        assert!(matches!(e, Err(Error::InvalidGrid { .. })));
+        let e = build_grid(&TimeGrid::Custom(vec![150.0, 50.0, 0.0]), 2, None, Mode::Exact, &s);
+        assert!(matches!(e, Err(Error::InvalidGrid { .. })));
+        let e = build_grid(&TimeGrid::Custom(vec![50.0, 0.0]), 2, None, Mode::Exact, &s);
+        assert!(matches!(e, Err(Error::InvalidGrid { .. })));
+        assert!(build_grid(&TimeGrid::Linspace, 0, None, Mode::Exact, &s).is_err());
+    }
+}
