@@ -22,29 +22,28 @@ pub struct Thresholding {
 }
 
 impl Thresholding {
-    /// `ratio ∈ [0, 1]` (reference default 0.995) and `max ≥ 1` (default 1.5); the floor is 1.
+    /// `ratio ∈ [0, 1]` (reference default 0.995) and `max ≥ 1` (default 1.5); floor 1.
     pub fn new(ratio: f64, max: f64) -> Result<Self> {
+        Self::with_bounds(ratio, 1.0, max)
+    }
+
+    /// Full control: the clamp of `s` is `[floor, max]` with `0 < floor ≤ max` (use a floor
+    /// below 1 for data that does not live in `[−1, 1]`).
+    pub fn with_bounds(ratio: f64, floor: f64, max: f64) -> Result<Self> {
         if !(0.0..=1.0).contains(&ratio) {
             return Err(Error::setting("threshold_ratio", ratio, "must lie in [0, 1] (typically 0.995)"));
         }
-        Self { ratio, max, floor: 1.0 }.with_floor(1.0)
-    }
-
-    /// Sets the lower clamp of `s` (default 1; use a smaller value for data that is not in
-    /// `[−1, 1]`). Must be `> 0` and `≤ max`.
-    pub fn with_floor(mut self, floor: f64) -> Result<Self> {
         if !(floor > 0.0 && floor.is_finite()) {
             return Err(Error::setting("threshold_floor", floor, "must be finite and > 0"));
         }
-        if !(self.max >= floor && self.max.is_finite()) {
+        if !(max >= floor && max.is_finite()) {
             return Err(Error::setting(
                 "threshold_max",
-                self.max,
+                max,
                 format!("must be finite and at least the floor {floor}"),
             ));
         }
-        self.floor = floor;
-        Ok(self)
+        Ok(Self { ratio, max, floor })
     }
 
     /// The quantile ratio.
@@ -446,7 +445,8 @@ mod tests {
         assert!(sampler(10).with_output_clip(Some((1.0, 0.0))).is_err());
         assert!(Thresholding::new(1.5, 1.5).is_err());
         assert!(Thresholding::new(0.9, 0.5).is_err());
-        assert!(Thresholding::default().with_floor(0.0).is_err());
+        assert!(Thresholding::with_bounds(0.9, 0.0, 1.0).is_err());
+        assert!(Thresholding::with_bounds(0.9, 0.5, 0.8).is_ok());
         let custom = sampler(10).with_grid(TimeGrid::Custom(vec![100.0, 50.0, 0.0])).unwrap();
         assert_eq!(custom.num_steps(), 2);
         assert!(custom.clone().with_num_steps(3).is_err());

@@ -94,20 +94,7 @@ impl IrSdeSchedule {
     ///
     /// Uses [`CumulativeFrom::Zero`]; see [`with_cumulative_from`](Self::with_cumulative_from).
     pub fn new(theta_schedule: ThetaSchedule, steps: usize, eps: f64, max_sigma: f64) -> Result<Self> {
-        if steps == 0 {
-            return Err(Error::InvalidSchedule {
-                param: "T",
-                value: "0".into(),
-                reason: "the number of training steps must be at least 1",
-            });
-        }
-        if !(eps > 0.0 && eps < 1.0) {
-            return Err(Error::InvalidSchedule {
-                param: "eps",
-                value: eps.to_string(),
-                reason: "the terminal mean weight must lie strictly between 0 and 1 (typically 0.005)",
-            });
-        }
+        check_steps_eps(steps, eps)?;
         if !(max_sigma > 0.0 && max_sigma.is_finite()) {
             return Err(Error::InvalidSchedule {
                 param: "max_sigma",
@@ -116,6 +103,23 @@ impl IrSdeSchedule {
             });
         }
         let sigma_inf = if max_sigma >= 1.0 { max_sigma / 255.0 } else { max_sigma };
+        Self::build(theta_schedule, steps, eps, max_sigma, sigma_inf)
+    }
+
+    /// As [`new`](Self::new), but takes `σ∞` directly (no ÷255 rule).
+    pub fn with_sigma_inf(theta_schedule: ThetaSchedule, steps: usize, eps: f64, sigma_inf: f64) -> Result<Self> {
+        check_steps_eps(steps, eps)?;
+        if !(sigma_inf > 0.0 && sigma_inf.is_finite()) {
+            return Err(Error::InvalidSchedule {
+                param: "sigma_inf",
+                value: sigma_inf.to_string(),
+                reason: "the stationary std must be finite and > 0",
+            });
+        }
+        Self::build(theta_schedule, steps, eps, sigma_inf, sigma_inf)
+    }
+
+    fn build(theta_schedule: ThetaSchedule, steps: usize, eps: f64, max_sigma: f64, sigma_inf: f64) -> Result<Self> {
         let mut s = Self {
             theta_schedule,
             steps,
@@ -254,6 +258,24 @@ impl IrSdeSchedule {
             dt,
         };
     }
+}
+
+fn check_steps_eps(steps: usize, eps: f64) -> Result<()> {
+    if steps == 0 {
+        return Err(Error::InvalidSchedule {
+            param: "T",
+            value: "0".into(),
+            reason: "the number of training steps must be at least 1",
+        });
+    }
+    if !(eps > 0.0 && eps < 1.0) {
+        return Err(Error::InvalidSchedule {
+            param: "eps",
+            value: eps.to_string(),
+            reason: "the terminal mean weight must lie strictly between 0 and 1 (typically 0.005)",
+        });
+    }
+    Ok(())
 }
 
 impl Schedule for IrSdeSchedule {
