@@ -44,13 +44,18 @@ fn parse_args() -> Result<Args, String> {
                 None => return Err("--backend needs a name (ndarray)".into()),
             },
             "-h" | "--help" => {
-                return Err("usage: conformance [--check] [--out FILE] [--backend ndarray] CASES.json...".into());
+                return Err(
+                    "usage: conformance [--check] [--out FILE] [--backend ndarray] CASES.json..."
+                        .into(),
+                );
             }
             f => args.files.push(f.to_string()),
         }
     }
     if args.files.is_empty() {
-        return Err("no case files given; usage: conformance [--check] [--out FILE] CASES.json...".into());
+        return Err(
+            "no case files given; usage: conformance [--check] [--out FILE] CASES.json...".into(),
+        );
     }
     Ok(args)
 }
@@ -103,7 +108,11 @@ fn main() -> ExitCode {
                         .get("expected")
                         .and_then(|e| e.get("error"))
                         .is_some_and(|v| !v.is_null() && v.as_bool() != Some(false));
-                    let bad = if expects_error { vec![] } else { vec![format!("invalid case: {e}")] };
+                    let bad = if expects_error {
+                        vec![]
+                    } else {
+                        vec![format!("invalid case: {e}")]
+                    };
                     (json!({ "name": name, "error": e.to_string() }), bad)
                 }
             };

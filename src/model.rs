@@ -52,7 +52,9 @@ impl<F> FnModel<F> {
 
 impl<F> std::fmt::Debug for FnModel<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FnModel").field("fit", &self.fit).finish_non_exhaustive()
+        f.debug_struct("FnModel")
+            .field("fit", &self.fit)
+            .finish_non_exhaustive()
     }
 }
 

@@ -55,7 +55,11 @@ impl FromStr for Parameterization {
         match s {
             "data" => Ok(Self::Data),
             "noise" => Ok(Self::Noise),
-            other => Err(Error::setting("parameterization", other, "use data or noise")),
+            other => Err(Error::setting(
+                "parameterization",
+                other,
+                "use data or noise",
+            )),
         }
     }
 }
@@ -69,6 +73,15 @@ pub struct Affine {
     pub x: f64,
     /// Weight of the mean `μ`.
     pub mu: f64,
+}
+
+impl Affine {
+    /// `out = net`.
+    pub const IDENTITY: Self = Self {
+        net: 1.0,
+        x: 0.0,
+        mu: 0.0,
+    };
 }
 
 /// The converter from a network trained on `fit` to the solver quantity `to`, at a time with
@@ -91,11 +104,7 @@ pub fn convert_coefficients(
     let (a, s, si) = (alpha, sigma, sigma_inf);
     match (fit, to) {
         (FitTarget::Data, Parameterization::Data) | (FitTarget::Noise, Parameterization::Noise) => {
-            Affine {
-                net: 1.0,
-                x: 0.0,
-                mu: 0.0,
-            }
+            Affine::IDENTITY
         }
         // x̂₀ = (x − σ ε̂)/α − ((1 − α)/α) μ
         (FitTarget::Noise, Parameterization::Data) => Affine {
@@ -157,7 +166,8 @@ mod tests {
             for (to, want) in [(Parameterization::Data, x0), (Parameterization::Noise, eps)] {
                 let c = convert_coefficients(fit, to, alpha, sigma, sigma_inf);
                 let got = c.net * net + c.x * x + c.mu * mu;
-                let scale = 1.0 + x.abs() / alpha.min(sigma) + net.abs() + mu.abs() / alpha.min(sigma);
+                let scale =
+                    1.0 + x.abs() / alpha.min(sigma) + net.abs() + mu.abs() / alpha.min(sigma);
                 assert!(
                     (got - want).abs() <= 1e-13 * scale,
                     "{fit:?}->{to:?}: {got} vs {want}"
@@ -193,7 +203,10 @@ mod tests {
 
     #[test]
     fn aliases_parse() {
-        assert_eq!("reverse_traj".parse::<FitTarget>().unwrap(), FitTarget::Noise);
+        assert_eq!(
+            "reverse_traj".parse::<FitTarget>().unwrap(),
+            FitTarget::Noise
+        );
         assert_eq!("patch".parse::<FitTarget>().unwrap(), FitTarget::Data);
         assert!("x0".parse::<FitTarget>().is_err());
     }

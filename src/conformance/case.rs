@@ -267,12 +267,13 @@ impl Case {
                 reason: format!("{shape:?}: needs a batch axis and no zero-sized axis"),
             });
         }
-        let numel = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or(
-            CaseError::Invalid {
+        let numel = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or(CaseError::Invalid {
                 key: "shape".into(),
                 reason: "too many elements".into(),
-            },
-        )?;
+            })?;
         let schedule: Arc<dyn Schedule> = Arc::new(parse_schedule(req(c, "", "schedule")?)?);
         let sampler = parse_sampler(req(c, "", "sampler")?, schedule)?;
         let model = parse_model(req(c, "", "model")?)?;
@@ -325,7 +326,8 @@ impl Case {
 fn parse_schedule(v: &Value) -> Result<IrSdeSchedule, CaseError> {
     let p = "schedule.";
     let s = obj(v, "schedule")?;
-    let theta: ThetaSchedule = str_of(req(s, p, "theta_schedule")?, "schedule.theta_schedule")?.parse()?;
+    let theta: ThetaSchedule =
+        str_of(req(s, p, "theta_schedule")?, "schedule.theta_schedule")?.parse()?;
     let steps = usize_of(req(s, p, "T")?, "schedule.T")?;
     let eps = f64_of(req(s, p, "eps")?, "schedule.eps")?;
     let cum: CumulativeFrom = opt(s, p, "cumulative_from", "zero", str_of)?.parse()?;
@@ -474,11 +476,16 @@ fn parse_expected(v: &Value) -> Result<Expected, CaseError> {
         final_: opt(e, p, "final", None, some)?,
         final_unclipped: opt(e, p, "final_unclipped", None, some)?,
         states: opt(e, p, "states", None, |v, k| vec_vec_f64(v, k).map(Some))?,
-        model_outputs: opt(e, p, "model_outputs", None, |v, k| vec_vec_f64(v, k).map(Some))?,
+        model_outputs: opt(e, p, "model_outputs", None, |v, k| {
+            vec_vec_f64(v, k).map(Some)
+        })?,
         timesteps: opt(e, p, "timesteps", None, some)?,
         orders: opt(e, p, "orders", None, |v, k| vec_usize(v, k).map(Some))?,
         n_model_calls: opt(e, p, "n_model_calls", None, |v, k| usize_of(v, k).map(Some))?,
         exact_endpoint: opt(e, p, "exact_endpoint", None, some)?,
-        error: !matches!(e.get("error"), None | Some(Value::Null) | Some(Value::Bool(false))),
+        error: !matches!(
+            e.get("error"),
+            None | Some(Value::Null) | Some(Value::Bool(false))
+        ),
     })
 }

@@ -62,7 +62,11 @@ pub fn parse_file(text: &str) -> Result<Vec<Value>, CaseError> {
                 reason: format!("expected \"{SCHEMA}\", found \"{other}\""),
             });
         }
-        None => return Err(CaseError::Missing { key: "schema".into() }),
+        None => {
+            return Err(CaseError::Missing {
+                key: "schema".into(),
+            });
+        }
     }
     match obj.get("cases") {
         Some(Value::Array(a)) => Ok(a.clone()),
@@ -70,7 +74,9 @@ pub fn parse_file(text: &str) -> Result<Vec<Value>, CaseError> {
             key: "cases".into(),
             expected: "an array",
         }),
-        None => Err(CaseError::Missing { key: "cases".into() }),
+        None => Err(CaseError::Missing {
+            key: "cases".into(),
+        }),
     }
 }
 
@@ -102,7 +108,7 @@ fn build_model<T: SamplerTensor>(
     fit: FitTarget,
     view: Arc<dyn Schedule>,
 ) -> Result<Box<dyn ScoreModel<T>>, CaseError> {
-    let event: usize = |s: &[usize]| -> usize { s.iter().product() }(&case.shape[1..]);
+    let event: usize = case.shape[1..].iter().product();
     Ok(match &case.model {
         ModelSpec::Toy => Box::new(ToyModel::new(fit, view.t_max())),
         ModelSpec::Gaussian { m, c, event_shape } => {
@@ -116,7 +122,12 @@ fn build_model<T: SamplerTensor>(
             event_shape,
         } => {
             check_event(event_shape, event, means.first().map_or(0, Vec::len))?;
-            Box::new(GmmOracle::new(weights.clone(), means.clone(), stds.clone(), view)?)
+            Box::new(GmmOracle::new(
+                weights.clone(),
+                means.clone(),
+                stds.clone(),
+                view,
+            )?)
         }
     })
 }
@@ -149,8 +160,8 @@ impl<T> ScoreModel<T> for Dyn<'_, T> {
 /// Replays `case` on the backend of `proto` (any tensor of the wanted element type and
 /// device; its values are not used).
 pub fn run_case<T: SamplerTensor>(case: &Case, proto: &T) -> Result<Outcome, CaseError> {
-    let mu = proto.from_host_f64(&case.shape, &case.mu)?;
-    let x_t = proto.from_host_f64(&case.shape, &case.x_t)?;
+    let mu = proto.new_from_host(&case.shape, &case.mu)?;
+    let x_t = proto.new_from_host(&case.shape, &case.x_t)?;
     let mut noise = ReplayNoise::new(case.noises.clone());
     let mut rec = Recorder {
         states: vec![],
@@ -161,11 +172,23 @@ pub fn run_case<T: SamplerTensor>(case: &Case, proto: &T) -> Result<Outcome, Cas
         SamplerSpec::Mrs { sampler, fit } => {
             let view = sampler.model_schedule()?;
             let mut model = build_model::<T>(case, *fit, view)?;
-            sampler.sample_observed(&mut Dyn(model.as_mut()), &mu, Some(x_t), &mut noise, &mut rec)?
+            sampler.sample_observed(
+                &mut Dyn(model.as_mut()),
+                &mu,
+                Some(x_t),
+                &mut noise,
+                &mut rec,
+            )?
         }
         SamplerSpec::Baseline { sampler, schedule } => {
             let mut model = build_model::<T>(case, FitTarget::Noise, schedule.clone())?;
-            sampler.sample_observed(&mut Dyn(model.as_mut()), &mu, Some(x_t), &mut noise, &mut rec)?
+            sampler.sample_observed(
+                &mut Dyn(model.as_mut()),
+                &mu,
+                Some(x_t),
+                &mut noise,
+                &mut rec,
+            )?
         }
     };
     if let Some(e) = rec.failed {
@@ -221,7 +244,9 @@ pub fn check(case: &Case, result: &Result<Outcome, CaseError>) -> Vec<String> {
         }
         (Ok(o), false) => o,
     };
-    let cmp = |bad: &mut Vec<String>, key: &str, got: &[f64], want: &[f64]| compare(bad, tol, key, got, want);
+    let cmp = |bad: &mut Vec<String>, key: &str, got: &[f64], want: &[f64]| {
+        compare(bad, tol, key, got, want)
+    };
     if let Some(w) = &exp.final_ {
         cmp(&mut bad, "final", &o.final_, w);
     }
@@ -237,7 +262,11 @@ pub fn check(case: &Case, result: &Result<Outcome, CaseError>) -> Vec<String> {
     ] {
         if let Some(w) = want {
             if got.len() != w.len() {
-                bad.push(format!("{key}: {} entries != expected {}", got.len(), w.len()));
+                bad.push(format!(
+                    "{key}: {} entries != expected {}",
+                    got.len(),
+                    w.len()
+                ));
             } else {
                 for (k, (g, w)) in got.iter().zip(w).enumerate() {
                     cmp(&mut bad, &format!("{key}[{k}]"), g, w);
@@ -260,7 +289,10 @@ pub fn check(case: &Case, result: &Result<Outcome, CaseError>) -> Vec<String> {
     }
     if let Some(w) = exp.n_model_calls {
         if o.n_model_calls != w {
-            bad.push(format!("n_model_calls: {} != expected {w}", o.n_model_calls));
+            bad.push(format!(
+                "n_model_calls: {} != expected {w}",
+                o.n_model_calls
+            ));
         }
     }
     bad
@@ -268,7 +300,11 @@ pub fn check(case: &Case, result: &Result<Outcome, CaseError>) -> Vec<String> {
 
 fn compare(bad: &mut Vec<String>, tol: f64, key: &str, got: &[f64], want: &[f64]) {
     if got.len() != want.len() {
-        bad.push(format!("{key}: length {} != expected {}", got.len(), want.len()));
+        bad.push(format!(
+            "{key}: length {} != expected {}",
+            got.len(),
+            want.len()
+        ));
         return;
     }
     let worst = got
@@ -276,8 +312,11 @@ fn compare(bad: &mut Vec<String>, tol: f64, key: &str, got: &[f64], want: &[f64]
         .zip(want)
         .enumerate()
         .map(|(i, (g, w))| (i, (g - w).abs() / w.abs().max(1.0)))
-        .fold((0, 0.0f64), |a, b| if b.1 > a.1 || b.1.is_nan() { b } else { a });
-    if !(worst.1 <= tol) {
+        .fold(
+            (0, 0.0f64),
+            |a, b| if b.1 > a.1 || b.1.is_nan() { b } else { a },
+        );
+    if worst.1.is_nan() || worst.1 > tol {
         bad.push(format!(
             "{key}[{}]: got {}, expected {} (scaled error {:.3e} > {tol:e})",
             worst.0, got[worst.0], want[worst.0], worst.1
@@ -286,7 +325,12 @@ fn compare(bad: &mut Vec<String>, tol: f64, key: &str, got: &[f64], want: &[f64]
 }
 
 /// The exact probability-flow solution from `x_T` over `timesteps[0] → timesteps[M]`.
-fn exact_endpoint(case: &Case, m: &[f64], c: &[f64], timesteps: &[f64]) -> Result<Vec<f64>, CaseError> {
+fn exact_endpoint(
+    case: &Case,
+    m: &[f64],
+    c: &[f64],
+    timesteps: &[f64],
+) -> Result<Vec<f64>, CaseError> {
     let view = match &case.sampler {
         SamplerSpec::Mrs { sampler, .. } => sampler.model_schedule()?,
         SamplerSpec::Baseline { schedule, .. } => schedule.clone(),

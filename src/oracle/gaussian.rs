@@ -46,7 +46,11 @@ impl GaussianOracle {
         check_finite("gaussian_oracle.m", &m)?;
         check_finite("gaussian_oracle.c", &c)?;
         if let Some(bad) = c.iter().find(|v| **v < 0.0) {
-            return Err(Error::setting("gaussian_oracle.c", bad, "variances must be >= 0"));
+            return Err(Error::setting(
+                "gaussian_oracle.c",
+                bad,
+                "variances must be >= 0",
+            ));
         }
         Ok(Self { m, c, schedule })
     }
@@ -96,6 +100,6 @@ impl<T: SamplerTensor> ScoreModel<T> for GaussianOracle {
             .enumerate()
             .map(|(j, (&xv, &mv))| self.posterior_mean_scalar(j % d, xv, mv, t))
             .collect();
-        Ok(x.from_host_f64(&shape, &out)?)
+        Ok(x.new_from_host(&shape, &out)?)
     }
 }

@@ -91,7 +91,9 @@ impl GmmOracle {
                         e * e
                     })
                     .sum();
-                self.weights[k].ln() - 0.5 * d * (2.0 * std::f64::consts::PI * v).ln() - 0.5 * r2 / v
+                self.weights[k].ln()
+                    - 0.5 * d * (2.0 * std::f64::consts::PI * v).ln()
+                    - 0.5 * r2 / v
             })
             .collect();
         let top = logs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -125,7 +127,7 @@ impl<T: SamplerTensor> ScoreModel<T> for GmmOracle {
             let r = i * d..(i + 1) * d;
             self.posterior_mean(&xs[r.clone()], &ms[r.clone()], t, &mut out[r]);
         }
-        Ok(x.from_host_f64(&shape, &out)?)
+        Ok(x.new_from_host(&shape, &out)?)
     }
 }
 
@@ -152,7 +154,9 @@ mod tests {
     #[test]
     fn rejects_inconsistent_components() {
         let sch: Arc<dyn Schedule> = Arc::new(IrSdeSchedule::da_clip());
-        assert!(GmmOracle::new(vec![1.0, 1.0], vec![vec![0.0]], vec![0.1, 0.1], sch.clone()).is_err());
+        assert!(
+            GmmOracle::new(vec![1.0, 1.0], vec![vec![0.0]], vec![0.1, 0.1], sch.clone()).is_err()
+        );
         assert!(GmmOracle::new(vec![1.0], vec![vec![0.0]], vec![-0.1], sch.clone()).is_err());
         assert!(GmmOracle::new(vec![0.0], vec![vec![0.0]], vec![0.1], sch).is_err());
     }

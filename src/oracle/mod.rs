@@ -19,7 +19,10 @@ pub use gmm::GmmOracle;
 use crate::error::{Error, ModelError, Result};
 
 /// Splits a batch shape `[B, event…]` into `(B, event size)` and checks the event size.
-pub(crate) fn batch_split(shape: &[usize], event: usize) -> std::result::Result<(usize, usize), ModelError> {
+pub(crate) fn batch_split(
+    shape: &[usize],
+    event: usize,
+) -> std::result::Result<(usize, usize), ModelError> {
     let total: usize = shape.iter().product();
     if event == 0 || total % event != 0 {
         return Err(Box::new(Error::ShapeMismatch {
@@ -33,7 +36,11 @@ pub(crate) fn batch_split(shape: &[usize], event: usize) -> std::result::Result<
 
 pub(crate) fn check_finite(what: &'static str, v: &[f64]) -> Result<()> {
     if let Some(bad) = v.iter().find(|x| !x.is_finite()) {
-        return Err(Error::setting(what, bad, "every oracle parameter must be finite"));
+        return Err(Error::setting(
+            what,
+            bad,
+            "every oracle parameter must be finite",
+        ));
     }
     Ok(())
 }

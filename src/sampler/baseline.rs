@@ -49,14 +49,26 @@ pub struct BaselineSampler {
 
 impl BaselineSampler {
     /// A baseline over `schedule` with `num_steps` network evaluations (≥ 1), exact mode.
-    pub fn new(schedule: impl Schedule + 'static, kind: Baseline, num_steps: usize) -> Result<Self> {
+    pub fn new(
+        schedule: impl Schedule + 'static,
+        kind: Baseline,
+        num_steps: usize,
+    ) -> Result<Self> {
         Self::with_schedule(Arc::new(schedule), kind, num_steps)
     }
 
     /// As [`new`](Self::new), for a shared schedule.
-    pub fn with_schedule(schedule: Arc<dyn Schedule>, kind: Baseline, num_steps: usize) -> Result<Self> {
+    pub fn with_schedule(
+        schedule: Arc<dyn Schedule>,
+        kind: Baseline,
+        num_steps: usize,
+    ) -> Result<Self> {
         if num_steps == 0 {
-            return Err(Error::setting("num_steps", 0, "at least one step is needed"));
+            return Err(Error::setting(
+                "num_steps",
+                0,
+                "at least one step is needed",
+            ));
         }
         Ok(Self {
             schedule,
@@ -76,8 +88,12 @@ impl BaselineSampler {
     /// Clamp applied to the returned sample (default none).
     pub fn with_output_clip(mut self, clip: Option<(f64, f64)>) -> Result<Self> {
         if let Some((lo, hi)) = clip {
-            if !(lo <= hi) {
-                return Err(Error::setting("output_clip", format!("({lo}, {hi})"), "needs lo <= hi"));
+            if lo.is_nan() || hi.is_nan() || lo > hi {
+                return Err(Error::setting(
+                    "output_clip",
+                    format!("({lo}, {hi})"),
+                    "needs lo <= hi",
+                ));
             }
         }
         self.output_clip = clip;
@@ -122,10 +138,20 @@ impl BaselineSampler {
             _ => {}
         }
         // int(linspace(1, T, K)) visited from the top.
-        let step = if k > 1 { (n as f64 - 1.0) / (k - 1) as f64 } else { 0.0 };
+        let step = if k > 1 {
+            (n as f64 - 1.0) / (k - 1) as f64
+        } else {
+            0.0
+        };
         let idx: Vec<usize> = (0..k)
             .rev()
-            .map(|j| if j == k - 1 && k > 1 { n } else { (1.0 + j as f64 * step) as usize })
+            .map(|j| {
+                if j == k - 1 && k > 1 {
+                    n
+                } else {
+                    (1.0 + j as f64 * step) as usize
+                }
+            })
             .collect();
         let si = sch.sigma_inf();
         let dt = knots.dt;
@@ -134,8 +160,12 @@ impl BaselineSampler {
             .map(|&i| {
                 let (a, s) = (knots.alpha[i], knots.sigma[i]);
                 let coeffs = match self.kind {
-                    Baseline::EulerMaruyama => euler_coefficients(knots.theta[i], knots.g[i], s, dt, true),
-                    Baseline::EulerOde => euler_coefficients(knots.theta[i], knots.g[i], s, dt, false),
+                    Baseline::EulerMaruyama => {
+                        euler_coefficients(knots.theta[i], knots.g[i], s, dt, true)
+                    }
+                    Baseline::EulerOde => {
+                        euler_coefficients(knots.theta[i], knots.g[i], s, dt, false)
+                    }
                     Baseline::Posterior => posterior_coefficients_reference(
                         knots.theta[i],
                         knots.theta_cumsum[i],
@@ -146,7 +176,16 @@ impl BaselineSampler {
                     ),
                     Baseline::Heun { .. } => unreachable!("rejected above"),
                 };
-                self.step(fit, i as f64, i as f64 - 1.0, a, s, coeffs, Target::State, 1)
+                self.step(
+                    fit,
+                    i as f64,
+                    i as f64 - 1.0,
+                    a,
+                    s,
+                    coeffs,
+                    Target::State,
+                    1,
+                )
             })
             .collect();
         let mut timesteps: Vec<f64> = idx.iter().map(|&i| i as f64).collect();
@@ -182,7 +221,16 @@ impl BaselineSampler {
                             si,
                         ),
                     };
-                    steps.push(self.step(fit, s, t, sch.alpha(s), sch.sigma(s), coeffs, Target::State, 1));
+                    steps.push(self.step(
+                        fit,
+                        s,
+                        t,
+                        sch.alpha(s),
+                        sch.sigma(s),
+                        coeffs,
+                        Target::State,
+                        1,
+                    ));
                 }
             }
             Baseline::Heun { stochastic } => {
@@ -200,7 +248,16 @@ impl BaselineSampler {
                         let (a, b) = (tau[j], tau[j + 2]);
                         let delta = a - b;
                         let pred = euler(a, b, stochastic);
-                        steps.push(self.step(fit, a, b, sch.alpha(a), sch.sigma(a), pred, Target::Stage, 1));
+                        steps.push(self.step(
+                            fit,
+                            a,
+                            b,
+                            sch.alpha(a),
+                            sch.sigma(a),
+                            pred,
+                            Target::Stage,
+                            1,
+                        ));
                         let (th_a, th_b) = (sch.theta(a), sch.theta(b));
                         let (g_a, g_b) = (g_of(th_a), g_of(th_b));
                         let corr = StepCoeffs {
@@ -214,12 +271,30 @@ impl BaselineSampler {
                             mu: -0.5 * delta * (th_a + th_b),
                             noise: stochastic.then(|| -0.5 * (g_a + g_b) * delta.sqrt()),
                         };
-                        steps.push(self.step(fit, b, b, sch.alpha(b), sch.sigma(b), corr, Target::State, 2));
+                        steps.push(self.step(
+                            fit,
+                            b,
+                            b,
+                            sch.alpha(b),
+                            sch.sigma(b),
+                            corr,
+                            Target::State,
+                            2,
+                        ));
                         j += 2;
                     } else {
                         let (a, b) = (tau[j], tau[j + 1]);
                         let e = euler(a, b, stochastic);
-                        steps.push(self.step(fit, a, b, sch.alpha(a), sch.sigma(a), e, Target::State, 1));
+                        steps.push(self.step(
+                            fit,
+                            a,
+                            b,
+                            sch.alpha(a),
+                            sch.sigma(a),
+                            e,
+                            Target::State,
+                            1,
+                        ));
                         j += 1;
                     }
                 }
@@ -277,6 +352,7 @@ impl<T: SamplerTensor> Sampler<T> for BaselineSampler {
 }
 
 #[cfg(test)]
+#[allow(clippy::float_cmp)] // exact values (integer times, α_T = eps) are the point here
 mod tests {
     use super::*;
     use crate::schedule::IrSdeSchedule;
@@ -288,7 +364,10 @@ mod tests {
             .with_mode(Mode::Reference);
         let p = b.plan(FitTarget::Noise).unwrap();
         let visited: Vec<f64> = p.steps.iter().map(|s| s.t_eval).collect();
-        assert_eq!(visited, vec![100.0, 89.0, 78.0, 67.0, 56.0, 45.0, 34.0, 23.0, 12.0, 1.0]);
+        assert_eq!(
+            visited,
+            vec![100.0, 89.0, 78.0, 67.0, 56.0, 45.0, 34.0, 23.0, 12.0, 1.0]
+        );
         let p = BaselineSampler::new(IrSdeSchedule::da_clip(), Baseline::Posterior, 100)
             .unwrap()
             .with_mode(Mode::Reference)
@@ -301,8 +380,13 @@ mod tests {
     #[test]
     fn unsupported_configurations_error() {
         let s = IrSdeSchedule::da_clip();
-        let e = BaselineSampler::new(s.clone(), Baseline::EulerOde, 10).unwrap().with_mode(Mode::Reference);
-        assert!(matches!(e.plan(FitTarget::Noise), Err(Error::Unsupported { .. })));
+        let e = BaselineSampler::new(s.clone(), Baseline::EulerOde, 10)
+            .unwrap()
+            .with_mode(Mode::Reference);
+        assert!(matches!(
+            e.plan(FitTarget::Noise),
+            Err(Error::Unsupported { .. })
+        ));
         let h = BaselineSampler::new(s, Baseline::Heun { stochastic: false }, 10).unwrap();
         assert_eq!(h.plan(FitTarget::Noise).unwrap().steps.len(), 10);
         assert!(h.with_mode(Mode::Reference).plan(FitTarget::Noise).is_err());

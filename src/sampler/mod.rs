@@ -118,7 +118,9 @@ pub trait Sampler<T: SamplerTensor> {
                 order: stats.orders.last().copied().unwrap_or(0),
                 x: run.eval_state(),
                 model_output: run.last_model_output().expect("an output was just pushed"),
-                x0_hat: x0.as_ref().unwrap_or_else(|| run.last_model_output().expect("pushed")),
+                x0_hat: x0
+                    .as_ref()
+                    .unwrap_or_else(|| run.last_model_output().expect("pushed")),
             };
             observer.on_step(&view);
         }

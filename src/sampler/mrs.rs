@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use super::run::{Plan, PlannedStep, Run, Target, Update};
 use super::Sampler;
+use super::run::{Plan, PlannedStep, Run, Target, Update};
 use crate::error::{Error, Result};
 use crate::param::{FitTarget, Parameterization, convert_coefficients};
 use crate::schedule::{Mode, ReferenceInterp, Schedule, TimeGrid, build_grid};
@@ -31,10 +31,18 @@ impl Thresholding {
     /// below 1 for data that does not live in `[−1, 1]`).
     pub fn with_bounds(ratio: f64, floor: f64, max: f64) -> Result<Self> {
         if !(0.0..=1.0).contains(&ratio) {
-            return Err(Error::setting("threshold_ratio", ratio, "must lie in [0, 1] (typically 0.995)"));
+            return Err(Error::setting(
+                "threshold_ratio",
+                ratio,
+                "must lie in [0, 1] (typically 0.995)",
+            ));
         }
         if !(floor > 0.0 && floor.is_finite()) {
-            return Err(Error::setting("threshold_floor", floor, "must be finite and > 0"));
+            return Err(Error::setting(
+                "threshold_floor",
+                floor,
+                "must be finite and > 0",
+            ));
         }
         if !(max >= floor && max.is_finite()) {
             return Err(Error::setting(
@@ -143,7 +151,11 @@ impl MrSampler {
                 return Err(Error::setting(
                     "num_steps",
                     num_steps,
-                    format!("the custom grid has {} times, i.e. {} steps", v.len(), v.len() - 1),
+                    format!(
+                        "the custom grid has {} times, i.e. {} steps",
+                        v.len(),
+                        v.len() - 1
+                    ),
                 ));
             }
         }
@@ -185,8 +197,14 @@ impl MrSampler {
     /// Time grid (default [`TimeGrid::Linspace`]). A custom grid also sets the step count.
     pub fn with_grid(mut self, grid: TimeGrid) -> Result<Self> {
         match &grid {
-            TimeGrid::KarrasN { rho } | TimeGrid::KarrasT { rho } if !(*rho > 0.0 && rho.is_finite()) => {
-                return Err(Error::setting("rho", rho, "must be finite and > 0 (typically 7)"));
+            TimeGrid::KarrasN { rho } | TimeGrid::KarrasT { rho }
+                if !(*rho > 0.0 && rho.is_finite()) =>
+            {
+                return Err(Error::setting(
+                    "rho",
+                    rho,
+                    "must be finite and > 0 (typically 7)",
+                ));
             }
             TimeGrid::Leading { offset } if !offset.is_finite() => {
                 return Err(Error::setting("timestep_offset", offset, "must be finite"));
@@ -196,7 +214,9 @@ impl MrSampler {
                     return Err(Error::grid("a custom grid needs at least two times"));
                 }
                 if let Some(bad) = v.iter().find(|t| !t.is_finite()) {
-                    return Err(Error::grid(format!("custom grid contains non-finite time {bad}")));
+                    return Err(Error::grid(format!(
+                        "custom grid contains non-finite time {bad}"
+                    )));
                 }
                 self.num_steps = v.len() - 1;
             }
@@ -210,7 +230,11 @@ impl MrSampler {
     pub fn with_lambda_min(mut self, lambda_min: Option<f64>) -> Result<Self> {
         if let Some(l) = lambda_min {
             if l.is_nan() {
-                return Err(Error::setting("lambda_min", l, "must be a number (or None for −∞)"));
+                return Err(Error::setting(
+                    "lambda_min",
+                    l,
+                    "must be a number (or None for −∞)",
+                ));
             }
         }
         self.lambda_min = lambda_min.filter(|l| *l > f64::NEG_INFINITY);
@@ -232,8 +256,12 @@ impl MrSampler {
     /// Clamp applied to the returned sample (default `Some((0, 1))`, the image range).
     pub fn with_output_clip(mut self, clip: Option<(f64, f64)>) -> Result<Self> {
         if let Some((lo, hi)) = clip {
-            if !(lo <= hi) {
-                return Err(Error::setting("output_clip", format!("({lo}, {hi})"), "needs lo <= hi"));
+            if lo.is_nan() || hi.is_nan() || lo > hi {
+                return Err(Error::setting(
+                    "output_clip",
+                    format!("({lo}, {hi})"),
+                    "needs lo <= hi",
+                ));
             }
         }
         self.output_clip = clip;
@@ -279,7 +307,13 @@ impl MrSampler {
     /// The grid `τ_0 > … > τ_M` this configuration samples on.
     pub fn timesteps(&self) -> Result<Vec<f64>> {
         let view = self.model_schedule()?;
-        build_grid(&self.grid, self.num_steps, self.lambda_min, self.mode, &*view)
+        build_grid(
+            &self.grid,
+            self.num_steps,
+            self.lambda_min,
+            self.mode,
+            &*view,
+        )
     }
 
     /// Orders per step (spec §3.3 reference rule, §9.2.3 exact rule).
@@ -307,7 +341,13 @@ impl MrSampler {
     /// Compiles the configuration for a network trained on `fit`.
     pub(crate) fn plan(&self, fit: FitTarget) -> Result<Plan> {
         let view = self.model_schedule()?;
-        let tau = build_grid(&self.grid, self.num_steps, self.lambda_min, self.mode, &*view)?;
+        let tau = build_grid(
+            &self.grid,
+            self.num_steps,
+            self.lambda_min,
+            self.mode,
+            &*view,
+        )?;
         let m = tau.len() - 1;
         if self.mode == Mode::Reference && m < self.order {
             return Err(Error::TooFewSteps {
@@ -357,7 +397,8 @@ impl MrSampler {
             } else {
                 let order = orders[k - 1];
                 let history: Vec<Node> = (0..order).map(|j| nodes[k - 1 - j]).collect();
-                let coeffs = multistep_coefficients(self.solver, param, order, nodes[k], &history, exact);
+                let coeffs =
+                    multistep_coefficients(self.solver, param, order, nodes[k], &history, exact);
                 let update = Update::Linear {
                     coeffs,
                     target: Target::State,
@@ -388,7 +429,11 @@ impl MrSampler {
 
 fn check_steps(n: usize) -> Result<()> {
     if n == 0 {
-        return Err(Error::setting("num_steps", 0, "at least one step (network evaluation) is needed"));
+        return Err(Error::setting(
+            "num_steps",
+            0,
+            "at least one step (network evaluation) is needed",
+        ));
     }
     Ok(())
 }
@@ -416,7 +461,10 @@ mod tests {
 
     #[test]
     fn reference_order_rule() {
-        let s = sampler(5).with_mode(Mode::Reference).with_solver(SolverType::Ode, 2).unwrap();
+        let s = sampler(5)
+            .with_mode(Mode::Reference)
+            .with_solver(SolverType::Ode, 2)
+            .unwrap();
         assert_eq!(s.orders(5), vec![1, 2, 2, 1, 2]);
         let s = s.with_solver(SolverType::Ode, 3).unwrap();
         assert_eq!(s.orders(5), vec![1, 2, 2, 1, 3]);
@@ -439,7 +487,11 @@ mod tests {
         assert!(sampler(10).with_solver(SolverType::Sde, 3).is_err());
         assert!(sampler(10).with_solver(SolverType::Ode, 0).is_err());
         assert!(sampler(10).with_solver(SolverType::Ode, 4).is_err());
-        assert!(sampler(10).with_grid(TimeGrid::KarrasN { rho: 0.0 }).is_err());
+        assert!(
+            sampler(10)
+                .with_grid(TimeGrid::KarrasN { rho: 0.0 })
+                .is_err()
+        );
         assert!(sampler(10).with_grid(TimeGrid::Custom(vec![1.0])).is_err());
         assert!(sampler(10).with_lambda_min(Some(f64::NAN)).is_err());
         assert!(sampler(10).with_output_clip(Some((1.0, 0.0))).is_err());
@@ -447,7 +499,9 @@ mod tests {
         assert!(Thresholding::new(0.9, 0.5).is_err());
         assert!(Thresholding::with_bounds(0.9, 0.0, 1.0).is_err());
         assert!(Thresholding::with_bounds(0.9, 0.5, 0.8).is_ok());
-        let custom = sampler(10).with_grid(TimeGrid::Custom(vec![100.0, 50.0, 0.0])).unwrap();
+        let custom = sampler(10)
+            .with_grid(TimeGrid::Custom(vec![100.0, 50.0, 0.0]))
+            .unwrap();
         assert_eq!(custom.num_steps(), 2);
         assert!(custom.clone().with_num_steps(3).is_err());
         let e = sampler(2)
@@ -462,8 +516,20 @@ mod tests {
     #[test]
     fn nfe_per_configuration() {
         for mode in [Mode::Exact, Mode::Reference] {
-            for (solver, order) in [(SolverType::Ode, 1), (SolverType::Ode, 2), (SolverType::Ode, 3), (SolverType::Sde, 1), (SolverType::Sde, 2)] {
-                for grid in [TimeGrid::Linspace, TimeGrid::KarrasN { rho: 7.0 }, TimeGrid::KarrasT { rho: 7.0 }, TimeGrid::UniformLambda, TimeGrid::Leading { offset: 0.0 }] {
+            for (solver, order) in [
+                (SolverType::Ode, 1),
+                (SolverType::Ode, 2),
+                (SolverType::Ode, 3),
+                (SolverType::Sde, 1),
+                (SolverType::Sde, 2),
+            ] {
+                for grid in [
+                    TimeGrid::Linspace,
+                    TimeGrid::KarrasN { rho: 7.0 },
+                    TimeGrid::KarrasT { rho: 7.0 },
+                    TimeGrid::UniformLambda,
+                    TimeGrid::Leading { offset: 0.0 },
+                ] {
                     for m in [3, 5, 10, 20] {
                         for dl in [false, true] {
                             let s = sampler(m)
@@ -474,7 +540,11 @@ mod tests {
                                 .unwrap()
                                 .with_denoise_last(dl);
                             let plan = s.plan(FitTarget::Noise).unwrap();
-                            assert_eq!(plan.steps.len(), m, "{mode:?} {solver:?}{order} {grid:?} {m}");
+                            assert_eq!(
+                                plan.steps.len(),
+                                m,
+                                "{mode:?} {solver:?}{order} {grid:?} {m}"
+                            );
                             assert_eq!(plan.timesteps.len(), m + 1);
                         }
                     }
@@ -482,7 +552,10 @@ mod tests {
             }
         }
         // Reference trailing at M = 28 has one extra step (spec §3.7 item 5).
-        let s = sampler(28).with_mode(Mode::Reference).with_grid(TimeGrid::Trailing).unwrap();
+        let s = sampler(28)
+            .with_mode(Mode::Reference)
+            .with_grid(TimeGrid::Trailing)
+            .unwrap();
         assert_eq!(s.plan(FitTarget::Noise).unwrap().steps.len(), 29);
         let s = s.with_mode(Mode::Exact);
         assert_eq!(s.plan(FitTarget::Noise).unwrap().steps.len(), 28);

@@ -350,7 +350,7 @@ impl<T: SamplerTensor> Run<T> {
 
 /// `a.net·net + a.x·x + a.mu·μ`, skipping zero weights.
 fn apply_affine<T: SamplerTensor>(a: Affine, net: &T, x: &T, mu: &T) -> Result<T> {
-    if a.x == 0.0 && a.mu == 0.0 && a.net == 1.0 {
+    if a == Affine::IDENTITY {
         return Ok(net.clone());
     }
     let mut terms: Vec<(f64, &T)> = vec![(a.net, net)];

@@ -113,7 +113,11 @@ pub(crate) fn build_grid(
     schedule: &dyn Schedule,
 ) -> Result<Vec<f64>> {
     if steps == 0 {
-        return Err(Error::setting("num_steps", 0, "at least one step is needed"));
+        return Err(Error::setting(
+            "num_steps",
+            0,
+            "at least one step is needed",
+        ));
     }
     let m = steps;
     let big_t = schedule.t_max();
@@ -132,12 +136,17 @@ pub(crate) fn build_grid(
         }
         TimeGrid::Leading { offset } => {
             let stride = ((t_max - t_lo) / (m + 1) as f64).floor();
-            (0..=m).rev().map(|k| t_lo + k as f64 * stride + offset).collect()
+            (0..=m)
+                .rev()
+                .map(|k| t_lo + k as f64 * stride + offset)
+                .collect()
         }
         TimeGrid::Trailing => {
             let delta = (big_t - t_lo) / (m + 1) as f64;
             let count = ((t_max - t_lo) / delta).ceil().max(0.0) as usize;
-            let mut v: Vec<f64> = (0..count).map(|k| clamp(t_max - k as f64 * delta)).collect();
+            let mut v: Vec<f64> = (0..count)
+                .map(|k| clamp(t_max - k as f64 * delta))
+                .collect();
             if exact {
                 v.truncate(m);
                 v.push(t_lo);
@@ -208,7 +217,9 @@ pub(crate) fn build_grid(
         )));
     }
     if let Some(bad) = tau.iter().find(|v| !v.is_finite()) {
-        return Err(Error::grid(format!("grid contains a non-finite time {bad}")));
+        return Err(Error::grid(format!(
+            "grid contains a non-finite time {bad}"
+        )));
     }
     if exact {
         validate_exact(&tau, t_lo, big_t, grid)?;
@@ -241,6 +252,7 @@ fn validate_exact(tau: &[f64], t_lo: f64, t_hi: f64, grid: &TimeGrid) -> Result<
 }
 
 #[cfg(test)]
+#[allow(clippy::float_cmp)] // exact values (integer times, α_T = eps) are the point here
 mod tests {
     use std::sync::Arc;
 
@@ -264,20 +276,38 @@ mod tests {
         let s = reference();
         let lm = Some(-5.0);
         let g = |grid: TimeGrid, m| build_grid(&grid, m, lm, Mode::Reference, &s).unwrap();
-        close(&g(TimeGrid::Linspace, 10), &(0..=10).rev().map(|k| k as f64 * 10.0).collect::<Vec<_>>(), 1e-12);
-        close(&g(TimeGrid::Leading { offset: 0.0 }, 10), &(0..=10).rev().map(|k| k as f64 * 9.0).collect::<Vec<_>>(), 0.0);
-        close(&g(TimeGrid::Leading { offset: 0.0 }, 20), &(0..=20).rev().map(|k| k as f64 * 4.0).collect::<Vec<_>>(), 0.0);
+        close(
+            &g(TimeGrid::Linspace, 10),
+            &(0..=10).rev().map(|k| k as f64 * 10.0).collect::<Vec<_>>(),
+            1e-12,
+        );
+        close(
+            &g(TimeGrid::Leading { offset: 0.0 }, 10),
+            &(0..=10).rev().map(|k| k as f64 * 9.0).collect::<Vec<_>>(),
+            0.0,
+        );
+        close(
+            &g(TimeGrid::Leading { offset: 0.0 }, 20),
+            &(0..=20).rev().map(|k| k as f64 * 4.0).collect::<Vec<_>>(),
+            0.0,
+        );
         let tr = g(TimeGrid::Trailing, 10);
         assert_eq!(tr.len(), 11);
         assert!((tr[1] - 90.90909).abs() < 1e-5 && (tr[10] - 9.09091).abs() < 1e-5);
         close(
             &g(TimeGrid::KarrasN { rho: 7.0 }, 10),
-            &[100.0, 94.71218, 88.90436, 82.32188, 74.60933, 65.06999, 52.28016, 34.43594, 15.83870, 4.66084, 0.0],
+            &[
+                100.0, 94.71218, 88.90436, 82.32188, 74.60933, 65.06999, 52.28016, 34.43594,
+                15.83870, 4.66084, 0.0,
+            ],
             1e-5,
         );
         close(
             &g(TimeGrid::KarrasT { rho: 7.0 }, 10),
-            &[100.0, 70.76249, 49.18110, 33.50647, 22.32487, 14.50732, 9.16425, 5.60520, 3.30332, 1.86438, 1.0],
+            &[
+                100.0, 70.76249, 49.18110, 33.50647, 22.32487, 14.50732, 9.16425, 5.60520, 3.30332,
+                1.86438, 1.0,
+            ],
             1e-5,
         );
         close(
@@ -297,12 +327,23 @@ mod tests {
             ],
             1e-9,
         );
-        close(&g(TimeGrid::UniformLambda, 5), &[100.0, 80.61242, 56.74810, 23.76775, 5.12358, 0.0], 1e-5);
+        close(
+            &g(TimeGrid::UniformLambda, 5),
+            &[100.0, 80.61242, 56.74810, 23.76775, 5.12358, 0.0],
+            1e-5,
+        );
         // lambda_min = −3 clips to t_max = 93.
         let l3 = build_grid(&TimeGrid::Linspace, 10, Some(-3.0), Mode::Reference, &s).unwrap();
         assert_eq!(l3[0], 93.0);
         assert!((l3[1] - 83.7).abs() < 1e-12);
-        let ll3 = build_grid(&TimeGrid::UniformLambda, 10, Some(-3.0), Mode::Reference, &s).unwrap();
+        let ll3 = build_grid(
+            &TimeGrid::UniformLambda,
+            10,
+            Some(-3.0),
+            Mode::Reference,
+            &s,
+        )
+        .unwrap();
         assert!((ll3[0] - 93.54638).abs() < 1e-5);
     }
 
@@ -311,7 +352,14 @@ mod tests {
         let s = reference();
         let v = build_grid(&TimeGrid::Trailing, 28, None, Mode::Reference, &s).unwrap();
         assert_eq!(v.len(), 30);
-        let e = build_grid(&TimeGrid::Trailing, 28, None, Mode::Exact, &IrSdeSchedule::da_clip()).unwrap();
+        let e = build_grid(
+            &TimeGrid::Trailing,
+            28,
+            None,
+            Mode::Exact,
+            &IrSdeSchedule::da_clip(),
+        )
+        .unwrap();
         assert_eq!(e.len(), 29);
         assert_eq!(*e.last().unwrap(), 0.0);
     }
@@ -339,11 +387,29 @@ mod tests {
     fn exact_mode_rejects_duplicate_times() {
         let s = IrSdeSchedule::da_clip();
         // ⌊100/201⌋ = 0: every leading time is 0.
-        let e = build_grid(&TimeGrid::Leading { offset: 0.0 }, 200, None, Mode::Exact, &s);
+        let e = build_grid(
+            &TimeGrid::Leading { offset: 0.0 },
+            200,
+            None,
+            Mode::Exact,
+            &s,
+        );
         assert!(matches!(e, Err(Error::InvalidGrid { .. })));
-        let e = build_grid(&TimeGrid::Custom(vec![50.0, 50.0, 0.0]), 2, None, Mode::Exact, &s);
+        let e = build_grid(
+            &TimeGrid::Custom(vec![50.0, 50.0, 0.0]),
+            2,
+            None,
+            Mode::Exact,
+            &s,
+        );
         assert!(matches!(e, Err(Error::InvalidGrid { .. })));
-        let e = build_grid(&TimeGrid::Custom(vec![150.0, 50.0, 0.0]), 2, None, Mode::Exact, &s);
+        let e = build_grid(
+            &TimeGrid::Custom(vec![150.0, 50.0, 0.0]),
+            2,
+            None,
+            Mode::Exact,
+            &s,
+        );
         assert!(matches!(e, Err(Error::InvalidGrid { .. })));
         let e = build_grid(&TimeGrid::Custom(vec![50.0, 0.0]), 2, None, Mode::Exact, &s);
         assert!(matches!(e, Err(Error::InvalidGrid { .. })));

@@ -15,7 +15,11 @@ pub(crate) fn interpolate(x: f64, xp: &[f64], yp: &[f64]) -> f64 {
     debug_assert!(k >= 2 && yp.len() == k);
     // Number of knots strictly below x.
     let below = xp.partition_point(|&v| v < x);
-    let i = if below == 0 { 0 } else { (below - 1).min(k - 2) };
+    let i = if below == 0 {
+        0
+    } else {
+        (below - 1).min(k - 2)
+    };
     let (x0, x1, y0, y1) = (xp[i], xp[i + 1], yp[i], yp[i + 1]);
     y0 + (x - x0) * (y1 - y0) / (x1 - x0)
 }
@@ -97,6 +101,7 @@ impl Schedule for ReferenceInterp {
 }
 
 #[cfg(test)]
+#[allow(clippy::float_cmp)] // exact values (integer times, α_T = eps) are the point here
 mod tests {
     use super::*;
     use crate::schedule::IrSdeSchedule;

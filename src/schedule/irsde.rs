@@ -93,7 +93,12 @@ impl IrSdeSchedule {
     /// * `max_sigma`: `σ∞·255` if `≥ 1` (the ÷255 rule), else `σ∞` itself; must be `> 0`.
     ///
     /// Uses [`CumulativeFrom::Zero`]; see [`with_cumulative_from`](Self::with_cumulative_from).
-    pub fn new(theta_schedule: ThetaSchedule, steps: usize, eps: f64, max_sigma: f64) -> Result<Self> {
+    pub fn new(
+        theta_schedule: ThetaSchedule,
+        steps: usize,
+        eps: f64,
+        max_sigma: f64,
+    ) -> Result<Self> {
         check_steps_eps(steps, eps)?;
         if !(max_sigma > 0.0 && max_sigma.is_finite()) {
             return Err(Error::InvalidSchedule {
@@ -102,12 +107,21 @@ impl IrSdeSchedule {
                 reason: "must be finite and > 0 (values >= 1 are divided by 255)",
             });
         }
-        let sigma_inf = if max_sigma >= 1.0 { max_sigma / 255.0 } else { max_sigma };
+        let sigma_inf = if max_sigma >= 1.0 {
+            max_sigma / 255.0
+        } else {
+            max_sigma
+        };
         Self::build(theta_schedule, steps, eps, max_sigma, sigma_inf)
     }
 
     /// As [`new`](Self::new), but takes `σ∞` directly (no ÷255 rule).
-    pub fn with_sigma_inf(theta_schedule: ThetaSchedule, steps: usize, eps: f64, sigma_inf: f64) -> Result<Self> {
+    pub fn with_sigma_inf(
+        theta_schedule: ThetaSchedule,
+        steps: usize,
+        eps: f64,
+        sigma_inf: f64,
+    ) -> Result<Self> {
         check_steps_eps(steps, eps)?;
         if !(sigma_inf > 0.0 && sigma_inf.is_finite()) {
             return Err(Error::InvalidSchedule {
@@ -119,7 +133,13 @@ impl IrSdeSchedule {
         Self::build(theta_schedule, steps, eps, sigma_inf, sigma_inf)
     }
 
-    fn build(theta_schedule: ThetaSchedule, steps: usize, eps: f64, max_sigma: f64, sigma_inf: f64) -> Result<Self> {
+    fn build(
+        theta_schedule: ThetaSchedule,
+        steps: usize,
+        eps: f64,
+        max_sigma: f64,
+        sigma_inf: f64,
+    ) -> Result<Self> {
         let mut s = Self {
             theta_schedule,
             steps,
@@ -198,7 +218,9 @@ impl IrSdeSchedule {
             return f64::NAN;
         }
         // First segment whose upper end reaches the target (extrapolating at both ends).
-        let i = cum[1..].partition_point(|&c| c < target).min(self.steps - 1);
+        let i = cum[1..]
+            .partition_point(|&c| c < target)
+            .min(self.steps - 1);
         let t = i as f64 + (target - cum[i]) / (cum[i + 1] - cum[i]);
         t.clamp(0.0, self.steps as f64)
     }
@@ -245,7 +267,11 @@ impl IrSdeSchedule {
             .iter()
             .map(|&c| (sig2 * (1.0 - (-2.0 * c * dt).exp())).sqrt())
             .collect();
-        let lambda = alpha.iter().zip(&sigma).map(|(a, s)| a.ln() - s.ln()).collect();
+        let lambda = alpha
+            .iter()
+            .zip(&sigma)
+            .map(|(a, s)| a.ln() - s.ln())
+            .collect();
         let g = theta.iter().map(|&th| (sig2 * 2.0 * th).sqrt()).collect();
         self.knots = Knots {
             t: (0..=n).map(|i| i as f64).collect(),
@@ -311,7 +337,12 @@ impl Schedule for IrSdeSchedule {
     }
     fn t_max_for_lambda_min(&self, lambda_min: f64) -> f64 {
         // The reference's rule: the largest integer index with λ_i ≥ lambda_min.
-        let below = self.knots.lambda.iter().filter(|&&l| l < lambda_min).count();
+        let below = self
+            .knots
+            .lambda
+            .iter()
+            .filter(|&&l| l < lambda_min)
+            .count();
         self.steps.saturating_sub(below) as f64
     }
     fn t_lambda_finite(&self) -> f64 {
@@ -326,6 +357,7 @@ impl Schedule for IrSdeSchedule {
 }
 
 #[cfg(test)]
+#[allow(clippy::float_cmp)] // exact values (integer times, α_T = eps) are the point here
 mod tests {
     use super::*;
     use approx::assert_relative_eq;
@@ -355,9 +387,24 @@ mod tests {
         }
         assert_relative_eq!(k.theta[100], 0.9997665724804802, max_relative = 1e-13);
         let rows = [
-            (0, 0.9999360642796539, 0.0022172244610081725, 6.111435170328288),
-            (1, 0.9997596942474123, 0.004298340471411325, 5.449285933025871),
-            (50, 0.36080298288223367, 0.18287099167985388, 0.6795511148265061),
+            (
+                0,
+                0.9999360642796539,
+                0.0022172244610081725,
+                6.111435170328288,
+            ),
+            (
+                1,
+                0.9997596942474123,
+                0.004298340471411325,
+                5.449285933025871,
+            ),
+            (
+                50,
+                0.36080298288223367,
+                0.18287099167985388,
+                0.6795511148265061,
+            ),
             (100, 0.005, 0.19607598037683804, -3.6690643266615037),
         ];
         for (i, a, sg, l) in rows {
@@ -401,7 +448,11 @@ mod tests {
 
     #[test]
     fn invariants_hold_for_every_theta_schedule() {
-        for th in [ThetaSchedule::Cosine, ThetaSchedule::Linear, ThetaSchedule::Constant] {
+        for th in [
+            ThetaSchedule::Cosine,
+            ThetaSchedule::Linear,
+            ThetaSchedule::Constant,
+        ] {
             for ms in [10.0, 50.0, 0.5] {
                 let s = IrSdeSchedule::new(th, 100, 0.005, ms).unwrap();
                 let k = s.knots().unwrap();
@@ -460,6 +511,9 @@ mod tests {
             assert!(IrSdeSchedule::new(ThetaSchedule::Cosine, 100, 0.005, ms).is_err());
         }
         assert!("quadratic".parse::<ThetaSchedule>().is_err());
-        assert_eq!("linear".parse::<ThetaSchedule>().unwrap(), ThetaSchedule::Linear);
+        assert_eq!(
+            "linear".parse::<ThetaSchedule>().unwrap(),
+            ThetaSchedule::Linear
+        );
     }
 }

@@ -22,7 +22,6 @@ pub use irsde::{CumulativeFrom, IrSdeSchedule, ThetaSchedule};
 
 pub(crate) use grid::build_grid;
 
-
 /// Values of a discrete schedule at its integer indices `i = 0..=N` (spec §1.2).
 ///
 /// Reference mode interpolates these arrays piecewise-linearly; exact mode never needs them.

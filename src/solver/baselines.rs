@@ -7,7 +7,13 @@ use super::StepCoeffs;
 /// interval `delta > 0` (in the units `theta` and `g` are given in), with drift rate `theta`,
 /// diffusion `g` (`g² = 2σ∞²θ`) and score `−ε̂/sigma`:
 /// `x ← x − [θ(μ − x) − c·g²·score]·Δ (− g·sqrt(Δ)·z)`, `c = 1` (SDE) or `½` (ODE).
-pub fn euler_coefficients(theta: f64, g: f64, sigma: f64, delta: f64, stochastic: bool) -> StepCoeffs {
+pub fn euler_coefficients(
+    theta: f64,
+    g: f64,
+    sigma: f64,
+    delta: f64,
+    stochastic: bool,
+) -> StepCoeffs {
     let c = if stochastic { 1.0 } else { 0.5 };
     StepCoeffs {
         x: 1.0 + theta * delta,
@@ -88,8 +94,14 @@ mod tests {
         let (a_s, a_t) = ((-cum * dt).exp(), (-cum_prev * dt).exp());
         let sigma_s = si * (1.0 - a_s * a_s).sqrt();
         let r = posterior_coefficients_reference(th, cum, cum_prev, dt, sigma_s, si);
-        let e = posterior_coefficients_exact(a_s, a_t, sigma_s, th * dt, -cum * dt, -cum_prev * dt, si);
-        for (u, v) in [(r.x, e.x), (r.q[0], e.q[0]), (r.mu, e.mu), (r.noise.unwrap(), e.noise.unwrap())] {
+        let e =
+            posterior_coefficients_exact(a_s, a_t, sigma_s, th * dt, -cum * dt, -cum_prev * dt, si);
+        for (u, v) in [
+            (r.x, e.x),
+            (r.q[0], e.q[0]),
+            (r.mu, e.mu),
+            (r.noise.unwrap(), e.noise.unwrap()),
+        ] {
             assert!((u - v).abs() < 1e-12 * (1.0 + u.abs()), "{u} vs {v}");
         }
         // Last step into α = 1: zero variance; mean = x̂₀ = (x − μ − σ ε̂)/α_s + μ.

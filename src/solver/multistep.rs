@@ -153,14 +153,39 @@ mod tests {
             sigma: 0.1960610109,
             lambda: -2.691014377,
         };
-        assert_relative_eq!(t.lambda - s.lambda, 0.9780499496615036, max_relative = 1e-12);
+        assert_relative_eq!(
+            t.lambda - s.lambda,
+            0.9780499496615036,
+            max_relative = 1e-12
+        );
         let (xs, mu, x0, eps, z) = (0.5, 0.3, 0.7, 0.25, 0.25);
-        let apply = |c: StepCoeffs, q: f64| c.x * xs + c.q[0] * q + c.mu * mu + c.noise.unwrap_or(0.0) * z;
+        let apply =
+            |c: StepCoeffs, q: f64| c.x * xs + c.q[0] * q + c.mu * mu + c.noise.unwrap_or(0.0) * z;
         let cases = [
-            (SolverType::Ode, Parameterization::Data, x0, 0.5033053563625651),
-            (SolverType::Ode, Parameterization::Noise, eps, 0.7511698231157938),
-            (SolverType::Sde, Parameterization::Data, x0, 0.42504696707017),
-            (SolverType::Sde, Parameterization::Noise, eps, 0.7906180365379883),
+            (
+                SolverType::Ode,
+                Parameterization::Data,
+                x0,
+                0.5033053563625651,
+            ),
+            (
+                SolverType::Ode,
+                Parameterization::Noise,
+                eps,
+                0.7511698231157938,
+            ),
+            (
+                SolverType::Sde,
+                Parameterization::Data,
+                x0,
+                0.42504696707017,
+            ),
+            (
+                SolverType::Sde,
+                Parameterization::Noise,
+                eps,
+                0.7906180365379883,
+            ),
         ];
         for (solver, param, q, want) in cases {
             let c = multistep_coefficients(solver, param, 1, t, &[s], false);
@@ -191,10 +216,24 @@ mod tests {
                 let hist: Vec<Node> = nodes[..3].iter().rev().copied().collect();
                 let target = nodes[3];
                 let xs = exact(hist[0]);
-                let c = multistep_coefficients(SolverType::Ode, Parameterization::Data, order, target, &hist, strict);
+                let c = multistep_coefficients(
+                    SolverType::Ode,
+                    Parameterization::Data,
+                    order,
+                    target,
+                    &hist,
+                    strict,
+                );
                 let got = c.x * xs + (c.q[0] + c.q[1] + c.q[2]) * x0 + c.mu * mu;
                 assert!((got - exact(target)).abs() < 1e-14, "data order {order}");
-                let c = multistep_coefficients(SolverType::Ode, Parameterization::Noise, order, target, &hist, strict);
+                let c = multistep_coefficients(
+                    SolverType::Ode,
+                    Parameterization::Noise,
+                    order,
+                    target,
+                    &hist,
+                    strict,
+                );
                 let got = c.x * xs + (c.q[0] + c.q[1] + c.q[2]) * z0 + c.mu * mu;
                 assert!((got - exact(target)).abs() < 1e-14, "noise order {order}");
             }
@@ -202,7 +241,8 @@ mod tests {
         let (s, t) = (nodes[0], nodes[1]);
         let xs = 0.41;
         let cd = multistep_coefficients(SolverType::Ode, Parameterization::Data, 1, t, &[s], false);
-        let cn = multistep_coefficients(SolverType::Ode, Parameterization::Noise, 1, t, &[s], false);
+        let cn =
+            multistep_coefficients(SolverType::Ode, Parameterization::Noise, 1, t, &[s], false);
         // ε̂ consistent with x̂₀ at s.
         let eps = (xs - mu - s.alpha * (x0 - mu)) / s.sigma;
         let a = cd.x * xs + cd.q[0] * x0 + cd.mu * mu;
@@ -221,7 +261,14 @@ mod tests {
         let h: f64 = 0.5;
         // Data form, q = f(λ) with f' = 2, f'' = 6 at λ_s = 0; the weights of D1, D2 recover
         // h f' and h² f''/2 exactly for a quadratic.
-        let c = multistep_coefficients(SolverType::Ode, Parameterization::Data, 3, target, &hist, true);
+        let c = multistep_coefficients(
+            SolverType::Ode,
+            Parameterization::Data,
+            3,
+            target,
+            &hist,
+            true,
+        );
         let phi1 = (-h).exp_m1();
         let phi2 = phi1 / h + 1.0;
         let phi3 = phi2 / h - 0.5;

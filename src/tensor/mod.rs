@@ -50,7 +50,7 @@ pub trait SamplerTensor: Clone + Send + Sync + std::fmt::Debug + Sized {
     fn to_host_f64(&self) -> Result<Vec<f64>>;
 
     /// A tensor with `self`'s element type and device holding `data` (row-major) in `shape`.
-    fn from_host_f64(&self, shape: &[usize], data: &[f64]) -> Result<Self>;
+    fn new_from_host(&self, shape: &[usize], data: &[f64]) -> Result<Self>;
 }
 
 /// Checks that every tensor in `terms` has `shape`.

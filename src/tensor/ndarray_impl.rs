@@ -83,7 +83,9 @@ impl<E: NdElement, D: Dimension> SamplerTensor for Array<E, D> {
             })
             .collect();
         let dim = first.raw_dim();
-        Array::from_shape_vec(dim, data).map_err(|e| Error::Backend { source: Box::new(e) })
+        Array::from_shape_vec(dim, data).map_err(|e| Error::Backend {
+            source: Box::new(e),
+        })
     }
 
     fn lincomb_assign(&mut self, a: f64, terms: &[(f64, &Self)]) -> Result<()> {
@@ -139,15 +141,19 @@ impl<E: NdElement, D: Dimension> SamplerTensor for Array<E, D> {
         Ok(self.iter().map(|v| v.widen()).collect())
     }
 
-    fn from_host_f64(&self, shape: &[usize], data: &[f64]) -> Result<Self> {
+    fn new_from_host(&self, shape: &[usize], data: &[f64]) -> Result<Self> {
         let dyn_arr = Array::from_shape_vec(
             IxDyn(shape),
             data.iter().map(|&v| E::from_f64_lossy(v)).collect(),
         )
-        .map_err(|e| Error::Backend { source: Box::new(e) })?;
+        .map_err(|e| Error::Backend {
+            source: Box::new(e),
+        })?;
         dyn_arr
             .into_dimensionality::<D>()
-            .map_err(|e| Error::Backend { source: Box::new(e) })
+            .map_err(|e| Error::Backend {
+                source: Box::new(e),
+            })
     }
 }
 
@@ -204,7 +210,10 @@ mod tests {
         let tv = a.clone().reversed_axes(); // Fortran layout, not standard
         let r1 = Array::lincomb(&[(1.0, &t), (1.0, &t)]).unwrap();
         let r2 = Array::lincomb(&[(1.0, &tv), (1.0, &tv)]).unwrap();
-        assert_eq!(r1.iter().copied().collect::<Vec<_>>(), r2.iter().copied().collect::<Vec<_>>());
+        assert_eq!(
+            r1.iter().copied().collect::<Vec<_>>(),
+            r2.iter().copied().collect::<Vec<_>>()
+        );
     }
 
     #[test]

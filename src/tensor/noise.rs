@@ -38,8 +38,10 @@ impl<T: SamplerTensor> NoiseSource<T> for SeededNoise {
     fn standard_normal(&mut self, like: &T) -> Result<T> {
         let shape = like.shape();
         let n: usize = shape.iter().product();
-        let data: Vec<f64> = (0..n).map(|_| StandardNormal.sample(&mut self.rng)).collect();
-        like.from_host_f64(&shape, &data)
+        let data: Vec<f64> = (0..n)
+            .map(|_| StandardNormal.sample(&mut self.rng))
+            .collect();
+        like.new_from_host(&shape, &data)
     }
 }
 
@@ -81,7 +83,7 @@ impl<T: SamplerTensor> NoiseSource<T> for ReplayNoise {
             });
         }
         self.next += 1;
-        like.from_host_f64(&shape, draw)
+        like.new_from_host(&shape, draw)
     }
 }
 
@@ -117,7 +119,10 @@ mod tests {
         let mut r = ReplayNoise::new(vec![]);
         assert!(matches!(
             NoiseSource::<ArrayD<f64>>::standard_normal(&mut r, &like),
-            Err(Error::NoiseExhausted { needed: 1, available: 0 })
+            Err(Error::NoiseExhausted {
+                needed: 1,
+                available: 0
+            })
         ));
     }
 }

@@ -1,0 +1,101 @@
+//! Global convergence order of the exact-mode ODE solvers on a smooth problem (spec §7.9,
+//! §9.2.2), with a user-defined continuous MR schedule and the Gaussian oracle.
+
+use std::sync::Arc;
+
+use mrsampler::oracle::GaussianOracle;
+use mrsampler::schedule::{Schedule, TimeGrid};
+use mrsampler::solver::SolverType;
+use mrsampler::{MrSampler, Parameterization, Sampler, SamplerTensor, SeededNoise};
+use ndarray::{ArrayD, IxDyn};
+
+/// λ(t) = 5 − t on t ∈ [0, 8] (λ from 5 down to −3), σ∞ = 0.2: a continuous schedule written
+/// the way a user would, through the `Schedule` trait.
+#[derive(Debug)]
+struct LinearLambda;
+
+const SI: f64 = 0.2;
+
+impl Schedule for LinearLambda {
+    fn sigma_inf(&self) -> f64 {
+        SI
+    }
+    fn t_max(&self) -> f64 {
+        8.0
+    }
+    fn alpha(&self, t: f64) -> f64 {
+        let l = 5.0 - t;
+        1.0 / (1.0 + (-2.0 * l).exp() / (SI * SI)).sqrt()
+    }
+    fn sigma(&self, t: f64) -> f64 {
+        self.alpha(t) * (t - 5.0).exp()
+    }
+    fn lambda(&self, t: f64) -> f64 {
+        5.0 - t
+    }
+    fn theta(&self, t: f64) -> f64 {
+        1.0 - self.alpha(t).powi(2)
+    }
+    fn t_of_lambda(&self, lambda: f64) -> f64 {
+        (5.0 - lambda).clamp(0.0, 8.0)
+    }
+}
+
+fn error_at(m: usize, order: usize, param: Parameterization) -> f64 {
+    let sch: Arc<dyn Schedule> = Arc::new(LinearLambda);
+    let s = MrSampler::with_schedule(sch.clone(), m)
+        .unwrap()
+        .with_grid(TimeGrid::UniformLambda)
+        .unwrap()
+        .with_solver(SolverType::Ode, order)
+        .unwrap()
+        .with_parameterization(param)
+        .with_output_clip(None)
+        .unwrap();
+    let mut o = GaussianOracle::new(vec![0.7], vec![0.15 * 0.15], sch).unwrap();
+    let mu = 0.3;
+    let zs = [-2.0, -0.5, 0.8, 1.7];
+    let (mean, var) = o.marginal(0, mu, 8.0);
+    let start: Vec<f64> = zs.iter().map(|z| mean + var.sqrt() * z).collect();
+    let x = ArrayD::from_shape_vec(IxDyn(&[4, 1]), start.clone()).unwrap();
+    let mu_t = ArrayD::from_elem(IxDyn(&[4, 1]), mu);
+    let out = s
+        .sample(&mut o, &mu_t, Some(x), &mut SeededNoise::new(0))
+        .unwrap();
+    let got = out.x.to_host_f64().unwrap();
+    start
+        .iter()
+        .zip(&got)
+        .map(|(x, g)| (g - o.pf_ode_map(0, *x, mu, 8.0, 0.0)).abs())
+        .fold(0.0, f64::max)
+}
+
+/// Least-squares slope of −log(error) against log(M).
+fn order_of(order: usize, param: Parameterization) -> (f64, Vec<f64>) {
+    let ms = [16usize, 24, 32, 48, 64, 96, 128];
+    let errs: Vec<f64> = ms.iter().map(|&m| error_at(m, order, param)).collect();
+    let xs: Vec<f64> = ms.iter().map(|&m| (m as f64).ln()).collect();
+    let ys: Vec<f64> = errs.iter().map(|e| -e.ln()).collect();
+    let n = xs.len() as f64;
+    let (mx, my) = (xs.iter().sum::<f64>() / n, ys.iter().sum::<f64>() / n);
+    let num: f64 = xs.iter().zip(&ys).map(|(x, y)| (x - mx) * (y - my)).sum();
+    let den: f64 = xs.iter().map(|x| (x - mx).powi(2)).sum();
+    (num / den, errs)
+}
+
+#[test]
+fn exact_mode_orders_are_one_two_three() {
+    for param in [Parameterization::Data, Parameterization::Noise] {
+        for (order, min_slope) in [(1, 0.9), (2, 1.8), (3, 2.8)] {
+            let (slope, errs) = order_of(order, param);
+            assert!(
+                slope >= min_slope,
+                "{param:?} ODE-{order}: slope {slope:.3} < {min_slope}, errors {errs:?}"
+            );
+            assert!(
+                slope < order as f64 + 1.5,
+                "{param:?} ODE-{order}: slope {slope:.3} suspiciously high"
+            );
+        }
+    }
+}
