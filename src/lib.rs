@@ -83,3 +83,8 @@ pub use sampler::{
     Thresholding,
 };
 pub use tensor::{NoiseSource, ReplayNoise, SamplerTensor, SeededNoise};
+
+/// The README's code blocks, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -36,7 +36,10 @@ impl<T, M: ScoreModel<T> + ?Sized> ScoreModel<T> for &mut M {
 /// let mut m = FnModel::new(FitTarget::Noise, |x: &ArrayD<f32>, _mu: &ArrayD<f32>, _t: f64| {
 ///     Ok(x.mapv(|v| 0.1 * v))
 /// });
-/// assert_eq!(m.fit_target(), FitTarget::Noise);
+/// let x = ArrayD::<f32>::ones(vec![1, 2]);
+/// let eps = m.predict(&x, &x, 50.0).unwrap();
+/// assert_eq!(eps[[0, 1]], 0.1);
+/// assert_eq!(ScoreModel::<ArrayD<f32>>::fit_target(&m), FitTarget::Noise);
 /// ```
 pub struct FnModel<F> {
     fit: FitTarget,

@@ -107,7 +107,8 @@ pub struct Pending {
 /// let mut noise = SeededNoise::new(0);
 /// let mut run = sampler.start(FitTarget::Noise, &mu, None, &mut noise)?;
 /// while let Some(p) = run.pending() {
-///     // A server would batch this call with other requests' pending evaluations.
+///     // A server would batch this call (state, μ, time p.t) with other requests' calls.
+///     assert!(p.t >= 0.0);
 ///     let eps = run.eval_state().mapv(|_| 0.0f32);
 ///     run.advance(eps, &mut noise)?;
 /// }
