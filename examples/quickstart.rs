@@ -39,7 +39,10 @@ fn main() -> Result<(), mrsampler::Error> {
     let mu = ArrayD::from_shape_fn(vec![N, 4], |i| 0.2 + 0.15 * (i[1] as f64));
     let nfes = [5, 10, 20, 50, 100];
 
-    type Row = (&'static str, Box<dyn Fn(usize) -> Result<f64, mrsampler::Error>>);
+    type Row = (
+        &'static str,
+        Box<dyn Fn(usize) -> Result<f64, mrsampler::Error>>,
+    );
     let mrs = |mode: Mode, solver: SolverType, order: usize, grid: TimeGrid| {
         let schedule = schedule.clone();
         let mu = mu.clone();
@@ -65,14 +68,53 @@ fn main() -> Result<(), mrsampler::Error> {
         }
     };
     let rows: Vec<Row> = vec![
-        ("MRS ODE-2 data, uniform-λ", Box::new(mrs(Mode::Exact, SolverType::Ode, 2, TimeGrid::UniformLambda))),
-        ("MRS ODE-3 data, uniform-λ", Box::new(mrs(Mode::Exact, SolverType::Ode, 3, TimeGrid::UniformLambda))),
-        ("MRS ODE-2 data, linspace", Box::new(mrs(Mode::Exact, SolverType::Ode, 2, TimeGrid::Linspace))),
-        ("MRS SDE-2 data, uniform-λ", Box::new(mrs(Mode::Exact, SolverType::Sde, 2, TimeGrid::UniformLambda))),
-        ("MRS ODE-2 data, linspace (reference)", Box::new(mrs(Mode::Reference, SolverType::Ode, 2, TimeGrid::Linspace))),
-        ("posterior sampling (strided)", Box::new(baseline(Mode::Exact, Baseline::Posterior))),
-        ("posterior sampling (reference)", Box::new(baseline(Mode::Reference, Baseline::Posterior))),
-        ("Euler-Maruyama (strided)", Box::new(baseline(Mode::Exact, Baseline::EulerMaruyama))),
+        (
+            "MRS ODE-2 data, uniform-λ",
+            Box::new(mrs(
+                Mode::Exact,
+                SolverType::Ode,
+                2,
+                TimeGrid::UniformLambda,
+            )),
+        ),
+        (
+            "MRS ODE-3 data, uniform-λ",
+            Box::new(mrs(
+                Mode::Exact,
+                SolverType::Ode,
+                3,
+                TimeGrid::UniformLambda,
+            )),
+        ),
+        (
+            "MRS ODE-2 data, linspace",
+            Box::new(mrs(Mode::Exact, SolverType::Ode, 2, TimeGrid::Linspace)),
+        ),
+        (
+            "MRS SDE-2 data, uniform-λ",
+            Box::new(mrs(
+                Mode::Exact,
+                SolverType::Sde,
+                2,
+                TimeGrid::UniformLambda,
+            )),
+        ),
+        (
+            "MRS ODE-2 data, linspace (reference)",
+            Box::new(mrs(Mode::Reference, SolverType::Ode, 2, TimeGrid::Linspace)),
+        ),
+        (
+            "posterior sampling (strided)",
+            Box::new(baseline(Mode::Exact, Baseline::Posterior)),
+        ),
+        (
+            "posterior sampling (reference)",
+            Box::new(baseline(Mode::Reference, Baseline::Posterior)),
+        ),
+        (
+            "Euler-Maruyama (strided)",
+            Box::new(baseline(Mode::Exact, Baseline::EulerMaruyama)),
+        ),
     ];
 
     println!("W2 error against the data law (lower is better; Monte Carlo floor ~1e-3)\n");
