@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use super::{batch_split, check_finite};
+use rand::Rng;
+use rand_distr::{Distribution, StandardNormal};
+
+use super::{batch_split, check_finite, express};
 use crate::error::{Error, ModelError, Result};
 use crate::model::ScoreModel;
 use crate::param::FitTarget;
@@ -30,6 +33,7 @@ pub struct GaussianOracle {
     m: Vec<f64>,
     c: Vec<f64>,
     schedule: Arc<dyn Schedule>,
+    fit: FitTarget,
 }
 
 impl GaussianOracle {
@@ -52,7 +56,59 @@ impl GaussianOracle {
                 "variances must be >= 0",
             ));
         }
-        Ok(Self { m, c, schedule })
+        Ok(Self {
+            m,
+            c,
+            schedule,
+            fit: FitTarget::Data,
+        })
+    }
+
+    /// Makes the oracle output the exact noise, velocity or score instead of the data
+    /// prediction (default [`FitTarget::Data`]).
+    pub fn with_fit_target(mut self, fit: FitTarget) -> Self {
+        self.fit = fit;
+        self
+    }
+
+    /// Means `m`.
+    pub fn mean(&self) -> &[f64] {
+        &self.m
+    }
+
+    /// Variances `c`.
+    pub fn variance(&self) -> &[f64] {
+        &self.c
+    }
+
+    /// The schedule view the oracle evaluates `α`, `σ` with.
+    pub fn schedule(&self) -> &Arc<dyn Schedule> {
+        &self.schedule
+    }
+
+    /// `n` samples of the data law, row-major `[n, event]`.
+    pub fn sample_data<R: Rng + ?Sized>(&self, n: usize, rng: &mut R) -> Vec<f64> {
+        let d = self.m.len();
+        (0..n * d)
+            .map(|j| {
+                let z: f64 = StandardNormal.sample(rng);
+                self.m[j % d] + self.c[j % d].sqrt() * z
+            })
+            .collect()
+    }
+
+    /// Samples of the exact marginal `p_t(x | μ)`, one per element of `mu` (row-major
+    /// `[n, event]`).
+    pub fn sample_marginal<R: Rng + ?Sized>(&self, mu: &[f64], t: f64, rng: &mut R) -> Vec<f64> {
+        let d = self.m.len();
+        mu.iter()
+            .enumerate()
+            .map(|(j, &mv)| {
+                let (mean, var) = self.marginal(j % d, mv, t);
+                let z: f64 = StandardNormal.sample(rng);
+                mean + var.sqrt() * z
+            })
+            .collect()
     }
 
     /// Event size (elements per sample).
@@ -86,7 +142,7 @@ impl GaussianOracle {
 
 impl<T: SamplerTensor> ScoreModel<T> for GaussianOracle {
     fn fit_target(&self) -> FitTarget {
-        FitTarget::Data
+        self.fit
     }
 
     fn predict(&mut self, x: &T, mu: &T, t: f64) -> std::result::Result<T, ModelError> {
@@ -98,7 +154,14 @@ impl<T: SamplerTensor> ScoreModel<T> for GaussianOracle {
             .iter()
             .zip(&ms)
             .enumerate()
-            .map(|(j, (&xv, &mv))| self.posterior_mean_scalar(j % d, xv, mv, t))
+            .map(|(j, (&xv, &mv))| {
+                let x0 = self.posterior_mean_scalar(j % d, xv, mv, t);
+                if self.fit == FitTarget::Data {
+                    return x0;
+                }
+                let (a, s) = (self.schedule.alpha(t), self.schedule.sigma(t));
+                express(self.fit, x0, xv, mv, a, s, self.schedule.sigma_inf())
+            })
             .collect();
         Ok(x.new_from_host(&shape, &out)?)
     }

@@ -17,6 +17,19 @@ pub use gaussian::GaussianOracle;
 pub use gmm::GmmOracle;
 
 use crate::error::{Error, ModelError, Result};
+use crate::param::FitTarget;
+
+/// Expresses an exact data prediction `x0` at state `x` as the quantity `fit` (spec §2):
+/// noise `ε = (x − μ − α(x̂₀ − μ))/σ`, velocity `α σ∞ ε − (σ/σ∞)(x̂₀ − μ)`, score `−ε/σ`.
+pub fn express(fit: FitTarget, x0: f64, x: f64, mu: f64, alpha: f64, sigma: f64, sigma_inf: f64) -> f64 {
+    let eps = || (x - mu - alpha * (x0 - mu)) / sigma;
+    match fit {
+        FitTarget::Data => x0,
+        FitTarget::Noise => eps(),
+        FitTarget::Velocity => alpha * sigma_inf * eps() - (sigma / sigma_inf) * (x0 - mu),
+        FitTarget::Score => -eps() / sigma,
+    }
+}
 
 /// Splits a batch shape `[B, event…]` into `(B, event size)` and checks the event size.
 pub(crate) fn batch_split(
