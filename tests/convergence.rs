@@ -3,43 +3,14 @@
 
 use std::sync::Arc;
 
+mod common;
+
+use common::{LinearLambda, slope};
 use mrsampler::oracle::GaussianOracle;
 use mrsampler::schedule::{Schedule, TimeGrid};
 use mrsampler::solver::SolverType;
 use mrsampler::{MrSampler, Parameterization, Sampler, SamplerTensor, SeededNoise};
 use ndarray::{ArrayD, IxDyn};
-
-/// λ(t) = 5 − t on t ∈ [0, 8] (λ from 5 down to −3), σ∞ = 0.2: a continuous schedule written
-/// the way a user would, through the `Schedule` trait.
-#[derive(Debug)]
-struct LinearLambda;
-
-const SI: f64 = 0.2;
-
-impl Schedule for LinearLambda {
-    fn sigma_inf(&self) -> f64 {
-        SI
-    }
-    fn t_max(&self) -> f64 {
-        8.0
-    }
-    fn alpha(&self, t: f64) -> f64 {
-        let l = 5.0 - t;
-        1.0 / (1.0 + (-2.0 * l).exp() / (SI * SI)).sqrt()
-    }
-    fn sigma(&self, t: f64) -> f64 {
-        self.alpha(t) * (t - 5.0).exp()
-    }
-    fn lambda(&self, t: f64) -> f64 {
-        5.0 - t
-    }
-    fn theta(&self, t: f64) -> f64 {
-        1.0 - self.alpha(t).powi(2)
-    }
-    fn t_of_lambda(&self, lambda: f64) -> f64 {
-        (5.0 - lambda).clamp(0.0, 8.0)
-    }
-}
 
 fn error_at(m: usize, order: usize, param: Parameterization) -> f64 {
     let sch: Arc<dyn Schedule> = Arc::new(LinearLambda);
@@ -70,17 +41,10 @@ fn error_at(m: usize, order: usize, param: Parameterization) -> f64 {
         .fold(0.0, f64::max)
 }
 
-/// Least-squares slope of −log(error) against log(M).
 fn order_of(order: usize, param: Parameterization) -> (f64, Vec<f64>) {
     let ms = [16usize, 24, 32, 48, 64, 96, 128];
     let errs: Vec<f64> = ms.iter().map(|&m| error_at(m, order, param)).collect();
-    let xs: Vec<f64> = ms.iter().map(|&m| (m as f64).ln()).collect();
-    let ys: Vec<f64> = errs.iter().map(|e| -e.ln()).collect();
-    let n = xs.len() as f64;
-    let (mx, my) = (xs.iter().sum::<f64>() / n, ys.iter().sum::<f64>() / n);
-    let num: f64 = xs.iter().zip(&ys).map(|(x, y)| (x - mx) * (y - my)).sum();
-    let den: f64 = xs.iter().map(|x| (x - mx).powi(2)).sum();
-    (num / den, errs)
+    (slope(&ms, &errs), errs)
 }
 
 #[test]

@@ -101,7 +101,12 @@ impl GmmOracle {
         let a = self.schedule.alpha(t);
         (0..mu.len())
             .map(|j| {
-                let m: f64 = self.weights.iter().zip(&self.means).map(|(w, m)| w * m[j]).sum();
+                let m: f64 = self
+                    .weights
+                    .iter()
+                    .zip(&self.means)
+                    .map(|(w, m)| w * m[j])
+                    .sum();
                 a * m + (1.0 - a) * mu[j]
             })
             .collect()
@@ -113,17 +118,28 @@ impl GmmOracle {
         let (a, s) = (self.schedule.alpha(t), self.schedule.sigma(t));
         let d = self.event_size();
         let mbar: Vec<f64> = (0..d)
-            .map(|j| self.weights.iter().zip(&self.means).map(|(w, m)| w * m[j]).sum())
+            .map(|j| {
+                self.weights
+                    .iter()
+                    .zip(&self.means)
+                    .map(|(w, m)| w * m[j])
+                    .sum()
+            })
             .collect();
         let mut cov = vec![0.0; d * d];
         for i in 0..d {
             for j in 0..d {
                 let mut second: f64 = 0.0;
                 for k in 0..self.weights.len() {
-                    let diag = if i == j { self.stds[k] * self.stds[k] } else { 0.0 };
+                    let diag = if i == j {
+                        self.stds[k] * self.stds[k]
+                    } else {
+                        0.0
+                    };
                     second += self.weights[k] * (diag + self.means[k][i] * self.means[k][j]);
                 }
-                cov[i * d + j] = a * a * (second - mbar[i] * mbar[j]) + if i == j { s * s } else { 0.0 };
+                cov[i * d + j] =
+                    a * a * (second - mbar[i] * mbar[j]) + if i == j { s * s } else { 0.0 };
             }
         }
         cov

@@ -12,16 +12,26 @@
 
 mod gaussian;
 mod gmm;
+mod propagate;
 
 pub use gaussian::GaussianOracle;
 pub use gmm::GmmOracle;
+pub use propagate::{GaussianLaw, Start, gaussian_output_law, gaussian_output_law_from};
 
 use crate::error::{Error, ModelError, Result};
 use crate::param::FitTarget;
 
 /// Expresses an exact data prediction `x0` at state `x` as the quantity `fit` (spec §2):
 /// noise `ε = (x − μ − α(x̂₀ − μ))/σ`, velocity `α σ∞ ε − (σ/σ∞)(x̂₀ − μ)`, score `−ε/σ`.
-pub fn express(fit: FitTarget, x0: f64, x: f64, mu: f64, alpha: f64, sigma: f64, sigma_inf: f64) -> f64 {
+pub fn express(
+    fit: FitTarget,
+    x0: f64,
+    x: f64,
+    mu: f64,
+    alpha: f64,
+    sigma: f64,
+    sigma_inf: f64,
+) -> f64 {
     let eps = || (x - mu - alpha * (x0 - mu)) / sigma;
     match fit {
         FitTarget::Data => x0,

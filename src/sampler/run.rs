@@ -215,6 +215,11 @@ impl<T: SamplerTensor> Run<T> {
         self.history.front()
     }
 
+    /// Total number of network evaluations of this pass (done and pending).
+    pub fn num_evaluations(&self) -> usize {
+        self.plan.steps.len()
+    }
+
     /// Statistics so far.
     pub fn stats(&self) -> &Stats {
         &self.stats

@@ -1,0 +1,588 @@
+//! Quality per network evaluation on exact oracle models (DA-CLIP schedule: cosine θ, T = 100,
+//! eps = 0.005, max_sigma = 50).
+//!
+//! ```text
+//! cargo run --release --example nfe_quality -- [--quick] [--json] [--oracle gaussian|gmm|both]
+//!                                               [--samples N] [--threads N]
+//! ```
+//!
+//! * Gaussian oracle (4 coordinates): the exact W2 distance per coordinate between the
+//!   sampler's output law and the data law, averaged over coordinates; the output law is
+//!   propagated exactly (`oracle::gaussian_output_law`, no Monte Carlo).
+//! * Gaussian mixture (4 coordinates, 3 components): sliced W2 over 64 directions between N
+//!   samples (default 100 000) and the exact law (each projection of the mixture is a 1-D
+//!   mixture whose quantile function is tabulated), corrected for the Monte Carlo floor (the
+//!   same distance for N exact samples): `sqrt(max(0, SW2² − floor²))`.
+//! * Per sampler: the NFE needed to match strided posterior sampling at 100 NFE, interpolated in
+//!   log-log between the measured NFEs (first crossing; `null` if never reached).
+//!
+//! The output clamp and thresholding are off for every sampler, so errors measure the solvers.
+//! Markdown tables go to stdout; with `--json` one JSON object per line instead:
+//! `{"oracle", "sampler", "nfe", "error"}` and `{"oracle", "sampler", "nfe_to_match_posterior100"}`.
+
+use std::sync::Arc;
+
+use mrsampler::oracle::{GaussianOracle, GmmOracle, gaussian_output_law};
+use mrsampler::schedule::{IrSdeSchedule, Mode, Schedule, TimeGrid};
+use mrsampler::solver::SolverType;
+use mrsampler::{
+    Baseline, BaselineSampler, MrSampler, Parameterization, Sampler, SamplerTensor, SeededNoise,
+};
+use ndarray::{ArrayD, IxDyn};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand_distr::{Distribution, StandardNormal};
+
+// The data laws of the shipped oracle vectors (tests/data/oracles.json).
+const GAUSS_M: [f64; 4] = [
+    0.47276682735528025,
+    0.7447427024449136,
+    0.3340508208974521,
+    0.6518061386335112,
+];
+const GAUSS_C: [f64; 4] = [
+    0.01447774476205533,
+    0.017890885504295868,
+    0.045996480304584544,
+    0.008000669717214491,
+];
+const GMM_W: [f64; 3] = [0.5, 0.3, 0.2];
+const GMM_MEANS: [[f64; 4]; 3] = [
+    [
+        0.7479779538554128,
+        0.45315746201403073,
+        0.10921572017495694,
+        0.44706193663694005,
+    ],
+    [
+        0.35004706429774257,
+        0.7421119644338164,
+        0.2777692179312384,
+        0.46838460913310276,
+    ],
+    [
+        0.1465561012169804,
+        0.49827677032378304,
+        0.47073447071017793,
+        0.8580489370002882,
+    ],
+];
+const GMM_S: [f64; 3] = [0.04, 0.07, 0.02];
+/// The degraded image μ (one value per coordinate).
+const MU: [f64; 4] = [
+    0.0664467529758046,
+    0.5602434730655825,
+    0.3252743416873519,
+    0.055949522400725926,
+];
+
+#[derive(Clone, Debug)]
+enum Spec {
+    Mrs {
+        mode: Mode,
+        solver: SolverType,
+        order: usize,
+        param: Parameterization,
+        grid: TimeGrid,
+    },
+    Base {
+        mode: Mode,
+        kind: Baseline,
+    },
+}
+
+impl Spec {
+    fn name(&self) -> String {
+        match self {
+            Spec::Mrs {
+                mode,
+                solver,
+                order,
+                param,
+                grid,
+            } => format!(
+                "mrs-{}{order}-{}-{}-{}",
+                match solver {
+                    SolverType::Ode => "ode",
+                    SolverType::Sde => "sde",
+                },
+                match param {
+                    Parameterization::Data => "data",
+                    Parameterization::Noise => "noise",
+                },
+                match grid {
+                    TimeGrid::UniformLambda => "uniform-lambda",
+                    g => g.name(),
+                },
+                mode_name(*mode)
+            ),
+            Spec::Base { mode, kind } => format!(
+                "{}-{}",
+                match kind {
+                    Baseline::Posterior => "posterior",
+                    Baseline::EulerMaruyama => "euler_maruyama",
+                    Baseline::EulerOde => "euler_ode",
+                    Baseline::Heun { .. } => "heun",
+                },
+                match mode {
+                    Mode::Exact => "strided",
+                    Mode::Reference => "reference",
+                }
+            ),
+        }
+    }
+
+    fn mode(&self) -> Mode {
+        match self {
+            Spec::Mrs { mode, .. } | Spec::Base { mode, .. } => *mode,
+        }
+    }
+}
+
+fn mode_name(m: Mode) -> &'static str {
+    match m {
+        Mode::Exact => "exact",
+        Mode::Reference => "reference",
+    }
+}
+
+enum Built {
+    Mrs(MrSampler),
+    Base(BaselineSampler),
+}
+
+fn build(spec: &Spec, schedule: &Arc<dyn Schedule>, nfe: usize) -> Result<Built, mrsampler::Error> {
+    Ok(match spec {
+        Spec::Mrs {
+            mode,
+            solver,
+            order,
+            param,
+            grid,
+        } => Built::Mrs(
+            MrSampler::with_schedule(schedule.clone(), nfe)?
+                .with_mode(*mode)
+                .with_solver(*solver, *order)?
+                .with_parameterization(*param)
+                .with_grid(grid.clone())?
+                .with_output_clip(None)?,
+        ),
+        Spec::Base { mode, kind } => Built::Base(
+            BaselineSampler::with_schedule(schedule.clone(), *kind, nfe)?.with_mode(*mode),
+        ),
+    })
+}
+
+/// The schedule view the sampler evaluates α, σ with (the oracle must use the same).
+fn view(spec: &Spec, schedule: &Arc<dyn Schedule>) -> Arc<dyn Schedule> {
+    match spec.mode() {
+        Mode::Exact => schedule.clone(),
+        Mode::Reference => {
+            Arc::new(mrsampler::schedule::ReferenceInterp::new(schedule.clone()).expect("discrete"))
+        }
+    }
+}
+
+fn gaussian_error(
+    spec: &Spec,
+    schedule: &Arc<dyn Schedule>,
+    nfe: usize,
+) -> Result<f64, mrsampler::Error> {
+    let oracle = GaussianOracle::new(GAUSS_M.to_vec(), GAUSS_C.to_vec(), view(spec, schedule))?;
+    let law = match build(spec, schedule, nfe)? {
+        Built::Mrs(s) => gaussian_output_law(&s, &oracle, &MU)?,
+        Built::Base(s) => gaussian_output_law(&s, &oracle, &MU)?,
+    };
+    let per = law.w2_per_coordinate(&GAUSS_M, &GAUSS_C);
+    let e = per.iter().sum::<f64>() / per.len() as f64;
+    if e.is_finite() {
+        Ok(e)
+    } else {
+        Err(mrsampler::Error::StepOrder {
+            what: "non-finite output law",
+        })
+    }
+}
+
+/// Quantiles of the data law projected on `dir` (a 1-D Gaussian mixture) at `(i + ½)/n`,
+/// by inverting the mixture CDF tabulated on a fine grid.
+fn projected_quantiles(dir: &[f64; 4], n: usize) -> Vec<f64> {
+    let centers: Vec<f64> = GMM_MEANS
+        .iter()
+        .map(|m| m.iter().zip(dir).map(|(a, b)| a * b).sum())
+        .collect();
+    let lo = centers
+        .iter()
+        .zip(&GMM_S)
+        .map(|(c, s)| c - 9.0 * s)
+        .fold(f64::INFINITY, f64::min);
+    let hi = centers
+        .iter()
+        .zip(&GMM_S)
+        .map(|(c, s)| c + 9.0 * s)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let cdf = |x: f64| -> f64 {
+        GMM_W
+            .iter()
+            .zip(&centers)
+            .zip(&GMM_S)
+            .map(|((w, c), s)| w * 0.5 * libm::erfc(-(x - c) / (s * std::f64::consts::SQRT_2)))
+            .sum()
+    };
+    let grid = 400_000;
+    let xs: Vec<f64> = (0..=grid)
+        .map(|i| lo + (hi - lo) * i as f64 / grid as f64)
+        .collect();
+    let fs: Vec<f64> = xs.iter().map(|&x| cdf(x)).collect();
+    let mut j = 0;
+    (0..n)
+        .map(|i| {
+            let p = (i as f64 + 0.5) / n as f64;
+            while j + 1 < grid && fs[j + 1] < p {
+                j += 1;
+            }
+            let (f0, f1) = (fs[j], fs[j + 1]);
+            let u = if f1 > f0 {
+                ((p - f0) / (f1 - f0)).clamp(0.0, 1.0)
+            } else {
+                0.0
+            };
+            xs[j] + u * (xs[j + 1] - xs[j])
+        })
+        .collect()
+}
+
+struct GmmBench {
+    dirs: Vec<[f64; 4]>,
+    quantiles: Vec<Vec<f64>>,
+    floor_sq: f64,
+    n: usize,
+}
+
+impl GmmBench {
+    fn new(schedule: &Arc<dyn Schedule>, n: usize) -> Self {
+        let oracle = gmm(schedule.clone());
+        let mut rng = StdRng::seed_from_u64(2024);
+        let dirs: Vec<[f64; 4]> = (0..64)
+            .map(|_| {
+                let v: [f64; 4] = std::array::from_fn(|_| StandardNormal.sample(&mut rng));
+                let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+                v.map(|x| x / norm)
+            })
+            .collect();
+        let quantiles = dirs.iter().map(|d| projected_quantiles(d, n)).collect();
+        let mut b = Self {
+            dirs,
+            quantiles,
+            floor_sq: 0.0,
+            n,
+        };
+        // The Monte Carlo floor: exact samples of the same size against the exact law.
+        let exact = oracle.sample_data(n, &mut rng);
+        b.floor_sq = b.sliced_w2_sq(&exact);
+        b
+    }
+
+    /// Sliced W2² between samples (`[n, 4]` row-major) and the exact data law.
+    fn sliced_w2_sq(&self, x: &[f64]) -> f64 {
+        self.dirs
+            .iter()
+            .zip(&self.quantiles)
+            .map(|(d, q)| {
+                let mut p: Vec<f64> = x
+                    .chunks(4)
+                    .map(|r| r.iter().zip(d).map(|(u, v)| u * v).sum())
+                    .collect();
+                p.sort_by(f64::total_cmp);
+                p.iter().zip(q).map(|(u, v)| (u - v).powi(2)).sum::<f64>() / self.n as f64
+            })
+            .sum::<f64>()
+            / self.dirs.len() as f64
+    }
+
+    fn error(
+        &self,
+        spec: &Spec,
+        schedule: &Arc<dyn Schedule>,
+        nfe: usize,
+    ) -> Result<f64, mrsampler::Error> {
+        let mut oracle = gmm(view(spec, schedule));
+        let mu = ArrayD::from_shape_fn(IxDyn(&[self.n, 4]), |i| MU[i[1]]);
+        let mut noise = SeededNoise::new(7);
+        let out = match build(spec, schedule, nfe)? {
+            Built::Mrs(s) => s.sample(&mut oracle, &mu, None, &mut noise)?,
+            Built::Base(s) => s.sample(&mut oracle, &mu, None, &mut noise)?,
+        };
+        let x = out.x_unclipped.to_host_f64()?;
+        if x.iter().any(|v| !v.is_finite()) {
+            return Err(mrsampler::Error::StepOrder {
+                what: "non-finite output",
+            });
+        }
+        Ok((self.sliced_w2_sq(&x) - self.floor_sq).max(0.0).sqrt())
+    }
+}
+
+fn gmm(schedule: Arc<dyn Schedule>) -> GmmOracle {
+    GmmOracle::new(
+        GMM_W.to_vec(),
+        GMM_MEANS.iter().map(|m| m.to_vec()).collect(),
+        GMM_S.to_vec(),
+        schedule,
+    )
+    .expect("valid mixture")
+}
+
+/// NFE where the error first reaches `target`, log-log interpolated.
+fn nfe_to_match(nfes: &[usize], errs: &[Option<f64>], target: f64) -> Option<f64> {
+    let mut prev: Option<(f64, f64)> = None;
+    for (&n, e) in nfes.iter().zip(errs) {
+        let Some(e) = *e else {
+            prev = None;
+            continue;
+        };
+        if e <= target {
+            return Some(match prev {
+                Some((pn, pe)) if pe > target => {
+                    let (ln0, ln1) = (pn.ln(), (n as f64).ln());
+                    let (le0, le1) = (pe.ln(), e.ln());
+                    (ln0 + (target.ln() - le0) * (ln1 - ln0) / (le1 - le0)).exp()
+                }
+                _ => n as f64,
+            });
+        }
+        prev = Some((n as f64, e));
+    }
+    None
+}
+
+fn specs(quick: bool) -> Vec<Spec> {
+    let mut v = vec![
+        Spec::Base {
+            mode: Mode::Exact,
+            kind: Baseline::Posterior,
+        },
+        Spec::Base {
+            mode: Mode::Reference,
+            kind: Baseline::Posterior,
+        },
+        Spec::Base {
+            mode: Mode::Exact,
+            kind: Baseline::EulerMaruyama,
+        },
+        Spec::Base {
+            mode: Mode::Reference,
+            kind: Baseline::EulerMaruyama,
+        },
+        Spec::Base {
+            mode: Mode::Exact,
+            kind: Baseline::EulerOde,
+        },
+        Spec::Base {
+            mode: Mode::Reference,
+            kind: Baseline::EulerOde,
+        },
+    ];
+    let modes: &[Mode] = if quick {
+        &[Mode::Exact]
+    } else {
+        &[Mode::Exact, Mode::Reference]
+    };
+    let grids = if quick {
+        vec![TimeGrid::Linspace, TimeGrid::UniformLambda]
+    } else {
+        vec![
+            TimeGrid::Linspace,
+            TimeGrid::UniformLambda,
+            TimeGrid::KarrasN { rho: 7.0 },
+            TimeGrid::KarrasT { rho: 7.0 },
+        ]
+    };
+    for &mode in modes {
+        for grid in &grids {
+            for (solver, order) in [
+                (SolverType::Ode, 1),
+                (SolverType::Ode, 2),
+                (SolverType::Ode, 3),
+                (SolverType::Sde, 1),
+                (SolverType::Sde, 2),
+            ] {
+                for param in [Parameterization::Data, Parameterization::Noise] {
+                    v.push(Spec::Mrs {
+                        mode,
+                        solver,
+                        order,
+                        param,
+                        grid: grid.clone(),
+                    });
+                }
+            }
+        }
+    }
+    v
+}
+
+struct Args {
+    quick: bool,
+    json: bool,
+    gaussian: bool,
+    gmm: bool,
+    samples: Option<usize>,
+    threads: usize,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        quick: false,
+        json: false,
+        gaussian: true,
+        gmm: true,
+        samples: None,
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(x) = it.next() {
+        match x.as_str() {
+            "--quick" => a.quick = true,
+            "--json" => a.json = true,
+            "--oracle" => match it.next().as_deref() {
+                Some("gaussian") => a.gmm = false,
+                Some("gmm") => a.gaussian = false,
+                Some("both") => {}
+                _ => return Err("--oracle takes gaussian, gmm or both".into()),
+            },
+            "--samples" => {
+                a.samples = Some(
+                    it.next()
+                        .and_then(|s| s.parse().ok())
+                        .ok_or("--samples takes a count")?,
+                )
+            }
+            "--threads" => {
+                a.threads = it
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .filter(|&n| n > 0)
+                    .ok_or("--threads takes a positive count")?
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(a)
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    let schedule: Arc<dyn Schedule> = Arc::new(IrSdeSchedule::da_clip());
+    let nfes: Vec<usize> = if args.quick {
+        vec![3, 5, 10, 20, 50, 100]
+    } else {
+        vec![3, 4, 5, 6, 8, 10, 15, 20, 30, 50, 100]
+    };
+    let specs = specs(args.quick);
+    let samples = args
+        .samples
+        .unwrap_or(if args.quick { 20_000 } else { 100_000 });
+    let mut oracles: Vec<&str> = vec![];
+    if args.gaussian {
+        oracles.push("gaussian");
+    }
+    if args.gmm {
+        oracles.push("gmm");
+    }
+    for oracle in oracles {
+        let bench = (oracle == "gmm").then(|| GmmBench::new(&schedule, samples));
+        // Work split across threads by sampler.
+        let results: Vec<Vec<Option<f64>>> = std::thread::scope(|scope| {
+            let chunk = specs.len().div_ceil(args.threads);
+            let handles: Vec<_> = specs
+                .chunks(chunk)
+                .map(|part| {
+                    let (schedule, nfes, bench) = (&schedule, &nfes, &bench);
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|spec| {
+                                nfes.iter()
+                                    .map(|&n| {
+                                        let r = match bench {
+                                            None => gaussian_error(spec, schedule, n),
+                                            Some(b) => b.error(spec, schedule, n),
+                                        };
+                                        r.ok()
+                                    })
+                                    .collect::<Vec<_>>()
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("worker"))
+                .collect()
+        });
+        let target = results[0][nfes.iter().position(|&n| n == 100).expect("100 measured")];
+        if args.json {
+            for (spec, errs) in specs.iter().zip(&results) {
+                for (&n, e) in nfes.iter().zip(errs) {
+                    if let Some(e) = e {
+                        println!(
+                            r#"{{"oracle": "{oracle}", "sampler": "{}", "nfe": {n}, "error": {e:e}}}"#,
+                            spec.name()
+                        );
+                    }
+                }
+            }
+            for (spec, errs) in specs.iter().zip(&results) {
+                let m = target.and_then(|t| nfe_to_match(&nfes, errs, t));
+                let m = m.map_or("null".to_string(), |v| format!("{v:.2}"));
+                println!(
+                    r#"{{"oracle": "{oracle}", "sampler": "{}", "nfe_to_match_posterior100": {m}}}"#,
+                    spec.name()
+                );
+            }
+            continue;
+        }
+        match &bench {
+            None => {
+                println!("\n### Gaussian oracle: exact W2 per coordinate (mean over coordinates)\n")
+            }
+            Some(b) => println!(
+                "\n### Gaussian mixture oracle: sliced W2 ({} directions, {} samples, floor {:.2e} removed)\n",
+                b.dirs.len(),
+                b.n,
+                b.floor_sq.sqrt()
+            ),
+        }
+        print!("| sampler |");
+        for n in &nfes {
+            print!(" {n} |");
+        }
+        println!(" NFE to match posterior@100 |");
+        println!("|---|{}---|", "---|".repeat(nfes.len()));
+        for (spec, errs) in specs.iter().zip(&results) {
+            print!("| {} |", spec.name());
+            for e in errs {
+                match e {
+                    Some(e) if *e > 0.0 => print!(" {e:.2e} |"),
+                    Some(_) => print!(" <floor |"),
+                    None => print!(" n/a |"),
+                }
+            }
+            let m = target.and_then(|t| nfe_to_match(&nfes, errs, t));
+            println!(
+                " {} |",
+                m.map_or("never".to_string(), |v| format!("{v:.1}"))
+            );
+        }
+        if let Some(t) = target {
+            println!("\nposterior@100 (strided) error: {t:.3e}");
+        }
+    }
+}
