@@ -127,6 +127,7 @@ impl MrSampler {
     /// As [`new`](Self::new), for a shared schedule.
     pub fn with_schedule(schedule: Arc<dyn Schedule>, num_steps: usize) -> Result<Self> {
         check_steps(num_steps)?;
+        crate::schedule::validate(&*schedule)?;
         Ok(Self {
             schedule,
             num_steps,
@@ -433,6 +434,13 @@ fn check_steps(n: usize) -> Result<()> {
             "num_steps",
             0,
             "at least one step (network evaluation) is needed",
+        ));
+    }
+    if n > crate::schedule::MAX_STEPS {
+        return Err(Error::setting(
+            "num_steps",
+            n,
+            format!("at most {} steps are supported", crate::schedule::MAX_STEPS),
         ));
     }
     Ok(())

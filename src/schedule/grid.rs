@@ -101,8 +101,8 @@ fn linspace(a: f64, b: f64, n: usize) -> Vec<f64> {
 /// Builds the grid `τ_0 > … > τ_M` for `steps = M` (spec §3.2; exact-mode rules §9.2.5).
 ///
 /// `schedule` is the view the sampler integrates with ([`ReferenceInterp`] in reference
-/// mode). Exact-mode grids are validated: `M + 1` strictly decreasing values inside
-/// `[t_min, t_max]`.
+/// mode). Grids must be strictly decreasing in both modes; exact-mode grids must also have
+/// `M + 1` values inside `[t_min, t_max]`.
 ///
 /// [`ReferenceInterp`]: super::ReferenceInterp
 pub(crate) fn build_grid(
@@ -122,10 +122,28 @@ pub(crate) fn build_grid(
     let m = steps;
     let big_t = schedule.t_max();
     let t_lo = schedule.t_min();
+    if steps > MAX_STEPS {
+        return Err(Error::setting(
+            "num_steps",
+            steps,
+            format!("at most {MAX_STEPS} steps are supported"),
+        ));
+    }
     let t_max = match lambda_min {
         Some(l) => schedule.t_max_for_lambda_min(l),
         None => big_t,
     };
+    if lambda_min.is_some() && t_max <= t_lo {
+        return Err(Error::setting(
+            "lambda_min",
+            lambda_min.unwrap_or_default(),
+            format!(
+                "every time of the schedule has λ below it (λ ranges over [{}, {}]), so no grid                  is left; lower lambda_min",
+                schedule.lambda(big_t),
+                schedule.lambda(schedule.t_lambda_finite())
+            ),
+        ));
+    }
     let exact = mode == Mode::Exact;
     let clamp = |v: f64| v.clamp(t_lo, big_t);
     let tau: Vec<f64> = match grid {
@@ -221,13 +239,18 @@ pub(crate) fn build_grid(
             "grid contains a non-finite time {bad}"
         )));
     }
+    validate_decreasing(&tau, grid)?;
     if exact {
-        validate_exact(&tau, t_lo, big_t, grid)?;
+        validate_range(&tau, t_lo, big_t, grid)?;
     }
     Ok(tau)
 }
 
-fn validate_exact(tau: &[f64], t_lo: f64, t_hi: f64, grid: &TimeGrid) -> Result<()> {
+/// Largest supported number of steps (a guard against accidental huge allocations).
+pub const MAX_STEPS: usize = 1_000_000;
+
+/// Both modes: a grid must be strictly decreasing (the reference would divide by a zero λ-step).
+fn validate_decreasing(tau: &[f64], grid: &TimeGrid) -> Result<()> {
     for (k, w) in tau.windows(2).enumerate() {
         if w[1] >= w[0] {
             return Err(Error::grid(format!(
@@ -240,6 +263,11 @@ fn validate_exact(tau: &[f64], t_lo: f64, t_hi: f64, grid: &TimeGrid) -> Result<
             )));
         }
     }
+    Ok(())
+}
+
+/// Exact mode: every time inside the schedule's range.
+fn validate_range(tau: &[f64], t_lo: f64, t_hi: f64, grid: &TimeGrid) -> Result<()> {
     for &t in tau {
         if t < t_lo || t > t_hi {
             return Err(Error::grid(format!(

@@ -16,11 +16,41 @@ mod grid;
 mod interp;
 mod irsde;
 
-pub use grid::{Mode, TimeGrid};
+pub use grid::{MAX_STEPS, Mode, TimeGrid};
 pub use interp::ReferenceInterp;
 pub use irsde::{CumulativeFrom, IrSdeSchedule, ThetaSchedule};
 
 pub(crate) use grid::build_grid;
+
+/// Checks the invariants a sampler needs from a (possibly user-written) schedule at its ends:
+/// `σ∞ > 0`, `t_min < t_max`, finite `α`, `σ` at both ends, `λ(t_max) < λ(t_lambda_finite)`.
+pub fn validate(schedule: &dyn Schedule) -> crate::Result<()> {
+    let bad = |what: &str| crate::Error::Unsupported {
+        what: format!("invalid schedule {schedule:?}: {what}"),
+    };
+    let si = schedule.sigma_inf();
+    if !(si > 0.0 && si.is_finite()) {
+        return Err(bad(
+            "sigma_inf must be finite and > 0 (velocity and noise conversions divide by it)",
+        ));
+    }
+    let (lo, hi) = (schedule.t_min(), schedule.t_max());
+    if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+        return Err(bad("needs finite t_min < t_max"));
+    }
+    for t in [lo, hi] {
+        let (a, s) = (schedule.alpha(t), schedule.sigma(t));
+        if !(a > 0.0 && a <= 1.0 && s >= 0.0 && s.is_finite()) {
+            return Err(bad(
+                "alpha must lie in (0, 1] and sigma be finite and >= 0 at both ends",
+            ));
+        }
+    }
+    if !(schedule.lambda(hi) < schedule.lambda(schedule.t_lambda_finite())) {
+        return Err(bad("lambda must decrease from t_min to t_max"));
+    }
+    Ok(())
+}
 
 /// Values of a discrete schedule at its integer indices `i = 0..=N` (spec §1.2).
 ///

@@ -1,0 +1,473 @@
+//! One test per row of `docs/errors.md`: every class of bad input returns its typed error.
+
+use std::sync::Arc;
+
+use mrsampler::schedule::{IrSdeSchedule, Mode, Schedule, ThetaSchedule, TimeGrid};
+use mrsampler::solver::SolverType;
+use mrsampler::{
+    Baseline, BaselineSampler, Error, FitTarget, FnModel, ModelError, MrSampler, ReplayNoise,
+    Sampler, SeededNoise, Thresholding,
+};
+use ndarray::{ArrayD, IxDyn};
+
+fn mu() -> ArrayD<f64> {
+    ArrayD::from_elem(IxDyn(&[2, 3]), 0.4)
+}
+
+fn sampler() -> MrSampler {
+    MrSampler::new(IrSdeSchedule::da_clip(), 5).unwrap()
+}
+
+fn zero_noise()
+-> FnModel<impl FnMut(&ArrayD<f64>, &ArrayD<f64>, f64) -> Result<ArrayD<f64>, ModelError>> {
+    FnModel::new(FitTarget::Noise, |x: &ArrayD<f64>, _: &ArrayD<f64>, _| {
+        Ok(x * 0.0)
+    })
+}
+
+#[test]
+fn model_output_shape_mismatch() {
+    let mut net = FnModel::new(FitTarget::Noise, |_: &ArrayD<f64>, _: &ArrayD<f64>, _| {
+        Ok(ArrayD::zeros(IxDyn(&[1, 3])))
+    });
+    let e = sampler()
+        .sample(&mut net, &mu(), None, &mut SeededNoise::new(0))
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::ShapeMismatch {
+                what: "model output",
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn start_state_shape_mismatch() {
+    let e = sampler()
+        .sample(
+            &mut zero_noise(),
+            &mu(),
+            Some(ArrayD::zeros(IxDyn(&[3, 3]))),
+            &mut SeededNoise::new(0),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::ShapeMismatch {
+                what: "start state",
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn noise_element_count_mismatch() {
+    let s = sampler().with_solver(SolverType::Sde, 1).unwrap();
+    let e = s
+        .sample(
+            &mut zero_noise(),
+            &mu(),
+            Some(mu()),
+            &mut ReplayNoise::new(vec![vec![0.0; 5]; 5]),
+        )
+        .unwrap_err();
+    assert!(matches!(e, Error::ShapeMismatch { .. }), "{e}");
+}
+
+#[test]
+fn non_finite_mu_and_start_state() {
+    let bad = mu().mapv(|_| f64::NAN);
+    let e = sampler()
+        .sample(&mut zero_noise(), &bad, None, &mut SeededNoise::new(0))
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::NonFinite {
+                what: "mu",
+                step: 0,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = sampler()
+        .sample(
+            &mut zero_noise(),
+            &mu(),
+            Some(bad),
+            &mut SeededNoise::new(0),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::NonFinite {
+                what: "start state",
+                step: 0,
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn non_finite_model_output_names_step_and_time() {
+    let mut calls = 0;
+    let mut net = FnModel::new(
+        FitTarget::Noise,
+        move |x: &ArrayD<f64>, _: &ArrayD<f64>, _| {
+            calls += 1;
+            Ok(if calls == 4 {
+                x.mapv(|_| f64::INFINITY)
+            } else {
+                x * 0.0
+            })
+        },
+    );
+    let s = sampler();
+    let e = s
+        .sample(&mut net, &mu(), None, &mut SeededNoise::new(0))
+        .unwrap_err();
+    let t3 = s.timesteps().unwrap()[3];
+    assert!(
+        matches!(e, Error::NonFinite { what: "model output", step: 4, time } if time == t3),
+        "{e}"
+    );
+    assert!(e.to_string().contains("step 4"));
+}
+
+#[test]
+fn non_finite_state_names_step() {
+    // A finite but huge noise prediction overflows once converted (x̂₀ = (x − σ ε̂)/α ...).
+    let mut net = FnModel::new(FitTarget::Noise, |x: &ArrayD<f64>, _: &ArrayD<f64>, _| {
+        Ok(x.mapv(|_| 1e308))
+    });
+    let e = sampler()
+        .sample(&mut net, &mu(), None, &mut SeededNoise::new(0))
+        .unwrap_err();
+    assert!(matches!(e, Error::NonFinite { what: "state", .. }), "{e}");
+}
+
+#[test]
+fn zero_steps() {
+    assert!(matches!(
+        MrSampler::new(IrSdeSchedule::da_clip(), 0),
+        Err(Error::InvalidSetting {
+            setting: "num_steps",
+            ..
+        })
+    ));
+    assert!(matches!(
+        sampler().with_num_steps(0),
+        Err(Error::InvalidSetting {
+            setting: "num_steps",
+            ..
+        })
+    ));
+    assert!(BaselineSampler::new(IrSdeSchedule::da_clip(), Baseline::Posterior, 0).is_err());
+}
+
+#[test]
+fn unsupported_order() {
+    for (solver, order) in [
+        (SolverType::Ode, 0),
+        (SolverType::Ode, 4),
+        (SolverType::Sde, 3),
+    ] {
+        let e = sampler().with_solver(solver, order).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::InvalidSetting {
+                    setting: "order",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn fewer_steps_than_order_in_reference_mode() {
+    let s = MrSampler::new(IrSdeSchedule::da_clip(), 2)
+        .unwrap()
+        .with_solver(SolverType::Ode, 3)
+        .unwrap()
+        .with_mode(Mode::Reference);
+    let e = s
+        .sample(&mut zero_noise(), &mu(), None, &mut SeededNoise::new(0))
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::TooFewSteps { steps: 2, order: 3 }),
+        "{e}"
+    );
+}
+
+#[test]
+fn custom_grids_must_decrease_strictly_inside_the_schedule() {
+    for (grid, mode) in [
+        (vec![100.0, 40.0, 60.0, 0.0], Mode::Exact),
+        (vec![100.0, 40.0, 60.0, 0.0], Mode::Reference),
+        (vec![100.0, 50.0, 50.0, 0.0], Mode::Exact),
+        (vec![100.0, 50.0, 50.0, 0.0], Mode::Reference),
+        (vec![120.0, 50.0, 20.0, 0.0], Mode::Exact),
+        (vec![100.0, 50.0, 20.0, -1.0], Mode::Exact),
+    ] {
+        let s = sampler()
+            .with_grid(TimeGrid::Custom(grid.clone()))
+            .unwrap()
+            .with_mode(mode);
+        let e = s
+            .sample(&mut zero_noise(), &mu(), None, &mut SeededNoise::new(0))
+            .unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidGrid { .. }),
+            "{grid:?} {mode:?}: {e}"
+        );
+    }
+    assert!(matches!(
+        sampler().with_grid(TimeGrid::Custom(vec![f64::NAN, 0.0])),
+        Err(Error::InvalidGrid { .. })
+    ));
+    assert!(matches!(
+        sampler().with_grid(TimeGrid::Custom(vec![1.0])),
+        Err(Error::InvalidGrid { .. })
+    ));
+}
+
+#[test]
+fn generated_grid_with_duplicates() {
+    // ⌊100/201⌋ = 0: every leading time is 0.
+    let s = MrSampler::new(IrSdeSchedule::da_clip(), 200)
+        .unwrap()
+        .with_grid(TimeGrid::Leading { offset: 0.0 })
+        .unwrap();
+    let e = s
+        .sample(&mut zero_noise(), &mu(), None, &mut SeededNoise::new(0))
+        .unwrap_err();
+    assert!(matches!(e, Error::InvalidGrid { .. }), "{e}");
+}
+
+#[test]
+fn lambda_min_leaving_no_grid() {
+    let s = sampler().with_lambda_min(Some(50.0)).unwrap();
+    let e = s
+        .sample(&mut zero_noise(), &mu(), None, &mut SeededNoise::new(0))
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::InvalidSetting {
+                setting: "lambda_min",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(matches!(
+        sampler().with_lambda_min(Some(f64::NAN)),
+        Err(Error::InvalidSetting {
+            setting: "lambda_min",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn invalid_schedule_parameters() {
+    let cases: [(ThetaSchedule, usize, f64, f64, &str); 6] = [
+        (ThetaSchedule::Cosine, 0, 0.005, 50.0, "T"),
+        (ThetaSchedule::Cosine, 100, 0.0, 50.0, "eps"),
+        (ThetaSchedule::Cosine, 100, 1.0, 50.0, "eps"),
+        (ThetaSchedule::Cosine, 100, 0.005, 0.0, "max_sigma"),
+        (ThetaSchedule::Cosine, 100, 0.005, -3.0, "max_sigma"),
+        (ThetaSchedule::Linear, 100, 0.005, f64::NAN, "max_sigma"),
+    ];
+    for (th, t, eps, ms, param) in cases {
+        match IrSdeSchedule::new(th, t, eps, ms) {
+            Err(Error::InvalidSchedule { param: p, .. }) => assert_eq!(p, param),
+            other => panic!("{param}: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        "sigmoid".parse::<ThetaSchedule>(),
+        Err(Error::InvalidSchedule {
+            param: "theta_schedule",
+            ..
+        })
+    ));
+}
+
+/// A user schedule that breaks the invariants is rejected when a sampler is built.
+#[test]
+fn invalid_user_schedule() {
+    #[derive(Debug)]
+    struct Broken;
+    impl Schedule for Broken {
+        fn sigma_inf(&self) -> f64 {
+            0.0
+        }
+        fn t_max(&self) -> f64 {
+            1.0
+        }
+        fn alpha(&self, t: f64) -> f64 {
+            1.0 - 0.5 * t
+        }
+        fn sigma(&self, t: f64) -> f64 {
+            t
+        }
+        fn theta(&self, _: f64) -> f64 {
+            1.0
+        }
+        fn t_of_lambda(&self, _: f64) -> f64 {
+            0.5
+        }
+    }
+    let e = MrSampler::with_schedule(Arc::new(Broken), 5).unwrap_err();
+    assert!(matches!(e, Error::Unsupported { .. }), "{e}");
+    assert!(e.to_string().contains("sigma_inf"));
+}
+
+#[test]
+fn invalid_thresholding() {
+    for (ratio, floor, max) in [
+        (1.2, 1.0, 1.5),
+        (-0.1, 1.0, 1.5),
+        (0.9, 0.0, 1.5),
+        (0.9, 1.0, 0.5),
+        (0.9, 1.0, f64::INFINITY),
+    ] {
+        assert!(
+            matches!(
+                Thresholding::with_bounds(ratio, floor, max),
+                Err(Error::InvalidSetting { .. })
+            ),
+            "{ratio} {floor} {max}"
+        );
+    }
+}
+
+#[test]
+fn invalid_grid_parameters() {
+    for grid in [
+        TimeGrid::KarrasN { rho: 0.0 },
+        TimeGrid::KarrasT { rho: f64::NAN },
+        TimeGrid::Leading {
+            offset: f64::INFINITY,
+        },
+    ] {
+        assert!(sampler().with_grid(grid.clone()).is_err(), "{grid:?}");
+    }
+    assert!(matches!(
+        sampler().with_output_clip(Some((1.0, 0.0))),
+        Err(Error::InvalidSetting { .. })
+    ));
+}
+
+#[test]
+fn too_few_replayed_noise_draws() {
+    let s = sampler().with_solver(SolverType::Sde, 2).unwrap();
+    let e = s
+        .sample(
+            &mut zero_noise(),
+            &mu(),
+            Some(mu()),
+            &mut ReplayNoise::new(vec![vec![0.0; 6]; 3]),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::NoiseExhausted {
+                needed: 4,
+                available: 3
+            }
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn model_errors_are_wrapped_with_the_step() {
+    let mut net = FnModel::new(
+        FitTarget::Noise,
+        |_: &ArrayD<f64>, _: &ArrayD<f64>, t: f64| -> Result<ArrayD<f64>, ModelError> {
+            Err(format!("cannot run at t = {t}").into())
+        },
+    );
+    let e = sampler()
+        .sample(&mut net, &mu(), None, &mut SeededNoise::new(0))
+        .unwrap_err();
+    assert!(matches!(e, Error::Model { step: 1, .. }), "{e}");
+    assert!(std::error::Error::source(&e).is_some());
+}
+
+#[test]
+fn reference_mode_needs_a_discrete_schedule() {
+    #[derive(Debug)]
+    struct Smooth;
+    impl Schedule for Smooth {
+        fn sigma_inf(&self) -> f64 {
+            1.0
+        }
+        fn t_max(&self) -> f64 {
+            1.0
+        }
+        fn alpha(&self, t: f64) -> f64 {
+            (-t * 3.0).exp()
+        }
+        fn sigma(&self, t: f64) -> f64 {
+            (1.0 - self.alpha(t).powi(2)).sqrt()
+        }
+        fn theta(&self, _: f64) -> f64 {
+            3.0
+        }
+        fn t_of_lambda(&self, l: f64) -> f64 {
+            (0.5 * (-2.0 * l).exp().ln_1p() / 3.0).clamp(0.0, 1.0)
+        }
+    }
+    let s = MrSampler::with_schedule(Arc::new(Smooth), 4)
+        .unwrap()
+        .with_mode(Mode::Reference);
+    let e = s
+        .sample(&mut zero_noise(), &mu(), None, &mut SeededNoise::new(0))
+        .unwrap_err();
+    assert!(matches!(e, Error::Unsupported { .. }), "{e}");
+    let b = BaselineSampler::with_schedule(Arc::new(Smooth), Baseline::Posterior, 4)
+        .unwrap()
+        .with_mode(Mode::Reference);
+    assert!(matches!(
+        b.sample(&mut zero_noise(), &mu(), None, &mut SeededNoise::new(0)),
+        Err(Error::Unsupported { .. })
+    ));
+}
+
+#[test]
+fn step_api_misuse() {
+    let s = sampler();
+    let run = s
+        .start(FitTarget::Noise, &mu(), None, &mut SeededNoise::new(0))
+        .unwrap();
+    assert!(matches!(run.finish(), Err(Error::StepOrder { .. })));
+    let mut run = s
+        .start(FitTarget::Noise, &mu(), None, &mut SeededNoise::new(0))
+        .unwrap();
+    for _ in 0..5 {
+        run.advance(mu() * 0.0, &mut SeededNoise::new(0)).unwrap();
+    }
+    assert!(matches!(
+        run.advance(mu(), &mut SeededNoise::new(0)),
+        Err(Error::StepOrder { .. })
+    ));
+    assert!(run.data_prediction(&mu()).is_err());
+}
