@@ -46,7 +46,10 @@ pub fn validate(schedule: &dyn Schedule) -> crate::Result<()> {
             ));
         }
     }
-    let (l_hi, l_lo) = (schedule.lambda(hi), schedule.lambda(schedule.t_lambda_finite()));
+    let (l_hi, l_lo) = (
+        schedule.lambda(hi),
+        schedule.lambda(schedule.t_lambda_finite()),
+    );
     if l_hi.is_nan() || l_lo.is_nan() || l_hi >= l_lo {
         return Err(bad("lambda must decrease from t_min to t_max"));
     }
