@@ -18,11 +18,10 @@ fn sampler() -> MrSampler {
     MrSampler::new(IrSdeSchedule::da_clip(), 5).unwrap()
 }
 
-fn zero_noise()
--> FnModel<impl FnMut(&ArrayD<f64>, &ArrayD<f64>, f64) -> Result<ArrayD<f64>, ModelError>> {
-    FnModel::new(FitTarget::Noise, |x: &ArrayD<f64>, _: &ArrayD<f64>, _| {
-        Ok(x * 0.0)
-    })
+type Net = fn(&ArrayD<f64>, &ArrayD<f64>, f64) -> Result<ArrayD<f64>, ModelError>;
+
+fn zero_noise() -> FnModel<Net> {
+    FnModel::new(FitTarget::Noise, |x, _, _| Ok(x * 0.0))
 }
 
 #[test]
