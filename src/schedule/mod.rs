@@ -26,7 +26,7 @@ pub(crate) use grid::build_grid;
 /// `σ∞ > 0`, `t_min < t_max`, finite `α`, `σ` at both ends, `λ(t_max) < λ(t_lambda_finite)`.
 pub fn validate(schedule: &dyn Schedule) -> crate::Result<()> {
     let bad = |what: &str| crate::Error::Unsupported {
-        what: format!("invalid schedule {schedule:?}: {what}"),
+        what: format!("invalid schedule: {what}"),
     };
     let si = schedule.sigma_inf();
     if !(si > 0.0 && si.is_finite()) {
@@ -50,7 +50,7 @@ pub fn validate(schedule: &dyn Schedule) -> crate::Result<()> {
         schedule.lambda(hi),
         schedule.lambda(schedule.t_lambda_finite()),
     );
-    if l_hi.is_nan() || l_lo.is_nan() || l_hi >= l_lo {
+    if l_hi.is_nan() || l_lo.is_nan() || l_hi > l_lo {
         return Err(bad("lambda must decrease from t_min to t_max"));
     }
     Ok(())
