@@ -284,8 +284,9 @@ fn lambda_min_leaving_no_grid() {
 
 #[test]
 fn invalid_schedule_parameters() {
-    let cases: [(ThetaSchedule, usize, f64, f64, &str); 6] = [
+    let cases: [(ThetaSchedule, usize, f64, f64, &str); 7] = [
         (ThetaSchedule::Cosine, 0, 0.005, 50.0, "T"),
+        (ThetaSchedule::Cosine, 4_444_444_444, 0.005, 50.0, "T"),
         (ThetaSchedule::Cosine, 100, 0.0, 50.0, "eps"),
         (ThetaSchedule::Cosine, 100, 1.0, 50.0, "eps"),
         (ThetaSchedule::Cosine, 100, 0.005, 0.0, "max_sigma"),

@@ -286,12 +286,15 @@ impl IrSdeSchedule {
     }
 }
 
+/// Largest supported `T` (the schedule stores `T + 1` values per array).
+pub const MAX_TRAINING_STEPS: usize = 1_000_000;
+
 fn check_steps_eps(steps: usize, eps: f64) -> Result<()> {
-    if steps == 0 {
+    if steps == 0 || steps > MAX_TRAINING_STEPS {
         return Err(Error::InvalidSchedule {
             param: "T",
-            value: "0".into(),
-            reason: "the number of training steps must be at least 1",
+            value: steps.to_string(),
+            reason: "the number of training steps must lie in 1..=1000000",
         });
     }
     if !(eps > 0.0 && eps < 1.0) {
