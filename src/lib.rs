@@ -82,7 +82,7 @@ pub use sampler::{
     Baseline, BaselineSampler, MrSampler, Observer, Pending, Run, Sample, Sampler, Stats, StepView,
     Thresholding,
 };
-pub use tensor::{NoiseSource, ReplayNoise, SamplerTensor, SeededNoise};
+pub use tensor::{NoiseSource, Parallelism, PhiloxNoise, ReplayNoise, SamplerTensor, SeededNoise};
 
 /// The README's code blocks, compiled and run as doc tests.
 #[cfg(doctest)]

@@ -38,7 +38,7 @@ fn step_api_equals_sample() {
     let mut o = oracle(&s, 3);
     while let Some(p) = run.pending() {
         let out = mrsampler::ScoreModel::predict(&mut o, run.eval_state(), run.mu(), p.t).unwrap();
-        run.advance(out, &mut noise).unwrap();
+        run.advance(&out, &mut noise).unwrap();
     }
     assert!(run.pending().is_none());
     let stepped = run.finish().unwrap();
@@ -203,7 +203,7 @@ fn bad_input_gives_typed_errors() {
         .start(FitTarget::Noise, &m, None, &mut SeededNoise::new(0))
         .unwrap();
     let z = m.clone();
-    run.advance(z.clone(), &mut SeededNoise::new(0)).unwrap();
+    run.advance(&z, &mut SeededNoise::new(0)).unwrap();
     let run2 = s
         .start(FitTarget::Noise, &m, None, &mut SeededNoise::new(0))
         .unwrap();

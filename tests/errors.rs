@@ -463,10 +463,11 @@ fn step_api_misuse() {
         .start(FitTarget::Noise, &mu(), None, &mut SeededNoise::new(0))
         .unwrap();
     for _ in 0..5 {
-        run.advance(mu() * 0.0, &mut SeededNoise::new(0)).unwrap();
+        run.advance(&(mu() * 0.0), &mut SeededNoise::new(0))
+            .unwrap();
     }
     assert!(matches!(
-        run.advance(mu(), &mut SeededNoise::new(0)),
+        run.advance(&mu(), &mut SeededNoise::new(0)),
         Err(Error::StepOrder { .. })
     ));
     assert!(run.data_prediction(&mu()).is_err());

@@ -13,7 +13,7 @@ use crate::error::{Error, ModelError, Result};
 use crate::model::ScoreModel;
 use crate::param::FitTarget;
 use crate::sampler::Sampler;
-use crate::tensor::NoiseSource;
+use crate::tensor::{NoiseSource, Parallelism};
 
 /// Mean and variance per coordinate of a sampler's output.
 #[derive(Debug, Clone, PartialEq)]
@@ -88,8 +88,8 @@ struct AffineNoise {
 }
 
 impl NoiseSource<ArrayD<f64>> for AffineNoise {
-    fn standard_normal(&mut self, like: &ArrayD<f64>) -> Result<ArrayD<f64>> {
-        let (d, cols) = (like.shape()[0], like.shape()[1]);
+    fn fill_standard_normal(&mut self, out: &mut ArrayD<f64>, _: Parallelism) -> Result<()> {
+        let cols = out.shape()[1];
         self.next += 1;
         if self.next >= cols {
             return Err(Error::NoiseExhausted {
@@ -97,9 +97,9 @@ impl NoiseSource<ArrayD<f64>> for AffineNoise {
                 available: cols - 1,
             });
         }
-        let mut z = Array2::<f64>::zeros((d, cols));
-        z.column_mut(self.next).fill(1.0);
-        Ok(z.into_dyn())
+        out.fill(0.0);
+        out.index_axis_mut(ndarray::Axis(1), self.next).fill(1.0);
+        Ok(())
     }
 }
 

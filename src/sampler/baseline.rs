@@ -11,7 +11,7 @@ use crate::schedule::{Mode, Schedule, TimeGrid, build_grid};
 use crate::solver::{
     StepCoeffs, euler_coefficients, posterior_coefficients_exact, posterior_coefficients_reference,
 };
-use crate::tensor::{NoiseSource, SamplerTensor};
+use crate::tensor::{NoiseSource, Parallelism, SamplerTensor};
 
 /// Which baseline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -45,6 +45,7 @@ pub struct BaselineSampler {
     num_steps: usize,
     mode: Mode,
     output_clip: Option<(f64, f64)>,
+    parallelism: Parallelism,
 }
 
 impl BaselineSampler {
@@ -76,6 +77,7 @@ impl BaselineSampler {
             num_steps,
             mode: Mode::Exact,
             output_clip: None,
+            parallelism: Parallelism::default(),
         })
     }
 
@@ -98,6 +100,12 @@ impl BaselineSampler {
         }
         self.output_clip = clip;
         Ok(self)
+    }
+
+    /// How the tensor kernels may split work across threads (default `Rayon(0)`).
+    pub fn with_parallelism(mut self, par: Parallelism) -> Self {
+        self.parallelism = par;
+        self
     }
 
     /// Which baseline this is.
@@ -335,6 +343,12 @@ impl BaselineSampler {
             prior_std,
             output_clip: self.output_clip,
             thresholding: (1.0, 1.0, 1.0),
+            history: if matches!(self.kind, Baseline::Heun { .. }) {
+                2
+            } else {
+                1
+            },
+            parallelism: self.parallelism,
         }
     }
 }

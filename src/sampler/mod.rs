@@ -109,7 +109,7 @@ pub trait Sampler<T: SamplerTensor> {
             } else {
                 None
             };
-            run.advance(net, noise)?;
+            run.advance(&net, noise)?;
             let stats = run.stats();
             let view = StepView {
                 step: p.step,

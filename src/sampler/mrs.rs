@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::param::{FitTarget, Parameterization, convert_coefficients};
 use crate::schedule::{Mode, ReferenceInterp, Schedule, TimeGrid, build_grid};
 use crate::solver::{Node, SolverType, multistep_coefficients};
-use crate::tensor::{NoiseSource, SamplerTensor};
+use crate::tensor::{NoiseSource, Parallelism, SamplerTensor};
 
 /// Dynamic thresholding of data predictions (spec §3.5, §9.2.8).
 ///
@@ -116,6 +116,7 @@ pub struct MrSampler {
     thresholding: Option<Thresholding>,
     denoise_last: bool,
     output_clip: Option<(f64, f64)>,
+    parallelism: Parallelism,
 }
 
 impl MrSampler {
@@ -140,6 +141,7 @@ impl MrSampler {
             thresholding: None,
             denoise_last: false,
             output_clip: Some((0.0, 1.0)),
+            parallelism: Parallelism::default(),
         })
     }
 
@@ -267,6 +269,14 @@ impl MrSampler {
         }
         self.output_clip = clip;
         Ok(self)
+    }
+
+    /// How the tensor kernels may split work across threads (default
+    /// [`Parallelism::Rayon(0)`](Parallelism::Rayon): all of rayon's threads for large
+    /// tensors). Results are bitwise identical for every setting.
+    pub fn with_parallelism(mut self, par: Parallelism) -> Self {
+        self.parallelism = par;
+        self
     }
 
     /// The schedule being sampled.
@@ -424,6 +434,8 @@ impl MrSampler {
             prior_std,
             output_clip: self.output_clip,
             thresholding: (t.ratio, t.floor, t.max),
+            history: self.order,
+            parallelism: self.parallelism,
         })
     }
 }

@@ -5,12 +5,10 @@
 //! ask [`Run::pending`] where to evaluate the network, hand the output to [`Run::advance`],
 //! repeat, and [`Run::finish`].
 
-use std::collections::VecDeque;
-
 use crate::error::{Error, Result};
 use crate::param::Affine;
 use crate::solver::StepCoeffs;
-use crate::tensor::{NoiseSource, SamplerTensor, check_same_shape};
+use crate::tensor::{NoiseSource, Parallelism, SamplerTensor, check_same_shape};
 
 /// Where an update writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +59,10 @@ pub(crate) struct Plan {
     pub output_clip: Option<(f64, f64)>,
     /// `(ratio, floor, max)` of dynamic thresholding.
     pub thresholding: (f64, f64, f64),
+    /// How many past converted outputs a step reads (the largest order; 2 for Heun).
+    pub history: usize,
+    /// Thread split of the tensor kernels.
+    pub parallelism: Parallelism,
 }
 
 /// Statistics of a finished (or running) pass.
@@ -110,7 +112,7 @@ pub struct Pending {
 ///     // A server would batch this call (state, μ, time p.t) with other requests' calls.
 ///     assert!(p.t >= 0.0);
 ///     let eps = run.eval_state().mapv(|_| 0.0f32);
-///     run.advance(eps, &mut noise)?;
+///     run.advance(&eps, &mut noise)?;
 /// }
 /// let sample = run.finish()?;
 /// assert_eq!(sample.stats.nfe, 5);
@@ -122,10 +124,41 @@ pub struct Run<T> {
     mu: T,
     shape: Vec<usize>,
     x: T,
+    /// Heun's predictor state (buffer kept across steps).
     stage: Option<T>,
-    history: VecDeque<T>,
+    /// Whether `stage` holds the state the next evaluation is at.
+    staged: bool,
+    /// Converted outputs, most recent first; at most `plan.history` buffers, recycled.
+    history: Vec<T>,
+    /// Noise buffer, allocated on the first stochastic step and reused.
+    z: Option<T>,
     next: usize,
     stats: Stats,
+}
+
+/// Up to 8 `(coefficient, tensor)` terms on the stack.
+struct Terms<'a, T> {
+    buf: [(f64, &'a T); 8],
+    len: usize,
+}
+
+impl<'a, T> Terms<'a, T> {
+    fn new(filler: &'a T) -> Self {
+        Self {
+            buf: [(0.0, filler); 8],
+            len: 0,
+        }
+    }
+    /// Adds `c·t` unless `c` is zero.
+    fn push(&mut self, c: f64, t: &'a T) {
+        if c != 0.0 {
+            self.buf[self.len] = (c, t);
+            self.len += 1;
+        }
+    }
+    fn as_slice(&self) -> &[(f64, &'a T)] {
+        &self.buf[..self.len]
+    }
 }
 
 impl<T: SamplerTensor> Run<T> {
@@ -138,6 +171,7 @@ impl<T: SamplerTensor> Run<T> {
     ) -> Result<Self> {
         let shape = mu.shape();
         let t0 = plan.timesteps.first().copied().unwrap_or(f64::NAN);
+        let par = plan.parallelism;
         if !mu.all_finite()? {
             return Err(Error::NonFinite {
                 what: "mu",
@@ -145,6 +179,7 @@ impl<T: SamplerTensor> Run<T> {
                 time: t0,
             });
         }
+        let mut z = None;
         let x = match x_start {
             Some(x) => {
                 check_same_shape("start state", &shape, &x)?;
@@ -158,22 +193,29 @@ impl<T: SamplerTensor> Run<T> {
                 x
             }
             None => {
-                let z = noise.standard_normal(mu)?;
-                check_same_shape("noise", &shape, &z)?;
-                T::lincomb(&[(1.0, mu), (plan.prior_std, &z)])?
+                let mut draw = mu.clone();
+                noise.fill_standard_normal(&mut draw, par)?;
+                check_same_shape("noise", &shape, &draw)?;
+                let x = T::lincomb(&[(1.0, mu), (plan.prior_std, &draw)], par)?;
+                z = Some(draw);
+                x
             }
         };
         let stats = Stats {
             timesteps: plan.timesteps.clone(),
+            orders: Vec::with_capacity(plan.steps.len()),
             ..Stats::default()
         };
+        let history = Vec::with_capacity(plan.history.max(1));
         Ok(Self {
             plan,
             mu: mu.clone(),
             shape,
             x,
             stage: None,
-            history: VecDeque::with_capacity(3),
+            staged: false,
+            history,
+            z,
             next: 0,
             stats,
         })
@@ -189,7 +231,10 @@ impl<T: SamplerTensor> Run<T> {
 
     /// The state the network must be evaluated at (the current state, or Heun's stage).
     pub fn eval_state(&self) -> &T {
-        self.stage.as_ref().unwrap_or(&self.x)
+        match (&self.stage, self.staged) {
+            (Some(s), true) => s,
+            _ => &self.x,
+        }
     }
 
     /// The time of the current state (the grid start before the first step).
@@ -212,7 +257,7 @@ impl<T: SamplerTensor> Run<T> {
 
     /// The most recent converted model output (solver parameterization, after thresholding).
     pub fn last_model_output(&self) -> Option<&T> {
-        self.history.front()
+        self.history.first()
     }
 
     /// Total number of network evaluations of this pass (done and pending).
@@ -231,18 +276,39 @@ impl<T: SamplerTensor> Run<T> {
             what: "data_prediction called after the last step",
         })?;
         check_same_shape("model output", &self.shape, net)?;
-        apply_affine(step.to_data, net, self.eval_state(), &self.mu)
+        let mut out = net.clone();
+        convert_into(
+            &mut out,
+            step.to_data,
+            net,
+            self.eval_state(),
+            &self.mu,
+            self.plan.parallelism,
+        )?;
+        Ok(out)
+    }
+
+    /// Makes `history[0]` a buffer to write the new converted output into (recycling the
+    /// oldest once the history is full; allocating only while it fills up).
+    fn rotate_history(&mut self) {
+        if self.history.len() < self.plan.history.max(1) {
+            self.history.insert(0, self.mu.clone());
+        } else {
+            self.history.rotate_right(1);
+        }
     }
 
     /// Applies the pending step with the network output `net` (evaluated at
-    /// [`eval_state`](Self::eval_state) and the pending time).
-    pub fn advance<N: NoiseSource<T>>(&mut self, net: T, noise: &mut N) -> Result<()> {
+    /// [`eval_state`](Self::eval_state) and the pending time). After the first few steps this
+    /// allocates nothing: outputs, noise and the stage live in recycled buffers.
+    pub fn advance<N: NoiseSource<T>>(&mut self, net: &T, noise: &mut N) -> Result<()> {
         let k = self.next;
         let step = *self.plan.steps.get(k).ok_or(Error::StepOrder {
             what: "advance called after the last step",
         })?;
         let step_no = k + 1;
-        check_same_shape("model output", &self.shape, &net)?;
+        let par = self.plan.parallelism;
+        check_same_shape("model output", &self.shape, net)?;
         if !net.all_finite()? {
             return Err(Error::NonFinite {
                 what: "model output",
@@ -251,62 +317,90 @@ impl<T: SamplerTensor> Run<T> {
             });
         }
         self.stats.nfe += 1;
-        let eval_x = self.stage.as_ref().unwrap_or(&self.x);
-        let mut q = apply_affine(step.convert, &net, eval_x, &self.mu)?;
         let (ratio, floor, max) = self.plan.thresholding;
-        if step.threshold {
-            q.threshold_per_sample(ratio, floor, max)?;
-        }
-        if self.history.len() == 3 {
-            self.history.pop_back();
-        }
-        self.history.push_front(q);
+        self.rotate_history();
+        let conv = step.convert;
         let produced_state = match step.update {
             Update::Replace { convert, threshold } => {
-                let mut x = apply_affine(convert, &net, eval_x, &self.mu)?;
-                if threshold {
-                    x.threshold_per_sample(ratio, floor, max)?;
+                // The recorded output, then the state becomes a conversion of the network output.
+                let (front, _) = self.history.split_first_mut().expect("history has a slot");
+                convert_into(front, conv, net, &self.x, &self.mu, par)?;
+                if step.threshold {
+                    front.threshold_per_sample(ratio, floor, max, par)?;
                 }
-                self.x = x;
-                self.stage = None;
+                let mut terms = Terms::new(net);
+                terms.push(convert.net, net);
+                terms.push(convert.mu, &self.mu);
+                self.x.lincomb_assign(convert.x, terms.as_slice(), par)?;
+                if threshold {
+                    self.x.threshold_per_sample(ratio, floor, max, par)?;
+                }
+                self.staged = false;
                 true
             }
             Update::Linear { coeffs, target } => {
-                let z = match coeffs.noise {
-                    Some(_) => {
-                        let z = noise.standard_normal(&self.mu)?;
-                        check_same_shape("noise", &self.shape, &z)?;
-                        Some(z)
-                    }
-                    None => None,
+                if coeffs.noise.is_some() {
+                    let z = self.z.get_or_insert_with(|| self.mu.clone());
+                    noise.fill_standard_normal(z, par)?;
+                    check_same_shape("noise", &self.shape, &*z)?;
+                }
+                let staged = self.staged;
+                // Heun's predictor writes the stage; take its buffer out while it is written.
+                let mut stage_out = match target {
+                    Target::Stage => Some(self.stage.take().unwrap_or_else(|| self.mu.clone())),
+                    Target::State => None,
                 };
-                let mut terms: Vec<(f64, &T)> = Vec::with_capacity(7);
-                for (c, h) in coeffs.q.iter().zip(&self.history) {
-                    if *c != 0.0 {
-                        terms.push((*c, h));
+                let (front, older) = self.history.split_first_mut().expect("history has a slot");
+                let mut terms = Terms::new(&self.mu);
+                for (c, h) in coeffs.q[1..].iter().zip(older.iter()) {
+                    terms.push(*c, h);
+                }
+                terms.push(coeffs.mu, &self.mu);
+                if let (Some(c), Some(z)) = (coeffs.noise, self.z.as_ref()) {
+                    terms.push(c, z);
+                }
+                let eval_x = match (&self.stage, staged) {
+                    (Some(st), true) => {
+                        terms.push(coeffs.stage, st);
+                        st
+                    }
+                    _ => &self.x,
+                };
+                if target == Target::State && !step.threshold && !staged {
+                    T::convert_and_step(
+                        &mut self.x,
+                        front,
+                        net,
+                        &self.mu,
+                        [conv.net, conv.x, conv.mu],
+                        coeffs.x,
+                        coeffs.q[0],
+                        terms.as_slice(),
+                        par,
+                    )?;
+                } else {
+                    convert_into(front, conv, net, eval_x, &self.mu, par)?;
+                    if step.threshold {
+                        front.threshold_per_sample(ratio, floor, max, par)?;
+                    }
+                    let mut all = Terms::new(&self.mu);
+                    all.push(coeffs.q[0], &*front);
+                    for &(c, t) in terms.as_slice() {
+                        all.push(c, t);
+                    }
+                    match stage_out.as_mut() {
+                        Some(out) => {
+                            all.push(coeffs.x, &self.x);
+                            out.lincomb_into(all.as_slice(), par)?;
+                        }
+                        None => self.x.lincomb_assign(coeffs.x, all.as_slice(), par)?,
                     }
                 }
-                if coeffs.mu != 0.0 {
-                    terms.push((coeffs.mu, &self.mu));
+                if let Some(out) = stage_out {
+                    self.stage = Some(out);
                 }
-                if let (Some(c), Some(z)) = (coeffs.noise, z.as_ref()) {
-                    terms.push((c, z));
-                }
-                if let (Some(stage), true) = (self.stage.as_ref(), coeffs.stage != 0.0) {
-                    terms.push((coeffs.stage, stage));
-                }
-                match target {
-                    Target::State => {
-                        self.x.lincomb_assign(coeffs.x, &terms)?;
-                        self.stage = None;
-                        true
-                    }
-                    Target::Stage => {
-                        terms.push((coeffs.x, &self.x));
-                        self.stage = Some(T::lincomb(&terms)?);
-                        false
-                    }
-                }
+                self.staged = target == Target::Stage;
+                target == Target::State
             }
         };
         self.record(step.order, step_no, step.t_next, produced_state)?;
@@ -316,8 +410,7 @@ impl<T: SamplerTensor> Run<T> {
 
     fn record(&mut self, order: usize, step_no: usize, t_next: f64, state: bool) -> Result<()> {
         self.stats.orders.push(order);
-        let t = if state { &self.x } else { self.eval_state() };
-        if !t.all_finite()? {
+        if !self.eval_state().all_finite()? {
             return Err(Error::NonFinite {
                 what: "state",
                 step: step_no,
@@ -354,17 +447,18 @@ impl<T: SamplerTensor> Run<T> {
     }
 }
 
-/// `a.net·net + a.x·x + a.mu·μ`, skipping zero weights.
-fn apply_affine<T: SamplerTensor>(a: Affine, net: &T, x: &T, mu: &T) -> Result<T> {
-    if a == Affine::IDENTITY {
-        return Ok(net.clone());
-    }
-    let mut terms: Vec<(f64, &T)> = vec![(a.net, net)];
-    if a.x != 0.0 {
-        terms.push((a.x, x));
-    }
-    if a.mu != 0.0 {
-        terms.push((a.mu, mu));
-    }
-    T::lincomb(&terms)
+/// `out ← a.net·net + a.x·x + a.mu·μ`, skipping zero weights.
+fn convert_into<T: SamplerTensor>(
+    out: &mut T,
+    a: Affine,
+    net: &T,
+    x: &T,
+    mu: &T,
+    par: Parallelism,
+) -> Result<()> {
+    let mut terms = Terms::new(net);
+    terms.push(a.net, net);
+    terms.push(a.x, x);
+    terms.push(a.mu, mu);
+    out.lincomb_into(terms.as_slice(), par)
 }

@@ -1,12 +1,15 @@
 //! [`SamplerTensor`] for `ndarray::Array<f32 | f64, D>` (host CPU).
 //!
-//! Arithmetic is done in `f64` per element and rounded once to the element type, so f32
-//! tensors lose no accuracy to the coefficient algebra.
+//! Contiguous (standard-layout) arrays go through the SIMD kernels of [`super::kernels`];
+//! other layouts are first copied to standard layout (correct, slower).
+
+use std::cell::RefCell;
 
 use ndarray::{Array, Dimension, IxDyn};
 use num_traits::{Float, FromPrimitive, ToPrimitive};
+use rayon::prelude::*;
 
-use super::{SamplerTensor, check_same_shape};
+use super::{Parallelism, SamplerTensor, check_same_shape, kernels};
 use crate::error::{Error, Result};
 
 /// Element types of the ndarray backend (`f32`, `f64`).
@@ -41,8 +44,15 @@ impl NdElement for f64 {
     }
 }
 
-/// A contiguous row-major copy (or view) of the data.
-fn standard<E: NdElement, D: Dimension>(a: &Array<E, D>) -> std::borrow::Cow<'_, [E]> {
+/// Makes `a` standard layout (a copy only when it is not already).
+fn make_standard<E: NdElement, D: Dimension>(a: &mut Array<E, D>) {
+    if !a.is_standard_layout() {
+        *a = a.as_standard_layout().into_owned();
+    }
+}
+
+/// A contiguous row-major view, or a copy for other layouts.
+fn slice_of<E: NdElement, D: Dimension>(a: &Array<E, D>) -> std::borrow::Cow<'_, [E]> {
     match a.as_slice() {
         Some(s) => std::borrow::Cow::Borrowed(s),
         None => std::borrow::Cow::Owned(a.iter().copied().collect()),
@@ -59,82 +69,154 @@ fn check_terms<E: NdElement, D: Dimension>(
     Ok(())
 }
 
+/// Runs `f` with the terms as contiguous slices (no allocation when all are contiguous).
+fn with_slices<E: NdElement, D: Dimension, R>(
+    terms: &[(f64, &Array<E, D>)],
+    f: impl FnOnce(&[(f64, &[E])]) -> R,
+) -> R {
+    if terms.len() <= kernels::MAX_TERMS && terms.iter().all(|(_, t)| t.as_slice().is_some()) {
+        let mut buf: [(f64, &[E]); kernels::MAX_TERMS] = [(0.0, &[][..]); kernels::MAX_TERMS];
+        for (k, (c, t)) in terms.iter().enumerate() {
+            buf[k] = (*c, t.as_slice().expect("checked contiguous"));
+        }
+        f(&buf[..terms.len()])
+    } else {
+        let owned: Vec<(f64, std::borrow::Cow<'_, [E]>)> =
+            terms.iter().map(|(c, t)| (*c, slice_of(t))).collect();
+        let views: Vec<(f64, &[E])> = owned.iter().map(|(c, s)| (*c, &s[..])).collect();
+        f(&views)
+    }
+}
+
+thread_local! {
+    /// Scratch for the per-sample quantile (reused: no allocation after the first call).
+    static SCRATCH: RefCell<Vec<f64>> = const { RefCell::new(Vec::new()) };
+}
+
 impl<E: NdElement, D: Dimension> SamplerTensor for Array<E, D> {
     fn shape(&self) -> Vec<usize> {
         Array::shape(self).to_vec()
     }
 
-    fn lincomb(terms: &[(f64, &Self)]) -> Result<Self> {
+    fn lincomb(terms: &[(f64, &Self)], par: Parallelism) -> Result<Self> {
         let (_, first) = terms.first().ok_or(Error::StepOrder {
             what: "lincomb called with no terms",
         })?;
-        let shape = SamplerTensor::shape(*first);
-        check_terms(&shape, terms)?;
-        let slices: Vec<(f64, std::borrow::Cow<'_, [E]>)> =
-            terms.iter().map(|(c, t)| (*c, standard(t))).collect();
-        let n = first.len();
-        let data: Vec<E> = (0..n)
-            .map(|i| {
-                let mut acc = 0.0;
-                for (c, s) in &slices {
-                    acc += c * s[i].widen();
-                }
-                E::from_f64_lossy(acc)
-            })
-            .collect();
-        let dim = first.raw_dim();
-        Array::from_shape_vec(dim, data).map_err(|e| Error::Backend {
-            source: Box::new(e),
-        })
+        let mut out = Array::zeros(first.raw_dim());
+        out.lincomb_into(terms, par)?;
+        Ok(out)
     }
 
-    fn lincomb_assign(&mut self, a: f64, terms: &[(f64, &Self)]) -> Result<()> {
+    fn lincomb_into(&mut self, terms: &[(f64, &Self)], par: Parallelism) -> Result<()> {
         let shape = SamplerTensor::shape(self);
         check_terms(&shape, terms)?;
-        let slices: Vec<(f64, std::borrow::Cow<'_, [E]>)> =
-            terms.iter().map(|(c, t)| (*c, standard(t))).collect();
-        if !self.is_standard_layout() {
-            *self = self.as_standard_layout().into_owned();
-        }
+        make_standard(self);
         let out = self.as_slice_mut().expect("standard layout");
-        for (i, o) in out.iter_mut().enumerate() {
-            let mut acc = a * o.widen();
-            for (c, s) in &slices {
-                acc += c * s[i].widen();
-            }
-            *o = E::from_f64_lossy(acc);
+        with_slices(terms, |t| kernels::lincomb(out, None, t, par));
+        Ok(())
+    }
+
+    fn lincomb_assign(&mut self, a: f64, terms: &[(f64, &Self)], par: Parallelism) -> Result<()> {
+        let shape = SamplerTensor::shape(self);
+        check_terms(&shape, terms)?;
+        make_standard(self);
+        let out = self.as_slice_mut().expect("standard layout");
+        with_slices(terms, |t| kernels::lincomb(out, Some(a), t, par));
+        Ok(())
+    }
+
+    fn convert_and_step(
+        x: &mut Self,
+        q: &mut Self,
+        net: &Self,
+        mu: &Self,
+        convert: [f64; 3],
+        a: f64,
+        b: f64,
+        terms: &[(f64, &Self)],
+        par: Parallelism,
+    ) -> Result<()> {
+        let shape = SamplerTensor::shape(x);
+        check_terms(&shape, terms)?;
+        for t in [&*q, net, mu] {
+            check_same_shape("linear-combination operand", &shape, t)?;
+        }
+        make_standard(x);
+        make_standard(q);
+        let fused = match (net.as_slice(), mu.as_slice()) {
+            (Some(net_s), Some(mu_s)) => with_slices(terms, |t| {
+                kernels::convert_and_step(
+                    x.as_slice_mut().expect("standard layout"),
+                    q.as_slice_mut().expect("standard layout"),
+                    net_s,
+                    mu_s,
+                    convert,
+                    a,
+                    b,
+                    t,
+                    par,
+                )
+            }),
+            _ => false,
+        };
+        if !fused {
+            q.lincomb_into(
+                &[(convert[0], net), (convert[1], &*x), (convert[2], mu)],
+                par,
+            )?;
+            let mut all: Vec<(f64, &Self)> = vec![(b, &*q)];
+            all.extend_from_slice(terms);
+            x.lincomb_assign(a, &all, par)?;
         }
         Ok(())
     }
 
-    fn threshold_per_sample(&mut self, ratio: f64, floor: f64, max: f64) -> Result<()> {
-        if !self.is_standard_layout() {
-            *self = self.as_standard_layout().into_owned();
-        }
+    fn threshold_per_sample(
+        &mut self,
+        ratio: f64,
+        floor: f64,
+        max: f64,
+        par: Parallelism,
+    ) -> Result<()> {
+        make_standard(self);
         let batch = SamplerTensor::batch_size(self).max(1);
         let data = self.as_slice_mut().expect("standard layout");
         if data.is_empty() {
             return Ok(());
         }
         let per = data.len() / batch;
-        let mut abs = Vec::with_capacity(per);
-        for chunk in data.chunks_mut(per) {
-            abs.clear();
-            abs.extend(chunk.iter().map(|v| v.widen().abs()));
-            let s = quantile_select(&mut abs, ratio).clamp(floor, max);
-            for v in chunk.iter_mut() {
-                *v = E::from_f64_lossy(v.widen().clamp(-s, s) / s);
-            }
+        let one = |chunk: &mut [E]| {
+            SCRATCH.with(|cell| {
+                let mut abs = cell.borrow_mut();
+                abs.clear();
+                abs.extend(chunk.iter().map(|v| v.widen().abs()));
+                let s = quantile_select(&mut abs, ratio).clamp(floor, max);
+                let (lo, hi) = (E::from_f64_lossy(-s), E::from_f64_lossy(s));
+                for v in chunk.iter_mut() {
+                    if !v.is_nan() {
+                        *v = v.max(lo).min(hi) / hi;
+                    }
+                }
+            })
+        };
+        if par.parts(data.len()) > 1 && batch > 1 {
+            data.par_chunks_mut(per).for_each(one);
+        } else {
+            data.chunks_mut(per).for_each(one);
         }
         Ok(())
     }
 
     fn clamp(&self, lo: f64, hi: f64) -> Result<Self> {
-        Ok(self.mapv(|v| E::from_f64_lossy(v.widen().clamp(lo, hi))))
+        let (lo, hi) = (E::from_f64_lossy(lo), E::from_f64_lossy(hi));
+        Ok(self.mapv(|v| if v.is_nan() { v } else { v.max(lo).min(hi) }))
     }
 
     fn all_finite(&self) -> Result<bool> {
-        Ok(self.iter().all(|v| v.is_finite()))
+        Ok(match self.as_slice() {
+            Some(s) => s.iter().all(|v| v.is_finite()),
+            None => self.iter().all(|v| v.is_finite()),
+        })
     }
 
     fn to_host_f64(&self) -> Result<Vec<f64>> {
@@ -182,14 +264,16 @@ mod tests {
     use ndarray::{ArrayD, array};
     use proptest::prelude::*;
 
+    const SEQ: Parallelism = Parallelism::Sequential;
+
     #[test]
     fn lincomb_matches_elementwise_formula() {
         let a = array![[1.0f64, 2.0], [3.0, 4.0]].into_dyn();
         let b = array![[0.5f64, -1.0], [2.0, 0.0]].into_dyn();
-        let c = ArrayD::lincomb(&[(2.0, &a), (-3.0, &b)]).unwrap();
+        let c = ArrayD::lincomb(&[(2.0, &a), (-3.0, &b)], SEQ).unwrap();
         assert_eq!(c, array![[0.5, 7.0], [0.0, 8.0]].into_dyn());
         let mut d = a.clone();
-        d.lincomb_assign(0.5, &[(1.0, &b)]).unwrap();
+        d.lincomb_assign(0.5, &[(1.0, &b)], SEQ).unwrap();
         assert_eq!(d, array![[1.0, 0.0], [3.5, 2.0]].into_dyn());
     }
 
@@ -198,20 +282,28 @@ mod tests {
         let a = ArrayD::<f64>::zeros(IxDyn(&[2, 3]));
         let b = ArrayD::<f64>::zeros(IxDyn(&[3, 2]));
         assert!(matches!(
-            ArrayD::lincomb(&[(1.0, &a), (1.0, &b)]),
+            ArrayD::lincomb(&[(1.0, &a), (1.0, &b)], SEQ),
             Err(Error::ShapeMismatch { .. })
         ));
     }
 
     #[test]
-    fn non_contiguous_views_are_handled() {
+    fn non_contiguous_arrays_are_handled() {
         let a = array![[1.0f32, 2.0], [3.0, 4.0]];
         let t = a.t().to_owned(); // standard layout copy
         let tv = a.clone().reversed_axes(); // Fortran layout, not standard
-        let r1 = Array::lincomb(&[(1.0, &t), (1.0, &t)]).unwrap();
-        let r2 = Array::lincomb(&[(1.0, &tv), (1.0, &tv)]).unwrap();
+        let r1 = Array::lincomb(&[(1.0, &t), (1.0, &t)], SEQ).unwrap();
+        let r2 = Array::lincomb(&[(1.0, &tv), (1.0, &tv)], SEQ).unwrap();
         assert_eq!(
             r1.iter().copied().collect::<Vec<_>>(),
+            r2.iter().copied().collect::<Vec<_>>()
+        );
+        let mut x = tv.clone();
+        let mut q = tv.clone();
+        Array::convert_and_step(&mut x, &mut q, &tv, &t, [1.0, 0.0, 0.0], 1.0, 1.0, &[], SEQ)
+            .unwrap();
+        assert_eq!(
+            x.iter().copied().collect::<Vec<_>>(),
             r2.iter().copied().collect::<Vec<_>>()
         );
     }
@@ -220,7 +312,7 @@ mod tests {
     fn threshold_golden() {
         // One sample, |x| sorted: 0.5 1 2 4; quantile 0.5 → p = 1.5 → 1.5; s = clamp(1.5, 1, 3).
         let mut x = array![[4.0f64, -2.0, 0.5, 1.0]].into_dyn();
-        x.threshold_per_sample(0.5, 1.0, 3.0).unwrap();
+        x.threshold_per_sample(0.5, 1.0, 3.0, SEQ).unwrap();
         let want = [1.0, -1.0, 0.5 / 1.5, 1.0 / 1.5];
         for (g, w) in x.iter().zip(want) {
             assert!((g - w).abs() < 1e-15);
@@ -250,7 +342,7 @@ mod tests {
         ) {
             let ta = ArrayD::from_shape_vec(IxDyn(&[2, 3]), a.clone()).unwrap();
             let tb = ArrayD::from_shape_vec(IxDyn(&[2, 3]), b.clone()).unwrap();
-            let r = ArrayD::lincomb(&[(c1, &ta), (c2, &tb)]).unwrap();
+            let r = ArrayD::lincomb(&[(c1, &ta), (c2, &tb)], SEQ).unwrap();
             for i in 0..6 {
                 let w = c1 * a[i] + c2 * b[i];
                 prop_assert!((r.as_slice().unwrap()[i] - w).abs() <= 1e-14 * (1.0 + w.abs()));

@@ -1,0 +1,291 @@
+//! Streaming kernels on contiguous slices: runtime-dispatched SIMD (via `pulp`: AVX2/FMA,
+//! AVX-512 or NEON where available, scalar otherwise) and an explicit thread split.
+//!
+//! Each kernel is a plain elementwise loop with the number of input streams fixed at compile
+//! time, so the compiler vectorizes it inside `pulp`'s target-feature context. Arithmetic is in
+//! the element type; the coefficients are rounded to it once.
+
+use rayon::prelude::*;
+
+use super::Parallelism;
+use super::ndarray_impl::NdElement;
+
+/// Largest number of input streams a single kernel pass takes.
+pub(crate) const MAX_TERMS: usize = 8;
+
+/// `out ← [a·out] + Σ c[k]·s[k]` for a fixed number of streams.
+#[inline(always)]
+fn lin<E: NdElement, const N: usize>(out: &mut [E], a: Option<E>, c: [E; N], s: [&[E]; N]) {
+    let n = out.len();
+    let s: [&[E]; N] = s.map(|x| &x[..n]);
+    match a {
+        Some(a) => {
+            for i in 0..n {
+                let mut acc = a * out[i];
+                for k in 0..N {
+                    acc = acc + c[k] * s[k][i];
+                }
+                out[i] = acc;
+            }
+        }
+        None => {
+            for i in 0..n {
+                let mut acc = E::zero();
+                for k in 0..N {
+                    acc = acc + c[k] * s[k][i];
+                }
+                out[i] = acc;
+            }
+        }
+    }
+}
+
+/// Dispatches on the stream count (≤ [`MAX_TERMS`]) and the CPU's SIMD level.
+fn lin_dispatch<E: NdElement>(out: &mut [E], a: Option<E>, terms: &[(E, &[E])]) {
+    macro_rules! arm {
+        ($n:literal) => {{
+            let c: [E; $n] = std::array::from_fn(|k| terms[k].0);
+            let s: [&[E]; $n] = std::array::from_fn(|k| terms[k].1);
+            pulp::Arch::new().dispatch(
+                #[inline(always)]
+                || lin::<E, $n>(out, a, c, s),
+            )
+        }};
+    }
+    match terms.len() {
+        0 => {
+            if let Some(a) = a {
+                pulp::Arch::new().dispatch(
+                    #[inline(always)]
+                    || out.iter_mut().for_each(|o| *o = a * *o),
+                );
+            } else {
+                out.iter_mut().for_each(|o| *o = E::zero());
+            }
+        }
+        1 => arm!(1),
+        2 => arm!(2),
+        3 => arm!(3),
+        4 => arm!(4),
+        5 => arm!(5),
+        6 => arm!(6),
+        7 => arm!(7),
+        8 => arm!(8),
+        _ => unreachable!("callers split long term lists"),
+    }
+}
+
+/// Runs `f(part_of_out, offset)` over `out`, split into `par.parts(len)` contiguous parts.
+fn split<E: NdElement>(out: &mut [E], par: Parallelism, f: impl Fn(&mut [E], usize) + Sync + Send) {
+    let n = out.len();
+    let parts = par.parts(n);
+    if parts <= 1 {
+        f(out, 0);
+        return;
+    }
+    let chunk = n.div_ceil(parts);
+    out.par_chunks_mut(chunk)
+        .enumerate()
+        .for_each(|(i, o)| f(o, i * chunk));
+}
+
+/// `out ← [a·out] + Σ c·s` over full slices (any number of terms; more than
+/// [`MAX_TERMS`] take several passes).
+pub(crate) fn lincomb<E: NdElement>(
+    out: &mut [E],
+    a: Option<f64>,
+    terms: &[(f64, &[E])],
+    par: Parallelism,
+) {
+    let a = a.map(E::from_f64_lossy);
+    if terms.is_empty() {
+        split(out, par, |o, _| lin_dispatch(o, a, &[]));
+        return;
+    }
+    for (g, group) in terms.chunks(MAX_TERMS).enumerate() {
+        let group_a = if g == 0 { a } else { Some(E::one()) };
+        let mut buf: [(E, &[E]); MAX_TERMS] = [(E::zero(), &[][..]); MAX_TERMS];
+        for (k, (c, s)) in group.iter().enumerate() {
+            buf[k] = (E::from_f64_lossy(*c), s);
+        }
+        let used = &buf[..group.len()];
+        split(out, par, |o, off| {
+            let mut local: [(E, &[E]); MAX_TERMS] = [(E::zero(), &[][..]); MAX_TERMS];
+            for (k, (c, s)) in used.iter().enumerate() {
+                local[k] = (*c, &s[off..off + o.len()]);
+            }
+            lin_dispatch(o, group_a, &local[..used.len()]);
+        });
+    }
+}
+
+/// `q ← c₀·net + c₁·x + c₂·μ; x ← a·x + b·q + Σ cᵢ·tᵢ` in one pass (`terms.len() ≤ 5`).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn convert_step_n<E: NdElement, const M: usize>(
+    x: &mut [E],
+    q: &mut [E],
+    net: &[E],
+    mu: &[E],
+    conv: [E; 3],
+    a: E,
+    b: E,
+    c: [E; M],
+    s: [&[E]; M],
+) {
+    let n = x.len();
+    let (q, net, mu) = (&mut q[..n], &net[..n], &mu[..n]);
+    let s: [&[E]; M] = s.map(|v| &v[..n]);
+    for i in 0..n {
+        let xi = x[i];
+        let qi = conv[0] * net[i] + conv[1] * xi + conv[2] * mu[i];
+        q[i] = qi;
+        let mut acc = a * xi + b * qi;
+        for k in 0..M {
+            acc = acc + c[k] * s[k][i];
+        }
+        x[i] = acc;
+    }
+}
+
+/// The fused conversion-and-step kernel; returns `false` (doing nothing) when there are too
+/// many extra terms, so the caller falls back to two passes.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn convert_and_step<E: NdElement>(
+    x: &mut [E],
+    q: &mut [E],
+    net: &[E],
+    mu: &[E],
+    conv: [f64; 3],
+    a: f64,
+    b: f64,
+    terms: &[(f64, &[E])],
+    par: Parallelism,
+) -> bool {
+    if terms.len() > 5 {
+        return false;
+    }
+    let conv = conv.map(E::from_f64_lossy);
+    let (a, b) = (E::from_f64_lossy(a), E::from_f64_lossy(b));
+    let n = x.len();
+    let parts = par.parts(n);
+    let chunk = n.div_ceil(parts.max(1));
+    let body = |xo: &mut [E], qo: &mut [E], off: usize| {
+        let m = xo.len();
+        let net = &net[off..off + m];
+        let mu = &mu[off..off + m];
+        let mut buf: [(E, &[E]); 5] = [(E::zero(), &[][..]); 5];
+        for (k, (c, s)) in terms.iter().enumerate() {
+            buf[k] = (E::from_f64_lossy(*c), &s[off..off + m]);
+        }
+        macro_rules! arm {
+            ($n:literal) => {{
+                let c: [E; $n] = std::array::from_fn(|k| buf[k].0);
+                let s: [&[E]; $n] = std::array::from_fn(|k| buf[k].1);
+                pulp::Arch::new().dispatch(
+                    #[inline(always)]
+                    || convert_step_n::<E, $n>(xo, qo, net, mu, conv, a, b, c, s),
+                )
+            }};
+        }
+        match terms.len() {
+            0 => arm!(0),
+            1 => arm!(1),
+            2 => arm!(2),
+            3 => arm!(3),
+            4 => arm!(4),
+            _ => arm!(5),
+        }
+    };
+    if parts <= 1 {
+        body(x, q, 0);
+    } else {
+        x.par_chunks_mut(chunk)
+            .zip(q.par_chunks_mut(chunk))
+            .enumerate()
+            .for_each(|(i, (xo, qo))| body(xo, qo, i * chunk));
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_term_count_and_split_agree_with_scalar() {
+        let n = 100_003;
+        let srcs: Vec<Vec<f32>> = (0..11)
+            .map(|k| {
+                (0..n)
+                    .map(|i| ((i * (k + 3)) % 97) as f32 * 0.01 - 0.4)
+                    .collect()
+            })
+            .collect();
+        for count in 0..=11 {
+            let terms: Vec<(f64, &[f32])> = (0..count)
+                .map(|k| (0.3 - 0.07 * k as f64, &srcs[k][..]))
+                .collect();
+            for a in [None, Some(0.9)] {
+                let mut want: Vec<f32> = srcs[0].iter().map(|v| v * 2.0).collect();
+                for (i, w) in want.iter_mut().enumerate() {
+                    let mut acc = match a {
+                        Some(a) => a as f32 * *w,
+                        None => 0.0,
+                    };
+                    for (c, s) in &terms {
+                        acc += *c as f32 * s[i];
+                    }
+                    *w = acc;
+                }
+                for par in [
+                    Parallelism::Sequential,
+                    Parallelism::Rayon(2),
+                    Parallelism::Rayon(3),
+                ] {
+                    let mut out: Vec<f32> = srcs[0].iter().map(|v| v * 2.0).collect();
+                    lincomb(&mut out, a, &terms, par);
+                    for (g, w) in out.iter().zip(&want) {
+                        assert!(
+                            (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                            "{count} terms: {g} vs {w}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fused_step_equals_two_passes() {
+        let n = 70_001;
+        let mk = |s: usize| -> Vec<f64> {
+            (0..n)
+                .map(|i| ((i * s) % 89) as f64 * 0.013 - 0.5)
+                .collect()
+        };
+        let (net, mu, t1, t2) = (mk(3), mk(5), mk(7), mk(11));
+        let conv = [0.7, -0.2, 0.45];
+        for par in [Parallelism::Sequential, Parallelism::Rayon(2)] {
+            let mut x = mk(13);
+            let mut q = vec![0.0; n];
+            let x0 = x.clone();
+            assert!(convert_and_step(
+                &mut x,
+                &mut q,
+                &net,
+                &mu,
+                conv,
+                0.8,
+                1.3,
+                &[(0.25, &t1), (-0.5, &t2), (0.1, &mu)],
+                par
+            ));
+            for i in 0..n {
+                let qi = conv[0] * net[i] + conv[1] * x0[i] + conv[2] * mu[i];
+                let xi = 0.8 * x0[i] + 1.3 * qi + 0.25 * t1[i] - 0.5 * t2[i] + 0.1 * mu[i];
+                assert!((q[i] - qi).abs() < 1e-14 && (x[i] - xi).abs() < 1e-14);
+            }
+        }
+    }
+}
