@@ -172,7 +172,7 @@ impl<T: SamplerTensor> Run<T> {
         let shape = mu.shape();
         let t0 = plan.timesteps.first().copied().unwrap_or(f64::NAN);
         let par = plan.parallelism;
-        if !mu.all_finite()? {
+        if !mu.all_finite(par)? {
             return Err(Error::NonFinite {
                 what: "mu",
                 step: 0,
@@ -183,7 +183,7 @@ impl<T: SamplerTensor> Run<T> {
         let x = match x_start {
             Some(x) => {
                 check_same_shape("start state", &shape, &x)?;
-                if !x.all_finite()? {
+                if !x.all_finite(par)? {
                     return Err(Error::NonFinite {
                         what: "start state",
                         step: 0,
@@ -309,7 +309,7 @@ impl<T: SamplerTensor> Run<T> {
         let step_no = k + 1;
         let par = self.plan.parallelism;
         check_same_shape("model output", &self.shape, net)?;
-        if !net.all_finite()? {
+        if !net.all_finite(par)? {
             return Err(Error::NonFinite {
                 what: "model output",
                 step: step_no,
@@ -410,7 +410,7 @@ impl<T: SamplerTensor> Run<T> {
 
     fn record(&mut self, order: usize, step_no: usize, t_next: f64, state: bool) -> Result<()> {
         self.stats.orders.push(order);
-        if !self.eval_state().all_finite()? {
+        if !self.eval_state().all_finite(self.plan.parallelism)? {
             return Err(Error::NonFinite {
                 what: "state",
                 step: step_no,

@@ -40,29 +40,38 @@ fn lin<E: NdElement, const N: usize>(out: &mut [E], a: Option<E>, c: [E; N], s: 
     }
 }
 
+/// [`lin`] as a `pulp` operation, compiled for the detected SIMD level.
+struct Lin<'a, E, const N: usize> {
+    out: &'a mut [E],
+    a: Option<E>,
+    c: [E; N],
+    s: [&'a [E]; N],
+}
+
+impl<E: NdElement, const N: usize> pulp::WithSimd for Lin<'_, E, N> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        lin::<E, N>(self.out, self.a, self.c, self.s)
+    }
+}
+
 /// Dispatches on the stream count (≤ [`MAX_TERMS`]) and the CPU's SIMD level.
 fn lin_dispatch<E: NdElement>(out: &mut [E], a: Option<E>, terms: &[(E, &[E])]) {
     macro_rules! arm {
         ($n:literal) => {{
             let c: [E; $n] = std::array::from_fn(|k| terms[k].0);
             let s: [&[E]; $n] = std::array::from_fn(|k| terms[k].1);
-            pulp::Arch::new().dispatch(
-                #[inline(always)]
-                || lin::<E, $n>(out, a, c, s),
-            )
+            pulp::Arch::new().dispatch(Lin::<E, $n> { out, a, c, s })
         }};
     }
     match terms.len() {
-        0 => {
-            if let Some(a) = a {
-                pulp::Arch::new().dispatch(
-                    #[inline(always)]
-                    || out.iter_mut().for_each(|o| *o = a * *o),
-                );
-            } else {
-                out.iter_mut().for_each(|o| *o = E::zero());
-            }
-        }
+        0 => pulp::Arch::new().dispatch(Lin::<E, 0> {
+            out,
+            a,
+            c: [],
+            s: [],
+        }),
         1 => arm!(1),
         2 => arm!(2),
         3 => arm!(3),
@@ -148,6 +157,29 @@ fn convert_step_n<E: NdElement, const M: usize>(
     }
 }
 
+/// [`convert_step_n`] as a `pulp` operation.
+struct ConvertStep<'a, E, const M: usize> {
+    x: &'a mut [E],
+    q: &'a mut [E],
+    net: &'a [E],
+    mu: &'a [E],
+    conv: [E; 3],
+    a: E,
+    b: E,
+    c: [E; M],
+    s: [&'a [E]; M],
+}
+
+impl<E: NdElement, const M: usize> pulp::WithSimd for ConvertStep<'_, E, M> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        convert_step_n::<E, M>(
+            self.x, self.q, self.net, self.mu, self.conv, self.a, self.b, self.c, self.s,
+        )
+    }
+}
+
 /// The fused conversion-and-step kernel; returns `false` (doing nothing) when there are too
 /// many extra terms, so the caller falls back to two passes.
 #[allow(clippy::too_many_arguments)]
@@ -182,10 +214,17 @@ pub(crate) fn convert_and_step<E: NdElement>(
             ($n:literal) => {{
                 let c: [E; $n] = std::array::from_fn(|k| buf[k].0);
                 let s: [&[E]; $n] = std::array::from_fn(|k| buf[k].1);
-                pulp::Arch::new().dispatch(
-                    #[inline(always)]
-                    || convert_step_n::<E, $n>(xo, qo, net, mu, conv, a, b, c, s),
-                )
+                pulp::Arch::new().dispatch(ConvertStep::<E, $n> {
+                    x: xo,
+                    q: qo,
+                    net,
+                    mu,
+                    conv,
+                    a,
+                    b,
+                    c,
+                    s,
+                })
             }};
         }
         match terms.len() {
@@ -206,6 +245,31 @@ pub(crate) fn convert_and_step<E: NdElement>(
             .for_each(|(i, (xo, qo))| body(xo, qo, i * chunk));
     }
     true
+}
+
+/// [`all_finite`] on one part, as a `pulp` operation: a branch-free test per block of 1024.
+struct Finite<'a, E>(&'a [E]);
+
+impl<E: NdElement> pulp::WithSimd for Finite<'_, E> {
+    type Output = bool;
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) -> bool {
+        let inf = E::infinity();
+        self.0
+            .chunks(1024)
+            .all(|c| c.iter().fold(true, |ok, v| ok & (v.abs() < inf)))
+    }
+}
+
+/// True when no element is NaN or ±∞ (split across threads like the other kernels).
+pub(crate) fn all_finite<E: NdElement>(s: &[E], par: Parallelism) -> bool {
+    let parts = par.parts(s.len());
+    if parts <= 1 {
+        return pulp::Arch::new().dispatch(Finite(s));
+    }
+    let chunk = s.len().div_ceil(parts);
+    s.par_chunks(chunk)
+        .all(|c| pulp::Arch::new().dispatch(Finite(c)))
 }
 
 #[cfg(test)]

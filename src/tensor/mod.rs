@@ -9,6 +9,7 @@
 mod kernels;
 mod ndarray_impl;
 mod noise;
+mod normal;
 mod philox;
 
 pub use ndarray_impl::NdElement;
@@ -36,6 +37,11 @@ impl Default for Parallelism {
 }
 
 impl Parallelism {
+    /// Number of parts a kernel over `n` elements is split into.
+    pub fn parts_for(self, n: usize) -> usize {
+        self.parts(n)
+    }
+
     /// Number of parts to split `n` elements into.
     pub(crate) fn parts(self, n: usize) -> usize {
         const MIN_PER_PART: usize = 1 << 15;
@@ -61,6 +67,11 @@ impl Parallelism {
 pub trait SamplerTensor: Clone + Send + Sync + std::fmt::Debug + Sized {
     /// Full shape, batch first.
     fn shape(&self) -> Vec<usize>;
+
+    /// Whether the tensor has exactly `shape` (override to avoid allocating).
+    fn has_shape(&self, shape: &[usize]) -> bool {
+        self.shape() == shape
+    }
 
     /// Number of samples (the size of the first axis; 1 for a 0-d tensor).
     fn batch_size(&self) -> usize {
@@ -123,7 +134,7 @@ pub trait SamplerTensor: Clone + Send + Sync + std::fmt::Debug + Sized {
     fn clamp(&self, lo: f64, hi: f64) -> Result<Self>;
 
     /// True when no element is NaN or ±∞.
-    fn all_finite(&self) -> Result<bool>;
+    fn all_finite(&self, par: Parallelism) -> Result<bool>;
 
     /// All elements in row-major order, as `f64`.
     fn to_host_f64(&self) -> Result<Vec<f64>>;
@@ -138,12 +149,11 @@ pub(crate) fn check_same_shape<T: SamplerTensor>(
     expected: &[usize],
     found: &T,
 ) -> Result<()> {
-    let s = found.shape();
-    if s != expected {
+    if !found.has_shape(expected) {
         return Err(Error::ShapeMismatch {
             what,
             expected: expected.to_vec(),
-            found: s,
+            found: found.shape(),
         });
     }
     Ok(())

@@ -20,6 +20,9 @@ pub trait NdElement:
     fn from_f64_lossy(v: f64) -> Self;
     /// Widens to `f64`.
     fn widen(self) -> f64;
+    /// Writes the Philox normals of blocks `first_block, first_block + 1, …` (four per block)
+    /// into `out` (see [`PhiloxNoise`](crate::PhiloxNoise) for the layout).
+    fn fill_normals(out: &mut [Self], first_block: u32, stream: u32, draw: u32, key: [u32; 2]);
 }
 
 impl NdElement for f32 {
@@ -31,6 +34,9 @@ impl NdElement for f32 {
     fn widen(self) -> f64 {
         self as f64
     }
+    fn fill_normals(out: &mut [Self], first_block: u32, stream: u32, draw: u32, key: [u32; 2]) {
+        super::normal::fill_f32(out, first_block, stream, draw, key)
+    }
 }
 
 impl NdElement for f64 {
@@ -41,6 +47,9 @@ impl NdElement for f64 {
     #[inline]
     fn widen(self) -> f64 {
         self
+    }
+    fn fill_normals(out: &mut [Self], first_block: u32, stream: u32, draw: u32, key: [u32; 2]) {
+        super::normal::fill_f64(out, first_block, stream, draw, key)
     }
 }
 
@@ -98,6 +107,18 @@ impl<E: NdElement, D: Dimension> SamplerTensor for Array<E, D> {
         Array::shape(self).to_vec()
     }
 
+    fn has_shape(&self, shape: &[usize]) -> bool {
+        Array::shape(self) == shape
+    }
+
+    fn batch_size(&self) -> usize {
+        Array::shape(self).first().copied().unwrap_or(1)
+    }
+
+    fn numel(&self) -> usize {
+        self.len()
+    }
+
     fn lincomb(terms: &[(f64, &Self)], par: Parallelism) -> Result<Self> {
         let (_, first) = terms.first().ok_or(Error::StepOrder {
             what: "lincomb called with no terms",
@@ -108,8 +129,8 @@ impl<E: NdElement, D: Dimension> SamplerTensor for Array<E, D> {
     }
 
     fn lincomb_into(&mut self, terms: &[(f64, &Self)], par: Parallelism) -> Result<()> {
-        let shape = SamplerTensor::shape(self);
-        check_terms(&shape, terms)?;
+        let shape = self.raw_dim();
+        check_terms(shape.slice(), terms)?;
         make_standard(self);
         let out = self.as_slice_mut().expect("standard layout");
         with_slices(terms, |t| kernels::lincomb(out, None, t, par));
@@ -117,8 +138,8 @@ impl<E: NdElement, D: Dimension> SamplerTensor for Array<E, D> {
     }
 
     fn lincomb_assign(&mut self, a: f64, terms: &[(f64, &Self)], par: Parallelism) -> Result<()> {
-        let shape = SamplerTensor::shape(self);
-        check_terms(&shape, terms)?;
+        let shape = self.raw_dim();
+        check_terms(shape.slice(), terms)?;
         make_standard(self);
         let out = self.as_slice_mut().expect("standard layout");
         with_slices(terms, |t| kernels::lincomb(out, Some(a), t, par));
@@ -136,10 +157,10 @@ impl<E: NdElement, D: Dimension> SamplerTensor for Array<E, D> {
         terms: &[(f64, &Self)],
         par: Parallelism,
     ) -> Result<()> {
-        let shape = SamplerTensor::shape(x);
-        check_terms(&shape, terms)?;
+        let shape = x.raw_dim();
+        check_terms(shape.slice(), terms)?;
         for t in [&*q, net, mu] {
-            check_same_shape("linear-combination operand", &shape, t)?;
+            check_same_shape("linear-combination operand", shape.slice(), t)?;
         }
         make_standard(x);
         make_standard(q);
@@ -212,9 +233,9 @@ impl<E: NdElement, D: Dimension> SamplerTensor for Array<E, D> {
         Ok(self.mapv(|v| if v.is_nan() { v } else { v.max(lo).min(hi) }))
     }
 
-    fn all_finite(&self) -> Result<bool> {
+    fn all_finite(&self, par: Parallelism) -> Result<bool> {
         Ok(match self.as_slice() {
-            Some(s) => s.iter().all(|v| v.is_finite()),
+            Some(s) => kernels::all_finite(s, par),
             None => self.iter().all(|v| v.is_finite()),
         })
     }

@@ -1,0 +1,135 @@
+//! Per-step cost of the sampler itself (a zero-cost model), against the memory copy floor.
+//!
+//! ```text
+//! cargo run --release --example step_overhead -- [--shape 4,3,512,512] [--threads N] [--runs 7]
+//! ```
+//!
+//! Prints one JSON line:
+//! `{"shape": [...], "dtype": "f32", "threads": N, "ode2_data_ms_per_step": X,
+//!   "sde2_data_ms_per_step": Y, "copy_floor_ms": Z}`, each the best of `--runs` timings of
+//! 20 consecutive steps. The copy floor is the time to stream as many tensor-sized buffers as
+//! the fused ODE-2 data step reads and writes (4 read, 2 written: three copies), split across
+//! the same threads.
+
+use mrsampler::schedule::{IrSdeSchedule, TimeGrid};
+use mrsampler::solver::SolverType;
+use mrsampler::{FitTarget, MrSampler, Parallelism, PhiloxNoise, Sampler};
+use ndarray::{ArrayD, IxDyn};
+use rayon::prelude::*;
+
+const STEPS: usize = 20;
+
+fn parse() -> Result<(Vec<usize>, usize, usize), String> {
+    let mut shape = vec![4, 3, 512, 512];
+    let mut threads = rayon::current_num_threads();
+    let mut runs = 7;
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--shape" => {
+                shape = it
+                    .next()
+                    .ok_or("--shape takes e.g. 4,3,512,512")?
+                    .split(',')
+                    .map(|v| {
+                        v.trim()
+                            .parse::<usize>()
+                            .map_err(|e| format!("bad --shape: {e}"))
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            "--threads" => {
+                threads = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or("--threads takes a count")?
+            }
+            "--runs" => {
+                runs = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or("--runs takes a count")?
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    if shape.is_empty() || shape.contains(&0) {
+        return Err("--shape needs positive sizes".into());
+    }
+    Ok((shape, threads.max(1), runs.max(1)))
+}
+
+/// Best time per step over `runs` runs of `STEPS` steps.
+fn time_steps(solver: SolverType, shape: &[usize], par: Parallelism, runs: usize) -> f64 {
+    let s = MrSampler::new(IrSdeSchedule::da_clip(), 10_000)
+        .expect("valid")
+        .with_solver(solver, 2)
+        .expect("valid")
+        .with_grid(TimeGrid::Linspace)
+        .expect("valid")
+        .with_parallelism(par);
+    let mu = ArrayD::<f32>::from_elem(IxDyn(shape), 0.4);
+    let net = ArrayD::<f32>::from_elem(IxDyn(shape), 0.05);
+    let mut noise = PhiloxNoise::new(0);
+    let mut run = s
+        .start(FitTarget::Noise, &mu, None, &mut noise)
+        .expect("starts");
+    for _ in 0..3 {
+        run.advance(&net, &mut noise).expect("steps");
+    }
+    let mut best = f64::INFINITY;
+    for _ in 0..runs {
+        let t = std::time::Instant::now();
+        for _ in 0..STEPS {
+            run.advance(&net, &mut noise).expect("steps");
+        }
+        best = best.min(t.elapsed().as_secs_f64() / STEPS as f64);
+    }
+    best * 1e3
+}
+
+fn copy_floor(n: usize, parts: usize, runs: usize) -> f64 {
+    let src: Vec<Vec<f32>> = (0..3).map(|_| vec![0.5f32; n]).collect();
+    let mut dst: Vec<Vec<f32>> = (0..3).map(|_| vec![0.0f32; n]).collect();
+    let chunk = n.div_ceil(parts);
+    let mut best = f64::INFINITY;
+    for _ in 0..runs {
+        let t = std::time::Instant::now();
+        for _ in 0..STEPS {
+            for (d, s) in dst.iter_mut().zip(&src) {
+                d.par_chunks_mut(chunk)
+                    .zip(s.par_chunks(chunk))
+                    .for_each(|(d, s)| d.copy_from_slice(s));
+            }
+        }
+        best = best.min(t.elapsed().as_secs_f64() / STEPS as f64);
+    }
+    std::hint::black_box(&dst);
+    best * 1e3
+}
+
+fn main() {
+    let (shape, threads, runs) = match parse() {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("thread pool");
+    let n: usize = shape.iter().product();
+    let (ode, sde, floor) = pool.install(|| {
+        let par = Parallelism::Rayon(threads);
+        (
+            time_steps(SolverType::Ode, &shape, par, runs),
+            time_steps(SolverType::Sde, &shape, par, runs),
+            copy_floor(n, Parallelism::Rayon(threads).parts_for(n), runs),
+        )
+    });
+    println!(
+        r#"{{"shape": {shape:?}, "dtype": "f32", "threads": {threads}, "ode2_data_ms_per_step": {ode:.3}, "sde2_data_ms_per_step": {sde:.3}, "copy_floor_ms": {floor:.3}}}"#
+    );
+}
