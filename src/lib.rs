@@ -56,6 +56,12 @@
 //! | feature | default | what |
 //! |---|---|---|
 //! | `conformance` | no | the `mrsampler-case-v1` replay format ([`conformance`] module, `serde_json`) |
+//! | `candle` | no | [`SamplerTensor`] for `candle_core::Tensor` (f64, f32; f16/bf16 stepped in f32), `CandleNoise` |
+//! | `cuda`, `metal` | no | `candle` on CUDA / Metal devices |
+//! | `nn` | no | `candle-nn`, for the examples that build networks |
+//! | `burn` | no | [`SamplerTensor`] for `burn::tensor::Tensor<B, D>` over any burn backend, `BurnRandn` |
+//!
+//! The ndarray backend (`ndarray::Array<f32 | f64, D>`) is always available.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

@@ -6,12 +6,20 @@
 //! clamping, a finiteness check, shape queries and a host round-trip. The ndarray backend runs
 //! these as SIMD kernels (runtime-dispatched, scalar fallback) split across threads.
 
+#[cfg(feature = "burn")]
+mod burn_impl;
+#[cfg(feature = "candle")]
+mod candle_impl;
 mod kernels;
 mod ndarray_impl;
 mod noise;
 mod normal;
 mod philox;
 
+#[cfg(feature = "burn")]
+pub use burn_impl::BurnRandn;
+#[cfg(feature = "candle")]
+pub use candle_impl::CandleNoise;
 pub use ndarray_impl::NdElement;
 pub use noise::{NoiseSource, PhiloxNoise, ReplayNoise, SeededNoise};
 pub use philox::philox4x32_10;
