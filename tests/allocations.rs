@@ -13,9 +13,17 @@ struct Counting;
 
 static ALLOCS: AtomicUsize = AtomicUsize::new(0);
 
+thread_local! {
+    /// Whether allocations on this thread are counted: the measuring thread and the workers of
+    /// the test's own rayon pool, not the test harness's other threads.
+    static COUNTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::SeqCst);
+        if COUNTED.with(|c| c.get()) {
+            ALLOCS.fetch_add(1, Ordering::SeqCst);
+        }
         // SAFETY: forwards the caller's layout unchanged to the system allocator.
         unsafe { System.alloc(layout) }
     }
@@ -60,6 +68,7 @@ fn allocations_with<N: mrsampler::NoiseSource<ArrayD<f32>>>(
         .with_parallelism(par);
     let mu = ArrayD::<f32>::from_elem(IxDyn(shape), 0.4);
     let net = ArrayD::<f32>::from_elem(IxDyn(shape), 0.1); // a zero-cost "network" output
+    COUNTED.with(|c| c.set(true));
     let mut run = s.start(FitTarget::Noise, &mu, None, noise).unwrap();
     let mut k = 0;
     let mut counted = 0;
@@ -72,6 +81,7 @@ fn allocations_with<N: mrsampler::NoiseSource<ArrayD<f32>>>(
             counted += after - before;
         }
     }
+    COUNTED.with(|c| c.set(false));
     counted
 }
 
