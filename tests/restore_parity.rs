@@ -13,7 +13,9 @@ fn forward_matches_pytorch() {
     let device = Device::Cpu;
     let model = net::RestoreNet::load(&dir.join("model.safetensors"), &device).unwrap();
     let parity = candle_core::safetensors::load(dir.join("parity.safetensors"), &device).unwrap();
-    let out = model.forward(&parity["x"], &parity["mu"], &parity["t"]).unwrap();
+    let out = model
+        .forward(&parity["x"], &parity["mu"], &parity["t"])
+        .unwrap();
     let want = &parity["out"];
     assert_eq!(out.dims(), want.dims());
     let diff = (out - want)

@@ -23,17 +23,18 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
-use mrsampler::schedule::{IrSdeSchedule, Schedule, TimeGrid};
+use mrsampler::schedule::{IrSdeSchedule, Schedule};
 use mrsampler::solver::SolverType;
 use mrsampler::{
     Baseline, BaselineSampler, FitTarget, ModelError, MrSampler, NoiseSource, Parallelism,
-    PhiloxNoise, Sample, Sampler, SamplerTensor, ScoreModel,
+    Parameterization, PhiloxNoise, Sample, Sampler, SamplerTensor, ScoreModel,
 };
 
 const NOISE_SIGMA: f64 = 25.0 / 255.0;
 
 struct Args {
     json: bool,
+    ablation: bool,
     image: Option<PathBuf>,
     seed: u64,
 }
@@ -41,6 +42,7 @@ struct Args {
 fn parse() -> Result<Args, String> {
     let mut a = Args {
         json: false,
+        ablation: false,
         image: None,
         seed: 0,
     };
@@ -48,9 +50,19 @@ fn parse() -> Result<Args, String> {
     while let Some(x) = it.next() {
         match x.as_str() {
             "--json" => a.json = true,
+            "--ablation" => a.ablation = true,
             "--image" => a.image = Some(it.next().ok_or("--image takes a path")?.into()),
-            "--seed" => a.seed = it.next().and_then(|v| v.parse().ok()).ok_or("--seed takes an integer")?,
-            other => return Err(format!("unknown argument {other}; usage: restore [--json] [--image PATH] [--seed N]")),
+            "--seed" => {
+                a.seed = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or("--seed takes an integer")?
+            }
+            other => {
+                return Err(format!(
+                    "unknown argument {other}; usage: restore [--json] [--ablation] [--image PATH] [--seed N]"
+                ));
+            }
         }
     }
     Ok(a)
@@ -77,13 +89,19 @@ enum Config {
     MrsDefault,
     MrsBest,
     Posterior,
+    /// Order-2 MRS on linspace with the given solver and parameterization (`--ablation`).
+    Ablation(SolverType, Parameterization),
 }
 
 impl Config {
     fn name(self) -> &'static str {
         match self {
+            Config::Ablation(SolverType::Ode, Parameterization::Data) => "mrs ode-2 data",
+            Config::Ablation(SolverType::Ode, Parameterization::Noise) => "mrs ode-2 noise",
+            Config::Ablation(SolverType::Sde, Parameterization::Data) => "mrs sde-2 data",
+            Config::Ablation(SolverType::Sde, Parameterization::Noise) => "mrs sde-2 noise",
             Config::MrsDefault => "mrs-default (ode-2 data linspace)",
-            Config::MrsBest => "mrs-best (ode-3 data karras-t)",
+            Config::MrsBest => "mrs-best (sde-2 data linspace)",
             Config::Posterior => "posterior (strided)",
         }
     }
@@ -98,7 +116,11 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn run(&mut self, cfg: Config, nfe: usize) -> Result<(Sample<Tensor>, f64), Box<dyn std::error::Error>> {
+    fn run(
+        &mut self,
+        cfg: Config,
+        nfe: usize,
+    ) -> Result<(Sample<Tensor>, f64), Box<dyn std::error::Error>> {
         let schedule = IrSdeSchedule::da_clip();
         let mut model = Progress {
             net: self.net,
@@ -107,10 +129,18 @@ impl Ctx<'_> {
         let mut noise = PhiloxNoise::new(self.seed + 1);
         let start = Instant::now();
         let out = match cfg {
-            Config::MrsDefault => MrSampler::new(schedule, nfe)?.sample(&mut model, &self.mu, Some(self.x_start.clone()), &mut noise)?,
+            Config::MrsDefault => MrSampler::new(schedule, nfe)?.sample(
+                &mut model,
+                &self.mu,
+                Some(self.x_start.clone()),
+                &mut noise,
+            )?,
             Config::MrsBest => MrSampler::new(schedule, nfe)?
-                .with_solver(SolverType::Ode, 3)?
-                .with_grid(TimeGrid::KarrasT { rho: 7.0 })?
+                .with_solver(SolverType::Sde, 2)?
+                .sample(&mut model, &self.mu, Some(self.x_start.clone()), &mut noise)?,
+            Config::Ablation(solver, param) => MrSampler::new(schedule, nfe)?
+                .with_solver(solver, 2)?
+                .with_parameterization(param)
                 .sample(&mut model, &self.mu, Some(self.x_start.clone()), &mut noise)?,
             Config::Posterior => BaselineSampler::new(schedule, Baseline::Posterior, nfe)?
                 .with_output_clip(Some((0.0, 1.0)))?
@@ -120,7 +150,10 @@ impl Ctx<'_> {
     }
 }
 
-fn load_image(path: &std::path::Path, device: &Device) -> Result<Tensor, Box<dyn std::error::Error>> {
+fn load_image(
+    path: &std::path::Path,
+    device: &Device,
+) -> Result<Tensor, Box<dyn std::error::Error>> {
     let img = image::open(path)?.to_rgb8();
     let (w, h) = (img.width() as usize / 2 * 2, img.height() as usize / 2 * 2);
     let mut data = vec![0f32; 3 * h * w];
@@ -138,13 +171,22 @@ fn load_image(path: &std::path::Path, device: &Device) -> Result<Tensor, Box<dyn
 fn write_grid(images: &[Tensor], path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     let (_, _, h, w) = images[0].dims4()?;
     let pad = 4;
-    let mut grid = image::RgbImage::from_pixel((images.len() * (w + pad) + pad) as u32, (h + 2 * pad) as u32, image::Rgb([255, 255, 255]));
+    let mut grid = image::RgbImage::from_pixel(
+        (images.len() * (w + pad) + pad) as u32,
+        (h + 2 * pad) as u32,
+        image::Rgb([255, 255, 255]),
+    );
     for (k, img) in images.iter().enumerate() {
         let v = img.clamp(0f32, 1f32)?.flatten_all()?.to_vec1::<f32>()?;
         for y in 0..h {
             for x in 0..w {
-                let px: [u8; 3] = std::array::from_fn(|c| (v[c * h * w + y * w + x] * 255.0).round() as u8);
-                grid.put_pixel((pad + k * (w + pad) + x) as u32, (pad + y) as u32, image::Rgb(px));
+                let px: [u8; 3] =
+                    std::array::from_fn(|c| (v[c * h * w + y * w + x] * 255.0).round() as u8);
+                grid.put_pixel(
+                    (pad + k * (w + pad) + x) as u32,
+                    (pad + y) as u32,
+                    image::Rgb(px),
+                );
             }
         }
     }
@@ -166,7 +208,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let device = Device::Cpu;
     let mut net = net::RestoreNet::load(&root.join("assets/restore/model.safetensors"), &device)?;
-    let clean = load_image(&args.image.clone().unwrap_or(root.join("assets/restore/eval.png")), &device)?;
+    let clean = load_image(
+        &args
+            .image
+            .clone()
+            .unwrap_or(root.join("assets/restore/eval.png")),
+        &device,
+    )?;
 
     // Degrade: μ = clean + σ·n; start state x_T = μ + σ∞·z. Both from fixed Philox streams.
     let mut rng = PhiloxNoise::new(args.seed);
@@ -178,6 +226,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sigma_start = IrSdeSchedule::da_clip().sigma(100.0);
     let x_start = Tensor::lincomb(&[(1.0, &mu), (sigma_start, &z)], Parallelism::default())?;
 
+    if args.ablation {
+        return ablation(&mut net, &clean, &mu, &x_start, args.seed);
+    }
     let rows: Vec<(Config, usize)> = vec![
         (Config::MrsDefault, 5),
         (Config::MrsDefault, 10),
@@ -189,9 +240,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (Config::Posterior, 100),
     ];
     let references = [(Config::MrsDefault, 1000), (Config::MrsBest, 1000)];
-    let total: usize = rows.iter().map(|r| r.1).sum::<usize>() + references.iter().map(|r| r.1).sum::<usize>();
-    let bar = if args.json { ProgressBar::hidden() } else { ProgressBar::new(total as u64) };
-    bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} network evaluations, {elapsed} ({eta} left)")?);
+    let total: usize =
+        rows.iter().map(|r| r.1).sum::<usize>() + references.iter().map(|r| r.1).sum::<usize>();
+    let bar = if args.json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(total as u64)
+    };
+    bar.set_style(ProgressStyle::with_template(
+        "{bar:40} {pos}/{len} network evaluations, {elapsed} ({eta} left)",
+    )?);
     let mut ctx = Ctx {
         net: &mut net,
         bar,
@@ -209,12 +267,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         results.push((*cfg, *nfe, out.x, secs));
     }
     ctx.bar.finish_and_clear();
-    let posterior100 = results.iter().find(|r| matches!(r.0, Config::Posterior) && r.1 == 100).map(|r| r.2.clone()).expect("row present");
+    let posterior100 = results
+        .iter()
+        .find(|r| matches!(r.0, Config::Posterior) && r.1 == 100)
+        .map(|r| r.2.clone())
+        .expect("row present");
 
     let clean_v = clean.to_dtype(DType::F64)?;
     if !args.json {
         let d = metrics::psnr(&mu.clamp(0f32, 1f32)?, &clean_v)?;
-        println!("Gaussian denoising, σ = 25/255, image {:?}; degraded input PSNR {d:.2} dB\n", clean.dims());
+        println!(
+            "Gaussian denoising, σ = 25/255, image {:?}; degraded input PSNR {d:.2} dB\n",
+            clean.dims()
+        );
         println!("| sampler | NFE | PSNR (dB) | SSIM | PSNR vs own converged (dB) | seconds |");
         println!("|---|---|---|---|---|---|");
     }
@@ -222,7 +287,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let reference = match cfg {
             Config::MrsDefault => &converged[0],
             Config::MrsBest => &converged[1],
-            Config::Posterior => &posterior100,
+            Config::Posterior | Config::Ablation(..) => &posterior100,
         };
         let p = metrics::psnr(x, &clean_v)?;
         let s = metrics::ssim(x, &clean_v)?;
@@ -233,7 +298,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 cfg.name()
             );
         } else {
-            println!("| {} | {nfe} | {p:.2} | {s:.4} | {} | {secs:.2} |", cfg.name(), if c.is_infinite() { "∞ (is the reference)".to_string() } else { format!("{c:.2}") });
+            println!(
+                "| {} | {nfe} | {p:.2} | {s:.4} | {} | {secs:.2} |",
+                cfg.name(),
+                if c.is_infinite() {
+                    "∞ (is the reference)".to_string()
+                } else {
+                    format!("{c:.2}")
+                }
+            );
         }
     }
     let mut grid = vec![mu.clamp(0f32, 1f32)?];
@@ -242,7 +315,58 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let grid_path = root.join("target/restore_grid.png");
     write_grid(&grid, &grid_path)?;
     if !args.json {
-        println!("\ngrid (degraded, then each row in order, then ground truth): {}", grid_path.display());
+        println!(
+            "\ngrid (degraded, then each row in order, then ground truth): {}",
+            grid_path.display()
+        );
+    }
+    Ok(())
+}
+
+/// The paper's two ablations on this model: noise vs data parameterization and ODE vs SDE,
+/// order 2 on linspace, at NFE 5, 10, 20 and 50 (PSNR / SSIM against the clean image).
+fn ablation(
+    net: &mut net::RestoreNet,
+    clean: &Tensor,
+    mu: &Tensor,
+    x_start: &Tensor,
+    seed: u64,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let nfes = [5, 10, 20, 50];
+    let bar = ProgressBar::new((4 * nfes.iter().sum::<usize>()) as u64);
+    let mut ctx = Ctx {
+        net,
+        bar,
+        mu: mu.clone(),
+        x_start: x_start.clone(),
+        seed,
+    };
+    let clean_v = clean.to_dtype(DType::F64)?;
+    let mut lines = Vec::new();
+    for solver in [SolverType::Ode, SolverType::Sde] {
+        for param in [Parameterization::Data, Parameterization::Noise] {
+            let cfg = Config::Ablation(solver, param);
+            let mut line = format!("| {} |", cfg.name());
+            for nfe in nfes {
+                match ctx.run(cfg, nfe) {
+                    Ok((out, _)) => {
+                        line += &format!(
+                            " {:.2} / {:.3} |",
+                            metrics::psnr(&out.x, &clean_v)?,
+                            metrics::ssim(&out.x, &clean_v)?
+                        )
+                    }
+                    Err(e) => line += &format!(" error: {e} |"),
+                }
+            }
+            lines.push(line);
+        }
+    }
+    ctx.bar.finish_and_clear();
+    println!("| sampler (order 2, linspace) | NFE 5 | NFE 10 | NFE 20 | NFE 50 |");
+    println!("|---|---|---|---|---|");
+    for l in lines {
+        println!("{l}");
     }
     Ok(())
 }

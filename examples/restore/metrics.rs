@@ -4,7 +4,11 @@ use candle_core::{DType, Result, Tensor};
 
 fn host(t: &Tensor) -> Result<(Vec<f64>, usize, usize)> {
     let (_, _, h, w) = t.dims4()?;
-    Ok((t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?, h, w))
+    Ok((
+        t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?,
+        h,
+        w,
+    ))
 }
 
 /// Peak signal-to-noise ratio for data range 1 (∞ for identical images).
@@ -22,7 +26,9 @@ pub fn ssim(a: &Tensor, b: &Tensor) -> Result<f64> {
     let (x, h, w) = host(a)?;
     let (y, _, _) = host(b)?;
     let r = 5usize;
-    let g: Vec<f64> = (0..=2 * r).map(|i| (-((i as f64 - r as f64).powi(2)) / (2.0 * 1.5 * 1.5)).exp()).collect();
+    let g: Vec<f64> = (0..=2 * r)
+        .map(|i| (-((i as f64 - r as f64).powi(2)) / (2.0 * 1.5 * 1.5)).exp())
+        .collect();
     let gs: f64 = g.iter().sum();
     let g: Vec<f64> = g.iter().map(|v| v / gs).collect();
     let (c1, c2) = (0.01f64.powi(2), 0.03f64.powi(2));
@@ -30,19 +36,29 @@ pub fn ssim(a: &Tensor, b: &Tensor) -> Result<f64> {
     let blur = |img: &[f64]| -> Vec<f64> {
         let idx = |i: isize, n: usize| -> usize {
             let n = n as isize;
-            let j = if i < 0 { -i - 1 } else if i >= n { 2 * n - i - 1 } else { i };
+            let j = if i < 0 {
+                -i - 1
+            } else if i >= n {
+                2 * n - i - 1
+            } else {
+                i
+            };
             j.clamp(0, n - 1) as usize
         };
         let mut tmp = vec![0.0; h * w];
         for yy in 0..h {
             for xx in 0..w {
-                tmp[yy * w + xx] = (0..=2 * r).map(|k| g[k] * img[yy * w + idx(xx as isize + k as isize - r as isize, w)]).sum();
+                tmp[yy * w + xx] = (0..=2 * r)
+                    .map(|k| g[k] * img[yy * w + idx(xx as isize + k as isize - r as isize, w)])
+                    .sum();
             }
         }
         let mut out = vec![0.0; h * w];
         for yy in 0..h {
             for xx in 0..w {
-                out[yy * w + xx] = (0..=2 * r).map(|k| g[k] * tmp[idx(yy as isize + k as isize - r as isize, h) * w + xx]).sum();
+                out[yy * w + xx] = (0..=2 * r)
+                    .map(|k| g[k] * tmp[idx(yy as isize + k as isize - r as isize, h) * w + xx])
+                    .sum();
             }
         }
         out
@@ -51,15 +67,24 @@ pub fn ssim(a: &Tensor, b: &Tensor) -> Result<f64> {
     for c in 0..3 {
         let xs = &x[c * h * w..(c + 1) * h * w];
         let ys = &y[c * h * w..(c + 1) * h * w];
-        let prod = |p: &[f64], q: &[f64]| -> Vec<f64> { p.iter().zip(q).map(|(u, v)| u * v).collect() };
+        let prod =
+            |p: &[f64], q: &[f64]| -> Vec<f64> { p.iter().zip(q).map(|(u, v)| u * v).collect() };
         let (mx, my) = (blur(xs), blur(ys));
-        let (sxx, syy, sxy) = (blur(&prod(xs, xs)), blur(&prod(ys, ys)), blur(&prod(xs, ys)));
+        let (sxx, syy, sxy) = (
+            blur(&prod(xs, xs)),
+            blur(&prod(ys, ys)),
+            blur(&prod(xs, ys)),
+        );
         let mut sum = 0.0;
         let mut count = 0usize;
         for yy in r..h.saturating_sub(r) {
             for xx in r..w.saturating_sub(r) {
                 let i = yy * w + xx;
-                let (vx, vy, cxy) = (sxx[i] - mx[i] * mx[i], syy[i] - my[i] * my[i], sxy[i] - mx[i] * my[i]);
+                let (vx, vy, cxy) = (
+                    sxx[i] - mx[i] * mx[i],
+                    syy[i] - my[i] * my[i],
+                    sxy[i] - mx[i] * my[i],
+                );
                 sum += ((2.0 * mx[i] * my[i] + c1) * (2.0 * cxy + c2))
                     / ((mx[i] * mx[i] + my[i] * my[i] + c1) * (vx + vy + c2));
                 count += 1;

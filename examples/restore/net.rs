@@ -9,7 +9,17 @@ use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder, conv2d, linear};
 use mrsampler::{FitTarget, ModelError, ScoreModel};
 
 fn conv(cin: usize, cout: usize, stride: usize, vb: VarBuilder) -> Result<Conv2d> {
-    conv2d(cin, cout, 3, Conv2dConfig { padding: 1, stride, ..Default::default() }, vb)
+    conv2d(
+        cin,
+        cout,
+        3,
+        Conv2dConfig {
+            padding: 1,
+            stride,
+            ..Default::default()
+        },
+        vb,
+    )
 }
 
 struct ResBlock {
@@ -54,7 +64,9 @@ pub struct RestoreNet {
 /// Sinusoidal embedding of the raw index time (32 features).
 fn timestep_embedding(t: &Tensor) -> Result<Tensor> {
     let half = 16;
-    let freqs: Vec<f32> = (0..half).map(|i| (-(10000f32).ln() * i as f32 / half as f32).exp()).collect();
+    let freqs: Vec<f32> = (0..half)
+        .map(|i| (-(10000f32).ln() * i as f32 / half as f32).exp())
+        .collect();
     let freqs = Tensor::new(freqs.as_slice(), t.device())?.unsqueeze(0)?;
     let args = t.unsqueeze(1)?.broadcast_mul(&freqs)?;
     Tensor::cat(&[args.sin()?, args.cos()?], D::Minus1)
@@ -88,13 +100,19 @@ impl RestoreNet {
 
     /// The noise prediction for states `x`, means `mu` and one index time per sample.
     pub fn forward(&self, x: &Tensor, mu: &Tensor, t: &Tensor) -> Result<Tensor> {
-        let emb = self.t2.forward(&self.t1.forward(&timestep_embedding(t)?)?.silu()?)?;
+        let emb = self
+            .t2
+            .forward(&self.t1.forward(&timestep_embedding(t)?)?.silu()?)?;
         let input = Tensor::cat(&[(x - mu)?, mu.clone()], 1)?;
         let h0 = self.res1.forward(&self.inc.forward(&input)?, &emb)?;
-        let h = self.res3.forward(&self.res2.forward(&self.down.forward(&h0)?, &emb)?, &emb)?;
+        let h = self
+            .res3
+            .forward(&self.res2.forward(&self.down.forward(&h0)?, &emb)?, &emb)?;
         let (_, _, hh, ww) = h.dims4()?;
         let h = self.up.forward(&h.upsample_nearest2d(2 * hh, 2 * ww)?)?;
-        let h = self.res4.forward(&self.merge.forward(&Tensor::cat(&[h, h0], 1)?)?, &emb)?;
+        let h = self
+            .res4
+            .forward(&self.merge.forward(&Tensor::cat(&[h, h0], 1)?)?, &emb)?;
         self.outc.forward(&h.silu()?)
     }
 }
@@ -104,7 +122,12 @@ impl ScoreModel<Tensor> for RestoreNet {
         FitTarget::Noise
     }
 
-    fn predict(&mut self, x: &Tensor, mu: &Tensor, t: f64) -> std::result::Result<Tensor, ModelError> {
+    fn predict(
+        &mut self,
+        x: &Tensor,
+        mu: &Tensor,
+        t: f64,
+    ) -> std::result::Result<Tensor, ModelError> {
         let b = x.dims()[0];
         let tt = Tensor::full(t as f32, b, x.device())?;
         Ok(self.forward(x, mu, &tt)?)
