@@ -8,7 +8,7 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, ElementConversion, Tensor, TensorData};
 
-use super::{NoiseSource, Parallelism, PhiloxNoise, SamplerTensor};
+use super::{NoiseSource, Parallelism, PhiloxNoise, SamplerTensor, quantile_positions};
 use crate::error::{Error, Result};
 
 fn check_shapes<B: Backend, const D: usize>(
@@ -85,14 +85,12 @@ impl<B: Backend, const D: usize> SamplerTensor for Tensor<B, D> {
         }
         let flat: Tensor<B, 2> = self.clone().reshape([batch, n]);
         let sorted = flat.clone().abs().sort(1);
-        let p = ratio * (n - 1) as f64;
-        let lo = (p.floor() as usize).min(n - 1);
-        let hi = (p.ceil() as usize).min(n - 1);
+        let (lo, hi, frac) = quantile_positions(n, ratio);
         let v_lo = sorted.clone().narrow(1, lo, 1);
         let v_hi = sorted.narrow(1, hi, 1);
         let s = v_lo
             .clone()
-            .add(v_hi.sub(v_lo).mul_scalar(p - lo as f64))
+            .add(v_hi.sub(v_lo).mul_scalar(frac))
             .clamp(floor, max);
         let out = flat
             .max_pair(s.clone().neg().expand([batch, n]))

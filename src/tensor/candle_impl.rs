@@ -8,7 +8,7 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use super::{NoiseSource, Parallelism, PhiloxNoise, SamplerTensor};
+use super::{NoiseSource, Parallelism, PhiloxNoise, SamplerTensor, quantile_positions};
 use crate::error::{Error, Result};
 
 fn backend(e: candle_core::Error) -> Error {
@@ -113,16 +113,13 @@ impl SamplerTensor for Tensor {
             .map_err(backend)?
             .sort_last_dim(true)
             .map_err(backend)?;
-        let p = ratio * (n - 1) as f64;
-        let lo = (p.floor() as usize).min(n - 1);
-        let hi = (p.ceil() as usize).min(n - 1);
+        let (lo, hi, frac) = quantile_positions(n, ratio);
         let v_lo = sorted.narrow(1, lo, 1).map_err(backend)?;
         let v_hi = sorted.narrow(1, hi, 1).map_err(backend)?;
-        let s = (&v_lo
-            + ((&v_hi - &v_lo).map_err(backend)?.affine(p - lo as f64, 0.0)).map_err(backend)?)
-        .map_err(backend)?
-        .clamp(floor, max)
-        .map_err(backend)?;
+        let s = (&v_lo + ((&v_hi - &v_lo).map_err(backend)?.affine(frac, 0.0)).map_err(backend)?)
+            .map_err(backend)?
+            .clamp(floor, max)
+            .map_err(backend)?;
         let out = flat
             .broadcast_minimum(&s)
             .and_then(|t| t.broadcast_maximum(&s.neg()?))

@@ -118,14 +118,7 @@ pub trait SamplerTensor: Clone + Send + Sync + std::fmt::Debug + Sized {
         terms: &[(f64, &Self)],
         par: Parallelism,
     ) -> Result<()> {
-        q.lincomb_into(
-            &[(convert[0], net), (convert[1], &*x), (convert[2], mu)],
-            par,
-        )?;
-        let mut all: Vec<(f64, &Self)> = Vec::with_capacity(terms.len() + 1);
-        all.push((b, &*q));
-        all.extend_from_slice(terms);
-        x.lincomb_assign(a, &all, par)
+        convert_then_step(x, q, net, mu, convert, a, b, terms, par)
     }
 
     /// Dynamic thresholding per batch element (spec §3.5): `s = quantile(|x|, ratio)` with
@@ -151,6 +144,39 @@ pub trait SamplerTensor: Clone + Send + Sync + std::fmt::Debug + Sized {
     fn new_from_host(&self, shape: &[usize], data: &[f64]) -> Result<Self>;
 }
 
+/// The two-pass form of [`SamplerTensor::convert_and_step`]: the conversion into `q`, then
+/// the update of `x` (the default, and the fallback of backends that fuse).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn convert_then_step<T: SamplerTensor>(
+    x: &mut T,
+    q: &mut T,
+    net: &T,
+    mu: &T,
+    convert: [f64; 3],
+    a: f64,
+    b: f64,
+    terms: &[(f64, &T)],
+    par: Parallelism,
+) -> Result<()> {
+    q.lincomb_into(
+        &[(convert[0], net), (convert[1], &*x), (convert[2], mu)],
+        par,
+    )?;
+    let mut all: Vec<(f64, &T)> = Vec::with_capacity(terms.len() + 1);
+    all.push((b, &*q));
+    all.extend_from_slice(terms);
+    x.lincomb_assign(a, &all, par)
+}
+
+/// Positions of the linear-interpolation quantile of `n` sorted values at `ratio`
+/// (`torch.quantile`): `v[lo] + frac·(v[hi] − v[lo])`.
+pub(crate) fn quantile_positions(n: usize, ratio: f64) -> (usize, usize, f64) {
+    let p = ratio * n.saturating_sub(1) as f64;
+    let lo = (p.floor() as usize).min(n.saturating_sub(1));
+    let hi = (p.ceil() as usize).min(n.saturating_sub(1));
+    (lo, hi, p - lo as f64)
+}
+
 /// Checks that `found` has the shape `expected`.
 pub(crate) fn check_same_shape<T: SamplerTensor>(
     what: &'static str,
@@ -170,12 +196,6 @@ pub(crate) fn check_same_shape<T: SamplerTensor>(
 /// Linear-interpolation quantile of sorted `v`, as `torch.quantile` (test reference).
 #[cfg(test)]
 pub(crate) fn quantile_sorted(v: &[f64], ratio: f64) -> f64 {
-    let n = v.len();
-    if n == 1 {
-        return v[0];
-    }
-    let p = ratio * (n - 1) as f64;
-    let lo = (p.floor() as usize).min(n - 1);
-    let hi = (p.ceil() as usize).min(n - 1);
-    v[lo] + (p - lo as f64) * (v[hi] - v[lo])
+    let (lo, hi, frac) = quantile_positions(v.len(), ratio);
+    v[lo] + frac * (v[hi] - v[lo])
 }

@@ -9,7 +9,9 @@ use ndarray::{Array, Dimension, IxDyn};
 use num_traits::{Float, FromPrimitive, ToPrimitive};
 use rayon::prelude::*;
 
-use super::{Parallelism, SamplerTensor, check_same_shape, kernels};
+use super::{
+    Parallelism, SamplerTensor, check_same_shape, convert_then_step, kernels, quantile_positions,
+};
 use crate::error::{Error, Result};
 
 /// Element types of the ndarray backend (`f32`, `f64`).
@@ -181,13 +183,7 @@ impl<E: NdElement, D: Dimension> SamplerTensor for Array<E, D> {
             _ => false,
         };
         if !fused {
-            q.lincomb_into(
-                &[(convert[0], net), (convert[1], &*x), (convert[2], mu)],
-                par,
-            )?;
-            let mut all: Vec<(f64, &Self)> = vec![(b, &*q)];
-            all.extend_from_slice(terms);
-            x.lincomb_assign(a, &all, par)?;
+            convert_then_step(x, q, net, mu, convert, a, b, terms, par)?;
         }
         Ok(())
     }
@@ -262,15 +258,9 @@ impl<E: NdElement, D: Dimension> SamplerTensor for Array<E, D> {
 
 /// Linear-interpolation quantile by selection (O(n)); reorders `v`.
 fn quantile_select(v: &mut [f64], ratio: f64) -> f64 {
-    let n = v.len();
-    if n == 1 {
-        return v[0];
-    }
-    let p = ratio * (n - 1) as f64;
-    let lo = (p.floor() as usize).min(n - 1);
+    let (lo, _, frac) = quantile_positions(v.len(), ratio);
     let (_, lo_val, upper) = v.select_nth_unstable_by(lo, f64::total_cmp);
     let lo_val = *lo_val;
-    let frac = p - lo as f64;
     if frac == 0.0 || upper.is_empty() {
         return lo_val;
     }
