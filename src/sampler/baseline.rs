@@ -114,6 +114,7 @@ impl BaselineSampler {
     }
 
     pub(crate) fn plan(&self, fit: FitTarget) -> Result<Plan> {
+        super::mrs::check_fit(fit, &*self.schedule)?;
         match self.mode {
             Mode::Reference => self.plan_reference(fit),
             Mode::Exact => self.plan_exact(fit),
@@ -205,12 +206,16 @@ impl BaselineSampler {
         let sch = &*self.schedule;
         let tau = build_grid(&TimeGrid::Linspace, self.num_steps, None, Mode::Exact, sch)?;
         let si = sch.sigma_inf();
-        let g_of = |theta: f64| (2.0 * si * si * theta).sqrt();
         let k = self.num_steps;
         let mut steps = Vec::with_capacity(k);
         let euler = |s: f64, t: f64, stochastic: bool| {
-            let th = sch.theta(s);
-            euler_coefficients(th, g_of(th), sch.sigma(s), s - t, stochastic)
+            euler_coefficients(
+                sch.theta(s),
+                sch.diffusion_sq(s).sqrt(),
+                sch.sigma(s),
+                s - t,
+                stochastic,
+            )
         };
         match self.kind {
             Baseline::EulerMaruyama | Baseline::EulerOde | Baseline::Posterior => {
@@ -267,7 +272,7 @@ impl BaselineSampler {
                             1,
                         ));
                         let (th_a, th_b) = (sch.theta(a), sch.theta(b));
-                        let (g_a, g_b) = (g_of(th_a), g_of(th_b));
+                        let (g_a, g_b) = (sch.diffusion_sq(a).sqrt(), sch.diffusion_sq(b).sqrt());
                         let corr = StepCoeffs {
                             x: 1.0 + 0.5 * delta * th_a,
                             stage: 0.5 * delta * th_b,

@@ -86,6 +86,19 @@ pub trait Sampler<T: SamplerTensor> {
         self.sample_observed(model, mu, x_start, noise, &mut ())
     }
 
+    /// Standard (non-mean-reverting) diffusion: runs a whole pass with `μ = 0` from the start
+    /// state `x_start` (e.g. `σ(T)·z` for a VP or VE schedule). The model is still called with
+    /// a `μ` argument, a zero tensor, which it may ignore.
+    fn sample_standard<M: ScoreModel<T>, N: NoiseSource<T>>(
+        &self,
+        model: &mut M,
+        x_start: T,
+        noise: &mut N,
+    ) -> Result<Sample<T>> {
+        let mu = T::lincomb(&[(0.0, &x_start)], crate::tensor::Parallelism::Sequential)?;
+        self.sample(model, &mu, Some(x_start), noise)
+    }
+
     /// Runs a whole pass, calling `observer` after each evaluation.
     fn sample_observed<M: ScoreModel<T>, N: NoiseSource<T>, O: Observer<T>>(
         &self,

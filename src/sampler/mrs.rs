@@ -117,6 +117,7 @@ pub struct MrSampler {
     denoise_last: bool,
     output_clip: Option<(f64, f64)>,
     parallelism: Parallelism,
+    taylor_third_order: bool,
 }
 
 impl MrSampler {
@@ -142,6 +143,7 @@ impl MrSampler {
             denoise_last: false,
             output_clip: Some((0.0, 1.0)),
             parallelism: Parallelism::default(),
+            taylor_third_order: true,
         })
     }
 
@@ -271,6 +273,15 @@ impl MrSampler {
         Ok(self)
     }
 
+    /// Exact mode only: `true` (default) gives the third-order step its Taylor-consistent
+    /// second-difference term `2φ₃·D2` (global order 3); `false` uses the half-size term of
+    /// DPM-Solver++(3M) as implemented by the MR Sampler reference and by diffusers (global
+    /// order 2, spec §3.7 item 9), for parity with them. Reference mode always uses the latter.
+    pub fn with_taylor_third_order(mut self, on: bool) -> Self {
+        self.taylor_third_order = on;
+        self
+    }
+
     /// How the tensor kernels may split work across threads (default
     /// [`Parallelism::Rayon(0)`](Parallelism::Rayon): all of rayon's threads for large
     /// tensors). Results are bitwise identical for every setting.
@@ -351,6 +362,7 @@ impl MrSampler {
 
     /// Compiles the configuration for a network trained on `fit`.
     pub(crate) fn plan(&self, fit: FitTarget) -> Result<Plan> {
+        check_fit(fit, &*self.schedule)?;
         let view = self.model_schedule()?;
         let tau = build_grid(
             &self.grid,
@@ -408,8 +420,14 @@ impl MrSampler {
             } else {
                 let order = orders[k - 1];
                 let history: Vec<Node> = (0..order).map(|j| nodes[k - 1 - j]).collect();
-                let coeffs =
-                    multistep_coefficients(self.solver, param, order, nodes[k], &history, exact);
+                let coeffs = multistep_coefficients(
+                    self.solver,
+                    param,
+                    order,
+                    nodes[k],
+                    &history,
+                    exact && self.taylor_third_order,
+                );
                 let update = Update::Linear {
                     coeffs,
                     target: Target::State,
@@ -438,6 +456,18 @@ impl MrSampler {
             parallelism: self.parallelism,
         })
     }
+}
+
+/// Velocity targets need a finite `σ∞` (variance-exploding schedules have none).
+pub(crate) fn check_fit(fit: FitTarget, schedule: &dyn Schedule) -> Result<()> {
+    if fit == FitTarget::Velocity && !schedule.sigma_inf().is_finite() {
+        return Err(Error::Unsupported {
+            what: "a velocity fit target needs a finite stationary std σ∞; this schedule is \
+                   variance-exploding (σ∞ = ∞): use a noise, data or score network"
+                .into(),
+        });
+    }
+    Ok(())
 }
 
 fn check_steps(n: usize) -> Result<()> {

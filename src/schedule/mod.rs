@@ -15,10 +15,12 @@
 mod grid;
 mod interp;
 mod irsde;
+mod standard;
 
 pub use grid::{MAX_STEPS, Mode, TimeGrid};
 pub use interp::ReferenceInterp;
 pub use irsde::{CumulativeFrom, IrSdeSchedule, ThetaSchedule};
+pub use standard::{Betas, VeSchedule, VpLinear, VpSchedule};
 
 pub(crate) use grid::build_grid;
 
@@ -29,9 +31,9 @@ pub fn validate(schedule: &dyn Schedule) -> crate::Result<()> {
         what: format!("invalid schedule: {what}"),
     };
     let si = schedule.sigma_inf();
-    if !(si > 0.0 && si.is_finite()) {
+    if si.is_nan() || si <= 0.0 {
         return Err(bad(
-            "sigma_inf must be finite and > 0 (velocity and noise conversions divide by it)",
+            "sigma_inf must be > 0 (+inf for variance-exploding schedules); velocity conversions divide by it",
         ));
     }
     let (lo, hi) = (schedule.t_min(), schedule.t_max());
@@ -108,6 +110,24 @@ pub trait Schedule: Send + Sync + std::fmt::Debug {
     /// Mean-reversion rate `θ(t)` per unit of this schedule's time, taken on the interval just
     /// below `t` (the left limit where θ jumps). Used by the Euler and Heun baselines.
     fn theta(&self, t: f64) -> f64;
+    /// Squared diffusion coefficient `g(t)² = dσ²/dt − 2σ² d ln α/dt`, per unit of this
+    /// schedule's time; `2σ∞²θ(t)` for an MR process (override where `σ∞ = ∞`, as for VE).
+    fn diffusion_sq(&self, t: f64) -> f64 {
+        2.0 * self.sigma_inf().powi(2) * self.theta(t)
+    }
+    /// Drift coefficient `f(t) = d ln α/dt = −θ(t)` of `dy = f(t)y dt + g(t)dw`, `y = x − μ`.
+    fn drift(&self, t: f64) -> f64 {
+        -self.theta(t)
+    }
+    /// The transition mean `m(t) = α x₀ + (1 − α)μ`, as its weights `(α, 1 − α)` on `(x₀, μ)`.
+    fn mean_weights(&self, t: f64) -> (f64, f64) {
+        let a = self.alpha(t);
+        (a, 1.0 - a)
+    }
+    /// The transition variance `v(t) = σ(t)²`.
+    fn variance(&self, t: f64) -> f64 {
+        self.sigma(t).powi(2)
+    }
     /// `ln α(t) = −∫₀ᵗ θ`; override when it is available more accurately than `ln(alpha)`.
     fn log_alpha(&self, t: f64) -> f64 {
         self.alpha(t).ln()
