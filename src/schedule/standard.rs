@@ -208,12 +208,14 @@ impl Schedule for VpSchedule {
     }
 }
 
-/// The continuous linear-β VP process of Song et al.: `β(t) = β₀ + t(β₁ − β₀)` on `t ∈ [0, 1]`,
-/// `α(t) = exp(−¼t²(β₁ − β₀) − ½tβ₀)`.
+/// The continuous linear-β VP process of Song et al.: `β(t) = β₀ + t(β₁ − β₀)`,
+/// `α(t) = exp(−¼t²(β₁ − β₀) − ½tβ₀)`, sampled on `t ∈ [t_min, 1]` with `t_min = 1e-3` by
+/// default (at `t = 0`, `σ = 0` and `λ = +∞`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct VpLinear {
     beta_min: f64,
     beta_max: f64,
+    t_min: f64,
 }
 
 impl VpLinear {
@@ -226,7 +228,24 @@ impl VpLinear {
                 reason: "needs 0 < beta_min < beta_max < inf",
             });
         }
-        Ok(Self { beta_min, beta_max })
+        Ok(Self {
+            beta_min,
+            beta_max,
+            t_min: 1e-3,
+        })
+    }
+
+    /// The smallest sampling time (default 1e-3), in `(0, 1)`.
+    pub fn with_t_min(mut self, t_min: f64) -> Result<Self> {
+        if !(t_min > 0.0 && t_min < 1.0) {
+            return Err(Error::InvalidSchedule {
+                param: "t_min",
+                value: t_min.to_string(),
+                reason: "must lie strictly between 0 and 1 (typically 1e-3)",
+            });
+        }
+        self.t_min = t_min;
+        Ok(self)
     }
 
     fn half_integral(&self, t: f64) -> f64 {
@@ -237,6 +256,9 @@ impl VpLinear {
 impl Schedule for VpLinear {
     fn sigma_inf(&self) -> f64 {
         1.0
+    }
+    fn t_min(&self) -> f64 {
+        self.t_min
     }
     fn t_max(&self) -> f64 {
         1.0
@@ -257,7 +279,7 @@ impl Schedule for VpLinear {
         // ½ ln(1 + e^{−2λ}) = ¼t²Δ + ½tβ₀: the positive root of a quadratic.
         let c = 0.5 * (-2.0 * lambda).exp().ln_1p();
         let (a, b) = (0.25 * (self.beta_max - self.beta_min), 0.5 * self.beta_min);
-        ((2.0 * c) / (b + (b * b + 4.0 * a * c).sqrt())).clamp(0.0, 1.0)
+        ((2.0 * c) / (b + (b * b + 4.0 * a * c).sqrt())).clamp(self.t_min, 1.0)
     }
 }
 
@@ -386,6 +408,7 @@ mod tests {
         let vp = VpLinear::new(0.1, 20.0).unwrap();
         let ve = VeSchedule::geometric(0.01, 50.0).unwrap();
         let edm = VeSchedule::edm(0.002, 80.0).unwrap();
+        assert!(VpLinear::new(0.1, 20.0).unwrap().with_t_min(0.0).is_err());
         for i in 1..100 {
             let u = i as f64 / 100.0;
             assert!((vp.t_of_lambda(vp.lambda(u)) - u).abs() < 1e-9);
