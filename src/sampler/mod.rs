@@ -29,7 +29,8 @@ pub struct StepView<'a, T> {
     pub x: &'a T,
     /// The converted model output (solver parameterization, after any thresholding).
     pub model_output: &'a T,
-    /// The network's data prediction `x̂₀` at this evaluation.
+    /// The network's data prediction `x̂₀` at this evaluation (before thresholding). Only
+    /// computed when [`Observer::wants_x0_hat`] is true; otherwise this is `model_output`.
     pub x0_hat: &'a T,
 }
 
