@@ -17,6 +17,9 @@
 //!   log-log between the measured NFEs (first crossing; `null` if never reached).
 //!
 //! The output clamp and thresholding are off for every sampler, so errors measure the solvers.
+//!
+//! `--order-rules` instead compares exact mode's order rules (`OrderRule`) on the Gaussian
+//! oracle: the error per NFE of ODE-2/ODE-3 data on four grids under each rule.
 //! Markdown tables go to stdout; with `--json` one JSON object per line instead:
 //! `{"oracle", "sampler", "nfe", "error"}` and `{"oracle", "sampler", "nfe_to_match_posterior100"}`.
 
@@ -423,6 +426,7 @@ fn specs(quick: bool) -> Vec<Spec> {
 }
 
 struct Args {
+    order_rules: bool,
     quick: bool,
     json: bool,
     gaussian: bool,
@@ -433,6 +437,7 @@ struct Args {
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
+        order_rules: false,
         quick: false,
         json: false,
         gaussian: true,
@@ -444,6 +449,7 @@ fn parse_args() -> Result<Args, String> {
     while let Some(x) = it.next() {
         match x.as_str() {
             "--quick" => a.quick = true,
+            "--order-rules" => a.order_rules = true,
             "--json" => a.json = true,
             "--oracle" => match it.next().as_deref() {
                 Some("gaussian") => a.gmm = false,
@@ -480,6 +486,10 @@ fn main() {
         }
     };
     let schedule: Arc<dyn Schedule> = Arc::new(IrSdeSchedule::da_clip());
+    if args.order_rules {
+        order_rules(&schedule);
+        return;
+    }
     let nfes: Vec<usize> = if args.quick {
         vec![3, 5, 10, 20, 50, 100]
     } else {
@@ -585,4 +595,86 @@ fn main() {
             println!("\nposterior@100 (strided) error: {t:.3e}");
         }
     }
+}
+
+/// Exact-mode order rules compared on the Gaussian oracle (exact W2 per coordinate, mean).
+fn order_rules(schedule: &Arc<dyn Schedule>) {
+    use mrsampler::OrderRule;
+    let nfes = [3usize, 4, 5, 6, 8, 10, 12, 14, 15, 16, 20, 30, 50, 100];
+    let rules = [
+        ("lower-order-final", OrderRule::LowerOrderFinal),
+        ("full", OrderRule::Full),
+        ("step-ratio-1.5", OrderRule::StepRatio { max_ratio: 1.5 }),
+        ("step-ratio-2", OrderRule::StepRatio { max_ratio: 2.0 }),
+        ("step-ratio-4", OrderRule::StepRatio { max_ratio: 4.0 }),
+    ];
+    let target = gaussian_error(
+        &Spec::Base {
+            mode: Mode::Exact,
+            kind: Baseline::Posterior,
+        },
+        schedule,
+        100,
+    )
+    .expect("posterior runs");
+    print!("| sampler | rule |");
+    for n in nfes {
+        print!(" {n} |");
+    }
+    println!(" NFE to match posterior@100 |");
+    println!("|---|---|{}---|", "---|".repeat(nfes.len()));
+    let grids = [
+        TimeGrid::Linspace,
+        TimeGrid::UniformLambda,
+        TimeGrid::KarrasN { rho: 7.0 },
+        TimeGrid::KarrasT { rho: 7.0 },
+    ];
+    for order in [2, 3] {
+        for grid in &grids {
+            for (rname, rule) in rules {
+                let errs: Vec<Option<f64>> = nfes
+                    .iter()
+                    .map(|&n| {
+                        let s = MrSampler::with_schedule(schedule.clone(), n)
+                            .ok()?
+                            .with_solver(SolverType::Ode, order)
+                            .ok()?
+                            .with_grid(grid.clone())
+                            .ok()?
+                            .with_order_rule(rule)
+                            .ok()?
+                            .with_output_clip(None)
+                            .ok()?;
+                        let oracle = GaussianOracle::new(
+                            GAUSS_M.to_vec(),
+                            GAUSS_C.to_vec(),
+                            schedule.clone(),
+                        )
+                        .ok()?;
+                        let per = gaussian_output_law(&s, &oracle, &MU)
+                            .ok()?
+                            .w2_per_coordinate(&GAUSS_M, &GAUSS_C);
+                        Some(per.iter().sum::<f64>() / per.len() as f64)
+                    })
+                    .collect();
+                let gname = match grid {
+                    TimeGrid::UniformLambda => "uniform-lambda",
+                    g => g.name(),
+                };
+                print!("| ode{order}-data-{gname} | {rname} |");
+                for e in &errs {
+                    match e {
+                        Some(e) => print!(" {e:.2e} |"),
+                        None => print!(" n/a |"),
+                    }
+                }
+                let m = nfe_to_match(&nfes, &errs, target);
+                println!(
+                    " {} |",
+                    m.map_or("never".to_string(), |v| format!("{v:.1}"))
+                );
+            }
+        }
+    }
+    println!("\nposterior@100 (strided) error: {target:.3e}");
 }

@@ -6,7 +6,7 @@ mod mrs;
 mod run;
 
 pub use baseline::{Baseline, BaselineSampler};
-pub use mrs::{MrSampler, Thresholding};
+pub use mrs::{MrSampler, OrderRule, Thresholding};
 pub use run::{Pending, Run, Sample, Stats};
 
 use crate::error::{Error, Result};

@@ -118,6 +118,26 @@ pub struct MrSampler {
     output_clip: Option<(f64, f64)>,
     parallelism: Parallelism,
     taylor_third_order: bool,
+    order_rule: OrderRule,
+}
+
+/// How exact mode chooses each step's order (the warm-up `min(P, k)` always applies).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum OrderRule {
+    /// Lower orders at the end when `M < 15` (`min(P, k, M − k + 1)`), as DPM-Solver's
+    /// `lower_order_final` (default).
+    #[default]
+    LowerOrderFinal,
+    /// Full order on every step after the warm-up.
+    Full,
+    /// [`LowerOrderFinal`](Self::LowerOrderFinal), plus first order on any step whose
+    /// λ-length exceeds `max_ratio` times the previous step's (an extrapolation far beyond the
+    /// fitted nodes: the last steps of grids linear in t). Uniform-λ grids never trigger the
+    /// extra rule, so their asymptotic order is kept. `docs/benchmarks.md` measures it.
+    StepRatio {
+        /// The largest allowed `h_k / h_{k−1}` (e.g. 2).
+        max_ratio: f64,
+    },
 }
 
 impl MrSampler {
@@ -144,6 +164,7 @@ impl MrSampler {
             output_clip: Some((0.0, 1.0)),
             parallelism: Parallelism::default(),
             taylor_third_order: true,
+            order_rule: OrderRule::default(),
         })
     }
 
@@ -282,6 +303,21 @@ impl MrSampler {
         self
     }
 
+    /// Exact mode: how each step's order is chosen (default [`OrderRule::LowerOrderFinal`]).
+    pub fn with_order_rule(mut self, rule: OrderRule) -> Result<Self> {
+        if let OrderRule::StepRatio { max_ratio } = rule {
+            if !(max_ratio >= 1.0 && max_ratio.is_finite()) {
+                return Err(Error::setting(
+                    "max_ratio",
+                    max_ratio,
+                    "must be finite and >= 1",
+                ));
+            }
+        }
+        self.order_rule = rule;
+        Ok(self)
+    }
+
     /// How the tensor kernels may split work across threads (default
     /// [`Parallelism::Rayon(0)`](Parallelism::Rayon): all of rayon's threads for large
     /// tensors). Results are bitwise identical for every setting.
@@ -339,7 +375,14 @@ impl MrSampler {
     }
 
     /// Orders per step (spec §3.3 reference rule, §9.2.3 exact rule).
+    #[cfg(test)]
     fn orders(&self, m: usize) -> Vec<usize> {
+        self.orders_for(m, &[])
+    }
+
+    /// Orders per step; `lambdas` (the grid's λ, `M + 1` values) is read by
+    /// [`OrderRule::StepRatio`].
+    fn orders_for(&self, m: usize, lambdas: &[f64]) -> Vec<usize> {
         let p = self.order;
         (1..=m)
             .map(|k| match self.mode {
@@ -354,7 +397,27 @@ impl MrSampler {
                 }
                 Mode::Exact => {
                     let o = p.min(k);
-                    if m < 15 { o.min(m - k + 1) } else { o }
+                    match self.order_rule {
+                        OrderRule::LowerOrderFinal => {
+                            if m < 15 {
+                                o.min(m - k + 1)
+                            } else {
+                                o
+                            }
+                        }
+                        OrderRule::Full => o,
+                        OrderRule::StepRatio { max_ratio } => {
+                            // The lower-order-final rule, plus: an extrapolation over a step much
+                            // longer (in λ) than the previous one falls back to first order.
+                            let o = if m < 15 { o.min(m - k + 1) } else { o };
+                            let ratio = if k >= 2 && lambdas.len() > k {
+                                (lambdas[k] - lambdas[k - 1]) / (lambdas[k - 1] - lambdas[k - 2])
+                            } else {
+                                1.0
+                            };
+                            if ratio > max_ratio { 1 } else { o }
+                        }
+                    }
                 }
             })
             .collect()
@@ -388,7 +451,8 @@ impl MrSampler {
                 lambda: view.lambda(t),
             })
             .collect();
-        let orders = self.orders(m);
+        let lambdas: Vec<f64> = nodes.iter().map(|n| n.lambda).collect();
+        let orders = self.orders_for(m, &lambdas);
         let param = self.parameterization;
         let thresh_q = self.thresholding.is_some() && (!exact || param == Parameterization::Data);
         let thresh_x0 = self.thresholding.is_some();
@@ -529,6 +593,37 @@ mod tests {
         assert_eq!(s.orders(1), vec![1]);
         assert_eq!(s.orders(15)[14], 3);
         assert_eq!(s.orders(14)[13], 1);
+    }
+
+    /// The step-ratio rule lowers the order of the long last λ-steps of a linspace-in-t grid
+    /// and leaves a uniform-λ grid at full order.
+    #[test]
+    fn step_ratio_order_rule() {
+        let rule = OrderRule::StepRatio { max_ratio: 2.0 };
+        let lin = sampler(20).with_order_rule(rule).unwrap();
+        let orders = lin
+            .plan(FitTarget::Noise)
+            .unwrap()
+            .steps
+            .iter()
+            .map(|s| s.order)
+            .collect::<Vec<_>>();
+        assert_eq!(orders[..3], [1, 2, 2]);
+        assert_eq!(*orders.last().unwrap(), 1, "{orders:?}");
+        let ul = lin.clone().with_grid(TimeGrid::UniformLambda).unwrap();
+        let orders = ul
+            .plan(FitTarget::Noise)
+            .unwrap()
+            .steps
+            .iter()
+            .map(|s| s.order)
+            .collect::<Vec<_>>();
+        assert!(orders[1..].iter().all(|&o| o == 2), "{orders:?}");
+        assert!(
+            sampler(5)
+                .with_order_rule(OrderRule::StepRatio { max_ratio: 0.5 })
+                .is_err()
+        );
     }
 
     #[test]
