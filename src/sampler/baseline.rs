@@ -89,16 +89,7 @@ impl BaselineSampler {
 
     /// Clamp applied to the returned sample (default none).
     pub fn with_output_clip(mut self, clip: Option<(f64, f64)>) -> Result<Self> {
-        if let Some((lo, hi)) = clip {
-            if lo.is_nan() || hi.is_nan() || lo > hi {
-                return Err(Error::setting(
-                    "output_clip",
-                    format!("({lo}, {hi})"),
-                    "needs lo <= hi",
-                ));
-            }
-        }
-        self.output_clip = clip;
+        self.output_clip = super::check_clip(clip)?;
         Ok(self)
     }
 

@@ -14,6 +14,20 @@ use crate::model::ScoreModel;
 use crate::param::FitTarget;
 use crate::tensor::{NoiseSource, SamplerTensor};
 
+/// Validates an output clamp `(lo, hi)`.
+pub(crate) fn check_clip(clip: Option<(f64, f64)>) -> Result<Option<(f64, f64)>> {
+    if let Some((lo, hi)) = clip {
+        if lo.is_nan() || hi.is_nan() || lo > hi {
+            return Err(Error::setting(
+                "output_clip",
+                format!("({lo}, {hi})"),
+                "needs lo <= hi",
+            ));
+        }
+    }
+    Ok(clip)
+}
+
 /// What an [`Observer`] sees after each evaluation.
 #[derive(Debug)]
 pub struct StepView<'a, T> {
