@@ -20,6 +20,8 @@
 //!
 //! `--order-rules` instead compares exact mode's order rules (`OrderRule`) on the Gaussian
 //! oracle: the error per NFE of ODE-2/ODE-3 data on four grids under each rule.
+//! `--order-rule lower-order-final|full|step-ratio-R` sets the rule of every exact-mode MR
+//! Sampler row of the normal tables.
 //! Markdown tables go to stdout; with `--json` one JSON object per line instead:
 //! `{"oracle", "sampler", "nfe", "error"}` and `{"oracle", "sampler", "nfe_to_match_posterior100"}`.
 
@@ -154,6 +156,9 @@ enum Built {
     Base(BaselineSampler),
 }
 
+/// The order rule applied to every exact-mode MR Sampler row (`--order-rule`).
+static ORDER_RULE: std::sync::OnceLock<mrsampler::OrderRule> = std::sync::OnceLock::new();
+
 fn build(spec: &Spec, schedule: &Arc<dyn Schedule>, nfe: usize) -> Result<Built, mrsampler::Error> {
     Ok(match spec {
         Spec::Mrs {
@@ -168,6 +173,7 @@ fn build(spec: &Spec, schedule: &Arc<dyn Schedule>, nfe: usize) -> Result<Built,
                 .with_solver(*solver, *order)?
                 .with_parameterization(*param)
                 .with_grid(grid.clone())?
+                .with_order_rule(ORDER_RULE.get().copied().unwrap_or_default())?
                 .with_output_clip(None)?,
         ),
         Spec::Base { mode, kind } => Built::Base(
@@ -450,6 +456,23 @@ fn parse_args() -> Result<Args, String> {
         match x.as_str() {
             "--quick" => a.quick = true,
             "--order-rules" => a.order_rules = true,
+            "--order-rule" => {
+                let rule = match it.next().as_deref() {
+                    Some("lower-order-final") => mrsampler::OrderRule::LowerOrderFinal,
+                    Some("full") => mrsampler::OrderRule::Full,
+                    Some(r) if r.starts_with("step-ratio-") => mrsampler::OrderRule::StepRatio {
+                        max_ratio: r["step-ratio-".len()..]
+                            .parse()
+                            .map_err(|_| "bad step-ratio-R")?,
+                    },
+                    _ => {
+                        return Err(
+                            "--order-rule takes lower-order-final, full or step-ratio-R".into()
+                        );
+                    }
+                };
+                let _ = ORDER_RULE.set(rule);
+            }
             "--json" => a.json = true,
             "--oracle" => match it.next().as_deref() {
                 Some("gaussian") => a.gmm = false,
