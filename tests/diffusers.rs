@@ -30,7 +30,7 @@ fn f64s(v: &Value) -> Vec<f64> {
 #[test]
 fn replays_diffusers_dpm_solver() {
     let text = std::fs::read_to_string(format!(
-        "{}/tests/data/diffusers_dpmsolver.json",
+        "{}/tests/data/diffusers/dpmsolver.json",
         env!("CARGO_MANIFEST_DIR")
     ))
     .unwrap();
