@@ -21,7 +21,8 @@
 //! `--order-rules` instead compares exact mode's order rules (`OrderRule`) on the Gaussian
 //! oracle: the error per NFE of ODE-2/ODE-3 data on four grids under each rule.
 //! `--order-rule lower-order-final|full|step-ratio-R` sets the rule of every exact-mode MR
-//! Sampler row of the normal tables.
+//! Sampler row of the normal tables; `--corrector` adds the UniC corrector to the exact-mode
+//! data-form ODE rows.
 //! Markdown tables go to stdout; with `--json` one JSON object per line instead:
 //! `{"oracle", "sampler", "nfe", "error"}` and `{"oracle", "sampler", "nfe_to_match_posterior100"}`.
 
@@ -158,6 +159,8 @@ enum Built {
 
 /// The order rule applied to every exact-mode MR Sampler row (`--order-rule`).
 static ORDER_RULE: std::sync::OnceLock<mrsampler::OrderRule> = std::sync::OnceLock::new();
+/// Whether exact-mode data-form ODE rows get the UniC corrector (`--corrector`).
+static CORRECTOR: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 
 fn build(spec: &Spec, schedule: &Arc<dyn Schedule>, nfe: usize) -> Result<Built, mrsampler::Error> {
     Ok(match spec {
@@ -174,6 +177,12 @@ fn build(spec: &Spec, schedule: &Arc<dyn Schedule>, nfe: usize) -> Result<Built,
                 .with_parameterization(*param)
                 .with_grid(grid.clone())?
                 .with_order_rule(ORDER_RULE.get().copied().unwrap_or_default())?
+                .with_corrector(
+                    CORRECTOR.get().copied().unwrap_or(false)
+                        && *mode == Mode::Exact
+                        && *solver == SolverType::Ode
+                        && *param == Parameterization::Data,
+                )
                 .with_output_clip(None)?,
         ),
         Spec::Base { mode, kind } => Built::Base(
@@ -456,6 +465,9 @@ fn parse_args() -> Result<Args, String> {
         match x.as_str() {
             "--quick" => a.quick = true,
             "--order-rules" => a.order_rules = true,
+            "--corrector" => {
+                let _ = CORRECTOR.set(true);
+            }
             "--order-rule" => {
                 let rule = match it.next().as_deref() {
                     Some("lower-order-final") => mrsampler::OrderRule::LowerOrderFinal,

@@ -271,6 +271,7 @@ impl BaselineSampler {
                                 -0.5 * delta * c * g_b * g_b / sch.sigma(b),
                                 -0.5 * delta * c * g_a * g_a / sch.sigma(a),
                                 0.0,
+                                0.0,
                             ],
                             mu: -0.5 * delta * (th_a + th_b),
                             noise: stochastic.then(|| -0.5 * (g_a + g_b) * delta.sqrt()),

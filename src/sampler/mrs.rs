@@ -7,7 +7,7 @@ use super::run::{Plan, PlannedStep, Run, Target, Update};
 use crate::error::{Error, Result};
 use crate::param::{FitTarget, Parameterization, convert_coefficients};
 use crate::schedule::{Mode, ReferenceInterp, Schedule, TimeGrid, build_grid};
-use crate::solver::{Node, SolverType, multistep_coefficients};
+use crate::solver::{Node, SolverType, multistep_coefficients, unic_corrected_state};
 use crate::tensor::{NoiseSource, Parallelism, SamplerTensor};
 
 /// Dynamic thresholding of data predictions (spec §3.5, §9.2.8).
@@ -119,6 +119,7 @@ pub struct MrSampler {
     parallelism: Parallelism,
     taylor_third_order: bool,
     order_rule: OrderRule,
+    corrector: bool,
 }
 
 /// How exact mode chooses each step's order (the warm-up `min(P, k)` always applies).
@@ -165,6 +166,7 @@ impl MrSampler {
             parallelism: Parallelism::default(),
             taylor_third_order: true,
             order_rule: OrderRule::default(),
+            corrector: false,
         })
     }
 
@@ -294,6 +296,14 @@ impl MrSampler {
         self
     }
 
+    /// Adds a UniC corrector (Zhao et al., 2023) in the μ-shifted frame (default off; exact
+    /// mode, data-form ODE only): each state is recomputed with the network output evaluated
+    /// at it, at no extra network evaluation. Measured in `docs/benchmarks.md`.
+    pub fn with_corrector(mut self, on: bool) -> Self {
+        self.corrector = on;
+        self
+    }
+
     /// Exact mode: how each step's order is chosen (default [`OrderRule::LowerOrderFinal`]).
     pub fn with_order_rule(mut self, rule: OrderRule) -> Result<Self> {
         if let OrderRule::StepRatio { max_ratio } = rule {
@@ -414,6 +424,49 @@ impl MrSampler {
             .collect()
     }
 
+    /// Folds the UniC correction of each state into the next step's weights: the state after
+    /// step k−1 is corrected with the output `m_{k−1}` evaluated there, which step k has anyway,
+    /// so the correction costs no network evaluation. The last state is not corrected.
+    fn fold_corrections(&self, steps: &mut [PlannedStep], nodes: &[Node]) -> Result<()> {
+        if self.mode != Mode::Exact
+            || self.solver != SolverType::Ode
+            || self.parameterization != Parameterization::Data
+        {
+            return Err(Error::Unsupported {
+                what: "the UniC corrector is implemented for the exact-mode data-form ODE solver"
+                    .into(),
+            });
+        }
+        // The predictor weights, before any folding.
+        let original: Vec<PlannedStep> = steps.to_vec();
+        for k in 2..=steps.len() {
+            let (prev, cur) = (original[k - 2], original[k - 1]);
+            let (
+                Update::Linear { coeffs: p, .. },
+                Update::Linear {
+                    coeffs: mut c,
+                    target,
+                },
+            ) = (prev.update, cur.update)
+            else {
+                continue;
+            };
+            // The state after step k−1 went from node k−2 to node k−1 with order `prev.order`.
+            let order = prev.order.clamp(1, 3);
+            let earlier: Vec<Node> = (0..order).map(|j| nodes[k - 2 - j]).collect();
+            let (_, w, mu_c) = unic_corrected_state(order, nodes[k - 1], &earlier);
+            // δ = x^c − x^p, on [m_{k−1}, m_{k−2}, …] (history slots 0, 1, …) and μ.
+            let a = c.x;
+            c.q[0] += a * w[0];
+            for (i, (cq, wi)) in c.q.iter_mut().zip(w).enumerate().skip(1) {
+                *cq += a * (wi - p.q[i - 1]);
+            }
+            c.mu += a * (mu_c - p.mu);
+            steps[k - 1].update = Update::Linear { coeffs: c, target };
+        }
+        Ok(())
+    }
+
     /// Compiles the configuration for a network trained on `fit`.
     pub(crate) fn plan(&self, fit: FitTarget) -> Result<Plan> {
         check_fit(fit, &*self.schedule)?;
@@ -499,6 +552,9 @@ impl MrSampler {
                 order,
             });
         }
+        if self.corrector {
+            self.fold_corrections(&mut steps, &nodes)?;
+        }
         let prior_std = if exact { view.sigma(tau[0]) } else { si };
         let t = self.thresholding.unwrap_or_default();
         Ok(Plan {
@@ -507,7 +563,7 @@ impl MrSampler {
             prior_std,
             output_clip: self.output_clip,
             thresholding: (t.ratio, t.floor, t.max),
-            history: self.order,
+            history: self.order + usize::from(self.corrector),
             parallelism: self.parallelism,
         })
     }

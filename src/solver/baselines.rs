@@ -17,7 +17,7 @@ pub fn euler_coefficients(
     let c = if stochastic { 1.0 } else { 0.5 };
     StepCoeffs {
         x: 1.0 + theta * delta,
-        q: [-c * (g * g) * delta / sigma, 0.0, 0.0],
+        q: [-c * (g * g) * delta / sigma, 0.0, 0.0, 0.0],
         mu: -theta * delta,
         noise: stochastic.then(|| -g * delta.sqrt()),
         ..StepCoeffs::ZERO
@@ -74,7 +74,7 @@ fn posterior_affine(term1: f64, term2: f64, inv_alpha: f64, sigma: f64, std: f64
     let w = term2 * inv_alpha;
     StepCoeffs {
         x: term1 + w,
-        q: [-w * sigma, 0.0, 0.0],
+        q: [-w * sigma, 0.0, 0.0, 0.0],
         mu: 1.0 - term1 - w,
         noise: Some(std),
         ..StepCoeffs::ZERO

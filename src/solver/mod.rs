@@ -7,11 +7,13 @@
 
 mod baselines;
 mod multistep;
+mod unipc;
 
 pub use baselines::{
     euler_coefficients, posterior_coefficients_exact, posterior_coefficients_reference,
 };
 pub use multistep::{Node, SolverType, multistep_coefficients};
+pub use unipc::unic_corrected_state;
 
 /// Weights of one update `out = x·x_s + stage·x̂ + Σ q[i]·q_i + mu·μ + noise·z`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -20,8 +22,8 @@ pub struct StepCoeffs {
     pub x: f64,
     /// Weight of the intermediate stage (Heun's predictor); 0 for single-stage updates.
     pub stage: f64,
-    /// Weights of the last three converted model outputs, most recent first.
-    pub q: [f64; 3],
+    /// Weights of the last four converted model outputs, most recent first.
+    pub q: [f64; 4],
     /// Weight of the mean `μ`.
     pub mu: f64,
     /// Weight of a fresh standard-normal draw; `None` when the step draws no noise.
@@ -33,7 +35,7 @@ impl StepCoeffs {
     pub const ZERO: Self = Self {
         x: 0.0,
         stage: 0.0,
-        q: [0.0; 3],
+        q: [0.0; 4],
         mu: 0.0,
         noise: None,
     };

@@ -74,8 +74,8 @@ pub fn multistep_coefficients(
     }
     let third = if strict_third { 2.0 } else { 1.0 };
     // q-weights from the coefficients (c0, c1, c2) of q0, D1, D2.
-    let combine = |c0: f64, c1: f64, c2: f64| -> [f64; 3] {
-        let mut q = [0.0; 3];
+    let combine = |c0: f64, c1: f64, c2: f64| -> [f64; 4] {
+        let mut q = [0.0; 4];
         for i in 0..3 {
             q[i] = c1 * d1[i] + c2 * d2[i];
         }
