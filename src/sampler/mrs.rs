@@ -674,6 +674,16 @@ mod tests {
     }
 
     #[test]
+    fn corrector_needs_the_data_form_ode() {
+        let s = sampler(10).with_corrector(true);
+        assert!(s.plan(FitTarget::Noise).is_ok());
+        let sde = s.clone().with_solver(SolverType::Sde, 2).unwrap();
+        assert!(matches!(sde.plan(FitTarget::Noise), Err(Error::Unsupported { .. })));
+        let noise = s.with_parameterization(Parameterization::Noise);
+        assert!(matches!(noise.plan(FitTarget::Noise), Err(Error::Unsupported { .. })));
+    }
+
+    #[test]
     fn invalid_settings_are_rejected() {
         assert!(MrSampler::new(IrSdeSchedule::da_clip(), 0).is_err());
         assert!(sampler(10).with_solver(SolverType::Sde, 3).is_err());
