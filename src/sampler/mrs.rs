@@ -678,9 +678,15 @@ mod tests {
         let s = sampler(10).with_corrector(true);
         assert!(s.plan(FitTarget::Noise).is_ok());
         let sde = s.clone().with_solver(SolverType::Sde, 2).unwrap();
-        assert!(matches!(sde.plan(FitTarget::Noise), Err(Error::Unsupported { .. })));
+        assert!(matches!(
+            sde.plan(FitTarget::Noise),
+            Err(Error::Unsupported { .. })
+        ));
         let noise = s.with_parameterization(Parameterization::Noise);
-        assert!(matches!(noise.plan(FitTarget::Noise), Err(Error::Unsupported { .. })));
+        assert!(matches!(
+            noise.plan(FitTarget::Noise),
+            Err(Error::Unsupported { .. })
+        ));
     }
 
     #[test]
