@@ -35,11 +35,12 @@
 //! ## Layout
 //!
 //! * [`schedule`]: pure `f64` process math: [`IrSdeSchedule`](schedule::IrSdeSchedule),
-//!   the [`Schedule`](schedule::Schedule) trait for continuous MR schedules, the reference
-//!   interpolation and the time grids.
+//!   the [`Schedule`](schedule::Schedule) trait for continuous MR schedules, standard VP / VE
+//!   schedules (μ = 0), the reference interpolation and the time grids.
 //! * [`param`]: fit targets (noise / data / velocity / score) and exact converters.
 //! * [`solver`]: per-step `f64` coefficients of every solver and baseline.
-//! * [`sampler`]: [`MrSampler`], [`BaselineSampler`], the step-level [`Run`], observers.
+//! * [`sampler`]: [`MrSampler`] (with optional UniC corrector and order rules),
+//!   [`BaselineSampler`], the step-level [`Run`], observers.
 //! * [`tensor`]: the [`SamplerTensor`] backend trait (implemented for `ndarray` arrays of
 //!   `f32` / `f64`) and [`NoiseSource`]s.
 //! * [`oracle`]: Gaussian and Gaussian-mixture models with exact posterior means.
