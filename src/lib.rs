@@ -56,7 +56,7 @@
 //!
 //! | feature | default | what |
 //! |---|---|---|
-//! | `conformance` | no | the `mrsampler-case-v1` replay format ([`conformance`] module, `serde_json`) |
+//! | `conformance` | no | the `mrsampler-case-v1` replay format (the `conformance` module, `serde_json`) |
 //! | `candle` | no | [`SamplerTensor`] for `candle_core::Tensor` (f64, f32; f16/bf16 stepped in f32), `CandleNoise` |
 //! | `cuda`, `metal` | no | `candle` on CUDA / Metal devices |
 //! | `nn` | no | `candle-nn`, for the examples that build networks |
