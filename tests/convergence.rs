@@ -12,7 +12,7 @@ use mrsampler::solver::SolverType;
 use mrsampler::{MrSampler, Parameterization, Sampler, SamplerTensor, SeededNoise};
 use ndarray::{ArrayD, IxDyn};
 
-fn error_at(m: usize, order: usize, param: Parameterization) -> f64 {
+fn error_at(m: usize, order: usize, param: Parameterization, corrector: bool) -> f64 {
     let sch: Arc<dyn Schedule> = Arc::new(LinearLambda);
     let s = MrSampler::with_schedule(sch.clone(), m)
         .unwrap()
@@ -21,6 +21,7 @@ fn error_at(m: usize, order: usize, param: Parameterization) -> f64 {
         .with_solver(SolverType::Ode, order)
         .unwrap()
         .with_parameterization(param)
+        .with_corrector(corrector)
         .with_output_clip(None)
         .unwrap();
     let mut o = GaussianOracle::new(vec![0.7], vec![0.15 * 0.15], sch).unwrap();
@@ -43,7 +44,10 @@ fn error_at(m: usize, order: usize, param: Parameterization) -> f64 {
 
 fn order_of(order: usize, param: Parameterization) -> (f64, Vec<f64>) {
     let ms = [16usize, 24, 32, 48, 64, 96, 128];
-    let errs: Vec<f64> = ms.iter().map(|&m| error_at(m, order, param)).collect();
+    let errs: Vec<f64> = ms
+        .iter()
+        .map(|&m| error_at(m, order, param, false))
+        .collect();
     (slope(&ms, &errs), errs)
 }
 
@@ -68,35 +72,12 @@ fn exact_mode_orders_are_one_two_three() {
 /// order, ODE-2 + UniC-2 third order (data form, exact mode).
 #[test]
 fn unic_corrector_raises_the_order() {
-    let err = |m: usize, order: usize| {
-        let sch: Arc<dyn Schedule> = Arc::new(LinearLambda);
-        let s = MrSampler::with_schedule(sch.clone(), m)
-            .unwrap()
-            .with_grid(TimeGrid::UniformLambda)
-            .unwrap()
-            .with_solver(SolverType::Ode, order)
-            .unwrap()
-            .with_corrector(true)
-            .with_output_clip(None)
-            .unwrap();
-        let mut o = GaussianOracle::new(vec![0.7], vec![0.15 * 0.15], sch).unwrap();
-        let (mean, var) = o.marginal(0, 0.3, 8.0);
-        let start = [mean - var.sqrt(), mean + 1.3 * var.sqrt()];
-        let x = ArrayD::from_shape_vec(IxDyn(&[2, 1]), start.to_vec()).unwrap();
-        let mu = ArrayD::from_elem(IxDyn(&[2, 1]), 0.3);
-        let out = s
-            .sample(&mut o, &mu, Some(x), &mut SeededNoise::new(0))
-            .unwrap()
-            .x;
-        start
-            .iter()
-            .zip(out.iter())
-            .map(|(x, g)| (g - o.pf_ode_map(0, *x, 0.3, 8.0, 0.0)).abs())
-            .fold(0.0, f64::max)
-    };
     let ms = [16usize, 24, 32, 48, 64, 96, 128];
     for (order, min_slope) in [(1, 1.8), (2, 2.8)] {
-        let errs: Vec<f64> = ms.iter().map(|&m| err(m, order)).collect();
+        let errs: Vec<f64> = ms
+            .iter()
+            .map(|&m| error_at(m, order, Parameterization::Data, true))
+            .collect();
         let sl = slope(&ms, &errs);
         assert!(
             sl >= min_slope,

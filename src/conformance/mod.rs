@@ -146,17 +146,6 @@ fn check_event(event_shape: &[usize], event: usize, params: usize) -> Result<(),
     Ok(())
 }
 
-struct Dyn<'a, T>(&'a mut dyn ScoreModel<T>);
-
-impl<T> ScoreModel<T> for Dyn<'_, T> {
-    fn fit_target(&self) -> FitTarget {
-        self.0.fit_target()
-    }
-    fn predict(&mut self, x: &T, mu: &T, t: f64) -> Result<T, crate::ModelError> {
-        self.0.predict(x, mu, t)
-    }
-}
-
 /// Replays `case` on the backend of `proto` (any tensor of the wanted element type and
 /// device; its values are not used).
 pub fn run_case<T: SamplerTensor>(case: &Case, proto: &T) -> Result<Outcome, CaseError> {
@@ -172,23 +161,11 @@ pub fn run_case<T: SamplerTensor>(case: &Case, proto: &T) -> Result<Outcome, Cas
         SamplerSpec::Mrs { sampler, fit } => {
             let view = sampler.model_schedule()?;
             let mut model = build_model::<T>(case, *fit, view)?;
-            sampler.sample_observed(
-                &mut Dyn(model.as_mut()),
-                &mu,
-                Some(x_t),
-                &mut noise,
-                &mut rec,
-            )?
+            sampler.sample_observed(&mut model.as_mut(), &mu, Some(x_t), &mut noise, &mut rec)?
         }
         SamplerSpec::Baseline { sampler, schedule } => {
             let mut model = build_model::<T>(case, FitTarget::Noise, schedule.clone())?;
-            sampler.sample_observed(
-                &mut Dyn(model.as_mut()),
-                &mu,
-                Some(x_t),
-                &mut noise,
-                &mut rec,
-            )?
+            sampler.sample_observed(&mut model.as_mut(), &mu, Some(x_t), &mut noise, &mut rec)?
         }
     };
     if let Some(e) = rec.failed {
