@@ -161,8 +161,24 @@ enum Built {
 static ORDER_RULE: std::sync::OnceLock<mrsampler::OrderRule> = std::sync::OnceLock::new();
 /// Whether exact-mode data-form ODE rows get the UniC corrector (`--corrector`).
 static CORRECTOR: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+/// Whether exact-mode data-form MR Sampler rows get the prior correction (`--prior-correction`).
+static PRIOR_CORRECTION: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+/// Grids replacing the standard ones in the MR Sampler rows (`--grid`).
+static GRIDS: std::sync::OnceLock<Vec<TimeGrid>> = std::sync::OnceLock::new();
 
 fn build(spec: &Spec, schedule: &Arc<dyn Schedule>, nfe: usize) -> Result<Built, mrsampler::Error> {
+    if let Spec::Mrs {
+        grid: TimeGrid::Custom(v),
+        ..
+    } = spec
+    {
+        // A custom grid only gives its own step count.
+        if v.len() != nfe + 1 {
+            return Err(mrsampler::Error::StepOrder {
+                what: "custom grid of another step count",
+            });
+        }
+    }
     Ok(match spec {
         Spec::Mrs {
             mode,
@@ -181,6 +197,11 @@ fn build(spec: &Spec, schedule: &Arc<dyn Schedule>, nfe: usize) -> Result<Built,
                     CORRECTOR.get().copied().unwrap_or(false)
                         && *mode == Mode::Exact
                         && *solver == SolverType::Ode
+                        && *param == Parameterization::Data,
+                )
+                .with_prior_correction(
+                    PRIOR_CORRECTION.get().copied().unwrap_or(false)
+                        && *mode == Mode::Exact
                         && *param == Parameterization::Data,
                 )
                 .with_output_clip(None)?,
@@ -406,7 +427,9 @@ fn specs(quick: bool) -> Vec<Spec> {
     } else {
         &[Mode::Exact, Mode::Reference]
     };
-    let grids = if quick {
+    let grids = if let Some(g) = GRIDS.get() {
+        g.clone()
+    } else if quick {
         vec![TimeGrid::Linspace, TimeGrid::UniformLambda]
     } else {
         vec![
@@ -467,6 +490,24 @@ fn parse_args() -> Result<Args, String> {
             "--order-rules" => a.order_rules = true,
             "--corrector" => {
                 let _ = CORRECTOR.set(true);
+            }
+            "--prior-correction" => {
+                let _ = PRIOR_CORRECTION.set(true);
+            }
+            "--grid" => {
+                let v = it
+                    .next()
+                    .ok_or("--grid takes a grid name or custom:t0,t1,...")?;
+                let g = match v.strip_prefix("custom:") {
+                    Some(list) => TimeGrid::Custom(
+                        list.split(',')
+                            .map(|x| x.trim().parse::<f64>())
+                            .collect::<Result<_, _>>()
+                            .map_err(|_| "bad custom grid time")?,
+                    ),
+                    None => TimeGrid::from_name(&v, 7.0, 0.0, None).map_err(|e| e.to_string())?,
+                };
+                let _ = GRIDS.set(vec![g]);
             }
             "--order-rule" => {
                 let rule = match it.next().as_deref() {

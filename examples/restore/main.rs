@@ -378,7 +378,8 @@ fn ablation(
 }
 
 /// PSNR / SSIM of the data-form ODE on three grids, orders 2 and 3, with and without the UniC
-/// corrector, at 5, 10 and 20 NFE (how the "best configuration" was chosen).
+/// corrector and the prior correction, at 5, 10 and 20 NFE (how the "best configuration" was
+/// chosen).
 fn explore(
     net: &mut net::RestoreNet,
     clean: &Tensor,
@@ -397,16 +398,18 @@ fn explore(
     ];
     for (gname, grid) in grids {
         for order in [2, 3] {
-            for corrector in [false, true] {
+            for (corrector, prior) in [(false, false), (true, false), (false, true), (true, true)] {
                 let mut line = format!(
-                    "| ode-{order} data {gname}{} |",
-                    if corrector { " + UniC" } else { "" }
+                    "| ode-{order} data {gname}{}{} |",
+                    if corrector { " + UniC" } else { "" },
+                    if prior { " + prior corr." } else { "" }
                 );
                 for nfe in [5, 10, 20] {
                     let s = MrSampler::new(IrSdeSchedule::da_clip(), nfe)?
                         .with_solver(SolverType::Ode, order)?
                         .with_grid(grid.clone())?
-                        .with_corrector(corrector);
+                        .with_corrector(corrector)
+                        .with_prior_correction(prior);
                     let out = s.sample(
                         net,
                         mu,

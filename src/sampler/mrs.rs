@@ -120,6 +120,7 @@ pub struct MrSampler {
     taylor_third_order: bool,
     order_rule: OrderRule,
     corrector: bool,
+    prior_correction: bool,
 }
 
 /// How exact mode chooses each step's order (the warm-up `min(P, k)` always applies).
@@ -167,6 +168,7 @@ impl MrSampler {
             taylor_third_order: true,
             order_rule: OrderRule::default(),
             corrector: false,
+            prior_correction: false,
         })
     }
 
@@ -301,6 +303,24 @@ impl MrSampler {
     /// at it, at no extra network evaluation. Measured in `docs/benchmarks.md`.
     pub fn with_corrector(mut self, on: bool) -> Self {
         self.corrector = on;
+        self
+    }
+
+    /// Corrects the prior's mean with the first network output (default off; takes effect in
+    /// exact mode with the data parameterization, and has none otherwise).
+    ///
+    /// The prior `μ + σ(τ₀)·z` leaves out the term `α(τ₀)(x₀ − μ)` of the true marginal at
+    /// `τ₀`. The correction adds `α(τ₀)(x̂₀ − μ)` to the start state, with `x̂₀` the data
+    /// prediction of the first evaluation; it is folded into the first step's weights, so it
+    /// costs no evaluation and no pass over memory. It matters for the deterministic (ODE)
+    /// solvers, which carry the prior's error to the output (the SDEs forget it); the effect
+    /// is measured in `docs/benchmarks.md`.
+    ///
+    /// The start state is taken to be a prior draw `μ + σ(τ₀)·z`, whether the sampler drew it
+    /// or it was passed as `x_start`; turn the correction off for a start state that already
+    /// holds the `α(τ₀)(x₀ − μ)` term (a draw of the exact marginal).
+    pub fn with_prior_correction(mut self, on: bool) -> Self {
+        self.prior_correction = on;
         self
     }
 
@@ -555,6 +575,7 @@ impl MrSampler {
         if self.corrector {
             self.fold_corrections(&mut steps, &nodes)?;
         }
+        self.correct_prior(&mut steps, nodes[0].alpha);
         let prior_std = if exact { view.sigma(tau[0]) } else { si };
         let t = self.thresholding.unwrap_or_default();
         Ok(Plan {
@@ -566,6 +587,27 @@ impl MrSampler {
             history: self.order + usize::from(self.corrector),
             parallelism: self.parallelism,
         })
+    }
+
+    /// With [`with_prior_correction`](Self::with_prior_correction) on: substitutes the
+    /// corrected start state `x + α₀(q₀ − μ)` (with `q₀ = x̂₀`, the first converted output)
+    /// into the first step's weights.
+    fn correct_prior(&self, steps: &mut [PlannedStep], alpha0: f64) {
+        if !self.prior_correction
+            || self.mode != Mode::Exact
+            || self.parameterization != Parameterization::Data
+        {
+            return;
+        }
+        // A first step straight to the data prediction does not read the state.
+        if let Some(PlannedStep {
+            update: Update::Linear { coeffs, .. },
+            ..
+        }) = steps.first_mut()
+        {
+            coeffs.q[0] += coeffs.x * alpha0;
+            coeffs.mu -= coeffs.x * alpha0;
+        }
     }
 }
 
