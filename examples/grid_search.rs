@@ -27,6 +27,10 @@
 //!
 //! Solvers: `ode2`, `ode3`, `ode2-unic`, `ode3-unic` (data form, exact mode).
 
+#[path = "common/bench_laws.rs"]
+#[allow(dead_code)] // the Gaussian law is nfe_quality's only
+mod bench_laws;
+
 use std::sync::Arc;
 
 use argmin::core::{CostFunction, Executor};
@@ -105,38 +109,11 @@ fn reference_sampler(schedule: &Arc<dyn Schedule>) -> mrsampler::Result<MrSample
 /// The mixture law and μ of the `nfe_quality` benchmark (for measuring how far a grid tuned
 /// on the benchmark itself can go; not for presets).
 fn benchmark(schedule: &Arc<dyn Schedule>, samples: usize) -> mrsampler::Result<Vec<Problem>> {
-    const W: [f64; 3] = [0.5, 0.3, 0.2];
-    const MEANS: [[f64; 4]; 3] = [
-        [
-            0.7479779538554128,
-            0.45315746201403073,
-            0.10921572017495694,
-            0.44706193663694005,
-        ],
-        [
-            0.35004706429774257,
-            0.7421119644338164,
-            0.2777692179312384,
-            0.46838460913310276,
-        ],
-        [
-            0.1465561012169804,
-            0.49827677032378304,
-            0.47073447071017793,
-            0.8580489370002882,
-        ],
-    ];
-    const S: [f64; 3] = [0.04, 0.07, 0.02];
-    const MU: [f64; 4] = [
-        0.0664467529758046,
-        0.5602434730655825,
-        0.3252743416873519,
-        0.055949522400725926,
-    ];
+    use bench_laws::{GMM_MEANS, GMM_S, GMM_W, MU};
     let mut oracle = GmmOracle::new(
-        W.to_vec(),
-        MEANS.iter().map(|m| m.to_vec()).collect(),
-        S.to_vec(),
+        GMM_W.to_vec(),
+        GMM_MEANS.iter().map(|m| m.to_vec()).collect(),
+        GMM_S.to_vec(),
         schedule.clone(),
     )?;
     let mu = ArrayD::from_shape_fn(IxDyn(&[samples, D]), |i| MU[i[1]]);

@@ -39,48 +39,9 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
 
-// The data laws of the shipped oracle vectors (tests/data/oracles.json).
-const GAUSS_M: [f64; 4] = [
-    0.47276682735528025,
-    0.7447427024449136,
-    0.3340508208974521,
-    0.6518061386335112,
-];
-const GAUSS_C: [f64; 4] = [
-    0.01447774476205533,
-    0.017890885504295868,
-    0.045996480304584544,
-    0.008000669717214491,
-];
-const GMM_W: [f64; 3] = [0.5, 0.3, 0.2];
-const GMM_MEANS: [[f64; 4]; 3] = [
-    [
-        0.7479779538554128,
-        0.45315746201403073,
-        0.10921572017495694,
-        0.44706193663694005,
-    ],
-    [
-        0.35004706429774257,
-        0.7421119644338164,
-        0.2777692179312384,
-        0.46838460913310276,
-    ],
-    [
-        0.1465561012169804,
-        0.49827677032378304,
-        0.47073447071017793,
-        0.8580489370002882,
-    ],
-];
-const GMM_S: [f64; 3] = [0.04, 0.07, 0.02];
-/// The degraded image μ (one value per coordinate).
-const MU: [f64; 4] = [
-    0.0664467529758046,
-    0.5602434730655825,
-    0.3252743416873519,
-    0.055949522400725926,
-];
+#[path = "common/bench_laws.rs"]
+mod bench_laws;
+use bench_laws::{GAUSS_C, GAUSS_M, GMM_MEANS, GMM_S, GMM_W, MU};
 
 #[derive(Clone, Debug)]
 enum Spec {
