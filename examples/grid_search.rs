@@ -60,26 +60,18 @@ struct Solver {
 }
 
 impl Solver {
+    /// `ode2`, `ode3`, `ode2-unic` or `ode3-unic`.
     fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "ode2" => Self {
-                order: 2,
-                unic: false,
-            },
-            "ode3" => Self {
-                order: 3,
-                unic: false,
-            },
-            "ode2-unic" => Self {
-                order: 2,
-                unic: true,
-            },
-            "ode3-unic" => Self {
-                order: 3,
-                unic: true,
-            },
+        let (base, unic) = match s.strip_suffix("-unic") {
+            Some(base) => (base, true),
+            None => (s, false),
+        };
+        let order = match base {
+            "ode2" => 2,
+            "ode3" => 3,
             _ => return None,
-        })
+        };
+        Some(Self { order, unic })
     }
 
     fn sampler(
@@ -189,6 +181,7 @@ fn params_of(grid: &[f64], t_max: f64, t_min: f64) -> Vec<f64> {
     inc[1..].iter().map(|d| (d / inc[0]).ln()).collect()
 }
 
+#[derive(Clone)]
 struct Cost<'a> {
     schedule: Arc<dyn Schedule>,
     problems: &'a [Problem],
@@ -307,7 +300,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     println!(
         "solver {} (data form, exact mode, prior correction); {} problems × {} samples",
-        args.solver_name, args.problems, args.samples
+        args.solver_name,
+        problems.len(),
+        problems[0].mu.shape()[0]
     );
     for &m in &args.steps {
         let cost = Cost {
@@ -341,17 +336,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             simplex.push(v);
         }
         let solver = NelderMead::new(simplex).with_sd_tolerance(1e-7)?;
-        let res = Executor::new(cost, solver)
+        let res = Executor::new(cost.clone(), solver)
             .configure(|s| s.max_iters(args.iters))
             .run()?;
         let z = res.state().best_param.clone().unwrap_or(z0);
         let tau = times(&z, t_max, t_min);
-        let cost = Cost {
-            schedule: schedule.clone(),
-            problems: &problems,
-            solver: args.solver,
-            m,
-        };
         let (c, errs) = cost.of_grid(TimeGrid::Custom(tau.clone()));
         let mean_err = errs.iter().sum::<f64>() / errs.len() as f64;
         println!("\nM = {m}: tuned cost {c:.3} (mean RMS error {mean_err:.3e})");
