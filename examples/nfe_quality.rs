@@ -22,7 +22,8 @@
 //! oracle: the error per NFE of ODE-2/ODE-3 data on four grids under each rule.
 //! `--order-rule lower-order-final|full|step-ratio-R` sets the rule of every exact-mode MR
 //! Sampler row of the normal tables; `--corrector` adds the UniC corrector to the exact-mode
-//! data-form ODE rows.
+//! data-form ODE rows; `--grid G` (repeatable) replaces the grids; `--singlestep` makes the exact-mode ODE rows singlestep (`Stepping`;
+//! their names get an `s` after the order).
 //! Markdown tables go to stdout; with `--json` one JSON object per line instead:
 //! `{"oracle", "sampler", "nfe", "error"}` and `{"oracle", "sampler", "nfe_to_match_posterior100"}`.
 
@@ -33,6 +34,7 @@ use mrsampler::schedule::{IrSdeSchedule, Mode, Schedule, TimeGrid};
 use mrsampler::solver::SolverType;
 use mrsampler::{
     Baseline, BaselineSampler, MrSampler, Parameterization, Sampler, SamplerTensor, SeededNoise,
+    Stepping,
 };
 use ndarray::{ArrayD, IxDyn};
 use rand::SeedableRng;
@@ -68,11 +70,12 @@ impl Spec {
                 param,
                 grid,
             } => format!(
-                "mrs-{}{order}-{}-{}-{}",
+                "mrs-{}{order}{}-{}-{}-{}",
                 match solver {
                     SolverType::Ode => "ode",
                     SolverType::Sde => "sde",
                 },
+                if singlestep(*mode, *solver) { "s" } else { "" },
                 match param {
                     Parameterization::Data => "data",
                     Parameterization::Noise => "noise",
@@ -135,6 +138,13 @@ static ORDER_RULE: std::sync::OnceLock<mrsampler::OrderRule> = std::sync::OnceLo
 static CORRECTOR: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 /// Whether exact-mode data-form MR Sampler rows get the prior correction (`--prior-correction`).
 static PRIOR_CORRECTION: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+/// Whether exact-mode ODE rows use singlestep updates (`--singlestep`).
+static SINGLESTEP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+fn singlestep(mode: Mode, solver: SolverType) -> bool {
+    SINGLESTEP.get().copied().unwrap_or(false) && mode == Mode::Exact && solver == SolverType::Ode
+}
+
 /// Grids replacing the standard ones in the MR Sampler rows (`--grid`).
 static GRIDS: std::sync::OnceLock<Vec<TimeGrid>> = std::sync::OnceLock::new();
 
@@ -164,6 +174,11 @@ fn build(spec: &Spec, schedule: &Arc<dyn Schedule>, nfe: usize) -> Result<Built,
                         && *mode == Mode::Exact
                         && *param == Parameterization::Data,
                 )
+                .with_stepping(if singlestep(*mode, *solver) {
+                    Stepping::Singlestep
+                } else {
+                    Stepping::Multistep
+                })
                 .with_output_clip(None)?,
         ),
         Spec::Base { mode, kind } => Built::Base(
@@ -407,7 +422,11 @@ fn specs(quick: bool) -> Vec<Spec> {
                 (SolverType::Ode, 3),
                 (SolverType::Sde, 1),
                 (SolverType::Sde, 2),
+                (SolverType::Sde, 3),
             ] {
+                if mode == Mode::Reference && solver == SolverType::Sde && order == 3 {
+                    continue; // an exact-mode extension
+                }
                 for param in [Parameterization::Data, Parameterization::Noise] {
                     v.push(Spec::Mrs {
                         mode,
@@ -443,6 +462,7 @@ fn parse_args() -> Result<Args, String> {
         samples: None,
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
+    let mut grids = Vec::new();
     let mut it = std::env::args().skip(1);
     while let Some(x) = it.next() {
         match x.as_str() {
@@ -450,6 +470,9 @@ fn parse_args() -> Result<Args, String> {
             "--order-rules" => a.order_rules = true,
             "--corrector" => {
                 let _ = CORRECTOR.set(true);
+            }
+            "--singlestep" => {
+                let _ = SINGLESTEP.set(true);
             }
             "--prior-correction" => {
                 let _ = PRIOR_CORRECTION.set(true);
@@ -467,7 +490,7 @@ fn parse_args() -> Result<Args, String> {
                     ),
                     None => TimeGrid::from_name(&v, 7.0, 0.0, None).map_err(|e| e.to_string())?,
                 };
-                let _ = GRIDS.set(vec![g]);
+                grids.push(g);
             }
             "--order-rule" => {
                 let rule = match it.next().as_deref() {
@@ -509,6 +532,9 @@ fn parse_args() -> Result<Args, String> {
             }
             other => return Err(format!("unknown argument {other}")),
         }
+    }
+    if !grids.is_empty() {
+        let _ = GRIDS.set(grids);
     }
     Ok(a)
 }

@@ -106,6 +106,18 @@ pub enum Error {
         available: usize,
     },
 
+    /// An adaptive solver needed more network evaluations than its budget.
+    #[error(
+        "the adaptive solver reached its limit of {max_nfe} network evaluations at t = {time}; \
+         loosen rtol/atol or raise max_nfe"
+    )]
+    BudgetExceeded {
+        /// The configured limit.
+        max_nfe: usize,
+        /// The time of the evaluation that was refused.
+        time: f64,
+    },
+
     /// A setting needs something the schedule cannot provide.
     #[error("unsupported: {what}")]
     Unsupported {

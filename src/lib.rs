@@ -86,8 +86,8 @@ pub use error::{Error, ModelError, Result};
 pub use model::{CountingModel, FnModel, ScoreModel};
 pub use param::{FitTarget, Parameterization};
 pub use sampler::{
-    Baseline, BaselineSampler, MrSampler, Observer, OrderRule, Pending, Run, Sample, Sampler,
-    Stats, StepView, Thresholding,
+    AdaptiveSampler, Baseline, BaselineSampler, EmbeddedPair, MrSampler, Observer, OrderRule,
+    Pending, Run, Sample, Sampler, Stats, StepView, Stepping, Thresholding,
 };
 pub use tensor::{NoiseSource, Parallelism, PhiloxNoise, ReplayNoise, SamplerTensor, SeededNoise};
 

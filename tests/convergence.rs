@@ -9,10 +9,20 @@ use common::{LinearLambda, slope};
 use mrsampler::oracle::GaussianOracle;
 use mrsampler::schedule::{Schedule, TimeGrid};
 use mrsampler::solver::SolverType;
-use mrsampler::{MrSampler, Parameterization, Sampler, SamplerTensor, SeededNoise};
+use mrsampler::{MrSampler, Parameterization, Sampler, SamplerTensor, SeededNoise, Stepping};
 use ndarray::{ArrayD, IxDyn};
 
 fn error_at(m: usize, order: usize, param: Parameterization, corrector: bool) -> f64 {
+    error_with(m, order, param, corrector, Stepping::Multistep)
+}
+
+fn error_with(
+    m: usize,
+    order: usize,
+    param: Parameterization,
+    corrector: bool,
+    stepping: Stepping,
+) -> f64 {
     let sch: Arc<dyn Schedule> = Arc::new(LinearLambda);
     let s = MrSampler::with_schedule(sch.clone(), m)
         .unwrap()
@@ -22,6 +32,7 @@ fn error_at(m: usize, order: usize, param: Parameterization, corrector: bool) ->
         .unwrap()
         .with_parameterization(param)
         .with_corrector(corrector)
+        .with_stepping(stepping)
         .with_output_clip(None)
         .unwrap();
     let mut o = GaussianOracle::new(vec![0.7], vec![0.15 * 0.15], sch).unwrap();
@@ -83,5 +94,26 @@ fn unic_corrector_raises_the_order() {
             sl >= min_slope,
             "ODE-{order} + UniC: slope {sl:.3} ({errs:?})"
         );
+    }
+}
+
+/// Singlestep updates of order p (p evaluations per step, stages written from stages) converge
+/// with global order p in the evaluation count, in both forms.
+#[test]
+fn singlestep_orders_are_one_two_three() {
+    // M evaluations make M/p steps: the range starts where ODE-3 with 16 steps would.
+    let ms = [48usize, 72, 96, 144, 192, 288];
+    for param in [Parameterization::Data, Parameterization::Noise] {
+        for (order, min_slope) in [(1, 0.9), (2, 1.8), (3, 2.8)] {
+            let errs: Vec<f64> = ms
+                .iter()
+                .map(|&m| error_with(m, order, param, false, Stepping::Singlestep))
+                .collect();
+            let sl = slope(&ms, &errs);
+            assert!(
+                sl >= min_slope && sl < order as f64 + 1.5,
+                "{param:?} singlestep-{order}: slope {sl:.3} ({errs:?})"
+            );
+        }
     }
 }

@@ -180,7 +180,8 @@ fn unsupported_order() {
     for (solver, order) in [
         (SolverType::Ode, 0),
         (SolverType::Ode, 4),
-        (SolverType::Sde, 3),
+        (SolverType::Sde, 0),
+        (SolverType::Sde, 4),
     ] {
         let e = sampler().with_solver(solver, order).unwrap_err();
         assert!(

@@ -5,14 +5,14 @@ use std::sync::Arc;
 use mrsampler::oracle::{GaussianOracle, gaussian_output_law};
 use mrsampler::schedule::{IrSdeSchedule, Mode, Schedule, TimeGrid};
 use mrsampler::solver::SolverType;
-use mrsampler::{MrSampler, Parameterization, Sampler, SeededNoise};
+use mrsampler::{MrSampler, Parameterization, Sampler, SeededNoise, Stepping};
 use ndarray::{ArrayD, IxDyn};
 
 const M: [f64; 3] = [0.7, 0.2, 0.45];
 const C: [f64; 3] = [0.01, 0.04, 0.002];
 const MU: [f64; 3] = [0.1, 0.8, 0.5];
 
-fn converged(prior_correction: bool) -> MrSampler {
+fn converged(prior_correction: bool, stepping: Stepping) -> MrSampler {
     MrSampler::new(IrSdeSchedule::da_clip(), 1000)
         .unwrap()
         .with_solver(SolverType::Ode, 3)
@@ -20,6 +20,7 @@ fn converged(prior_correction: bool) -> MrSampler {
         .with_grid(TimeGrid::UniformLambda)
         .unwrap()
         .with_prior_correction(prior_correction)
+        .with_stepping(stepping)
         .with_output_clip(None)
         .unwrap()
 }
@@ -27,16 +28,23 @@ fn converged(prior_correction: bool) -> MrSampler {
 /// The exact flow maps the marginal at `T`, `N(μ + α_T(m − μ), α_T²c + σ_T²)`, onto the one
 /// at the grid's end `t = 0`, `N(μ + α₀(m − μ), α₀²c + σ₀²)`, with slope
 /// `√(α₀²c + σ₀²) / √(α_T²c + σ_T²)`. Started from `μ + σ_T z` its mean is off by that slope
-/// times `α_T(m − μ)`; the correction removes that offset.
+/// times `α_T(m − μ)`; the correction removes that offset, with multistep and with
+/// singlestep updates (whose first step's three updates all read the start state).
 #[test]
 fn removes_the_prior_mean_offset_of_the_exact_flow() {
+    for stepping in [Stepping::Multistep, Stepping::Singlestep] {
+        check_prior_offset(stepping);
+    }
+}
+
+fn check_prior_offset(stepping: Stepping) {
     let sch = IrSdeSchedule::da_clip();
     let (t, end) = (sch.t_max(), sch.t_min());
     let (a, s) = (sch.alpha(t), sch.sigma(t));
     let (a0, s0) = (sch.alpha(end), sch.sigma(end));
     let o = GaussianOracle::new(M.to_vec(), C.to_vec(), Arc::new(sch)).unwrap();
-    let plain = gaussian_output_law(&converged(false), &o, &MU).unwrap();
-    let fixed = gaussian_output_law(&converged(true), &o, &MU).unwrap();
+    let plain = gaussian_output_law(&converged(false, stepping), &o, &MU).unwrap();
+    let fixed = gaussian_output_law(&converged(true, stepping), &o, &MU).unwrap();
     for i in 0..3 {
         let end_mean = MU[i] + a0 * (M[i] - MU[i]);
         let end_var = a0 * a0 * C[i] + s0 * s0;
@@ -45,12 +53,12 @@ fn removes_the_prior_mean_offset_of_the_exact_flow() {
         let (e_plain, e_fixed) = (plain.mean[i] - end_mean, fixed.mean[i] - end_mean);
         assert!(
             (e_plain + offset).abs() <= 1e-3 * offset.abs(),
-            "coordinate {i}: uncorrected mean error {e_plain:e}, closed form {:e}",
+            "{stepping:?} coordinate {i}: uncorrected mean error {e_plain:e}, closed form {:e}",
             -offset
         );
         assert!(
             e_fixed.abs() <= 1e-3 * offset.abs(),
-            "coordinate {i}: corrected mean error {e_fixed:e} (uncorrected {:e})",
+            "{stepping:?} coordinate {i}: corrected mean error {e_fixed:e} (uncorrected {:e})",
             -offset
         );
         // Variances: the prior's σ_T² instead of α_T²c + σ_T², widened by the correction's
@@ -59,7 +67,10 @@ fn removes_the_prior_mean_offset_of_the_exact_flow() {
         let k = a * C[i] / v_t;
         for (law, start_var) in [(&plain, s * s), (&fixed, (s * (1.0 + a * k)).powi(2))] {
             let want = end_var * start_var / v_t;
-            assert!((law.var[i] / want - 1.0).abs() < 1e-7, "variance {i}");
+            assert!(
+                (law.var[i] / want - 1.0).abs() < 1e-7,
+                "{stepping:?} variance {i}"
+            );
         }
     }
 }

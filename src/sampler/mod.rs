@@ -1,12 +1,14 @@
 //! Samplers: the [`Sampler`] trait, the [`MrSampler`], the baselines, and the step-level
-//! [`Run`] they all compile to.
+//! [`Run`] they all compile to; the [`AdaptiveSampler`], which chooses its steps while it runs.
 
+mod adaptive;
 mod baseline;
 mod mrs;
 mod run;
 
+pub use adaptive::{AdaptiveSampler, EmbeddedPair};
 pub use baseline::{Baseline, BaselineSampler};
-pub use mrs::{MrSampler, OrderRule, Thresholding};
+pub use mrs::{MrSampler, OrderRule, Stepping, Thresholding};
 pub use run::{Pending, Run, Sample, Stats};
 
 use crate::error::{Error, Result};

@@ -7,7 +7,10 @@ use super::run::{Plan, PlannedStep, Run, Target, Update};
 use crate::error::{Error, Result};
 use crate::param::{FitTarget, Parameterization, convert_coefficients};
 use crate::schedule::{Mode, ReferenceInterp, Schedule, TimeGrid, build_grid};
-use crate::solver::{Node, SolverType, multistep_coefficients, unic_corrected_state};
+use crate::solver::{
+    Node, SolverType, multistep_coefficients, singlestep_coefficients, singlestep_fractions,
+    unic_corrected_state,
+};
 use crate::tensor::{NoiseSource, Parallelism, SamplerTensor};
 
 /// Dynamic thresholding of data predictions (spec §3.5, §9.2.8).
@@ -80,7 +83,8 @@ impl Default for Thresholding {
 }
 
 /// The MR Sampler (Li et al., ICLR 2025): exponential-integrator solvers of the MR
-/// probability-flow ODE (orders 1–3) and reverse SDE (orders 1–2), in data or noise form.
+/// probability-flow ODE (orders 1–3) and reverse SDE (orders 1–2; 3 in exact mode), in data or
+/// noise form.
 ///
 /// Defaults (each has a `with_*` setter): [`Mode::Exact`], [`SolverType::Ode`] of order 2,
 /// [`Parameterization::Data`], [`TimeGrid::Linspace`], no `lambda_min`, no thresholding,
@@ -121,6 +125,21 @@ pub struct MrSampler {
     order_rule: OrderRule,
     corrector: bool,
     prior_correction: bool,
+    stepping: Stepping,
+}
+
+/// How the ODE solver spends its network evaluations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Stepping {
+    /// One evaluation per grid step; higher orders reuse the outputs of earlier steps
+    /// (DPM-Solver++(2M)/(3M) style, the MR Sampler's method; default).
+    #[default]
+    Multistep,
+    /// Each grid step of order `p` spends `p` evaluations, at its start and at `p − 1`
+    /// intermediate stages (λ-fractions ½, or ⅓ and ⅔), and reuses nothing across steps
+    /// (DPM-Solver-2S/3S style). With `M` evaluations and order `p` the grid has about `M/p`
+    /// steps. Exact-mode ODE only.
+    Singlestep,
 }
 
 /// How exact mode chooses each step's order (the warm-up `min(P, k)` always applies).
@@ -169,6 +188,7 @@ impl MrSampler {
             order_rule: OrderRule::default(),
             corrector: false,
             prior_correction: false,
+            stepping: Stepping::Multistep,
         })
     }
 
@@ -199,12 +219,10 @@ impl MrSampler {
         self
     }
 
-    /// Solver type and order: ODE orders 1–3, SDE orders 1–2 (default ODE, 2).
+    /// Solver type and order: ODE orders 1–3, SDE orders 1–3 (default ODE, 2). SDE order 3
+    /// goes beyond the paper and the reference implementation: exact mode only.
     pub fn with_solver(mut self, solver: SolverType, order: usize) -> Result<Self> {
-        let max = match solver {
-            SolverType::Ode => 3,
-            SolverType::Sde => 2,
-        };
+        let max = 3;
         if !(1..=max).contains(&order) {
             return Err(Error::setting(
                 "order",
@@ -324,6 +342,14 @@ impl MrSampler {
         self
     }
 
+    /// Multistep (default) or singlestep updates; see [`Stepping`]. Singlestep needs exact
+    /// mode, the ODE solver and a named grid, and does not combine with the corrector; the
+    /// order rule does not apply to it (its block orders follow from the evaluation budget).
+    pub fn with_stepping(mut self, stepping: Stepping) -> Self {
+        self.stepping = stepping;
+        self
+    }
+
     /// Exact mode: how each step's order is chosen (default [`OrderRule::LowerOrderFinal`]).
     pub fn with_order_rule(mut self, rule: OrderRule) -> Result<Self> {
         if let OrderRule::StepRatio { max_ratio } = rule {
@@ -383,16 +409,64 @@ impl MrSampler {
         &self.grid
     }
 
-    /// The grid `τ_0 > … > τ_M` this configuration samples on.
+    /// The grid `τ_0 > … > τ_M` this configuration samples on (for
+    /// [`Stepping::Singlestep`], the outer grid of its steps, without the stages).
     pub fn timesteps(&self) -> Result<Vec<f64>> {
         let view = self.model_schedule()?;
-        build_grid(
-            &self.grid,
-            self.num_steps,
-            self.lambda_min,
-            self.mode,
-            &*view,
-        )
+        match self.stepping {
+            Stepping::Multistep => build_grid(
+                &self.grid,
+                self.num_steps,
+                self.lambda_min,
+                self.mode,
+                &*view,
+            ),
+            Stepping::Singlestep => Ok(self.singlestep_grid(&*view)?.0),
+        }
+    }
+
+    /// Singlestep: the outer grid and the order of each of its steps. The `M` evaluations are
+    /// split into steps of the configured order `p` (the remainder in one lower-order step; a
+    /// remainder of 1 after order 3 becomes two order-2 steps); a last step into `σ = 0` is the
+    /// one-evaluation limit step.
+    fn singlestep_grid(&self, view: &dyn Schedule) -> Result<(Vec<f64>, Vec<usize>)> {
+        if self.mode != Mode::Exact || self.solver != SolverType::Ode {
+            return Err(Error::Unsupported {
+                what: "singlestep updates are implemented for the exact-mode ODE solver".into(),
+            });
+        }
+        if self.corrector {
+            return Err(Error::Unsupported {
+                what: "the UniC corrector is implemented for multistep updates; turn one off"
+                    .into(),
+            });
+        }
+        if matches!(self.grid, TimeGrid::Custom(_)) {
+            return Err(Error::Unsupported {
+                what: "singlestep chooses its step count from the evaluation budget; use a \
+                       named grid (or multistep with the custom grid)"
+                    .into(),
+            });
+        }
+        let build = |k: usize| build_grid(&self.grid, k, self.lambda_min, self.mode, view);
+        // Whether the grid ends in σ = 0 does not depend on its length.
+        let probe = build(1)?;
+        let limit = view.sigma(probe[probe.len() - 1]) == 0.0;
+        let budget = self.num_steps - usize::from(limit);
+        let p = self.order;
+        let mut blocks = vec![p; budget / p];
+        match budget % p {
+            0 => {}
+            1 if p == 3 && !blocks.is_empty() => {
+                blocks.pop();
+                blocks.extend([2, 2]);
+            }
+            r => blocks.push(r),
+        }
+        if limit {
+            blocks.push(1);
+        }
+        Ok((build(blocks.len())?, blocks))
     }
 
     /// Orders per step (spec §3.3 reference rule, §9.2.3 exact rule).
@@ -490,6 +564,9 @@ impl MrSampler {
     /// Compiles the configuration for a network trained on `fit`.
     pub(crate) fn plan(&self, fit: FitTarget) -> Result<Plan> {
         check_fit(fit, &*self.schedule)?;
+        if self.stepping == Stepping::Singlestep {
+            return self.plan_singlestep(fit);
+        }
         let view = self.model_schedule()?;
         let tau = build_grid(
             &self.grid,
@@ -499,6 +576,12 @@ impl MrSampler {
             &*view,
         )?;
         let m = tau.len() - 1;
+        if self.mode == Mode::Reference && self.solver == SolverType::Sde && self.order == 3 {
+            return Err(Error::Unsupported {
+                what: "SDE order 3 is an exact-mode extension; the reference has orders 1 and 2"
+                    .into(),
+            });
+        }
         if self.mode == Mode::Reference && m < self.order {
             return Err(Error::TooFewSteps {
                 steps: m,
@@ -575,38 +658,133 @@ impl MrSampler {
         if self.corrector {
             self.fold_corrections(&mut steps, &nodes)?;
         }
-        self.correct_prior(&mut steps, nodes[0].alpha);
+        self.correct_prior(&mut steps[..1], nodes[0].alpha);
         let prior_std = if exact { view.sigma(tau[0]) } else { si };
+        Ok(self.finish_plan(
+            tau,
+            steps,
+            prior_std,
+            self.order + usize::from(self.corrector),
+        ))
+    }
+
+    fn finish_plan(
+        &self,
+        timesteps: Vec<f64>,
+        steps: Vec<PlannedStep>,
+        prior_std: f64,
+        history: usize,
+    ) -> Plan {
         let t = self.thresholding.unwrap_or_default();
-        Ok(Plan {
-            timesteps: tau,
+        Plan {
+            timesteps,
             steps,
             prior_std,
             output_clip: self.output_clip,
             thresholding: (t.ratio, t.floor, t.max),
-            history: self.order + usize::from(self.corrector),
+            history,
             parallelism: self.parallelism,
-        })
+        }
+    }
+
+    /// [`Stepping::Singlestep`]: each outer step of order `p` becomes `p` planned evaluations,
+    /// the first `p − 1` writing the stages.
+    fn plan_singlestep(&self, fit: FitTarget) -> Result<Plan> {
+        let view = self.model_schedule()?;
+        let (tau, blocks) = self.singlestep_grid(&*view)?;
+        let si = view.sigma_inf();
+        let param = self.parameterization;
+        let node = |t: f64| Node {
+            alpha: view.alpha(t),
+            sigma: view.sigma(t),
+            lambda: view.lambda(t),
+        };
+        let thresh_q = self.thresholding.is_some() && param == Parameterization::Data;
+        let thresh_x0 = self.thresholding.is_some();
+        let mut steps = Vec::with_capacity(self.num_steps);
+        for (k, &order) in blocks.iter().enumerate() {
+            let (s, t) = (node(tau[k]), node(tau[k + 1]));
+            let planned = |t_eval: f64, t_next: f64, update: Update| {
+                let n = node(t_eval);
+                PlannedStep {
+                    t_eval,
+                    t_next,
+                    convert: convert_coefficients(fit, param, n.alpha, n.sigma, si),
+                    to_data: convert_coefficients(
+                        fit,
+                        Parameterization::Data,
+                        n.alpha,
+                        n.sigma,
+                        si,
+                    ),
+                    threshold: thresh_q,
+                    update,
+                    order,
+                }
+            };
+            if t.sigma == 0.0 {
+                // The limit step into σ = 0: the state becomes the data prediction.
+                let to_data =
+                    convert_coefficients(fit, Parameterization::Data, s.alpha, s.sigma, si);
+                steps.push(planned(
+                    tau[k],
+                    tau[k + 1],
+                    Update::Replace {
+                        convert: to_data,
+                        threshold: thresh_x0,
+                    },
+                ));
+                continue;
+            }
+            let h = t.lambda - s.lambda;
+            let stage_times: Vec<f64> = singlestep_fractions(order)
+                .iter()
+                .map(|r| view.t_of_lambda(s.lambda + r * h))
+                .collect();
+            let stages: Vec<Node> = stage_times.iter().map(|&u| node(u)).collect();
+            let coeffs = singlestep_coefficients(param, order, s, &stages, t);
+            let evals = std::iter::once(tau[k]).chain(stage_times.iter().copied());
+            let nexts = stage_times
+                .iter()
+                .copied()
+                .chain(std::iter::once(tau[k + 1]));
+            for (j, ((t_eval, t_next), c)) in evals.zip(nexts).zip(coeffs).enumerate() {
+                let target = if j + 1 < order {
+                    Target::Stage
+                } else {
+                    Target::State
+                };
+                steps.push(planned(
+                    t_eval,
+                    t_next,
+                    Update::Linear { coeffs: c, target },
+                ));
+            }
+        }
+        let first = blocks.first().copied().unwrap_or(0);
+        self.correct_prior(&mut steps[..first], view.alpha(tau[0]));
+        let history = blocks.iter().copied().max().unwrap_or(1);
+        let prior_std = view.sigma(tau[0]);
+        Ok(self.finish_plan(tau, steps, prior_std, history))
     }
 
     /// With [`with_prior_correction`](Self::with_prior_correction) on: substitutes the
     /// corrected start state `x + α₀(q₀ − μ)` (with `q₀ = x̂₀`, the first converted output)
-    /// into the first step's weights.
-    fn correct_prior(&self, steps: &mut [PlannedStep], alpha0: f64) {
+    /// into the weights of the updates that read the start state: `updates[j]` follows the
+    /// `j + 1`-th evaluation, so the first output sits in its history slot `j`.
+    fn correct_prior(&self, updates: &mut [PlannedStep], alpha0: f64) {
         if !self.prior_correction
             || self.mode != Mode::Exact
             || self.parameterization != Parameterization::Data
         {
             return;
         }
-        // A first step straight to the data prediction does not read the state.
-        if let Some(PlannedStep {
-            update: Update::Linear { coeffs, .. },
-            ..
-        }) = steps.first_mut()
-        {
-            coeffs.q[0] += coeffs.x * alpha0;
-            coeffs.mu -= coeffs.x * alpha0;
+        for (j, u) in updates.iter_mut().enumerate() {
+            // A first step straight to the data prediction does not read the state.
+            if let Update::Linear { coeffs, .. } = &mut u.update {
+                coeffs.q[j] += coeffs.x * alpha0;
+                coeffs.mu -= coeffs.x * alpha0;
+            }
         }
     }
 }
@@ -715,6 +893,62 @@ mod tests {
         );
     }
 
+    /// Singlestep spends exactly M evaluations: blocks of the configured order, a lower-order
+    /// remainder, and the limit step where the grid ends at σ = 0.
+    #[test]
+    fn singlestep_blocks_spend_the_budget() {
+        use crate::schedule::CumulativeFrom;
+        for from in [CumulativeFrom::Zero, CumulativeFrom::One] {
+            let sch = IrSdeSchedule::da_clip().with_cumulative_from(from);
+            let limit = from == CumulativeFrom::One;
+            for order in 1..=3 {
+                for m in 1..=12 {
+                    let s = MrSampler::new(sch.clone(), m)
+                        .unwrap()
+                        .with_solver(SolverType::Ode, order)
+                        .unwrap()
+                        .with_stepping(Stepping::Singlestep);
+                    let plan = s.plan(FitTarget::Noise).unwrap();
+                    assert_eq!(plan.steps.len(), m, "order {order}, M = {m}");
+                    let blocks = s.singlestep_grid(&*s.model_schedule().unwrap()).unwrap().1;
+                    assert_eq!(blocks.iter().sum::<usize>(), m);
+                    assert!(blocks.iter().all(|&b| (1..=order).contains(&b)));
+                    assert_eq!(plan.timesteps, s.timesteps().unwrap());
+                    assert_eq!(plan.timesteps.len(), blocks.len() + 1);
+                    if limit {
+                        assert_eq!(*blocks.last().unwrap(), 1);
+                    }
+                    // Evaluation times never increase.
+                    assert!(plan.steps.windows(2).all(|w| w[0].t_eval >= w[1].t_eval));
+                }
+            }
+        }
+        let s = sampler(9).with_solver(SolverType::Ode, 3).unwrap();
+        let s = s.with_stepping(Stepping::Singlestep);
+        assert_eq!(
+            s.singlestep_grid(&*s.model_schedule().unwrap()).unwrap().1,
+            vec![3, 3, 3]
+        );
+        let s = s.with_num_steps(10).unwrap();
+        assert_eq!(
+            s.singlestep_grid(&*s.model_schedule().unwrap()).unwrap().1,
+            vec![3, 3, 2, 2]
+        );
+        for bad in [
+            sampler(6).with_mode(Mode::Reference),
+            sampler(6).with_solver(SolverType::Sde, 2).unwrap(),
+            sampler(6).with_corrector(true),
+            sampler(6)
+                .with_grid(TimeGrid::Custom(vec![100.0, 50.0, 0.0]))
+                .unwrap(),
+        ] {
+            let e = bad
+                .with_stepping(Stepping::Singlestep)
+                .plan(FitTarget::Noise);
+            assert!(matches!(e, Err(Error::Unsupported { .. })), "{e:?}");
+        }
+    }
+
     #[test]
     fn corrector_needs_the_data_form_ode() {
         let s = sampler(10).with_corrector(true);
@@ -734,7 +968,15 @@ mod tests {
     #[test]
     fn invalid_settings_are_rejected() {
         assert!(MrSampler::new(IrSdeSchedule::da_clip(), 0).is_err());
-        assert!(sampler(10).with_solver(SolverType::Sde, 3).is_err());
+        assert!(sampler(10).with_solver(SolverType::Sde, 4).is_err());
+        assert!(
+            sampler(10)
+                .with_mode(Mode::Reference)
+                .with_solver(SolverType::Sde, 3)
+                .unwrap()
+                .plan(FitTarget::Noise)
+                .is_err()
+        );
         assert!(sampler(10).with_solver(SolverType::Ode, 0).is_err());
         assert!(sampler(10).with_solver(SolverType::Ode, 4).is_err());
         assert!(

@@ -70,8 +70,11 @@ pub(crate) struct Plan {
 pub struct Stats {
     /// Network evaluations made.
     pub nfe: usize,
-    /// Completed steps (Heun's predictor and corrector count as one step each).
+    /// Completed steps (Heun's predictor and corrector count as one step each; a singlestep
+    /// update counts once, however many stages it has).
     pub steps: usize,
+    /// Steps an adaptive solver rejected and retried (0 for fixed grids).
+    pub rejected_steps: usize,
     /// Order used by each evaluation's update (0 marks a `denoise_last` evaluation).
     pub orders: Vec<usize>,
     /// The sampling grid `τ_0 > … > τ_M`.
@@ -124,8 +127,12 @@ pub struct Run<T> {
     mu: T,
     shape: Vec<usize>,
     x: T,
-    /// Heun's predictor state (buffer kept across steps).
+    /// The intermediate stage (Heun's predictor, a singlestep update's stages); buffer kept
+    /// across steps.
     stage: Option<T>,
+    /// A second stage buffer: a stage computed from the previous stage is written here, then
+    /// the two swap.
+    spare: Option<T>,
     /// Whether `stage` holds the state the next evaluation is at.
     staged: bool,
     /// Converted outputs, most recent first; at most `plan.history` buffers, recycled.
@@ -213,6 +220,7 @@ impl<T: SamplerTensor> Run<T> {
             shape,
             x,
             stage: None,
+            spare: None,
             staged: false,
             history,
             z,
@@ -345,8 +353,12 @@ impl<T: SamplerTensor> Run<T> {
                     check_same_shape("noise", &self.shape, &*z)?;
                 }
                 let staged = self.staged;
-                // Heun's predictor writes the stage; take its buffer out while it is written.
+                // A stage update writes a stage buffer, taken out while it is written: the spare
+                // one when the network was evaluated at the current stage (which is still read).
                 let mut stage_out = match target {
+                    Target::Stage if staged => {
+                        Some(self.spare.take().unwrap_or_else(|| self.mu.clone()))
+                    }
                     Target::Stage => Some(self.stage.take().unwrap_or_else(|| self.mu.clone())),
                     Target::State => None,
                 };
@@ -397,7 +409,10 @@ impl<T: SamplerTensor> Run<T> {
                     }
                 }
                 if let Some(out) = stage_out {
-                    self.stage = Some(out);
+                    let previous = self.stage.replace(out);
+                    if staged {
+                        self.spare = previous;
+                    }
                 }
                 self.staged = target == Target::Stage;
                 target == Target::State

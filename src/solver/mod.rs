@@ -7,12 +7,14 @@
 
 mod baselines;
 mod multistep;
+mod singlestep;
 mod unipc;
 
 pub use baselines::{
     euler_coefficients, posterior_coefficients_exact, posterior_coefficients_reference,
 };
 pub use multistep::{Node, SolverType, multistep_coefficients};
+pub use singlestep::{singlestep_coefficients, singlestep_fractions};
 pub use unipc::unic_corrected_state;
 
 /// Weights of one update `out = x·x_s + stage·x̂ + Σ q[i]·q_i + mu·μ + noise·z`.

@@ -1,5 +1,6 @@
 //! MR Sampler multistep updates: ODE orders 1–3 and SDE orders 1–2, data and noise forms
-//! (spec §3.1, §3.4; exact-mode third order §9.2.2).
+//! (spec §3.1, §3.4; exact-mode third order §9.2.2), and an exact-mode SDE order 3 (the
+//! same Taylor expansion carried one term further through the SDE's integral kernel).
 //!
 //! In `y = x − μ` the MR process is a VP-type process with the pair `(α_t, σ_t)`, so each
 //! update is the DPM-Solver(++) / SDE-DPM-Solver++ "taylor" multistep update applied to `y`,
@@ -14,7 +15,7 @@ pub enum SolverType {
     /// Probability-flow ODE: deterministic, orders 1–3 (default).
     #[default]
     Ode,
-    /// Reverse-time SDE: a fresh draw per step, orders 1–2.
+    /// Reverse-time SDE: a fresh draw per step, orders 1–2 (3 in exact mode).
     Sde,
 }
 
@@ -38,7 +39,7 @@ pub struct Node {
 /// (spec §3.7 item 9).
 ///
 /// # Panics
-/// If `order` is not 1–3 (or 1–2 for the SDE), or `nodes` holds fewer than `order` entries.
+/// If `order` is not 1–3, or `nodes` holds fewer than `order` entries.
 /// Callers validate both.
 pub fn multistep_coefficients(
     solver: SolverType,
@@ -49,7 +50,6 @@ pub fn multistep_coefficients(
     strict_third: bool,
 ) -> StepCoeffs {
     assert!((1..=3).contains(&order) && nodes.len() >= order);
-    assert!(!(solver == SolverType::Sde && order == 3));
     let s = nodes[0];
     let t = target;
     let h = t.lambda - s.lambda;
@@ -112,9 +112,12 @@ pub fn multistep_coefficients(
             let e2 = (-2.0 * h).exp();
             let psi1 = 1.0 - e2;
             let psi2 = 1.0 - psi1 / (2.0 * h);
+            // The kernel 2e^{−2(λ_t−λ)} is the ODE's e^{−(λ_t−λ)} at twice the step: its
+            // moments are the data-form φ functions of 2h (ψ₁ = −φ₁(2h), ψ₂ = φ₂(2h)).
+            let psi3 = psi2 / (2.0 * h) - 0.5;
             StepCoeffs {
                 x: t.sigma / s.sigma * (-h).exp(),
-                q: combine(t.alpha * psi1, t.alpha * psi2, 0.0),
+                q: combine(t.alpha * psi1, t.alpha * psi2, -third * t.alpha * psi3),
                 mu: 1.0 - t.alpha / s.alpha * e2 - t.alpha * (1.0 - e2),
                 noise: Some(t.sigma * psi1.sqrt()),
                 ..StepCoeffs::ZERO
@@ -123,10 +126,16 @@ pub fn multistep_coefficients(
         (SolverType::Sde, Parameterization::Noise) => {
             let phi1 = h.exp() - 1.0;
             let phi2 = phi1 / h - 1.0;
+            let phi3 = phi2 / h - 0.5;
             let ratio = t.alpha / s.alpha;
+            // Twice the ODE's noise integral (same kernel e^{λ_t−λ}).
             StepCoeffs {
                 x: ratio,
-                q: combine(-2.0 * t.sigma * phi1, -2.0 * t.sigma * phi2, 0.0),
+                q: combine(
+                    -2.0 * t.sigma * phi1,
+                    -2.0 * t.sigma * phi2,
+                    -2.0 * third * t.sigma * phi3,
+                ),
                 mu: 1.0 - ratio,
                 noise: Some(t.sigma * ((2.0 * h).exp() - 1.0).sqrt()),
                 ..StepCoeffs::ZERO
@@ -248,6 +257,61 @@ mod tests {
         let a = cd.x * xs + cd.q[0] * x0 + cd.mu * mu;
         let b = cn.x * xs + cn.q[0] * eps + cn.mu * mu;
         assert!((a - b).abs() < 1e-14);
+    }
+
+    /// The deterministic part of the SDE updates of order p integrates outputs that are
+    /// polynomials of degree < p in λ exactly (checked against Gauss–Legendre quadrature of the
+    /// variation-of-constants integrals of spec §3.1), in both forms.
+    #[test]
+    fn sde_orders_are_exact_for_polynomials() {
+        let si = 0.2;
+        let lams = [-0.1, -0.7, -1.6];
+        let hist: Vec<Node> = lams.iter().map(|&l| node(l, si)).collect();
+        let t = node(0.8, si);
+        let s = hist[0];
+        let quad = |kernel: &dyn Fn(f64) -> f64, f: &dyn Fn(f64) -> f64| {
+            let (g, w) = (
+                [-0.774_596_669_241_483_4, 0.0, 0.774_596_669_241_483_4],
+                [5.0 / 9.0, 8.0 / 9.0, 5.0 / 9.0],
+            );
+            let n = 400;
+            let dl = (t.lambda - s.lambda) / n as f64;
+            (0..n)
+                .map(|i| {
+                    let mid = s.lambda + (i as f64 + 0.5) * dl;
+                    g.iter()
+                        .zip(w)
+                        .map(|(gi, wi)| {
+                            let l = mid + 0.5 * dl * gi;
+                            0.5 * dl * wi * kernel(l) * f(l)
+                        })
+                        .sum::<f64>()
+                })
+                .sum::<f64>()
+        };
+        for order in 1..=3 {
+            for degree in 0..order {
+                let f = |l: f64| 0.3 - 0.9 * (l - s.lambda).powi(degree as i32);
+                for param in [Parameterization::Data, Parameterization::Noise] {
+                    let c = multistep_coefficients(SolverType::Sde, param, order, t, &hist, true);
+                    let got: f64 = (0..3).map(|i| c.q[i] * f(lams[i])).sum();
+                    let want = match param {
+                        // 2α_t ∫ e^{−2(λ_t−λ)} f dλ
+                        Parameterization::Data => {
+                            quad(&|l| 2.0 * t.alpha * (-2.0 * (t.lambda - l)).exp(), &f)
+                        }
+                        // −2σ_t ∫ e^{λ_t−λ} f dλ
+                        Parameterization::Noise => {
+                            quad(&|l| -2.0 * t.sigma * (t.lambda - l).exp(), &f)
+                        }
+                    };
+                    assert!(
+                        (got - want).abs() < 1e-11,
+                        "{param:?} order {order} degree {degree}: {got} vs {want}"
+                    );
+                }
+            }
+        }
     }
 
     /// The finite-difference weights reproduce the Taylor terms on a quadratic in λ.
