@@ -20,6 +20,8 @@
 //!
 //! `--order-rules` instead compares exact mode's order rules (`OrderRule`) on the Gaussian
 //! oracle: the error per NFE of ODE-2/ODE-3 data on four grids under each rule.
+//! `--adaptive` instead sweeps the `AdaptiveSampler`'s tolerance on both oracles (Monte Carlo)
+//! and reports NFE, accepted and rejected steps and the error per tolerance.
 //! `--order-rule lower-order-final|full|step-ratio-R` sets the rule of every exact-mode MR
 //! Sampler row of the normal tables; `--corrector` adds the UniC corrector to the exact-mode
 //! data-form ODE rows; `--grid G` (repeatable) replaces the grids; `--singlestep` makes the exact-mode ODE rows singlestep (`Stepping`;
@@ -33,8 +35,8 @@ use mrsampler::oracle::{GaussianOracle, GmmOracle, gaussian_output_law};
 use mrsampler::schedule::{IrSdeSchedule, Mode, Schedule, TimeGrid};
 use mrsampler::solver::SolverType;
 use mrsampler::{
-    Baseline, BaselineSampler, MrSampler, Parameterization, Sampler, SamplerTensor, SeededNoise,
-    Stepping,
+    AdaptiveSampler, Baseline, BaselineSampler, EmbeddedPair, MrSampler, Parameterization, Sampler,
+    SamplerTensor, SeededNoise, Stepping,
 };
 use ndarray::{ArrayD, IxDyn};
 use rand::SeedableRng;
@@ -444,6 +446,7 @@ fn specs(quick: bool) -> Vec<Spec> {
 
 struct Args {
     order_rules: bool,
+    adaptive: bool,
     quick: bool,
     json: bool,
     gaussian: bool,
@@ -455,6 +458,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
         order_rules: false,
+        adaptive: false,
         quick: false,
         json: false,
         gaussian: true,
@@ -468,6 +472,7 @@ fn parse_args() -> Result<Args, String> {
         match x.as_str() {
             "--quick" => a.quick = true,
             "--order-rules" => a.order_rules = true,
+            "--adaptive" => a.adaptive = true,
             "--corrector" => {
                 let _ = CORRECTOR.set(true);
             }
@@ -561,6 +566,15 @@ fn main() {
     let samples = args
         .samples
         .unwrap_or(if args.quick { 20_000 } else { 100_000 });
+    if args.adaptive {
+        if args.gaussian {
+            adaptive_table(&schedule, None, samples);
+        }
+        if args.gmm {
+            adaptive_table(&schedule, Some(&GmmBench::new(&schedule, samples)), samples);
+        }
+        return;
+    }
     let mut oracles: Vec<&str> = vec![];
     if args.gaussian {
         oracles.push("gaussian");
@@ -742,4 +756,169 @@ fn order_rules(schedule: &Arc<dyn Schedule>) {
         }
     }
     println!("\nposterior@100 (strided) error: {target:.3e}");
+}
+
+/// `--adaptive`: the `AdaptiveSampler` over a sweep of tolerances (`rtol = atol = tol`), by
+/// Monte Carlo on `samples` draws for both oracles (its steps depend on the batch, so the
+/// Gaussian law cannot be propagated exactly). The Gaussian error is the W2 per coordinate from
+/// the sample moments, with the same estimator's value on exact data samples removed in
+/// quadrature; the mixture error is the sliced W2 of the normal tables.
+fn adaptive_table(schedule: &Arc<dyn Schedule>, bench: Option<&GmmBench>, samples: usize) {
+    let posterior = Spec::Base {
+        mode: Mode::Exact,
+        kind: Baseline::Posterior,
+    };
+    let (target, floor_sq) = match bench {
+        Some(b) => (
+            b.error(&posterior, schedule, 100).expect("posterior runs"),
+            0.0,
+        ),
+        None => {
+            let o = GaussianOracle::new(GAUSS_M.to_vec(), GAUSS_C.to_vec(), schedule.clone())
+                .expect("valid law");
+            let exact = o.sample_data(samples, &mut StdRng::seed_from_u64(99));
+            (
+                gaussian_error(&posterior, schedule, 100).expect("posterior runs"),
+                moment_w2(&exact).powi(2),
+            )
+        }
+    };
+    let tols = [0.5, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02, 0.01, 0.005, 0.002];
+    let configs = [
+        (
+            "12-data",
+            EmbeddedPair::Orders12,
+            Parameterization::Data,
+            false,
+        ),
+        (
+            "23-data",
+            EmbeddedPair::Orders23,
+            Parameterization::Data,
+            false,
+        ),
+        (
+            "12-data+pc",
+            EmbeddedPair::Orders12,
+            Parameterization::Data,
+            true,
+        ),
+        (
+            "23-data+pc",
+            EmbeddedPair::Orders23,
+            Parameterization::Data,
+            true,
+        ),
+        (
+            "23-noise",
+            EmbeddedPair::Orders23,
+            Parameterization::Noise,
+            false,
+        ),
+    ];
+    match bench {
+        None => println!(
+            "\n### Adaptive steps, Gaussian oracle: W2 per coordinate from {samples} samples (floor {:.2e} removed)\n",
+            floor_sq.sqrt()
+        ),
+        Some(b) => println!(
+            "\n### Adaptive steps, Gaussian mixture oracle: sliced W2 ({} directions, {} samples, floor {:.2e} removed)\n",
+            b.dirs.len(),
+            b.n,
+            b.floor_sq.sqrt()
+        ),
+    }
+    println!("| pair-form | tol | NFE | accepted | rejected | error |");
+    println!("|---|---|---|---|---|---|");
+    let mut summary = Vec::new();
+    for (name, pair, param, pc) in configs {
+        let mut points: Vec<(f64, f64)> = Vec::new();
+        for tol in tols {
+            let sampler = AdaptiveSampler::with_schedule(schedule.clone())
+                .and_then(|s| s.with_tolerance(tol, tol))
+                .and_then(|s| s.with_output_clip(None))
+                .expect("valid settings")
+                .with_pair(pair)
+                .with_parameterization(param)
+                .with_prior_correction(pc);
+            let mu = ArrayD::from_shape_fn(IxDyn(&[samples, 4]), |i| MU[i[1]]);
+            let mut noise = SeededNoise::new(7);
+            let out = match bench {
+                Some(_) => sampler.sample(&mut gmm(schedule.clone()), &mu, None, &mut noise),
+                None => {
+                    let mut o =
+                        GaussianOracle::new(GAUSS_M.to_vec(), GAUSS_C.to_vec(), schedule.clone())
+                            .expect("valid law");
+                    sampler.sample(&mut o, &mu, None, &mut noise)
+                }
+            };
+            let out = match out {
+                Ok(o) => o,
+                Err(e) => {
+                    println!("| {name} | {tol} | failed: {e} | | | |");
+                    continue;
+                }
+            };
+            let x = out.x_unclipped.to_host_f64().expect("host copy");
+            let err = match bench {
+                Some(b) => (b.sliced_w2_sq(&x) - b.floor_sq).max(0.0).sqrt(),
+                None => (moment_w2(&x).powi(2) - floor_sq).max(0.0).sqrt(),
+            };
+            let st = &out.stats;
+            println!(
+                "| {name} | {tol} | {} | {} | {} | {err:.2e} |",
+                st.nfe, st.steps, st.rejected_steps
+            );
+            points.push((st.nfe as f64, err));
+        }
+        // Smallest NFE at which the error reaches the target, log-log interpolated between
+        // consecutive tolerances.
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut hit = None;
+        for w in points.windows(2) {
+            let ((n0, e0), (n1, e1)) = (w[0], w[1]);
+            if e0 <= target {
+                hit = Some(n0);
+                break;
+            }
+            if e1 <= target {
+                hit = Some(if n1 > n0 && e1 > 0.0 {
+                    let f = (target.ln() - e0.ln()) / (e1.ln() - e0.ln());
+                    (n0.ln() + f * (n1.ln() - n0.ln())).exp()
+                } else {
+                    n1
+                });
+                break;
+            }
+        }
+        summary.push((name, hit));
+    }
+    println!("\n| pair-form | NFE to match posterior@100 |\n|---|---|");
+    for (name, hit) in summary {
+        println!(
+            "| {name} | {} |",
+            hit.map_or("never".to_string(), |v| format!("{v:.1}"))
+        );
+    }
+    println!("\nposterior@100 (strided) error: {target:.3e}");
+}
+
+/// Mean over coordinates of the W2 distance between `N(sample mean, sample variance)` and the
+/// Gaussian benchmark law, for samples `[n, 4]` row-major.
+fn moment_w2(x: &[f64]) -> f64 {
+    let n = (x.len() / 4) as f64;
+    (0..4)
+        .map(|j| {
+            let mean = x.iter().skip(j).step_by(4).sum::<f64>() / n;
+            let var = x
+                .iter()
+                .skip(j)
+                .step_by(4)
+                .map(|v| (v - mean).powi(2))
+                .sum::<f64>()
+                / n;
+            ((mean - GAUSS_M[j]).powi(2) + (var.sqrt() - GAUSS_C[j].sqrt()).powi(2)).sqrt()
+        })
+        .sum::<f64>()
+        / 4.0
 }

@@ -4,8 +4,9 @@
 //! singlestep solutions of neighbouring orders that share their network evaluations (an
 //! embedded pair), takes their difference as the local error estimate, and accepts the
 //! higher-order one when the scaled error norm is at most 1. The next λ-step is
-//! `safety · h · E^{−1/p}` (clamped to a factor in `[0.2, 5]`), `p` the higher order. A rejected
-//! step retries from the same state and reuses its first evaluation.
+//! `safety · h · E^{−1/p}` (clamped to a factor in `[0.2, 5]`, and to at most 1 right after a
+//! rejection), `p` the higher order. A rejected step retries from the same state and reuses its
+//! first evaluation.
 
 use std::sync::Arc;
 
@@ -269,6 +270,7 @@ impl AdaptiveSampler {
         // m₀ at the current state, kept across a rejection.
         let mut m0: Option<T> = None;
         let mut first = true;
+        let mut just_rejected = false;
         while lambda_end - s.lambda > 1e-12 * lambda_end.abs().max(1.0) {
             let m_s = match m0.take() {
                 Some(m) => m,
@@ -298,11 +300,14 @@ impl AdaptiveSampler {
                     time: t_t,
                 });
             }
+            // No growth right after a rejection (the error was just found to rise here).
+            let max_growth = if just_rejected { 1.0 } else { 5.0 };
             let factor = if err == 0.0 {
-                5.0
+                max_growth
             } else {
-                (self.safety * err.powf(-1.0 / order as f64)).clamp(0.2, 5.0)
+                (self.safety * err.powf(-1.0 / order as f64)).clamp(0.2, max_growth)
             };
+            just_rejected = err > 1.0;
             if err <= 1.0 {
                 x = x_high;
                 s = t;

@@ -73,6 +73,8 @@ pub fn multistep_coefficients(
         }
     }
     let third = if strict_third { 2.0 } else { 1.0 };
+    // Measurement patch: the "midpoint" second-order coefficients (MRS_MIDPOINT=1).
+    let midpoint = order == 2 && std::env::var_os("MRS_MIDPOINT").is_some();
     // q-weights from the coefficients (c0, c1, c2) of q0, D1, D2.
     let combine = |c0: f64, c1: f64, c2: f64| -> [f64; 4] {
         let mut q = [0.0; 4];
@@ -91,7 +93,11 @@ pub fn multistep_coefficients(
             let ratio = t.sigma / s.sigma;
             StepCoeffs {
                 x: ratio,
-                q: combine(-t.alpha * phi1, t.alpha * phi2, -third * t.alpha * phi3),
+                q: if midpoint {
+                    combine(-t.alpha * phi1, -0.5 * t.alpha * phi1, 0.0)
+                } else {
+                    combine(-t.alpha * phi1, t.alpha * phi2, -third * t.alpha * phi3)
+                },
                 mu: 1.0 - ratio + ratio * s.alpha - t.alpha,
                 ..StepCoeffs::ZERO
             }
@@ -103,7 +109,11 @@ pub fn multistep_coefficients(
             let ratio = t.alpha / s.alpha;
             StepCoeffs {
                 x: ratio,
-                q: combine(-t.sigma * phi1, -t.sigma * phi2, -third * t.sigma * phi3),
+                q: if midpoint {
+                    combine(-t.sigma * phi1, -0.5 * t.sigma * phi1, 0.0)
+                } else {
+                    combine(-t.sigma * phi1, -t.sigma * phi2, -third * t.sigma * phi3)
+                },
                 mu: 1.0 - ratio,
                 ..StepCoeffs::ZERO
             }
@@ -117,7 +127,11 @@ pub fn multistep_coefficients(
             let psi3 = psi2 / (2.0 * h) - 0.5;
             StepCoeffs {
                 x: t.sigma / s.sigma * (-h).exp(),
-                q: combine(t.alpha * psi1, t.alpha * psi2, -third * t.alpha * psi3),
+                q: if midpoint {
+                    combine(t.alpha * psi1, 0.5 * t.alpha * psi1, 0.0)
+                } else {
+                    combine(t.alpha * psi1, t.alpha * psi2, -third * t.alpha * psi3)
+                },
                 mu: 1.0 - t.alpha / s.alpha * e2 - t.alpha * (1.0 - e2),
                 noise: Some(t.sigma * psi1.sqrt()),
                 ..StepCoeffs::ZERO
@@ -131,11 +145,15 @@ pub fn multistep_coefficients(
             // Twice the ODE's noise integral (same kernel e^{λ_t−λ}).
             StepCoeffs {
                 x: ratio,
-                q: combine(
-                    -2.0 * t.sigma * phi1,
-                    -2.0 * t.sigma * phi2,
-                    -2.0 * third * t.sigma * phi3,
-                ),
+                q: if midpoint {
+                    combine(-2.0 * t.sigma * phi1, -t.sigma * phi1, 0.0)
+                } else {
+                    combine(
+                        -2.0 * t.sigma * phi1,
+                        -2.0 * t.sigma * phi2,
+                        -2.0 * third * t.sigma * phi3,
+                    )
+                },
                 mu: 1.0 - ratio,
                 noise: Some(t.sigma * ((2.0 * h).exp() - 1.0).sqrt()),
                 ..StepCoeffs::ZERO
