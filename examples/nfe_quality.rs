@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example nfe_quality -- [--quick] [--json] [--oracle gaussian|gmm|both]
-//!                                               [--samples N] [--threads N]
+//!                                               [--samples N] [--threads N] [options below]
 //! ```
 //!
 //! * Gaussian oracle (4 coordinates): the exact W2 distance per coordinate between the
@@ -22,10 +22,15 @@
 //! oracle: the error per NFE of ODE-2/ODE-3 data on four grids under each rule.
 //! `--adaptive` instead sweeps the `AdaptiveSampler`'s tolerance on both oracles (Monte Carlo)
 //! and reports NFE, accepted and rejected steps and the error per tolerance.
-//! `--order-rule lower-order-final|full|step-ratio-R` sets the rule of every exact-mode MR
-//! Sampler row of the normal tables; `--corrector` adds the UniC corrector to the exact-mode
-//! data-form ODE rows; `--grid G` (repeatable) replaces the grids; `--singlestep` makes the exact-mode ODE rows singlestep (`Stepping`;
-//! their names get an `s` after the order).
+//!
+//! Options of the normal tables (exact-mode MR Sampler rows):
+//! * `--order-rule lower-order-final|full|step-ratio-R`: the order rule;
+//! * `--corrector`: the UniC corrector (data-form ODE rows);
+//! * `--prior-correction`: the prior mean correction (data-form rows);
+//! * `--singlestep`: singlestep ODE rows (`Stepping`; an `s` after the order in their names);
+//! * `--midpoint`: the midpoint second-order form (`SecondOrder`);
+//! * `--grid NAME|custom:t0,t1,…` (repeatable): the grids, instead of the standard four.
+//!
 //! Markdown tables go to stdout; with `--json` one JSON object per line instead:
 //! `{"oracle", "sampler", "nfe", "error"}` and `{"oracle", "sampler", "nfe_to_match_posterior100"}`.
 
@@ -33,7 +38,7 @@ use std::sync::Arc;
 
 use mrsampler::oracle::{GaussianOracle, GmmOracle, gaussian_output_law};
 use mrsampler::schedule::{IrSdeSchedule, Mode, Schedule, TimeGrid};
-use mrsampler::solver::SolverType;
+use mrsampler::solver::{SecondOrder, SolverType};
 use mrsampler::{
     AdaptiveSampler, Baseline, BaselineSampler, EmbeddedPair, MrSampler, Parameterization, Sampler,
     SamplerTensor, SeededNoise, Stepping,
@@ -147,6 +152,9 @@ fn singlestep(mode: Mode, solver: SolverType) -> bool {
     SINGLESTEP.get().copied().unwrap_or(false) && mode == Mode::Exact && solver == SolverType::Ode
 }
 
+/// Whether exact-mode MR Sampler rows use the midpoint second-order form (`--midpoint`).
+static MIDPOINT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
 /// Grids replacing the standard ones in the MR Sampler rows (`--grid`).
 static GRIDS: std::sync::OnceLock<Vec<TimeGrid>> = std::sync::OnceLock::new();
 
@@ -181,6 +189,13 @@ fn build(spec: &Spec, schedule: &Arc<dyn Schedule>, nfe: usize) -> Result<Built,
                 } else {
                     Stepping::Multistep
                 })
+                .with_second_order(
+                    if MIDPOINT.get().copied().unwrap_or(false) && *mode == Mode::Exact {
+                        SecondOrder::Midpoint
+                    } else {
+                        SecondOrder::Taylor
+                    },
+                )
                 .with_output_clip(None)?,
         ),
         Spec::Base { mode, kind } => Built::Base(
@@ -424,11 +439,7 @@ fn specs(quick: bool) -> Vec<Spec> {
                 (SolverType::Ode, 3),
                 (SolverType::Sde, 1),
                 (SolverType::Sde, 2),
-                (SolverType::Sde, 3),
             ] {
-                if mode == Mode::Reference && solver == SolverType::Sde && order == 3 {
-                    continue; // an exact-mode extension
-                }
                 for param in [Parameterization::Data, Parameterization::Noise] {
                     v.push(Spec::Mrs {
                         mode,
@@ -475,6 +486,9 @@ fn parse_args() -> Result<Args, String> {
             "--adaptive" => a.adaptive = true,
             "--corrector" => {
                 let _ = CORRECTOR.set(true);
+            }
+            "--midpoint" => {
+                let _ = MIDPOINT.set(true);
             }
             "--singlestep" => {
                 let _ = SINGLESTEP.set(true);

@@ -1,10 +1,10 @@
 //! Parity with HuggingFace diffusers' `DPMSolverMultistepScheduler` on VP (DDPM) schedules:
 //! DPM-Solver++ orders 1–3, DPM-Solver (noise form) orders 1–3, SDE-DPM-Solver++ orders 1–2
-//! ("heun") with injected noise; epsilon / sample / v-prediction; linspace / leading / trailing
-//! spacing; final sigma "zero" and "sigma_min". Vectors from `tools/diffusers_vectors.py`
-//! (diffusers patched to float64), replayed with the MR Sampler at μ = 0 on a
-//! [`VpSchedule`]. All 286 cases agree to 1.5e-13 relative to max(1, |x|); the test allows
-//! 1e-11. All 286 cases agree to 1.5e-13 (scaled); the test allows 1e-11.
+//! with injected noise, in both second-order forms (`solver_type` "heun" and "midpoint");
+//! epsilon / sample / v-prediction; linspace / leading / trailing spacing; final sigma "zero"
+//! and "sigma_min". Vectors from `tools/diffusers_vectors.py` (diffusers patched to float64),
+//! replayed with the MR Sampler at μ = 0 on a [`VpSchedule`]. All 318 cases agree to 1.5e-13
+//! relative to max(1, |x|); the test allows 1e-11.
 //!
 //! Deliberate settings for parity: exact mode with the diffusers grid as a custom grid (ending
 //! at t = −1 for "zero", 0 for "sigma_min"), and `with_taylor_third_order(false)` because
@@ -12,7 +12,7 @@
 #![cfg(feature = "conformance")]
 
 use mrsampler::schedule::{Betas, TimeGrid, VpSchedule};
-use mrsampler::solver::SolverType;
+use mrsampler::solver::{SecondOrder, SolverType};
 use mrsampler::{
     FitTarget, FnModel, MrSampler, Parameterization, ReplayNoise, Sampler, SamplerTensor,
 };
@@ -68,6 +68,10 @@ fn replays_diffusers_dpm_solver() {
             "sample" => FitTarget::Data,
             _ => FitTarget::Velocity,
         };
+        let second = match c.get("solver_type").and_then(Value::as_str) {
+            Some("midpoint") => SecondOrder::Midpoint,
+            _ => SecondOrder::Taylor,
+        };
         let s = MrSampler::new(schedule, grid.len() - 1)
             .unwrap()
             .with_grid(TimeGrid::Custom(grid))
@@ -76,6 +80,7 @@ fn replays_diffusers_dpm_solver() {
             .unwrap()
             .with_parameterization(param)
             .with_taylor_third_order(false)
+            .with_second_order(second)
             .with_output_clip(None)
             .unwrap();
         let shape: Vec<usize> = c["shape"]
@@ -115,6 +120,6 @@ fn replays_diffusers_dpm_solver() {
         cases.len(),
         failures.join("\n")
     );
-    assert_eq!(cases.len(), 286);
+    assert_eq!(cases.len(), 318);
     eprintln!("worst scaled error {:e} ({})", worst.0, worst.1);
 }

@@ -181,7 +181,7 @@ fn unsupported_order() {
         (SolverType::Ode, 0),
         (SolverType::Ode, 4),
         (SolverType::Sde, 0),
-        (SolverType::Sde, 4),
+        (SolverType::Sde, 3),
     ] {
         let e = sampler().with_solver(solver, order).unwrap_err();
         assert!(

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use common::{LinearLambda, config, slope};
 use mrsampler::oracle::{GaussianOracle, Start, gaussian_output_law_from};
 use mrsampler::schedule::{CumulativeFrom, IrSdeSchedule, Mode, Schedule, ThetaSchedule, TimeGrid};
-use mrsampler::solver::{Node, SolverType, multistep_coefficients};
+use mrsampler::solver::{Node, SecondOrder, SolverType, multistep_coefficients};
 use mrsampler::{
     FitTarget, FnModel, MrSampler, Parameterization, Sampler, SamplerTensor, SeededNoise,
 };
@@ -195,6 +195,7 @@ fn reference_third_order_is_second_order() {
                 nodes[k],
                 &hist,
                 strict,
+                SecondOrder::Taylor,
             );
             x = c.x * x + (0..order).map(|j| c.q[j] * q[j]).sum::<f64>() + c.mu * mu;
         }

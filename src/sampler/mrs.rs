@@ -8,8 +8,8 @@ use crate::error::{Error, Result};
 use crate::param::{FitTarget, Parameterization, convert_coefficients};
 use crate::schedule::{Mode, ReferenceInterp, Schedule, TimeGrid, build_grid};
 use crate::solver::{
-    Node, SolverType, multistep_coefficients, singlestep_coefficients, singlestep_fractions,
-    unic_corrected_state,
+    Node, SecondOrder, SolverType, multistep_coefficients, singlestep_coefficients,
+    singlestep_fractions, unic_corrected_state,
 };
 use crate::tensor::{NoiseSource, Parallelism, SamplerTensor};
 
@@ -83,8 +83,7 @@ impl Default for Thresholding {
 }
 
 /// The MR Sampler (Li et al., ICLR 2025): exponential-integrator solvers of the MR
-/// probability-flow ODE (orders 1–3) and reverse SDE (orders 1–2; 3 in exact mode), in data or
-/// noise form.
+/// probability-flow ODE (orders 1–3) and reverse SDE (orders 1–2), in data or noise form.
 ///
 /// Defaults (each has a `with_*` setter): [`Mode::Exact`], [`SolverType::Ode`] of order 2,
 /// [`Parameterization::Data`], [`TimeGrid::Linspace`], no `lambda_min`, no thresholding,
@@ -126,6 +125,7 @@ pub struct MrSampler {
     corrector: bool,
     prior_correction: bool,
     stepping: Stepping,
+    second_order: SecondOrder,
 }
 
 /// How the ODE solver spends its network evaluations.
@@ -189,6 +189,7 @@ impl MrSampler {
             corrector: false,
             prior_correction: false,
             stepping: Stepping::Multistep,
+            second_order: SecondOrder::Taylor,
         })
     }
 
@@ -219,10 +220,12 @@ impl MrSampler {
         self
     }
 
-    /// Solver type and order: ODE orders 1–3, SDE orders 1–3 (default ODE, 2). SDE order 3
-    /// goes beyond the paper and the reference implementation: exact mode only.
+    /// Solver type and order: ODE orders 1–3, SDE orders 1–2 (default ODE, 2).
     pub fn with_solver(mut self, solver: SolverType, order: usize) -> Result<Self> {
-        let max = 3;
+        let max = match solver {
+            SolverType::Ode => 3,
+            SolverType::Sde => 2,
+        };
         if !(1..=max).contains(&order) {
             return Err(Error::setting(
                 "order",
@@ -313,6 +316,14 @@ impl MrSampler {
     /// order 2, spec §3.7 item 9), for parity with them. Reference mode always uses the latter.
     pub fn with_taylor_third_order(mut self, on: bool) -> Self {
         self.taylor_third_order = on;
+        self
+    }
+
+    /// The coefficient of the second-order multistep update (default [`SecondOrder::Taylor`],
+    /// the MR Sampler's; [`SecondOrder::Midpoint`] is diffusers' default `solver_type`; exact
+    /// mode only). Singlestep updates and the corrector always use the Taylor form.
+    pub fn with_second_order(mut self, form: SecondOrder) -> Self {
+        self.second_order = form;
         self
     }
 
@@ -576,9 +587,10 @@ impl MrSampler {
             &*view,
         )?;
         let m = tau.len() - 1;
-        if self.mode == Mode::Reference && self.solver == SolverType::Sde && self.order == 3 {
+        if self.mode == Mode::Reference && self.second_order != SecondOrder::Taylor {
             return Err(Error::Unsupported {
-                what: "SDE order 3 is an exact-mode extension; the reference has orders 1 and 2"
+                what: "the reference implementation has the Taylor second-order form only; use \
+                       exact mode for the midpoint form"
                     .into(),
             });
         }
@@ -638,6 +650,7 @@ impl MrSampler {
                     nodes[k],
                     &history,
                     exact && self.taylor_third_order,
+                    self.second_order,
                 );
                 let update = Update::Linear {
                     coeffs,
@@ -968,15 +981,14 @@ mod tests {
     #[test]
     fn invalid_settings_are_rejected() {
         assert!(MrSampler::new(IrSdeSchedule::da_clip(), 0).is_err());
-        assert!(sampler(10).with_solver(SolverType::Sde, 4).is_err());
-        assert!(
+        assert!(sampler(10).with_solver(SolverType::Sde, 3).is_err());
+        assert!(matches!(
             sampler(10)
                 .with_mode(Mode::Reference)
-                .with_solver(SolverType::Sde, 3)
-                .unwrap()
-                .plan(FitTarget::Noise)
-                .is_err()
-        );
+                .with_second_order(SecondOrder::Midpoint)
+                .plan(FitTarget::Noise),
+            Err(Error::Unsupported { .. })
+        ));
         assert!(sampler(10).with_solver(SolverType::Ode, 0).is_err());
         assert!(sampler(10).with_solver(SolverType::Ode, 4).is_err());
         assert!(

@@ -13,7 +13,7 @@ mod unipc;
 pub use baselines::{
     euler_coefficients, posterior_coefficients_exact, posterior_coefficients_reference,
 };
-pub use multistep::{Node, SolverType, multistep_coefficients};
+pub use multistep::{Node, SecondOrder, SolverType, multistep_coefficients};
 pub use singlestep::{singlestep_coefficients, singlestep_fractions};
 pub use unipc::unic_corrected_state;
 

@@ -1,6 +1,6 @@
 //! MR Sampler multistep updates: ODE orders 1–3 and SDE orders 1–2, data and noise forms
-//! (spec §3.1, §3.4; exact-mode third order §9.2.2), and an exact-mode SDE order 3 (the
-//! same Taylor expansion carried one term further through the SDE's integral kernel).
+//! (spec §3.1, §3.4; exact-mode third order §9.2.2), with the Taylor ("heun") or the midpoint
+//! second-order coefficient.
 //!
 //! In `y = x − μ` the MR process is a VP-type process with the pair `(α_t, σ_t)`, so each
 //! update is the DPM-Solver(++) / SDE-DPM-Solver++ "taylor" multistep update applied to `y`,
@@ -15,8 +15,24 @@ pub enum SolverType {
     /// Probability-flow ODE: deterministic, orders 1–3 (default).
     #[default]
     Ode,
-    /// Reverse-time SDE: a fresh draw per step, orders 1–2 (3 in exact mode).
+    /// Reverse-time SDE: a fresh draw per step, orders 1–2.
     Sde,
+}
+
+/// The coefficient of the first difference `D1` in a second-order multistep update.
+///
+/// Both give second order; they differ in the `O(h³)` error constant. The third-order update
+/// always uses the Taylor form (as DPM-Solver++(3M) does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SecondOrder {
+    /// The exact integral of the linear Taylor term, `φ₂`-weighted: the MR Sampler's (and the
+    /// reference implementation's) form, diffusers' `solver_type="heun"` (default here).
+    #[default]
+    Taylor,
+    /// Half the first-order weight (the integrand's midpoint value): diffusers'
+    /// `solver_type="midpoint"`, its default. Data ODE `−½α_tφ₁·D1`, noise ODE `−½σ_tφ₁·D1`,
+    /// data SDE `½α_tψ₁·D1`, noise SDE `−σ_tφ₁·D1`.
+    Midpoint,
 }
 
 /// The schedule at one grid time, as the solver sees it.
@@ -36,10 +52,10 @@ pub struct Node {
 ///
 /// `strict_third` selects the Taylor-consistent factor 2 on the second-difference term
 /// (exact mode); `false` reproduces the reference's coefficient, which is only second order
-/// (spec §3.7 item 9).
+/// (spec §3.7 item 9). `second` picks the order-2 update's coefficient ([`SecondOrder`]).
 ///
 /// # Panics
-/// If `order` is not 1–3, or `nodes` holds fewer than `order` entries.
+/// If `order` is not 1–3 (or 1–2 for the SDE), or `nodes` holds fewer than `order` entries.
 /// Callers validate both.
 pub fn multistep_coefficients(
     solver: SolverType,
@@ -48,8 +64,10 @@ pub fn multistep_coefficients(
     target: Node,
     nodes: &[Node],
     strict_third: bool,
+    second: SecondOrder,
 ) -> StepCoeffs {
     assert!((1..=3).contains(&order) && nodes.len() >= order);
+    assert!(!(solver == SolverType::Sde && order == 3));
     let s = nodes[0];
     let t = target;
     let h = t.lambda - s.lambda;
@@ -73,8 +91,7 @@ pub fn multistep_coefficients(
         }
     }
     let third = if strict_third { 2.0 } else { 1.0 };
-    // Measurement patch: the "midpoint" second-order coefficients (MRS_MIDPOINT=1).
-    let midpoint = order == 2 && std::env::var_os("MRS_MIDPOINT").is_some();
+    let midpoint = order == 2 && second == SecondOrder::Midpoint;
     // q-weights from the coefficients (c0, c1, c2) of q0, D1, D2.
     let combine = |c0: f64, c1: f64, c2: f64| -> [f64; 4] {
         let mut q = [0.0; 4];
@@ -122,15 +139,12 @@ pub fn multistep_coefficients(
             let e2 = (-2.0 * h).exp();
             let psi1 = 1.0 - e2;
             let psi2 = 1.0 - psi1 / (2.0 * h);
-            // The kernel 2e^{−2(λ_t−λ)} is the ODE's e^{−(λ_t−λ)} at twice the step: its
-            // moments are the data-form φ functions of 2h (ψ₁ = −φ₁(2h), ψ₂ = φ₂(2h)).
-            let psi3 = psi2 / (2.0 * h) - 0.5;
             StepCoeffs {
                 x: t.sigma / s.sigma * (-h).exp(),
                 q: if midpoint {
                     combine(t.alpha * psi1, 0.5 * t.alpha * psi1, 0.0)
                 } else {
-                    combine(t.alpha * psi1, t.alpha * psi2, -third * t.alpha * psi3)
+                    combine(t.alpha * psi1, t.alpha * psi2, 0.0)
                 },
                 mu: 1.0 - t.alpha / s.alpha * e2 - t.alpha * (1.0 - e2),
                 noise: Some(t.sigma * psi1.sqrt()),
@@ -140,19 +154,13 @@ pub fn multistep_coefficients(
         (SolverType::Sde, Parameterization::Noise) => {
             let phi1 = h.exp() - 1.0;
             let phi2 = phi1 / h - 1.0;
-            let phi3 = phi2 / h - 0.5;
             let ratio = t.alpha / s.alpha;
-            // Twice the ODE's noise integral (same kernel e^{λ_t−λ}).
             StepCoeffs {
                 x: ratio,
                 q: if midpoint {
                     combine(-2.0 * t.sigma * phi1, -t.sigma * phi1, 0.0)
                 } else {
-                    combine(
-                        -2.0 * t.sigma * phi1,
-                        -2.0 * t.sigma * phi2,
-                        -2.0 * third * t.sigma * phi3,
-                    )
+                    combine(-2.0 * t.sigma * phi1, -2.0 * t.sigma * phi2, 0.0)
                 },
                 mu: 1.0 - ratio,
                 noise: Some(t.sigma * ((2.0 * h).exp() - 1.0).sqrt()),
@@ -215,7 +223,7 @@ mod tests {
             ),
         ];
         for (solver, param, q, want) in cases {
-            let c = multistep_coefficients(solver, param, 1, t, &[s], false);
+            let c = multistep_coefficients(solver, param, 1, t, &[s], false, SecondOrder::Taylor);
             assert_relative_eq!(apply(c, q), want, max_relative = 1e-12);
         }
     }
@@ -250,6 +258,7 @@ mod tests {
                     target,
                     &hist,
                     strict,
+                    SecondOrder::Taylor,
                 );
                 let got = c.x * xs + (c.q[0] + c.q[1] + c.q[2]) * x0 + c.mu * mu;
                 assert!((got - exact(target)).abs() < 1e-14, "data order {order}");
@@ -260,6 +269,7 @@ mod tests {
                     target,
                     &hist,
                     strict,
+                    SecondOrder::Taylor,
                 );
                 let got = c.x * xs + (c.q[0] + c.q[1] + c.q[2]) * z0 + c.mu * mu;
                 assert!((got - exact(target)).abs() < 1e-14, "noise order {order}");
@@ -267,9 +277,24 @@ mod tests {
         }
         let (s, t) = (nodes[0], nodes[1]);
         let xs = 0.41;
-        let cd = multistep_coefficients(SolverType::Ode, Parameterization::Data, 1, t, &[s], false);
-        let cn =
-            multistep_coefficients(SolverType::Ode, Parameterization::Noise, 1, t, &[s], false);
+        let cd = multistep_coefficients(
+            SolverType::Ode,
+            Parameterization::Data,
+            1,
+            t,
+            &[s],
+            false,
+            SecondOrder::Taylor,
+        );
+        let cn = multistep_coefficients(
+            SolverType::Ode,
+            Parameterization::Noise,
+            1,
+            t,
+            &[s],
+            false,
+            SecondOrder::Taylor,
+        );
         // ε̂ consistent with x̂₀ at s.
         let eps = (xs - mu - s.alpha * (x0 - mu)) / s.sigma;
         let a = cd.x * xs + cd.q[0] * x0 + cd.mu * mu;
@@ -279,9 +304,11 @@ mod tests {
 
     /// The deterministic part of the SDE updates of order p integrates outputs that are
     /// polynomials of degree < p in λ exactly (checked against Gauss–Legendre quadrature of the
-    /// variation-of-constants integrals of spec §3.1), in both forms.
+    /// variation-of-constants integrals of spec §3.1), for the ODE and the SDE in both forms.
+    /// The midpoint form is exact for constants only (its `D1` weight is a second-order
+    /// approximation of the Taylor one; `tests/diffusers.rs` checks it against diffusers).
     #[test]
-    fn sde_orders_are_exact_for_polynomials() {
+    fn updates_are_exact_for_polynomials() {
         let si = 0.2;
         let lams = [-0.1, -0.7, -1.6];
         let hist: Vec<Node> = lams.iter().map(|&l| node(l, si)).collect();
@@ -307,26 +334,46 @@ mod tests {
                 })
                 .sum::<f64>()
         };
-        for order in 1..=3 {
-            for degree in 0..order {
-                let f = |l: f64| 0.3 - 0.9 * (l - s.lambda).powi(degree as i32);
-                for param in [Parameterization::Data, Parameterization::Noise] {
-                    let c = multistep_coefficients(SolverType::Sde, param, order, t, &hist, true);
-                    let got: f64 = (0..3).map(|i| c.q[i] * f(lams[i])).sum();
-                    let want = match param {
-                        // 2α_t ∫ e^{−2(λ_t−λ)} f dλ
-                        Parameterization::Data => {
-                            quad(&|l| 2.0 * t.alpha * (-2.0 * (t.lambda - l)).exp(), &f)
-                        }
-                        // −2σ_t ∫ e^{λ_t−λ} f dλ
-                        Parameterization::Noise => {
-                            quad(&|l| -2.0 * t.sigma * (t.lambda - l).exp(), &f)
-                        }
+        for solver in [SolverType::Ode, SolverType::Sde] {
+            for second in [SecondOrder::Taylor, SecondOrder::Midpoint] {
+                for order in 1..=2 {
+                    let exact_degrees = match second {
+                        SecondOrder::Taylor => order,
+                        SecondOrder::Midpoint => 1,
                     };
-                    assert!(
-                        (got - want).abs() < 1e-11,
-                        "{param:?} order {order} degree {degree}: {got} vs {want}"
-                    );
+                    for degree in 0..exact_degrees {
+                        let f = |l: f64| 0.3 - 0.9 * (l - s.lambda).powi(degree as i32);
+                        for param in [Parameterization::Data, Parameterization::Noise] {
+                            let c = multistep_coefficients(
+                                solver, param, order, t, &hist, true, second,
+                            );
+                            let got: f64 = (0..3).map(|i| c.q[i] * f(lams[i])).sum();
+                            let kernel: Box<dyn Fn(f64) -> f64> = match (solver, param) {
+                                // α_t ∫ e^{−(λ_t−λ)} f dλ
+                                (SolverType::Ode, Parameterization::Data) => {
+                                    Box::new(|l| t.alpha * (l - t.lambda).exp())
+                                }
+                                // −σ_t ∫ e^{λ_t−λ} f dλ
+                                (SolverType::Ode, Parameterization::Noise) => {
+                                    Box::new(|l| -t.sigma * (t.lambda - l).exp())
+                                }
+                                // 2α_t ∫ e^{−2(λ_t−λ)} f dλ
+                                (SolverType::Sde, Parameterization::Data) => {
+                                    Box::new(|l| 2.0 * t.alpha * (-2.0 * (t.lambda - l)).exp())
+                                }
+                                // −2σ_t ∫ e^{λ_t−λ} f dλ
+                                (SolverType::Sde, Parameterization::Noise) => {
+                                    Box::new(|l| -2.0 * t.sigma * (t.lambda - l).exp())
+                                }
+                            };
+                            let want = quad(&*kernel, &f);
+                            assert!(
+                                (got - want).abs() < 1e-11,
+                                "{solver:?} {param:?} {second:?} order {order} degree {degree}: \
+                                 {got} vs {want}"
+                            );
+                        }
+                    }
                 }
             }
         }
@@ -350,6 +397,7 @@ mod tests {
             target,
             &hist,
             true,
+            SecondOrder::Taylor,
         );
         let phi1 = (-h).exp_m1();
         let phi2 = phi1 / h + 1.0;
