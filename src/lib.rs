@@ -39,8 +39,9 @@
 //!   schedules (μ = 0), the reference interpolation and the time grids.
 //! * [`param`]: fit targets (noise / data / velocity / score) and exact converters.
 //! * [`solver`]: per-step `f64` coefficients of every solver and baseline.
-//! * [`sampler`]: [`MrSampler`] (with optional UniC corrector and order rules),
-//!   [`BaselineSampler`], the step-level [`Run`], observers.
+//! * [`sampler`]: [`MrSampler`] (with optional UniC corrector, order rules, singlestep
+//!   updates), [`BaselineSampler`], the step-level [`Run`], observers, and the
+//!   tolerance-driven [`AdaptiveSampler`].
 //! * [`tensor`]: the [`SamplerTensor`] backend trait (implemented for `ndarray` arrays of
 //!   `f32` / `f64`) and [`NoiseSource`]s.
 //! * [`oracle`]: Gaussian and Gaussian-mixture models with exact posterior means.

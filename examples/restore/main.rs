@@ -379,7 +379,8 @@ fn ablation(
 
 /// PSNR / SSIM of the data-form ODE on three grids, orders 2 and 3, with and without the UniC
 /// corrector and the prior correction, at 5, 10 and 20 NFE (how the "best configuration" was
-/// chosen).
+/// chosen); then singlestep updates, the midpoint second-order form, and the adaptive-step
+/// solver over a sweep of tolerances.
 fn explore(
     net: &mut net::RestoreNet,
     clean: &Tensor,
@@ -388,7 +389,29 @@ fn explore(
     seed: u64,
 ) -> Result<(), Box<dyn std::error::Error>> {
     use mrsampler::schedule::TimeGrid;
+    use mrsampler::solver::SecondOrder;
+    use mrsampler::{AdaptiveSampler, EmbeddedPair, Stepping};
     let clean_v = clean.to_dtype(DType::F64)?;
+    let mut row = |name: String,
+                   build: &dyn Fn(usize) -> mrsampler::Result<MrSampler>|
+     -> Result<(), Box<dyn std::error::Error>> {
+        let mut line = format!("| {name} |");
+        for nfe in [5, 10, 20] {
+            let out = build(nfe)?.sample(
+                net,
+                mu,
+                Some(x_start.clone()),
+                &mut PhiloxNoise::new(seed + 1),
+            )?;
+            line += &format!(
+                " {:.2} / {:.3} |",
+                metrics::psnr(&out.x, &clean_v)?,
+                metrics::ssim(&out.x, &clean_v)?
+            );
+        }
+        println!("{line}");
+        Ok(())
+    };
     println!("| configuration | NFE 5 | NFE 10 | NFE 20 |");
     println!("|---|---|---|---|");
     let grids = [
@@ -396,34 +419,82 @@ fn explore(
         ("uniform-lambda", TimeGrid::UniformLambda),
         ("karras-t", TimeGrid::KarrasT { rho: 7.0 }),
     ];
-    for (gname, grid) in grids {
+    for (gname, grid) in &grids {
         for order in [2, 3] {
             for (corrector, prior) in [(false, false), (true, false), (false, true), (true, true)] {
-                let mut line = format!(
-                    "| ode-{order} data {gname}{}{} |",
+                let name = format!(
+                    "ode-{order} data {gname}{}{}",
                     if corrector { " + UniC" } else { "" },
                     if prior { " + prior corr." } else { "" }
                 );
-                for nfe in [5, 10, 20] {
-                    let s = MrSampler::new(IrSdeSchedule::da_clip(), nfe)?
+                row(name, &|nfe| {
+                    Ok(MrSampler::new(IrSdeSchedule::da_clip(), nfe)?
                         .with_solver(SolverType::Ode, order)?
                         .with_grid(grid.clone())?
                         .with_corrector(corrector)
-                        .with_prior_correction(prior);
-                    let out = s.sample(
-                        net,
-                        mu,
-                        Some(x_start.clone()),
-                        &mut PhiloxNoise::new(seed + 1),
-                    )?;
-                    line += &format!(
-                        " {:.2} / {:.3} |",
-                        metrics::psnr(&out.x, &clean_v)?,
-                        metrics::ssim(&out.x, &clean_v)?
-                    );
-                }
-                println!("{line}");
+                        .with_prior_correction(prior))
+                })?;
             }
+        }
+    }
+    for (gname, grid) in &grids {
+        for order in [2, 3] {
+            row(format!("ode-{order}s data {gname} (singlestep)"), &|nfe| {
+                Ok(MrSampler::new(IrSdeSchedule::da_clip(), nfe)?
+                    .with_solver(SolverType::Ode, order)?
+                    .with_grid(grid.clone())?
+                    .with_stepping(Stepping::Singlestep))
+            })?;
+        }
+        for solver in [SolverType::Ode, SolverType::Sde] {
+            let kind = if solver == SolverType::Ode {
+                "ode"
+            } else {
+                "sde"
+            };
+            // The ODE's Taylor rows are above; the SDE's are printed here for comparison.
+            let forms: &[SecondOrder] = match solver {
+                SolverType::Ode => &[SecondOrder::Midpoint],
+                SolverType::Sde => &[SecondOrder::Taylor, SecondOrder::Midpoint],
+            };
+            for &form in forms {
+                let fname = match form {
+                    SecondOrder::Taylor => "taylor",
+                    SecondOrder::Midpoint => "midpoint",
+                };
+                row(format!("{kind}-2 data {gname} ({fname})"), &|nfe| {
+                    Ok(MrSampler::new(IrSdeSchedule::da_clip(), nfe)?
+                        .with_solver(solver, 2)?
+                        .with_grid(grid.clone())?
+                        .with_second_order(form))
+                })?;
+            }
+        }
+    }
+    println!("\n| adaptive (rtol = atol = tol) | tol | NFE | accepted / rejected | PSNR / SSIM |");
+    println!("|---|---|---|---|---|");
+    for (pname, pair) in [
+        ("orders 1/2", EmbeddedPair::Orders12),
+        ("orders 2/3", EmbeddedPair::Orders23),
+    ] {
+        for tol in [0.2, 0.1, 0.05, 0.02, 0.01] {
+            let out = AdaptiveSampler::new(IrSdeSchedule::da_clip())?
+                .with_pair(pair)
+                .with_tolerance(tol, tol)?
+                .sample(
+                    net,
+                    mu,
+                    Some(x_start.clone()),
+                    &mut PhiloxNoise::new(seed + 1),
+                )?;
+            println!(
+                "| {pname} | {tol} | {} | {} / {} | {:.2} / {:.3} |",
+                out.stats.nfe,
+                out.stats.steps,
+                out.stats.rejected_steps,
+                metrics::psnr(&out.x, &clean_v)?,
+                metrics::ssim(&out.x, &clean_v)?
+            );
         }
     }
     Ok(())
