@@ -118,6 +118,18 @@ pub enum Error {
         time: f64,
     },
 
+    /// An adaptive solver's step shrank to nothing: its error estimate stays above the
+    /// tolerance however small the step (a tolerance below the tensors' rounding error).
+    #[error(
+        "the adaptive solver's step shrank to nothing at t = {time}: its error estimate stays \
+         above the tolerance however small the step (the tolerance is tighter than the \
+         arithmetic can reach; f32 resolves about 1e-7 relative); loosen rtol/atol"
+    )]
+    StepSizeUnderflow {
+        /// The time the solver could not advance from.
+        time: f64,
+    },
+
     /// A setting needs something the schedule cannot provide.
     #[error("unsupported: {what}")]
     Unsupported {

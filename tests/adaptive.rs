@@ -177,6 +177,39 @@ fn budget_and_settings_are_checked() {
         "{e}"
     );
 
+    // A tolerance below rounding cannot be met: a typed error, not NaN or a hang (f32 creeps
+    // on with steps whose difference rounds to 0 until the budget ends; f64 with a zero rtol and
+    // an atol of 1e-300 shrinks its step to nothing).
+    let mut net32 = FnModel::new(
+        FitTarget::Noise,
+        |x: &ArrayD<f32>, mu: &ArrayD<f32>, _t: f64| Ok((x - mu) * 0.3),
+    );
+    let mu32 = ArrayD::<f32>::from_elem(IxDyn(&[1, 16]), 0.5);
+    let e = AdaptiveSampler::new(IrSdeSchedule::da_clip())
+        .unwrap()
+        .with_tolerance(1e-13, 1e-15)
+        .unwrap()
+        .with_max_nfe(5000)
+        .unwrap()
+        .sample(&mut net32, &mu32, None, &mut SeededNoise::new(0))
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::StepSizeUnderflow { .. } | Error::BudgetExceeded { .. }
+        ),
+        "{e}"
+    );
+    let e = AdaptiveSampler::new(IrSdeSchedule::da_clip())
+        .unwrap()
+        .with_tolerance(0.0, 1e-300)
+        .unwrap()
+        .with_max_nfe(5000)
+        .unwrap()
+        .sample(&mut net, &mu, None, &mut SeededNoise::new(0))
+        .unwrap_err();
+    assert!(matches!(e, Error::StepSizeUnderflow { .. }), "{e}");
+
     // A network that returns NaN is reported, not propagated.
     let mut bad = FnModel::new(
         FitTarget::Noise,

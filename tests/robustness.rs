@@ -9,10 +9,10 @@ use std::sync::Arc;
 use common::config;
 use mrsampler::oracle::GaussianOracle;
 use mrsampler::schedule::{CumulativeFrom, IrSdeSchedule, Mode, Schedule, ThetaSchedule, TimeGrid};
-use mrsampler::solver::SolverType;
+use mrsampler::solver::{SecondOrder, SolverType};
 use mrsampler::{
-    Baseline, BaselineSampler, FitTarget, FnModel, ModelError, MrSampler, Parameterization, Sample,
-    Sampler, SeededNoise, Thresholding,
+    AdaptiveSampler, Baseline, BaselineSampler, EmbeddedPair, FitTarget, FnModel, ModelError,
+    MrSampler, Parameterization, Sample, Sampler, SeededNoise, Stepping, Thresholding,
 };
 use ndarray::{ArrayD, IxDyn};
 use proptest::prelude::*;
@@ -70,7 +70,7 @@ fn configs() -> impl Strategy<Value = Config> {
     );
     let sampler = (
         any::<bool>(),
-        0u8..6,
+        0u8..7,
         prop_oneof![3 => 1usize..=3, 1 => 4usize..40],
         prop_oneof![9 => 1usize..=3, 1 => Just(0usize), 1 => Just(4usize)],
         any::<bool>(),
@@ -219,6 +219,17 @@ fn run(c: &Config) -> Result<Sample<ArrayD<f64>>, mrsampler::Error> {
                 Some((r, f, m)) => Some(Thresholding::with_bounds(r, f, m)?),
                 None => None,
             };
+            // Spare seed bits pick the stepping and the second-order form.
+            let stepping = if c.seed % 3 == 0 {
+                Stepping::Singlestep
+            } else {
+                Stepping::Multistep
+            };
+            let second = if c.seed % 5 == 0 {
+                SecondOrder::Midpoint
+            } else {
+                SecondOrder::Taylor
+            };
             let s = MrSampler::with_schedule(sch, c.steps)?
                 .with_mode(mode)
                 .with_solver(solver, c.order)?
@@ -226,8 +237,30 @@ fn run(c: &Config) -> Result<Sample<ArrayD<f64>>, mrsampler::Error> {
                 .with_grid(grid(c))?
                 .with_lambda_min(c.lambda_min)?
                 .with_thresholding(thresholding)
-                .with_denoise_last(c.denoise_last);
+                .with_denoise_last(c.denoise_last)
+                .with_stepping(stepping)
+                .with_second_order(second);
             s.sample(&mut model, &mu, start, &mut noise)
+        }
+        6 => {
+            let pair = if c.order == 1 {
+                EmbeddedPair::Orders12
+            } else {
+                EmbeddedPair::Orders23
+            };
+            let tol = 10f64.powi(-((c.steps % 8) as i32));
+            let param = if c.noise_form {
+                Parameterization::Noise
+            } else {
+                Parameterization::Data
+            };
+            AdaptiveSampler::with_schedule(sch)?
+                .with_pair(pair)
+                .with_parameterization(param)
+                .with_tolerance(tol, tol * 0.01)?
+                .with_max_nfe(300)?
+                .with_prior_correction(c.denoise_last)
+                .sample(&mut model, &mu, start, &mut noise)
         }
         k => {
             let kind = [

@@ -51,6 +51,9 @@ impl EmbeddedPair {
 /// the accepted steps (with their times in `timesteps` and orders in `orders`) and the
 /// rejected ones.
 ///
+/// The norm is computed on the host (the three tensors are copied there once per attempt),
+/// which is small next to a network evaluation on any backend.
+///
 /// This sampler is not a [`Sampler`](super::Sampler): its evaluation points depend on the
 /// network's outputs, so it cannot be compiled to a fixed [`Run`](super::Run).
 ///
@@ -271,7 +274,10 @@ impl AdaptiveSampler {
         let mut m0: Option<T> = None;
         let mut first = true;
         let mut just_rejected = false;
-        while lambda_end - s.lambda > 1e-12 * lambda_end.abs().max(1.0) {
+        // λ-steps below this are lost in rounding (the stages would coincide): the solve ends
+        // within it of λ_end, and a controller asking for less has failed.
+        let h_min = 1e-8 * lambda_end.abs().max(s.lambda.abs()).max(1.0);
+        while lambda_end - s.lambda > h_min {
             let m_s = match m0.take() {
                 Some(m) => m,
                 None => eval.eval(&x, t_s)?,
@@ -283,6 +289,10 @@ impl AdaptiveSampler {
                     x = T::lincomb(&[(1.0, &x), (s.alpha, &m_s), (-s.alpha, mu)], par)?;
                 }
             }
+            if h < h_min {
+                // The error estimate stays above the tolerance however small the step.
+                return Err(Error::StepSizeUnderflow { time: t_s });
+            }
             let h_try = h.min(lambda_end - s.lambda);
             let last = h_try >= lambda_end - s.lambda;
             let t_t = if last {
@@ -291,15 +301,20 @@ impl AdaptiveSampler {
                 sch.t_of_lambda(s.lambda + h_try)
             };
             let t = self.node(t_t);
+            if t.lambda.partial_cmp(&s.lambda) != Some(std::cmp::Ordering::Greater) {
+                // The schedule's inverse did not resolve the step.
+                return Err(Error::StepSizeUnderflow { time: t_s });
+            }
             let (x_high, x_low) = self.attempt(&mut eval, &x, &m_s, s, t)?;
-            let err = error_norm(&x_high, &x_low, &x, self.rtol, self.atol)?;
-            if !err.is_finite() {
+            if !x_high.all_finite(par)? || !x_low.all_finite(par)? {
                 return Err(Error::NonFinite {
                     what: "state",
                     step: eval.nfe,
                     time: t_t,
                 });
             }
+            // Finite states give a norm in [0, ∞]; ∞ (a tiny atol) is a hard rejection.
+            let err = error_norm(&x_high, &x_low, &x, self.rtol, self.atol)?;
             // No growth right after a rejection (the error was just found to rise here).
             let max_growth = if just_rejected { 1.0 } else { 5.0 };
             let factor = if err == 0.0 {
@@ -319,7 +334,7 @@ impl AdaptiveSampler {
                 stats.rejected_steps += 1;
                 m0 = Some(m_s);
             }
-            h = (h_try * factor).max(f64::EPSILON * s.lambda.abs().max(1.0));
+            h = h_try * factor;
         }
         if limit {
             // The limit step into σ = 0: the data prediction at the last finite λ.
@@ -471,14 +486,17 @@ fn error_norm<T: SamplerTensor>(high: &T, low: &T, prev: &T, rtol: f64, atol: f6
     for k in 0..batch {
         let range = k * per..((k + 1) * per).min(n);
         let len = range.len().max(1) as f64;
-        let ms: f64 = range
-            .map(|i| {
-                let scale = atol.max(rtol * a[i].abs().max(c[i].abs()));
-                ((a[i] - b[i]) / scale).powi(2)
-            })
-            .sum::<f64>()
-            / len;
-        worst = worst.max(ms.sqrt());
+        let r: Vec<f64> = range
+            .map(|i| (a[i] - b[i]).abs() / atol.max(rtol * a[i].abs().max(c[i].abs())))
+            .collect();
+        // RMS scaled by the largest ratio, so that squares cannot overflow.
+        let top = r.iter().copied().fold(0.0, f64::max);
+        let rms = if top == 0.0 || top.is_infinite() {
+            top
+        } else {
+            top * (r.iter().map(|v| (v / top).powi(2)).sum::<f64>() / len).sqrt()
+        };
+        worst = worst.max(rms);
     }
     Ok(worst)
 }

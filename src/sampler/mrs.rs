@@ -354,8 +354,9 @@ impl MrSampler {
     }
 
     /// Multistep (default) or singlestep updates; see [`Stepping`]. Singlestep needs exact
-    /// mode, the ODE solver and a named grid, and does not combine with the corrector; the
-    /// order rule does not apply to it (its block orders follow from the evaluation budget).
+    /// mode, the ODE solver and a named grid, and does not combine with the corrector or
+    /// `denoise_last`; the order rule does not apply to it (its block orders follow from the
+    /// evaluation budget).
     pub fn with_stepping(mut self, stepping: Stepping) -> Self {
         self.stepping = stepping;
         self
@@ -459,10 +460,17 @@ impl MrSampler {
                     .into(),
             });
         }
+        if self.denoise_last {
+            return Err(Error::Unsupported {
+                what: "denoise_last is implemented for multistep updates; singlestep grids end \
+                       with their own limit step where σ = 0"
+                    .into(),
+            });
+        }
         let build = |k: usize| build_grid(&self.grid, k, self.lambda_min, self.mode, view);
         // Whether the grid ends in σ = 0 does not depend on its length.
-        let probe = build(1)?;
-        let limit = view.sigma(probe[probe.len() - 1]) == 0.0;
+        let end = build(1)?.last().copied().unwrap_or(f64::NAN);
+        let limit = view.sigma(end) == 0.0;
         let budget = self.num_steps - usize::from(limit);
         let p = self.order;
         let mut blocks = vec![p; budget / p];
@@ -477,7 +485,18 @@ impl MrSampler {
         if limit {
             blocks.push(1);
         }
-        Ok((build(blocks.len())?, blocks))
+        let tau = build(blocks.len())?;
+        if tau.len() != blocks.len() + 1 {
+            // Reachable with lambda_min clipping on short schedules.
+            return Err(Error::grid(format!(
+                "the {} grid gave {} steps where singlestep needs {}; change lambda_min or the \
+                 step count",
+                self.grid.name(),
+                tau.len() - 1,
+                blocks.len()
+            )));
+        }
+        Ok((tau, blocks))
     }
 
     /// Orders per step (spec §3.3 reference rule, §9.2.3 exact rule).
@@ -671,7 +690,8 @@ impl MrSampler {
         if self.corrector {
             self.fold_corrections(&mut steps, &nodes)?;
         }
-        self.correct_prior(&mut steps[..1], nodes[0].alpha);
+        let first = steps.len().min(1);
+        self.correct_prior(&mut steps[..first], nodes[0].alpha);
         let prior_std = if exact { view.sigma(tau[0]) } else { si };
         Ok(self.finish_plan(
             tau,
@@ -951,6 +971,7 @@ mod tests {
             sampler(6).with_mode(Mode::Reference),
             sampler(6).with_solver(SolverType::Sde, 2).unwrap(),
             sampler(6).with_corrector(true),
+            sampler(6).with_denoise_last(true),
             sampler(6)
                 .with_grid(TimeGrid::Custom(vec![100.0, 50.0, 0.0]))
                 .unwrap(),
