@@ -21,7 +21,8 @@
 //! `--order-rules` instead compares exact mode's order rules (`OrderRule`) on the Gaussian
 //! oracle: the error per NFE of ODE-2/ODE-3 data on four grids under each rule.
 //! `--adaptive` instead sweeps the `AdaptiveSampler`'s tolerance on both oracles (Monte Carlo)
-//! and reports NFE, accepted and rejected steps and the error per tolerance.
+//! and reports NFE, accepted and rejected steps and the error per tolerance (`--h-init H`: the
+//! first λ-step, default 0.5 as the sampler's).
 //!
 //! Options of the normal tables (exact-mode MR Sampler rows):
 //! * `--order-rule lower-order-final|full|step-ratio-R`: the order rule;
@@ -458,6 +459,7 @@ fn specs(quick: bool) -> Vec<Spec> {
 struct Args {
     order_rules: bool,
     adaptive: bool,
+    h_init: f64,
     quick: bool,
     json: bool,
     gaussian: bool,
@@ -470,6 +472,7 @@ fn parse_args() -> Result<Args, String> {
     let mut a = Args {
         order_rules: false,
         adaptive: false,
+        h_init: 0.5,
         quick: false,
         json: false,
         gaussian: true,
@@ -484,6 +487,13 @@ fn parse_args() -> Result<Args, String> {
             "--quick" => a.quick = true,
             "--order-rules" => a.order_rules = true,
             "--adaptive" => a.adaptive = true,
+            "--h-init" => {
+                a.h_init = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|h: &f64| *h > 0.0)
+                    .ok_or("--h-init takes a positive λ-step")?
+            }
             "--corrector" => {
                 let _ = CORRECTOR.set(true);
             }
@@ -582,10 +592,15 @@ fn main() {
         .unwrap_or(if args.quick { 20_000 } else { 100_000 });
     if args.adaptive {
         if args.gaussian {
-            adaptive_table(&schedule, None, samples);
+            adaptive_table(&schedule, None, samples, args.h_init);
         }
         if args.gmm {
-            adaptive_table(&schedule, Some(&GmmBench::new(&schedule, samples)), samples);
+            adaptive_table(
+                &schedule,
+                Some(&GmmBench::new(&schedule, samples)),
+                samples,
+                args.h_init,
+            );
         }
         return;
     }
@@ -777,7 +792,12 @@ fn order_rules(schedule: &Arc<dyn Schedule>) {
 /// Gaussian law cannot be propagated exactly). The Gaussian error is the W2 per coordinate from
 /// the sample moments, with the same estimator's value on exact data samples removed in
 /// quadrature; the mixture error is the sliced W2 of the normal tables.
-fn adaptive_table(schedule: &Arc<dyn Schedule>, bench: Option<&GmmBench>, samples: usize) {
+fn adaptive_table(
+    schedule: &Arc<dyn Schedule>,
+    bench: Option<&GmmBench>,
+    samples: usize,
+    h_init: f64,
+) {
     let posterior = Spec::Base {
         mode: Mode::Exact,
         kind: Baseline::Posterior,
@@ -851,6 +871,7 @@ fn adaptive_table(schedule: &Arc<dyn Schedule>, bench: Option<&GmmBench>, sample
             let sampler = AdaptiveSampler::with_schedule(schedule.clone())
                 .and_then(|s| s.with_tolerance(tol, tol))
                 .and_then(|s| s.with_output_clip(None))
+                .and_then(|s| s.with_initial_step(h_init))
                 .expect("valid settings")
                 .with_pair(pair)
                 .with_parameterization(param)
