@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use mrsampler::schedule::{IrSdeSchedule, TimeGrid};
 use mrsampler::solver::SolverType;
-use mrsampler::{FitTarget, MrSampler, Parallelism, Parameterization, PhiloxNoise, Sampler};
+use mrsampler::{
+    FitTarget, MrSampler, Parallelism, Parameterization, PhiloxNoise, Sampler, Stepping,
+};
 use ndarray::{ArrayD, IxDyn};
 
 struct Counting;
@@ -47,7 +49,15 @@ fn allocations_after_warm_up(
     par: Parallelism,
     shape: &[usize],
 ) -> usize {
-    allocations_with(solver, order, param, par, shape, &mut PhiloxNoise::new(1))
+    allocations_with(
+        solver,
+        order,
+        param,
+        par,
+        shape,
+        Stepping::Multistep,
+        &mut PhiloxNoise::new(1),
+    )
 }
 
 fn allocations_with<N: mrsampler::NoiseSource<ArrayD<f32>>>(
@@ -56,6 +66,7 @@ fn allocations_with<N: mrsampler::NoiseSource<ArrayD<f32>>>(
     param: Parameterization,
     par: Parallelism,
     shape: &[usize],
+    stepping: Stepping,
     noise: &mut N,
 ) -> usize {
     let s = MrSampler::new(IrSdeSchedule::da_clip(), 12)
@@ -65,6 +76,7 @@ fn allocations_with<N: mrsampler::NoiseSource<ArrayD<f32>>>(
         .with_parameterization(param)
         .with_grid(TimeGrid::UniformLambda)
         .unwrap()
+        .with_stepping(stepping)
         .with_parallelism(par);
     let mu = ArrayD::<f32>::from_elem(IxDyn(shape), 0.4);
     let net = ArrayD::<f32>::from_elem(IxDyn(shape), 0.1); // a zero-cost "network" output
@@ -108,6 +120,27 @@ fn steps_do_not_allocate_after_warm_up() {
     }
 }
 
+/// Singlestep: the stages live in two recycled stage buffers (the first step of order 3 fills
+/// the history and both).
+#[test]
+fn singlestep_steps_do_not_allocate_after_warm_up() {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for order in 1..=3 {
+        for param in [Parameterization::Data, Parameterization::Noise] {
+            let n = allocations_with(
+                SolverType::Ode,
+                order,
+                param,
+                Parallelism::Sequential,
+                &[2, 3, 16, 16],
+                Stepping::Singlestep,
+                &mut PhiloxNoise::new(1),
+            );
+            assert_eq!(n, 0, "singlestep-{order} {param:?}: {n} allocations");
+        }
+    }
+}
+
 /// With rayon splitting the kernels (tensors above the 32 768-element threshold).
 #[test]
 fn threaded_steps_do_not_allocate_after_warm_up() {
@@ -140,6 +173,7 @@ fn counter_sees_allocating_noise() {
         Parameterization::Data,
         Parallelism::Sequential,
         &[1, 8],
+        Stepping::Multistep,
         &mut mrsampler::SeededNoise::new(0),
     );
     assert!(n >= 8, "{n}");
