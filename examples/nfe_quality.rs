@@ -20,6 +20,8 @@
 //!
 //! `--order-rules` instead compares exact mode's order rules (`OrderRule`) on the Gaussian
 //! oracle: the error per NFE of ODE-2/ODE-3 data on four grids under each rule.
+//! `--curvature` instead profiles, along converged ODE trajectories of both oracles, how fast the
+//! data prediction bends in λ (where few-step solvers lose accuracy).
 //! `--adaptive` instead sweeps the `AdaptiveSampler`'s tolerance on both oracles (Monte Carlo)
 //! and reports NFE, accepted and rejected steps and the error per tolerance (`--h-init H`: the
 //! first λ-step, default 0.5 as the sampler's).
@@ -459,6 +461,7 @@ fn specs(quick: bool) -> Vec<Spec> {
 struct Args {
     order_rules: bool,
     adaptive: bool,
+    curvature: bool,
     h_init: f64,
     quick: bool,
     json: bool,
@@ -472,6 +475,7 @@ fn parse_args() -> Result<Args, String> {
     let mut a = Args {
         order_rules: false,
         adaptive: false,
+        curvature: false,
         h_init: 0.5,
         quick: false,
         json: false,
@@ -487,6 +491,7 @@ fn parse_args() -> Result<Args, String> {
             "--quick" => a.quick = true,
             "--order-rules" => a.order_rules = true,
             "--adaptive" => a.adaptive = true,
+            "--curvature" => a.curvature = true,
             "--h-init" => {
                 a.h_init = it
                     .next()
@@ -590,6 +595,10 @@ fn main() {
     let samples = args
         .samples
         .unwrap_or(if args.quick { 20_000 } else { 100_000 });
+    if args.curvature {
+        curvature(&schedule);
+        return;
+    }
     if args.adaptive {
         if args.gaussian {
             adaptive_table(&schedule, None, samples, args.h_init);
@@ -956,4 +965,93 @@ fn moment_w2(x: &[f64]) -> f64 {
         })
         .sum::<f64>()
         / 4.0
+}
+
+/// `--curvature`: along converged trajectories (ODE-3 data, 600 uniform-λ steps, prior
+/// correction, 4 000 prior draws) the RMS over draws and coordinates of `d²x̂₀/dλ²` (second
+/// differences of the data predictions the solver sees), per λ-bin, and the narrowest
+/// λ-interval holding 80 % of its integral, for both oracles.
+fn curvature(schedule: &Arc<dyn Schedule>) {
+    let n = 4000;
+    let steps = 600;
+    let sampler = MrSampler::with_schedule(schedule.clone(), steps)
+        .and_then(|s| s.with_solver(SolverType::Ode, 3))
+        .and_then(|s| s.with_grid(TimeGrid::UniformLambda))
+        .and_then(|s| s.with_output_clip(None))
+        .expect("valid settings")
+        .with_prior_correction(true);
+    let mu = ArrayD::from_shape_fn(IxDyn(&[n, 4]), |i| MU[i[1]]);
+    let profile = |name: &str, model: &mut dyn FnMut(&mut Vec<(f64, Vec<f64>)>)| {
+        let mut rec: Vec<(f64, Vec<f64>)> = Vec::new();
+        model(&mut rec);
+        // Second differences in λ of each draw's x̂₀ (the grid is uniform in λ before the limit).
+        let usable: Vec<&(f64, Vec<f64>)> = rec.iter().filter(|(l, _)| l.is_finite()).collect();
+        let mut curv = Vec::new();
+        for w in usable.windows(3) {
+            let (l0, a) = (w[0].0, &w[0].1);
+            let (l1, b) = (w[1].0, &w[1].1);
+            let (l2, c) = (w[2].0, &w[2].1);
+            let (h0, h1) = (l1 - l0, l2 - l1);
+            let ms = a
+                .iter()
+                .zip(b)
+                .zip(c)
+                .map(|((a, b), c)| {
+                    let d2 = 2.0 * ((c - b) / h1 - (b - a) / h0) / (h0 + h1);
+                    d2 * d2
+                })
+                .sum::<f64>()
+                / a.len() as f64;
+            curv.push((l1, ms.sqrt(), 0.5 * (h0 + h1)));
+        }
+        let total: f64 = curv.iter().map(|(_, c, h)| c * h).sum();
+        // Narrowest window holding 80 % of the integral.
+        let mut best = (f64::INFINITY, 0.0, 0.0);
+        let mut j = 0;
+        let mut acc = 0.0;
+        for i in 0..curv.len() {
+            while j < curv.len() && acc < 0.8 * total {
+                acc += curv[j].1 * curv[j].2;
+                j += 1;
+            }
+            if acc >= 0.8 * total {
+                let width = curv[j - 1].0 - curv[i].0;
+                if width < best.0 {
+                    best = (width, curv[i].0, curv[j - 1].0);
+                }
+            }
+            acc -= curv[i].1 * curv[i].2;
+        }
+        let peak = curv
+            .iter()
+            .copied()
+            .fold((0.0, 0.0, 0.0), |m, c| if c.1 > m.1 { c } else { m });
+        let range = curv.last().map_or(f64::NAN, |c| c.0) - curv.first().map_or(f64::NAN, |c| c.0);
+        println!(
+            "| {name} | {:.3e} | {:.2} | [{:.2}, {:.2}] | {:.2} of {range:.2} |",
+            peak.1, peak.0, best.1, best.2, best.0
+        );
+    };
+    println!(
+        "| oracle | peak RMS of d²x̂₀/dλ² | at λ | narrowest λ-window with 80 % of its integral | width |"
+    );
+    println!("|---|---|---|---|---|");
+    let record = |rec: &mut Vec<(f64, Vec<f64>)>,
+                  mut m: &mut dyn mrsampler::ScoreModel<ArrayD<f64>>| {
+        let mut obs = |v: &mrsampler::StepView<'_, ArrayD<f64>>| {
+            rec.push((schedule.lambda(v.t), v.x0_hat.iter().copied().collect()));
+        };
+        sampler
+            .sample_observed(&mut m, &mu, None, &mut SeededNoise::new(11), &mut obs)
+            .expect("converged solve runs");
+    };
+    profile("gaussian", &mut |rec| {
+        let mut o = GaussianOracle::new(GAUSS_M.to_vec(), GAUSS_C.to_vec(), schedule.clone())
+            .expect("valid law");
+        record(rec, &mut o);
+    });
+    profile("gmm", &mut |rec| {
+        let mut o = gmm(schedule.clone());
+        record(rec, &mut o);
+    });
 }
