@@ -967,6 +967,9 @@ fn moment_w2(x: &[f64]) -> f64 {
         / 4.0
 }
 
+/// `(λ, x̂₀ of every draw)` at each evaluation of a pass.
+type Trace = Vec<(f64, Vec<f64>)>;
+
 /// `--curvature`: along converged trajectories (ODE-3 data, 600 uniform-λ steps, prior
 /// correction, 4 000 prior draws) the RMS over draws and coordinates of `d²x̂₀/dλ²` (second
 /// differences of the data predictions the solver sees), per λ-bin, and the narrowest
@@ -981,8 +984,8 @@ fn curvature(schedule: &Arc<dyn Schedule>) {
         .expect("valid settings")
         .with_prior_correction(true);
     let mu = ArrayD::from_shape_fn(IxDyn(&[n, 4]), |i| MU[i[1]]);
-    let profile = |name: &str, model: &mut dyn FnMut(&mut Vec<(f64, Vec<f64>)>)| {
-        let mut rec: Vec<(f64, Vec<f64>)> = Vec::new();
+    let profile = |name: &str, model: &mut dyn FnMut(&mut Trace)| {
+        let mut rec: Trace = Vec::new();
         model(&mut rec);
         // Second differences in λ of each draw's x̂₀ (the grid is uniform in λ before the limit).
         let usable: Vec<&(f64, Vec<f64>)> = rec.iter().filter(|(l, _)| l.is_finite()).collect();
