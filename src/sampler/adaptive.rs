@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use super::run::{Sample, Stats};
+use super::run::{Sample, Stats, start_state};
 use crate::error::{Error, Result};
 use crate::model::ScoreModel;
 use crate::param::{Affine, Parameterization, convert_coefficients};
@@ -221,34 +221,8 @@ impl AdaptiveSampler {
         check_fit(fit, &*self.schedule)?;
         let par = self.parallelism;
         let sch = &self.schedule;
-        let shape = mu.shape();
         let (t_max, t_min) = (sch.t_max(), sch.t_min());
-        if !mu.all_finite(par)? {
-            return Err(Error::NonFinite {
-                what: "mu",
-                step: 0,
-                time: t_max,
-            });
-        }
-        let mut x = match x_start {
-            Some(x) => {
-                check_same_shape("start state", &shape, &x)?;
-                if !x.all_finite(par)? {
-                    return Err(Error::NonFinite {
-                        what: "start state",
-                        step: 0,
-                        time: t_max,
-                    });
-                }
-                x
-            }
-            None => {
-                let mut z = mu.clone();
-                noise.fill_standard_normal(&mut z, par)?;
-                check_same_shape("noise", &shape, &z)?;
-                T::lincomb(&[(1.0, mu), (sch.sigma(t_max), &z)], par)?
-            }
-        };
+        let (mut x, _) = start_state(mu, x_start, sch.sigma(t_max), t_max, noise, par)?;
         let param = self.parameterization;
         let t_end = sch.t_lambda_finite();
         let lambda_end = sch.lambda(t_end);

@@ -178,36 +178,7 @@ impl<T: SamplerTensor> Run<T> {
     ) -> Result<Self> {
         let shape = mu.shape();
         let t0 = plan.timesteps.first().copied().unwrap_or(f64::NAN);
-        let par = plan.parallelism;
-        if !mu.all_finite(par)? {
-            return Err(Error::NonFinite {
-                what: "mu",
-                step: 0,
-                time: t0,
-            });
-        }
-        let mut z = None;
-        let x = match x_start {
-            Some(x) => {
-                check_same_shape("start state", &shape, &x)?;
-                if !x.all_finite(par)? {
-                    return Err(Error::NonFinite {
-                        what: "start state",
-                        step: 0,
-                        time: t0,
-                    });
-                }
-                x
-            }
-            None => {
-                let mut draw = mu.clone();
-                noise.fill_standard_normal(&mut draw, par)?;
-                check_same_shape("noise", &shape, &draw)?;
-                let x = T::lincomb(&[(1.0, mu), (plan.prior_std, &draw)], par)?;
-                z = Some(draw);
-                x
-            }
-        };
+        let (x, z) = start_state(mu, x_start, plan.prior_std, t0, noise, plan.parallelism)?;
         let stats = Stats {
             timesteps: plan.timesteps.clone(),
             orders: Vec::with_capacity(plan.steps.len()),
@@ -459,6 +430,46 @@ impl<T: SamplerTensor> Run<T> {
             x_unclipped: self.x,
             stats: self.stats,
         })
+    }
+}
+
+/// Validates `mu` and the start state (shape, finiteness) at time `t0`, or draws
+/// `μ + prior_std·z`; returns the state and the draw `z` when one was made.
+pub(crate) fn start_state<T: SamplerTensor, N: NoiseSource<T>>(
+    mu: &T,
+    x_start: Option<T>,
+    prior_std: f64,
+    t0: f64,
+    noise: &mut N,
+    par: Parallelism,
+) -> Result<(T, Option<T>)> {
+    if !mu.all_finite(par)? {
+        return Err(Error::NonFinite {
+            what: "mu",
+            step: 0,
+            time: t0,
+        });
+    }
+    let shape = mu.shape();
+    match x_start {
+        Some(x) => {
+            check_same_shape("start state", &shape, &x)?;
+            if !x.all_finite(par)? {
+                return Err(Error::NonFinite {
+                    what: "start state",
+                    step: 0,
+                    time: t0,
+                });
+            }
+            Ok((x, None))
+        }
+        None => {
+            let mut draw = mu.clone();
+            noise.fill_standard_normal(&mut draw, par)?;
+            check_same_shape("noise", &shape, &draw)?;
+            let x = T::lincomb(&[(1.0, mu), (prior_std, &draw)], par)?;
+            Ok((x, Some(draw)))
+        }
     }
 }
 

@@ -46,6 +46,20 @@ pub struct Node {
     pub lambda: f64,
 }
 
+#[cfg(test)]
+impl Node {
+    /// The MR node at half log-SNR `lambda` for stationary std `sigma_inf`, with `α`, `σ`
+    /// consistent with it (`α = 1/√(1 + e^{−2λ}/σ∞²)`, `σ = α·e^{−λ}`); for tests.
+    pub(crate) fn at_lambda(lambda: f64, sigma_inf: f64) -> Node {
+        let alpha = 1.0 / (1.0 + (-2.0 * lambda).exp() / (sigma_inf * sigma_inf)).sqrt();
+        Node {
+            alpha,
+            sigma: alpha * (-lambda).exp(),
+            lambda,
+        }
+    }
+}
+
 /// Weights of one multistep update from `nodes[0]` (time `s = τ_{k−1}`) to `target`
 /// (`t = τ_k`), using `order` model outputs taken at `nodes[0], nodes[1], nodes[2]`
 /// (`τ_{k−1}, τ_{k−2}, τ_{k−3}`; only the first `order` are read).
@@ -229,12 +243,7 @@ mod tests {
     }
 
     fn node(lambda: f64, sigma_inf: f64) -> Node {
-        let alpha = 1.0 / (1.0 + (-2.0 * lambda).exp() / (sigma_inf * sigma_inf)).sqrt();
-        Node {
-            alpha,
-            sigma: alpha * (-lambda).exp(),
-            lambda,
-        }
+        Node::at_lambda(lambda, sigma_inf)
     }
 
     /// With consistent λ and a constant data prediction, every ODE order is the exact flow

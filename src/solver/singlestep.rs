@@ -142,13 +142,7 @@ mod tests {
     use super::*;
 
     fn node(lambda: f64) -> Node {
-        let si: f64 = 0.2;
-        let alpha = 1.0 / (1.0 + (-2.0 * lambda).exp() / (si * si)).sqrt();
-        Node {
-            alpha,
-            sigma: alpha * (-lambda).exp(),
-            lambda,
-        }
+        Node::at_lambda(lambda, 0.2)
     }
 
     /// The exact solution of `dy/dλ`-form MR flow when the model output is a polynomial in λ,

@@ -94,13 +94,7 @@ mod tests {
     use super::*;
 
     fn node(lambda: f64) -> Node {
-        let si: f64 = 0.2;
-        let alpha = 1.0 / (1.0 + (-2.0 * lambda).exp() / (si * si)).sqrt();
-        Node {
-            alpha,
-            sigma: alpha * (-lambda).exp(),
-            lambda,
-        }
+        Node::at_lambda(lambda, 0.2)
     }
 
     /// A constant data prediction is reproduced exactly (the weights on m sum to the exact
