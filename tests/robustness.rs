@@ -149,6 +149,14 @@ fn grid(c: &Config) -> TimeGrid {
     }
 }
 
+fn param(c: &Config) -> Parameterization {
+    if c.noise_form {
+        Parameterization::Noise
+    } else {
+        Parameterization::Data
+    }
+}
+
 fn fit(c: &Config) -> FitTarget {
     [
         FitTarget::Noise,
@@ -210,11 +218,7 @@ fn run(c: &Config) -> Result<Sample<ArrayD<f64>>, mrsampler::Error> {
             } else {
                 SolverType::Ode
             };
-            let param = if c.noise_form {
-                Parameterization::Noise
-            } else {
-                Parameterization::Data
-            };
+            let param = param(c);
             let thresholding = match c.threshold {
                 Some((r, f, m)) => Some(Thresholding::with_bounds(r, f, m)?),
                 None => None,
@@ -249,11 +253,7 @@ fn run(c: &Config) -> Result<Sample<ArrayD<f64>>, mrsampler::Error> {
                 EmbeddedPair::Orders23
             };
             let tol = 10f64.powi(-((c.steps % 8) as i32));
-            let param = if c.noise_form {
-                Parameterization::Noise
-            } else {
-                Parameterization::Data
-            };
+            let param = param(c);
             AdaptiveSampler::with_schedule(sch)?
                 .with_pair(pair)
                 .with_parameterization(param)

@@ -234,6 +234,7 @@ impl AdaptiveSampler {
         let mut eval = Evaluator {
             model,
             mu,
+            shape: mu.shape(),
             fit,
             param,
             schedule: &**sch,
@@ -404,6 +405,7 @@ fn apply<T: SamplerTensor>(
 struct Evaluator<'a, T, M> {
     model: &'a mut M,
     mu: &'a T,
+    shape: Vec<usize>,
     fit: crate::param::FitTarget,
     param: Parameterization,
     schedule: &'a dyn Schedule,
@@ -436,7 +438,7 @@ impl<T: SamplerTensor, M: ScoreModel<T>> Evaluator<'_, T, M> {
                 time: t,
                 source,
             })?;
-        check_same_shape("model output", &self.mu.shape(), &net)?;
+        check_same_shape("model output", &self.shape, &net)?;
         if !net.all_finite(self.par)? {
             return Err(Error::NonFinite {
                 what: "model output",
@@ -462,15 +464,13 @@ fn error_norm<T: SamplerTensor>(high: &T, low: &T, prev: &T, rtol: f64, atol: f6
     for k in 0..batch {
         let range = k * per..((k + 1) * per).min(n);
         let len = range.len().max(1) as f64;
-        let r: Vec<f64> = range
-            .map(|i| (a[i] - b[i]).abs() / atol.max(rtol * a[i].abs().max(c[i].abs())))
-            .collect();
+        let ratio = |i: usize| (a[i] - b[i]).abs() / atol.max(rtol * a[i].abs().max(c[i].abs()));
         // RMS scaled by the largest ratio, so that squares cannot overflow.
-        let top = r.iter().copied().fold(0.0, f64::max);
+        let top = range.clone().map(ratio).fold(0.0, f64::max);
         let rms = if top == 0.0 || top.is_infinite() {
             top
         } else {
-            top * (r.iter().map(|v| (v / top).powi(2)).sum::<f64>() / len).sqrt()
+            top * (range.map(|i| (ratio(i) / top).powi(2)).sum::<f64>() / len).sqrt()
         };
         worst = worst.max(rms);
     }
