@@ -1,0 +1,243 @@
+//! Layers shared by the networks: convolution, linear, channel LayerNorm, the sinusoidal time
+//! embedding, padding, pixel shuffle, softmax and the gates.
+//!
+//! Each layer is built from [`Weights`] under its upstream state-dict prefix, so the names in
+//! this file are the names in the released checkpoints.
+
+use candle_core::{DType, Tensor};
+
+use crate::checkpoint::Weights;
+use crate::depthwise;
+use crate::error::{Error, Result};
+
+/// A 2-D convolution (`torch.nn.Conv2d`, square kernel, dilation 1).
+#[derive(Debug, Clone)]
+pub(crate) struct Conv {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    stride: usize,
+    padding: usize,
+    groups: usize,
+}
+
+/// Shape of a convolution, for [`Conv::new`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConvSpec {
+    pub cin: usize,
+    pub cout: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+    pub groups: usize,
+    pub bias: bool,
+}
+
+impl ConvSpec {
+    /// A `k × k` convolution with stride 1 and "same" padding `k / 2`.
+    pub(crate) fn same(cin: usize, cout: usize, kernel: usize, bias: bool) -> Self {
+        Self {
+            cin,
+            cout,
+            kernel,
+            stride: 1,
+            padding: kernel / 2,
+            groups: 1,
+            bias,
+        }
+    }
+}
+
+impl Conv {
+    pub(crate) fn new(w: &Weights, prefix: &str, s: ConvSpec) -> Result<Self> {
+        let weight = w.take(
+            &format!("{prefix}.weight"),
+            &[s.cout, s.cin / s.groups, s.kernel, s.kernel],
+        )?;
+        let bias = if s.bias {
+            Some(w.take(&format!("{prefix}.bias"), &[s.cout])?)
+        } else {
+            None
+        };
+        Ok(Self {
+            weight,
+            bias,
+            stride: s.stride,
+            padding: s.padding,
+            groups: s.groups,
+        })
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (cout, _, k, _) = self.weight.dims4()?;
+        if self.groups > 1 && self.groups == cout && k == 3 && self.stride == 1 {
+            return depthwise::conv3x3(x, &self.weight, self.bias.as_ref());
+        }
+        let y = if k == 1 && self.stride == 1 && self.groups == 1 {
+            pointwise(x, &self.weight)?
+        } else {
+            x.conv2d(&self.weight, self.padding, self.stride, 1, self.groups)?
+        };
+        match &self.bias {
+            Some(b) => Ok(y.broadcast_add(&b.reshape((1, cout, 1, 1))?)?),
+            None => Ok(y),
+        }
+    }
+}
+
+/// A 1 × 1 convolution as one matrix product `[Cout, Cin] · [B, Cin, H·W]`.
+fn pointwise(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
+    let (b, cin, h, wd) = x.dims4()?;
+    let cout = weight.dim(0)?;
+    let w = weight.reshape((1, cout, cin))?;
+    let x = x.contiguous()?.reshape((b, cin, h * wd))?;
+    Ok(w.broadcast_matmul(&x)?.reshape((b, cout, h, wd))?)
+}
+
+/// A fully connected layer (`torch.nn.Linear`) on `[B, in]`.
+#[derive(Debug, Clone)]
+pub(crate) struct Linear {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Linear {
+    pub(crate) fn new(w: &Weights, prefix: &str, cin: usize, cout: usize) -> Result<Self> {
+        Ok(Self {
+            weight: w.take(&format!("{prefix}.weight"), &[cout, cin])?,
+            bias: w.take(&format!("{prefix}.bias"), &[cout])?,
+        })
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?)
+    }
+}
+
+/// The channel LayerNorm of IR-SDE: normalise over channels with the biased variance, scale
+/// by a gain `g` (no bias). Its epsilon depends on the dtype as upstream's does: `1e-5` in
+/// f32, `1e-3` in every other dtype.
+#[derive(Debug, Clone)]
+pub(crate) struct ChannelNorm {
+    g: Tensor,
+}
+
+impl ChannelNorm {
+    pub(crate) fn new(w: &Weights, prefix: &str, dim: usize) -> Result<Self> {
+        Ok(Self {
+            g: w.take(&format!("{prefix}.g"), &[1, dim, 1, 1])?,
+        })
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let eps = if x.dtype() == DType::F32 { 1e-5 } else { 1e-3 };
+        let mean = x.mean_keepdim(1)?;
+        let centred = x.broadcast_sub(&mean)?;
+        let var = centred.sqr()?.mean_keepdim(1)?;
+        let inv = (var + eps)?.sqrt()?.recip()?;
+        Ok(centred.broadcast_mul(&inv)?.broadcast_mul(&self.g)?)
+    }
+}
+
+/// The sinusoidal embedding of the raw (fractional) time index, `[B, dim]`: `sin(t·f_i)`
+/// then `cos(t·f_i)` with `f_i = exp(−i·ln(10⁴)/(dim/2 − 1))`, computed in f32 as upstream
+/// computes it, then cast to `dtype`.
+pub(crate) fn time_embedding(
+    t: &[f32],
+    dim: usize,
+    dtype: DType,
+    device: &candle_core::Device,
+) -> Result<Tensor> {
+    let half = dim / 2;
+    let step = -((10000f64.ln() / (half as f64 - 1.0)) as f32);
+    let freqs: Vec<f32> = (0..half).map(|i| (i as f32 * step).exp()).collect();
+    let mut out = Vec::with_capacity(t.len() * 2 * half);
+    for &ti in t {
+        out.extend(freqs.iter().map(|f| (ti * f).sin()));
+        out.extend(freqs.iter().map(|f| (ti * f).cos()));
+    }
+    Ok(Tensor::from_vec(out, (t.len(), 2 * half), device)?.to_dtype(dtype)?)
+}
+
+/// Pads the bottom and right of `[B, C, H, W]` by reflection (PyTorch's `'reflect'` mode:
+/// the edge row is not repeated).
+pub(crate) fn reflect_pad(x: &Tensor, bottom: usize, right: usize) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    if bottom >= h.max(1) || right >= w.max(1) {
+        return Err(Error::input(format!(
+            "a {h}×{w} image is too small to be reflect-padded by {bottom}×{right} to the \
+             network's size multiple; use an image of at least {}×{} pixels",
+            bottom + 1,
+            right + 1
+        )));
+    }
+    let mut x = x.clone();
+    for (dim, n, pad) in [(2, h, bottom), (3, w, right)] {
+        if pad == 0 {
+            continue;
+        }
+        let idx: Vec<u32> = (0..n as u32)
+            .chain((0..pad as u32).map(|k| n as u32 - 2 - k))
+            .collect();
+        let idx = Tensor::new(idx.as_slice(), x.device())?;
+        x = x.index_select(&idx, dim)?;
+    }
+    Ok(x)
+}
+
+/// Pads the bottom and right of `[B, C, H, W]` with zeros.
+pub(crate) fn zero_pad(x: &Tensor, bottom: usize, right: usize) -> Result<Tensor> {
+    let x = if bottom > 0 {
+        x.pad_with_zeros(2, 0, bottom)?
+    } else {
+        x.clone()
+    };
+    Ok(if right > 0 {
+        x.pad_with_zeros(3, 0, right)?
+    } else {
+        x
+    })
+}
+
+/// The amount to add to `n` to reach a multiple of `m`.
+pub(crate) fn pad_to(n: usize, m: usize) -> usize {
+    (m - n % m) % m
+}
+
+/// `torch.nn.PixelShuffle(r)`: `[B, C·r², H, W] → [B, C, H·r, W·r]`.
+pub(crate) fn pixel_shuffle(x: &Tensor, r: usize) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let c_out = c / (r * r);
+    Ok(x.reshape((b, c_out, r, r, h, w))?
+        .permute((0, 1, 4, 2, 5, 3))?
+        .reshape((b, c_out, h * r, w * r))?)
+}
+
+/// Softmax along `dim`, with the maximum subtracted first.
+pub(crate) fn softmax(x: &Tensor, dim: usize) -> Result<Tensor> {
+    let m = x.max_keepdim(dim)?;
+    let e = x.broadcast_sub(&m)?.exp()?;
+    let s = e.sum_keepdim(dim)?;
+    Ok(e.broadcast_div(&s)?)
+}
+
+/// NAFNet's SimpleGate: split the channels (dim 1) in halves and multiply them.
+pub(crate) fn simple_gate(x: &Tensor) -> Result<Tensor> {
+    let c = x.dim(1)?;
+    Ok((x.narrow(1, 0, c / 2)? * x.narrow(1, c / 2, c / 2)?)?)
+}
+
+/// `x · (scale + 1) + shift` with `[B, C]` modulations broadcast over the image.
+pub(crate) fn modulate(x: &Tensor, scale: &Tensor, shift: &Tensor) -> Result<Tensor> {
+    let (b, c) = scale.dims2()?;
+    let scale = (scale.reshape((b, c, 1, 1))? + 1.0)?;
+    let shift = shift.reshape((b, c, 1, 1))?;
+    Ok(x.broadcast_mul(&scale)?.broadcast_add(&shift)?)
+}
+
+/// Splits `[B, n·C]` into `n` chunks `[B, C]` along the feature axis.
+pub(crate) fn chunks(x: &Tensor, n: usize) -> Result<Vec<Tensor>> {
+    let c = x.dim(1)? / n;
+    (0..n)
+        .map(|i| Ok(x.narrow(1, i * c, c)?.contiguous()?))
+        .collect()
+}

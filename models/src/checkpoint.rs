@@ -1,0 +1,397 @@
+//! Checkpoints as users have them: PyTorch `.pth` state dicts and safetensors files.
+//!
+//! A [`Checkpoint`] is a flat map from state-dict names to tensors, normalised the way upstream
+//! training code writes them: a `state_dict` / `params` / `params_ema` wrapper is unwrapped and
+//! the `module.` prefix of `DataParallel` / `DistributedDataParallel` models is dropped. The
+//! format is told by the file's first bytes, never by its extension.
+//!
+//! Networks are built from a checkpoint through [`Weights`], which checks the shape of every
+//! tensor the configuration needs (in module order, so an error names the first mismatching
+//! tensor) and that no tensor is left over.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::error::{Error, Result};
+
+/// Keys under which training code nests the state dict (tried in this order).
+const WRAPPER_KEYS: [&str; 6] = [
+    "state_dict",
+    "params_ema",
+    "params",
+    "model",
+    "net",
+    "network",
+];
+
+/// The on-disk format of a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// PyTorch's `torch.save` zip archive with a pickled state dict.
+    Pth,
+    /// The safetensors format.
+    Safetensors,
+}
+
+/// The named tensors of a checkpoint, on the CPU, in the dtype they were stored in.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    tensors: BTreeMap<String, Tensor>,
+    origin: PathBuf,
+    format: Format,
+}
+
+impl Checkpoint {
+    /// Reads a `.pth` or safetensors checkpoint (told apart by content).
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the file cannot be read; [`Error::Checkpoint`] if it is truncated,
+    /// corrupt, in PyTorch's legacy (pre-1.6, non-zip) format, or holds no tensors.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let mut magic = [0u8; 8];
+        let n = std::fs::File::open(path)
+            .and_then(|mut f| read_up_to(&mut f, &mut magic))
+            .map_err(|source| Error::Io {
+                path: path.to_owned(),
+                source,
+            })?;
+        let bad = |reason: String| Error::Checkpoint {
+            path: path.to_owned(),
+            reason,
+        };
+        let (tensors, format) = if n >= 4 && magic[..4] == *b"PK\x03\x04" {
+            (read_pth(path).map_err(bad)?, Format::Pth)
+        } else if n >= 2 && magic[0] == 0x80 && magic[1] <= 5 {
+            return Err(bad(
+                "PyTorch's legacy (non-zip) serialization, which cannot be read safely; \
+                 re-save it with torch.save(torch.load(f), f) on PyTorch >= 1.6"
+                    .into(),
+            ));
+        } else if n == 8 {
+            let bytes = std::fs::read(path).map_err(|source| Error::Io {
+                path: path.to_owned(),
+                source,
+            })?;
+            let map = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
+                .map_err(|e| bad(format!("not a zip archive and not safetensors: {e}")))?;
+            (map.into_iter().collect(), Format::Safetensors)
+        } else {
+            return Err(bad(format!("the file is only {n} bytes long")));
+        };
+        if tensors.is_empty() {
+            return Err(bad("the file holds no tensors".into()));
+        }
+        Ok(Self::normalise(tensors, path.to_owned(), format))
+    }
+
+    /// Wraps tensors that are already in memory (names as in the upstream state dict).
+    pub fn from_tensors(tensors: impl IntoIterator<Item = (String, Tensor)>) -> Self {
+        Self::normalise(
+            tensors.into_iter().collect(),
+            PathBuf::from("<tensors>"),
+            Format::Safetensors,
+        )
+    }
+
+    fn normalise(tensors: BTreeMap<String, Tensor>, origin: PathBuf, format: Format) -> Self {
+        let all_prefixed = tensors.keys().all(|k| k.starts_with("module."));
+        let tensors = if all_prefixed {
+            tensors
+                .into_iter()
+                .map(|(k, v)| (k["module.".len()..].to_owned(), v))
+                .collect()
+        } else {
+            tensors
+        };
+        Self {
+            tensors,
+            origin,
+            format,
+        }
+    }
+
+    /// The file the checkpoint was read from (`<tensors>` for in-memory ones).
+    pub fn origin(&self) -> &Path {
+        &self.origin
+    }
+
+    /// The format it was read in.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// The tensor names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    /// Whether the checkpoint holds `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// The tensor `name`, if present.
+    pub fn get(&self, name: &str) -> Option<&Tensor> {
+        self.tensors.get(name)
+    }
+
+    /// The shape of tensor `name`, if present.
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.tensors.get(name).map(|t| t.dims())
+    }
+
+    /// Number of tensors.
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    /// Whether there are no tensors (never true for a loaded file).
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
+    /// Writes the tensors to a safetensors file, converted to `dtype`; the file appears
+    /// complete or not at all (written beside the target, then renamed).
+    ///
+    /// # Errors
+    /// [`Error::Candle`] for a dtype conversion or write failure, [`Error::Io`] for the rename.
+    pub fn save_safetensors(&self, path: impl AsRef<Path>, dtype: DType) -> Result<()> {
+        let path = path.as_ref();
+        let converted = self
+            .tensors
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), v.to_dtype(dtype)?)))
+            .collect::<Result<std::collections::HashMap<_, _>>>()?;
+        let tmp = temp_path(path);
+        if let Err(e) = candle_core::safetensors::save(&converted, &tmp) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e.into());
+        }
+        std::fs::rename(&tmp, path).map_err(|source| Error::Io {
+            path: path.to_owned(),
+            source,
+        })
+    }
+}
+
+/// `dir/.name.partial`: the name a file is written under before it is renamed into place.
+pub(crate) fn temp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.partial"))
+}
+
+fn read_up_to(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// Reads the state dict of a `torch.save` zip archive.
+///
+/// The pickle is parsed by candle's reader; the archive is opened with a known start offset
+/// of 0, because the zip crate's offset detection rejects valid archives whose member names
+/// have certain lengths (every `torch.save` file whose stem is 21 characters long, seen with
+/// zip 9.1–9.8).
+fn read_pth(path: &Path) -> std::result::Result<BTreeMap<String, Tensor>, String> {
+    use candle_core::pickle::{Object, Stack};
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let config = zip::read::Config {
+        archive_offset: zip::read::ArchiveOffset::Known(0),
+    };
+    let mut zip = zip::ZipArchive::with_config(config, std::io::BufReader::new(file))
+        .map_err(|e| format!("invalid zip archive: {e}"))?;
+    let pkl = zip
+        .file_names()
+        .filter_map(|n| n.ok())
+        .find(|n| n.ends_with("data.pkl"))
+        .map(|n| n.into_owned())
+        .ok_or("the archive has no data.pkl (not written by torch.save)")?;
+    let dir = PathBuf::from(pkl.strip_suffix(".pkl").unwrap_or(&pkl));
+    let object = {
+        let member = zip.by_name(&pkl).map_err(|e| e.to_string())?;
+        let mut stack = Stack::empty();
+        stack
+            .read_loop(&mut std::io::BufReader::new(member))
+            .map_err(|e| format!("unreadable pickle: {e}"))?;
+        stack
+            .finalize()
+            .map_err(|e| format!("unreadable pickle: {e}"))?
+    };
+    let Object::Dict(entries) = object else {
+        return Err("the pickle is not a dict (save the model's state_dict())".into());
+    };
+    let is_tensor = |v: &Object| matches!(v, Object::Reduce { .. });
+    let entries = if entries.iter().any(|(_, v)| is_tensor(v)) {
+        entries
+    } else {
+        let mut nested = None;
+        for key in WRAPPER_KEYS {
+            let found = entries.iter().find(|(k, v)| {
+                *k == Object::Unicode(key.to_owned()) && matches!(v, Object::Dict(_))
+            });
+            if let Some((_, Object::Dict(inner))) = found {
+                nested = Some(inner.clone());
+                break;
+            }
+        }
+        nested.ok_or_else(|| {
+            format!("no tensors at the top level nor under any of the keys {WRAPPER_KEYS:?}")
+        })?
+    };
+    let mut out = BTreeMap::new();
+    for (name, value) in entries {
+        let Some(info) = value
+            .into_tensor_info(name, &dir)
+            .map_err(|e| format!("unreadable tensor record: {e}"))?
+        else {
+            continue;
+        };
+        let t =
+            read_pth_tensor(&mut zip, &info).map_err(|e| format!("tensor `{}`: {e}", info.name))?;
+        out.insert(info.name, t);
+    }
+    Ok(out)
+}
+
+/// One tensor's storage from the archive, viewed with its recorded shape and strides.
+fn read_pth_tensor<R: std::io::Read + std::io::Seek>(
+    zip: &mut zip::ZipArchive<R>,
+    info: &candle_core::pickle::TensorInfo,
+) -> std::result::Result<Tensor, String> {
+    let layout = &info.layout;
+    let fortran = layout.is_fortran_contiguous() && !layout.is_contiguous();
+    if !layout.is_contiguous() && !fortran {
+        return Err(format!("strided storage {layout:?} is not supported"));
+    }
+    let mut member = zip.by_name(&info.path).map_err(|e| e.to_string())?;
+    let skip = layout.start_offset() as u64;
+    std::io::copy(&mut member.by_ref().take(skip), &mut std::io::sink())
+        .map_err(|e| e.to_string())?;
+    let dims = layout.dims();
+    let read_dims: Vec<usize> = if fortran {
+        dims.iter().rev().copied().collect()
+    } else {
+        dims.to_vec()
+    };
+    let mut bytes = vec![0u8; dims.iter().product::<usize>() * info.dtype.size_in_bytes()];
+    member
+        .read_exact(&mut bytes)
+        .map_err(|e| format!("truncated storage: {e}"))?;
+    let t = Tensor::from_raw_buffer(&bytes, info.dtype, &read_dims, &Device::Cpu)
+        .map_err(|e| e.to_string())?;
+    if fortran {
+        let rev: Vec<usize> = (0..dims.len()).rev().collect();
+        return t.permute(rev).map_err(|e| e.to_string());
+    }
+    Ok(t)
+}
+
+/// Where a network's parameters come from while it is built.
+enum Source<'a> {
+    Checkpoint(&'a Checkpoint),
+    /// Random weights of the right shapes (parameter counts, benchmarks).
+    Random,
+}
+
+/// The builder's view of a checkpoint: shape-checked, usage-tracked tensor access.
+pub(crate) struct Weights<'a> {
+    source: Source<'a>,
+    device: Device,
+    dtype: DType,
+    config: String,
+    used: RefCell<BTreeSet<String>>,
+    params: Cell<usize>,
+}
+
+impl<'a> Weights<'a> {
+    pub(crate) fn new(ckpt: &'a Checkpoint, device: &Device, dtype: DType, config: String) -> Self {
+        Self {
+            source: Source::Checkpoint(ckpt),
+            device: device.clone(),
+            dtype,
+            config,
+            used: RefCell::new(BTreeSet::new()),
+            params: Cell::new(0),
+        }
+    }
+
+    pub(crate) fn random(device: &Device, dtype: DType, config: String) -> Weights<'static> {
+        Weights {
+            source: Source::Random,
+            device: device.clone(),
+            dtype,
+            config,
+            used: RefCell::new(BTreeSet::new()),
+            params: Cell::new(0),
+        }
+    }
+
+    pub(crate) fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The tensor `name`, which must have `shape`, on the target device and dtype.
+    pub(crate) fn take(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        self.params
+            .set(self.params.get() + shape.iter().product::<usize>());
+        self.used.borrow_mut().insert(name.to_owned());
+        match self.source {
+            Source::Checkpoint(ckpt) => {
+                let t = ckpt.get(name).ok_or_else(|| Error::MissingTensor {
+                    name: name.to_owned(),
+                    config: self.config.clone(),
+                })?;
+                if t.dims() != shape {
+                    return Err(Error::ShapeMismatch {
+                        name: name.to_owned(),
+                        expected: shape.to_vec(),
+                        found: t.dims().to_vec(),
+                        config: self.config.clone(),
+                    });
+                }
+                Ok(t.to_dtype(self.dtype)?.to_device(&self.device)?)
+            }
+            Source::Random => {
+                let is_gain = name.ends_with(".g");
+                let per_channel = shape.len() == 4 && shape[0] == 1;
+                let t = if is_gain {
+                    Tensor::ones(shape, self.dtype, &self.device)?
+                } else if shape.len() >= 2 && !per_channel {
+                    let fan_in: usize = shape[1..].iter().product();
+                    (Tensor::randn(0f32, 1f32, shape, &self.device)? / (fan_in as f64).sqrt())?
+                        .to_dtype(self.dtype)?
+                } else {
+                    (Tensor::randn(0f32, 1f32, shape, &self.device)? * 0.1)?.to_dtype(self.dtype)?
+                };
+                Ok(t)
+            }
+        }
+    }
+
+    /// Checks that every tensor of the checkpoint was used; returns the parameter count.
+    pub(crate) fn finish(self) -> Result<usize> {
+        if let Source::Checkpoint(ckpt) = self.source {
+            let used = self.used.borrow();
+            if let Some(name) = ckpt.names().find(|n| !used.contains(*n)) {
+                return Err(Error::UnexpectedTensor {
+                    name: name.to_owned(),
+                    config: self.config,
+                });
+            }
+        }
+        Ok(self.params.get())
+    }
+}

@@ -1,0 +1,49 @@
+//! Published Mean-Reverting diffusion networks in [candle](candle_core), loading their
+//! released checkpoints, as [`ScoreModel`](mrsampler::ScoreModel)s for the
+//! [`mrsampler`] samplers.
+//!
+//! * [`ConditionalUNet`]: IR-SDE's U-Net (deraining, deblurring, super-resolution,
+//!   inpainting, deshadowing; and the unconditional denoising variant).
+//! * [`ConditionalNafNet`]: Refusion's NAFNet.
+//!
+//! Checkpoints are read as users have them: PyTorch `.pth` state dicts (plain, wrapped in
+//! `state_dict` / `params`, with or without `module.` prefixes) or safetensors. The
+//! architecture and its configuration are inferred from the tensor names and shapes
+//! ([`NetworkConfig::infer`]), or taken from an upstream option file
+//! ([`UpstreamOptions`]); a checkpoint that does not fit is refused with an error naming
+//! the first tensor that does not. [`preset`] gives each checkpoint family's schedule.
+//!
+//! ```no_run
+//! use mrsampler::{MrSampler, Sampler, SeededNoise};
+//! use mrsampler_models::{LoadOptions, Network, preset};
+//!
+//! let mut net = Network::load("refusion-deraining.pth", &LoadOptions::default())?;
+//! println!("{} ({} parameters)", net.config(), net.parameter_count());
+//! let mu = candle_core::Tensor::zeros((1, 3, 100, 75), candle_core::DType::F32, net.device())?;
+//! let sampler = MrSampler::new(preset("refusion-deraining")?.schedule(), 10)?;
+//! let restored = sampler.sample(&mut net, &mu, None, &mut SeededNoise::new(0))?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Layout: `checkpoint` (file formats, shape-checked weight access), `blocks` (layers shared
+//! by the networks), `depthwise` (the CPU depthwise-convolution kernel), one module per
+//! architecture (`unet`, `nafnet`), `network` (detection and the common entry point),
+//! `options` (upstream YAML), `preset` (schedules of the checkpoint families).
+
+mod blocks;
+mod checkpoint;
+mod depthwise;
+mod error;
+mod nafnet;
+mod network;
+mod options;
+mod preset;
+mod unet;
+
+pub use checkpoint::{Checkpoint, Format};
+pub use error::{Error, Result};
+pub use nafnet::{ConditionalNafNet, NafNetConfig};
+pub use network::{Architecture, LoadOptions, Network, NetworkConfig};
+pub use options::{NetworkOptions, SdeOptions, UpstreamOptions};
+pub use preset::{PRESETS, Preset, lookup as preset};
+pub use unet::{Attention, ConditionalUNet, UNetConfig};

@@ -1,0 +1,643 @@
+//! IR-SDE's `ConditionalUNet` (Luo et al., ICML 2023; the network of the deraining,
+//! deblurring, super-resolution, inpainting, deshadowing and denoising configurations of the
+//! IR-SDE code base).
+//!
+//! Input `cat(x_t − μ, μ)` (or `x_t` alone for the unconditional denoising variant), reflect
+//! padded at the bottom/right to a multiple of `2^levels`; a `7 × 7` stem; per level two
+//! residual blocks with a time scale-shift, an attention block and a strided (`4 × 4`, stride
+//! 2) down-sampling; a middle of two residual blocks around an attention block; the mirrored
+//! decoder with skip concatenations and nearest up-sampling; output cropped back. The output
+//! is the predicted noise.
+
+use std::fmt;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::blocks::{
+    ChannelNorm, Conv, ConvSpec, Linear, chunks, modulate, pad_to, reflect_pad, softmax,
+    time_embedding,
+};
+use crate::checkpoint::{Checkpoint, Weights};
+use crate::error::{Error, Result};
+
+/// The attention block kind at one position of the U-Net.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attention {
+    /// Linear attention over pixels (softmax over channels for queries and over pixels for
+    /// keys), followed by a 1 × 1 projection and a channel LayerNorm. IR-SDE's default.
+    Linear,
+    /// Full softmax self-attention over pixels (the denoising configuration's middle block).
+    Full,
+}
+
+/// The configuration of a [`ConditionalUNet`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UNetConfig {
+    /// Image channels of `x_t` and `μ` (`in_nc`).
+    pub in_channels: usize,
+    /// Output channels (`out_nc`).
+    pub out_channels: usize,
+    /// Base width (`nf`).
+    pub nf: usize,
+    /// Channel multipliers of the levels' outputs: level `i` maps `nf·m[i−1]` (with
+    /// `m[−1] = 1`) to `nf·m[i]` channels. IR-SDE's `depth = d` is `[2, 4, …, 2^d]`.
+    pub channel_mults: Vec<usize>,
+    /// Whether the input is `cat(x_t − μ, μ)` (`true`) or `x_t` alone.
+    pub conditional: bool,
+    /// Kernel size of the stem convolution (7 upstream).
+    pub stem_kernel: usize,
+    /// Attention block of each level (down and up paths alike).
+    pub level_attention: Vec<Attention>,
+    /// Attention block of the middle.
+    pub mid_attention: Attention,
+    /// Attention heads (4 upstream).
+    pub heads: usize,
+    /// Width of each head (32 upstream).
+    pub head_dim: usize,
+}
+
+impl UNetConfig {
+    /// IR-SDE's constructor arguments `(in_nc, out_nc, nf, depth)` with upstream's fixed
+    /// choices (conditional input, 7 × 7 stem, linear attention everywhere, 4 heads of 32).
+    ///
+    /// ```
+    /// let c = mrsampler_models::UNetConfig::ir_sde(3, 3, 64, 4);
+    /// assert_eq!(c.channel_mults, vec![2, 4, 8, 16]);
+    /// ```
+    pub fn ir_sde(in_nc: usize, out_nc: usize, nf: usize, depth: usize) -> Self {
+        Self {
+            in_channels: in_nc,
+            out_channels: out_nc,
+            nf,
+            channel_mults: (1..=depth).map(|i| 1 << i).collect(),
+            conditional: true,
+            stem_kernel: 7,
+            level_attention: vec![Attention::Linear; depth],
+            mid_attention: Attention::Linear,
+            heads: 4,
+            head_dim: 32,
+        }
+    }
+
+    /// Number of levels (`depth`).
+    pub fn depth(&self) -> usize {
+        self.channel_mults.len()
+    }
+
+    /// Channels at level boundaries: `[nf, nf·m₀, nf·m₁, …]`.
+    fn dims(&self) -> Vec<usize> {
+        std::iter::once(self.nf)
+            .chain(self.channel_mults.iter().map(|m| m * self.nf))
+            .collect()
+    }
+
+    /// Infers the configuration from a checkpoint's tensor names and shapes.
+    ///
+    /// # Errors
+    /// [`Error::UnknownArchitecture`] if the checkpoint is not a `ConditionalUNet`;
+    /// [`Error::InvalidConfig`] if its shapes are inconsistent.
+    pub fn infer(ckpt: &Checkpoint) -> Result<Self> {
+        let unknown = |what: &str| Error::UnknownArchitecture {
+            path: ckpt.origin().to_owned(),
+            reason: format!("`{what}` not found or not 4-D"),
+        };
+        let shape4 =
+            |name: &str| -> Option<[usize; 4]> { ckpt.shape(name).and_then(|s| s.try_into().ok()) };
+        let [nf, cin, stem_kernel, _] =
+            shape4("init_conv.weight").ok_or_else(|| unknown("init_conv.weight"))?;
+        let [out_channels, ..] =
+            shape4("final_conv.weight").ok_or_else(|| unknown("final_conv.weight"))?;
+        let depth = (0..)
+            .take_while(|i| ckpt.contains(&format!("downs.{i}.0.block1.proj.weight")))
+            .count();
+        if depth == 0 {
+            return Err(unknown("downs.0.0.block1.proj.weight"));
+        }
+        let mut channel_mults = Vec::with_capacity(depth);
+        let mut level_attention = Vec::with_capacity(depth);
+        for i in 0..depth {
+            let down = format!("downs.{i}.3.weight");
+            let [cout, ..] = shape4(&down).ok_or_else(|| unknown(&down))?;
+            if cout % nf != 0 {
+                return Err(Error::config(format!(
+                    "`{down}` has {cout} output channels, not a multiple of nf = {nf}"
+                )));
+            }
+            channel_mults.push(cout / nf);
+            level_attention.push(attention_kind(ckpt, &format!("downs.{i}.2.fn.fn"))?);
+        }
+        let mid_attention = attention_kind(ckpt, "mid_attn.fn.fn")?;
+        let [qkv, ..] = shape4("mid_attn.fn.fn.to_qkv.weight")
+            .ok_or_else(|| unknown("mid_attn.fn.fn.to_qkv.weight"))?;
+        let heads = 4;
+        let conditional = cin == 2 * out_channels;
+        let in_channels = if conditional { cin / 2 } else { cin };
+        let config = Self {
+            in_channels,
+            out_channels,
+            nf,
+            channel_mults,
+            conditional,
+            stem_kernel,
+            level_attention,
+            mid_attention,
+            heads,
+            head_dim: qkv / 3 / heads,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the configuration for values upstream cannot build.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the bad value.
+    pub fn validate(&self) -> Result<()> {
+        if self.nf < 4 || self.nf % 2 != 0 {
+            return Err(Error::config(format!(
+                "nf = {} must be even and at least 4 (the time embedding has nf/2 − 1 > 0 \
+                 frequency steps)",
+                self.nf
+            )));
+        }
+        if self.in_channels == 0 || self.out_channels == 0 {
+            return Err(Error::config("in/out channels must be at least 1"));
+        }
+        if self.channel_mults.is_empty() || self.channel_mults.contains(&0) {
+            return Err(Error::config(format!(
+                "channel multipliers {:?} must be non-empty and positive",
+                self.channel_mults
+            )));
+        }
+        if self.level_attention.len() != self.channel_mults.len() {
+            return Err(Error::config(format!(
+                "{} level attention kinds for {} levels",
+                self.level_attention.len(),
+                self.channel_mults.len()
+            )));
+        }
+        if self.heads == 0 || self.head_dim == 0 || self.stem_kernel % 2 == 0 {
+            return Err(Error::config(
+                "heads and head_dim must be positive and the stem kernel odd",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for UNetConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ConditionalUNet in_nc={} out_nc={} nf={} ch_mult={:?}{}{}",
+            self.in_channels,
+            self.out_channels,
+            self.nf,
+            self.channel_mults,
+            if self.conditional {
+                ""
+            } else {
+                " unconditional"
+            },
+            if self.mid_attention == Attention::Full {
+                " mid_attn=full"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+fn attention_kind(ckpt: &Checkpoint, prefix: &str) -> Result<Attention> {
+    if ckpt.contains(&format!("{prefix}.to_out.1.g")) {
+        Ok(Attention::Linear)
+    } else if ckpt.contains(&format!("{prefix}.to_out.weight")) {
+        Ok(Attention::Full)
+    } else {
+        Err(Error::UnknownArchitecture {
+            path: ckpt.origin().to_owned(),
+            reason: format!("no attention block at `{prefix}`"),
+        })
+    }
+}
+
+/// Residual block with a time scale-shift (`ResBlock` upstream).
+#[derive(Debug, Clone)]
+struct ResBlock {
+    mlp: Linear,
+    conv1: Conv,
+    conv2: Conv,
+    skip: Option<Conv>,
+}
+
+impl ResBlock {
+    fn new(w: &Weights, p: &str, cin: usize, cout: usize, time_dim: usize) -> Result<Self> {
+        Ok(Self {
+            mlp: Linear::new(w, &format!("{p}.mlp.1"), time_dim, 2 * cout)?,
+            conv1: Conv::new(
+                w,
+                &format!("{p}.block1.proj"),
+                ConvSpec::same(cin, cout, 3, false),
+            )?,
+            conv2: Conv::new(
+                w,
+                &format!("{p}.block2.proj"),
+                ConvSpec::same(cout, cout, 3, false),
+            )?,
+            skip: if cin != cout {
+                Some(Conv::new(
+                    w,
+                    &format!("{p}.res_conv"),
+                    ConvSpec::same(cin, cout, 1, false),
+                )?)
+            } else {
+                None
+            },
+        })
+    }
+
+    fn forward(&self, x: &Tensor, temb: &Tensor) -> Result<Tensor> {
+        let ss = chunks(&self.mlp.forward(&temb.silu()?)?, 2)?;
+        let h = modulate(&self.conv1.forward(x)?, &ss[0], &ss[1])?.silu()?;
+        let h = self.conv2.forward(&h)?.silu()?;
+        let skip = match &self.skip {
+            Some(c) => c.forward(x)?,
+            None => x.clone(),
+        };
+        Ok((h + skip)?)
+    }
+}
+
+/// `x + attention(norm(x))` (`Residual(PreNorm(dim, LinearAttention | Attention))`).
+#[derive(Debug, Clone)]
+struct AttentionBlock {
+    kind: Attention,
+    norm: ChannelNorm,
+    to_qkv: Conv,
+    to_out: Conv,
+    out_norm: Option<ChannelNorm>,
+    heads: usize,
+    head_dim: usize,
+}
+
+impl AttentionBlock {
+    fn new(w: &Weights, p: &str, dim: usize, kind: Attention, c: &UNetConfig) -> Result<Self> {
+        let hidden = c.heads * c.head_dim;
+        let norm = ChannelNorm::new(w, &format!("{p}.norm"), dim)?;
+        let to_qkv = Conv::new(
+            w,
+            &format!("{p}.fn.to_qkv"),
+            ConvSpec::same(dim, 3 * hidden, 1, false),
+        )?;
+        let (to_out, out_norm) = match kind {
+            Attention::Linear => (
+                Conv::new(
+                    w,
+                    &format!("{p}.fn.to_out.0"),
+                    ConvSpec::same(hidden, dim, 1, true),
+                )?,
+                Some(ChannelNorm::new(w, &format!("{p}.fn.to_out.1"), dim)?),
+            ),
+            Attention::Full => (
+                Conv::new(
+                    w,
+                    &format!("{p}.fn.to_out"),
+                    ConvSpec::same(hidden, dim, 1, true),
+                )?,
+                None,
+            ),
+        };
+        Ok(Self {
+            kind,
+            norm,
+            to_qkv,
+            to_out,
+            out_norm,
+            heads: c.heads,
+            head_dim: c.head_dim,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, _, h, w) = x.dims4()?;
+        let n = h * w;
+        let qkv = self.to_qkv.forward(&self.norm.forward(x)?)?;
+        let split = |i: usize| -> Result<Tensor> {
+            let hidden = self.heads * self.head_dim;
+            Ok(qkv
+                .narrow(1, i * hidden, hidden)?
+                .reshape((b, self.heads, self.head_dim, n))?)
+        };
+        let (q, k, v) = (split(0)?, split(1)?, split(2)?);
+        let scale = (self.head_dim as f64).powf(-0.5);
+        let out = match self.kind {
+            Attention::Linear => {
+                let q = (softmax(&q, 2)? * scale)?;
+                let k = softmax(&k, 3)?;
+                let v = (v / n as f64)?;
+                // context[d, e] = Σₙ k[d, n] v[e, n]; out[e, n] = Σ_d context[d, e] q[d, n].
+                let context = k.matmul(&v.t()?)?;
+                context.t()?.matmul(&q)?
+            }
+            Attention::Full => {
+                let q = (q * scale)?;
+                // sim[i, j] = Σ_d q[d, i] k[d, j]; out[d, i] = Σ_j attn[i, j] v[d, j].
+                let attn = softmax(&q.t()?.matmul(&k)?, 3)?;
+                v.matmul(&attn.t()?)?
+            }
+        };
+        let out = out.reshape((b, self.heads * self.head_dim, h, w))?;
+        let mut out = self.to_out.forward(&out)?;
+        if let Some(norm) = &self.out_norm {
+            out = norm.forward(&out)?;
+        }
+        Ok((out + x)?)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Level {
+    block1: ResBlock,
+    block2: ResBlock,
+    attn: AttentionBlock,
+    /// Down: strided 4 × 4 (or 3 × 3 at the last level). Up: nearest ×2 then 3 × 3 (or a
+    /// plain 3 × 3 at the first level).
+    resample: Conv,
+    scale: bool,
+}
+
+/// IR-SDE's `ConditionalUNet`; predicts the noise. A [`ScoreModel`](mrsampler::ScoreModel)
+/// on `[B, C, H, W]` tensors of any size (through [`Network`](crate::Network) or directly).
+#[derive(Debug, Clone)]
+pub struct ConditionalUNet {
+    config: UNetConfig,
+    dtype: DType,
+    device: Device,
+    params: usize,
+    stem: Conv,
+    time1: Linear,
+    time2: Linear,
+    downs: Vec<Level>,
+    mid1: ResBlock,
+    mid_attn: AttentionBlock,
+    mid2: ResBlock,
+    ups: Vec<Level>,
+    final_block: ResBlock,
+    final_conv: Conv,
+}
+
+impl ConditionalUNet {
+    /// Builds the network from a checkpoint, checking every tensor's shape against `config`
+    /// and that the checkpoint holds nothing else.
+    ///
+    /// # Errors
+    /// [`Error::MissingTensor`], [`Error::ShapeMismatch`] or [`Error::UnexpectedTensor`]
+    /// naming the first tensor that does not fit; [`Error::InvalidConfig`].
+    pub fn from_checkpoint(
+        ckpt: &Checkpoint,
+        config: UNetConfig,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        config.validate()?;
+        let w = Weights::new(ckpt, device, dtype, config.to_string());
+        Self::build(w, config, dtype)
+    }
+
+    /// Builds the network with random weights (for parameter counts and benchmarks).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`]; [`Error::Candle`] if the device cannot allocate.
+    pub fn random(config: UNetConfig, device: &Device, dtype: DType) -> Result<Self> {
+        config.validate()?;
+        let w = Weights::random(device, dtype, config.to_string());
+        Self::build(w, config, dtype)
+    }
+
+    fn build(w: Weights, c: UNetConfig, dtype: DType) -> Result<Self> {
+        let nf = c.nf;
+        let time_dim = 4 * nf;
+        let cin = if c.conditional {
+            2 * c.in_channels
+        } else {
+            c.in_channels
+        };
+        let stem = Conv::new(
+            &w,
+            "init_conv",
+            ConvSpec::same(cin, nf, c.stem_kernel, false),
+        )?;
+        let time1 = Linear::new(&w, "time_mlp.1", nf, time_dim)?;
+        let time2 = Linear::new(&w, "time_mlp.3", time_dim, time_dim)?;
+        let dims = c.dims();
+        let depth = c.depth();
+        let mut downs = Vec::with_capacity(depth);
+        for i in 0..depth {
+            let (din, dout) = (dims[i], dims[i + 1]);
+            let p = format!("downs.{i}");
+            let last = i + 1 == depth;
+            downs.push(Level {
+                block1: ResBlock::new(&w, &format!("{p}.0"), din, din, time_dim)?,
+                block2: ResBlock::new(&w, &format!("{p}.1"), din, din, time_dim)?,
+                attn: AttentionBlock::new(&w, &format!("{p}.2.fn"), din, c.level_attention[i], &c)?,
+                resample: if last {
+                    Conv::new(&w, &format!("{p}.3"), ConvSpec::same(din, dout, 3, false))?
+                } else {
+                    Conv::new(
+                        &w,
+                        &format!("{p}.3"),
+                        ConvSpec {
+                            cin: din,
+                            cout: dout,
+                            kernel: 4,
+                            stride: 2,
+                            padding: 1,
+                            groups: 1,
+                            bias: true,
+                        },
+                    )?
+                },
+                scale: !last,
+            });
+        }
+        let mid = dims[depth];
+        let mid1 = ResBlock::new(&w, "mid_block1", mid, mid, time_dim)?;
+        let mid_attn = AttentionBlock::new(&w, "mid_attn.fn", mid, c.mid_attention, &c)?;
+        let mid2 = ResBlock::new(&w, "mid_block2", mid, mid, time_dim)?;
+        let mut ups = Vec::with_capacity(depth);
+        for (j, i) in (0..depth).rev().enumerate() {
+            let (din, dout) = (dims[i], dims[i + 1]);
+            let p = format!("ups.{j}");
+            let first = i == 0;
+            ups.push(Level {
+                block1: ResBlock::new(&w, &format!("{p}.0"), dout + din, dout, time_dim)?,
+                block2: ResBlock::new(&w, &format!("{p}.1"), dout + din, dout, time_dim)?,
+                attn: AttentionBlock::new(
+                    &w,
+                    &format!("{p}.2.fn"),
+                    dout,
+                    c.level_attention[i],
+                    &c,
+                )?,
+                resample: if first {
+                    Conv::new(&w, &format!("{p}.3"), ConvSpec::same(dout, din, 3, false))?
+                } else {
+                    Conv::new(&w, &format!("{p}.3.1"), ConvSpec::same(dout, din, 3, true))?
+                },
+                scale: !first,
+            });
+        }
+        let final_block = ResBlock::new(&w, "final_res_block", 2 * nf, nf, time_dim)?;
+        let final_conv = Conv::new(
+            &w,
+            "final_conv",
+            ConvSpec::same(nf, c.out_channels, 3, true),
+        )?;
+        let device = w.device().clone();
+        let params = w.finish()?;
+        Ok(Self {
+            config: c,
+            dtype,
+            device,
+            params,
+            stem,
+            time1,
+            time2,
+            downs,
+            mid1,
+            mid_attn,
+            mid2,
+            ups,
+            final_block,
+            final_conv,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &UNetConfig {
+        &self.config
+    }
+
+    /// Number of parameters (as PyTorch's `sum(p.numel() for p in net.parameters())`).
+    pub fn parameter_count(&self) -> usize {
+        self.params
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The dtype of the weights and of the computation.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The noise prediction for states `xt` and means `mu` (`[B, C, H, W]`, any `H, W`) at
+    /// one time per sample (`t.len() == B`, or one time for all).
+    ///
+    /// # Errors
+    /// [`Error::Input`] for shapes the network cannot take; [`Error::Candle`].
+    pub fn forward(&self, xt: &Tensor, mu: &Tensor, t: &[f32]) -> Result<Tensor> {
+        let c = &self.config;
+        let (b, _, h, w) = check_input(xt, mu, c.in_channels, t)?;
+        let x = if c.conditional {
+            Tensor::cat(&[(xt - mu)?, mu.clone()], 1)?
+        } else {
+            xt.clone()
+        };
+        let m = 1usize << c.depth();
+        let x = reflect_pad(&x, pad_to(h, m), pad_to(w, m))?;
+        let times = broadcast_times(t, b);
+        let temb = time_embedding(&times, c.nf, self.dtype, &self.device)?;
+        let temb = self
+            .time2
+            .forward(&self.time1.forward(&temb)?.gelu_erf()?)?;
+
+        let mut x = self.stem.forward(&x)?;
+        let stem_out = x.clone();
+        let mut skips = Vec::with_capacity(2 * self.downs.len());
+        for level in &self.downs {
+            x = level.block1.forward(&x, &temb)?;
+            skips.push(x.clone());
+            x = level.attn.forward(&level.block2.forward(&x, &temb)?)?;
+            skips.push(x.clone());
+            x = level.resample.forward(&x)?;
+        }
+        x = self.mid1.forward(&x, &temb)?;
+        x = self.mid_attn.forward(&x)?;
+        x = self.mid2.forward(&x, &temb)?;
+        for level in &self.ups {
+            let skip = skips.pop().ok_or_else(|| Error::config("skip stack"))?;
+            x = level
+                .block1
+                .forward(&Tensor::cat(&[&x, &skip], 1)?, &temb)?;
+            let skip = skips.pop().ok_or_else(|| Error::config("skip stack"))?;
+            x = level
+                .block2
+                .forward(&Tensor::cat(&[&x, &skip], 1)?, &temb)?;
+            x = level.attn.forward(&x)?;
+            if level.scale {
+                let (_, _, hh, ww) = x.dims4()?;
+                x = x.upsample_nearest2d(2 * hh, 2 * ww)?;
+            }
+            x = level.resample.forward(&x)?;
+        }
+        x = self
+            .final_block
+            .forward(&Tensor::cat(&[&x, &stem_out], 1)?, &temb)?;
+        let x = self.final_conv.forward(&x)?;
+        Ok(x.narrow(2, 0, h)?.narrow(3, 0, w)?.contiguous()?)
+    }
+}
+
+/// Checks `xt` and `mu` against each other and the network; returns `(B, C, H, W)`.
+pub(crate) fn check_input(
+    xt: &Tensor,
+    mu: &Tensor,
+    channels: usize,
+    t: &[f32],
+) -> Result<(usize, usize, usize, usize)> {
+    if xt.dims() != mu.dims() {
+        return Err(Error::input(format!(
+            "x_t has shape {:?} but μ has shape {:?}; they must be equal",
+            xt.dims(),
+            mu.dims()
+        )));
+    }
+    let (b, c, h, w) = xt.dims4().map_err(|_| {
+        Error::input(format!(
+            "expected [batch, channels, height, width], got shape {:?}",
+            xt.dims()
+        ))
+    })?;
+    if c != channels {
+        return Err(Error::input(format!(
+            "the network takes {channels}-channel images but got {c} channels"
+        )));
+    }
+    if b == 0 || h == 0 || w == 0 {
+        return Err(Error::input(format!(
+            "empty input of shape {:?}",
+            xt.dims()
+        )));
+    }
+    if t.len() != b && t.len() != 1 {
+        return Err(Error::input(format!(
+            "{} times for a batch of {b}; give one time per sample or one for all",
+            t.len()
+        )));
+    }
+    if let Some(bad) = t.iter().find(|v| !v.is_finite()) {
+        return Err(Error::input(format!("time {bad} is not finite")));
+    }
+    Ok((b, c, h, w))
+}
+
+pub(crate) fn broadcast_times(t: &[f32], b: usize) -> Vec<f32> {
+    if t.len() == b {
+        t.to_vec()
+    } else {
+        vec![t[0]; b]
+    }
+}
