@@ -19,7 +19,8 @@ and `cases.json`, the manifest read by `models/tests/parity.rs`: architecture, c
 times, parameter count. `defaults.json` records the parameter counts of the released default
 configurations (the Rust tests rebuild them with random weights and compare).
 
-`--one` writes a single case at a configuration given on the command line (for checking the
+`--one` writes a single case at a configuration given on the command line, with its inputs
+and outputs also as `NAME.xt.npy`, `NAME.mu.npy`, `NAME.out_0.npy`, ... (for checking the
 `mrsampler net` command on a configuration that is not shipped).
 
 Needs: torch, safetensors, einops (the upstream modules import it).
@@ -144,6 +145,12 @@ def main() -> None:
         case = dict(name=args.name, arch=args.one, module="deraining", setting=args.setting,
                     shape=args.shape, times=args.times)
         meta = write_case(args.upstream, case, args.out, args.seed)
+        # The same inputs and outputs as .npy, for `mrsampler net --xt --mu --t --out`.
+        import numpy as np
+        from safetensors.numpy import load_file
+        io = load_file(str(args.out / f"{args.name}.io.safetensors"))
+        for key, value in io.items():
+            np.save(args.out / f"{args.name}.{key}.npy", value)
         print(json.dumps(meta))
         return
 

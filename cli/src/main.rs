@@ -1,1 +1,251 @@
-fn main() {}
+//! `mrsampler`: run and convert published MR diffusion checkpoints.
+//!
+//! ```text
+//! mrsampler info    WEIGHTS [--options YML]
+//! mrsampler net     --weights WEIGHTS [--options YML] --xt X.npy --mu MU.npy --t T --out OUT.npy
+//! mrsampler convert INPUT OUTPUT.safetensors [--options YML] [--dtype f32|f16|bf16]
+//! ```
+//!
+//! `net` is the porting check: it evaluates the network once on given inputs, so a
+//! conversion can be compared with the PyTorch module number for number.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use clap::{Parser, Subcommand, ValueEnum};
+use mrsampler_models::{Checkpoint, LoadOptions, Network, UpstreamOptions};
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+#[derive(Parser)]
+#[command(
+    name = "mrsampler",
+    version,
+    about = "Mean-Reverting diffusion restoration tools"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a checkpoint's architecture, inferred configuration and parameter count.
+    Info {
+        /// A `.pth` state dict or a safetensors file.
+        weights: PathBuf,
+        /// An upstream option file (YAML) stating the configuration.
+        #[arg(long)]
+        options: Option<PathBuf>,
+    },
+    /// Evaluate the network once on `.npy` inputs and write its output (the porting check).
+    Net {
+        /// A `.pth` state dict or a safetensors file.
+        #[arg(long)]
+        weights: PathBuf,
+        /// An upstream option file (YAML) stating the configuration.
+        #[arg(long)]
+        options: Option<PathBuf>,
+        /// The state `x_t`, `[B, C, H, W]` or `[C, H, W]`.
+        #[arg(long)]
+        xt: PathBuf,
+        /// The condition `μ` (the degraded image), same shape as `x_t`.
+        #[arg(long)]
+        mu: PathBuf,
+        /// The time index (fractional allowed).
+        #[arg(long, allow_negative_numbers = true)]
+        t: f64,
+        /// Where to write the output `.npy` (float32).
+        #[arg(long)]
+        out: PathBuf,
+        /// `cpu`, `cuda:N` or `metal`.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Weights and computation dtype.
+        #[arg(long, value_enum, default_value = "f32")]
+        dtype: Precision,
+    },
+    /// Write a clean safetensors file (unwrapped, unprefixed, checked) from a checkpoint.
+    Convert {
+        /// A `.pth` state dict or a safetensors file.
+        input: PathBuf,
+        /// The safetensors file to write.
+        output: PathBuf,
+        /// An upstream option file (YAML) stating the configuration.
+        #[arg(long)]
+        options: Option<PathBuf>,
+        /// The dtype to store.
+        #[arg(long, value_enum, default_value = "f32")]
+        dtype: Precision,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Precision {
+    F32,
+    F16,
+    Bf16,
+    F64,
+}
+
+impl From<Precision> for DType {
+    fn from(p: Precision) -> Self {
+        match p {
+            Precision::F32 => DType::F32,
+            Precision::F16 => DType::F16,
+            Precision::Bf16 => DType::BF16,
+            Precision::F64 => DType::F64,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Info { weights, options } => {
+            let ckpt = Checkpoint::load(&weights)?;
+            let net = Network::from_checkpoint(&ckpt, &load_options(options, "cpu", DType::F32)?)?;
+            println!("{}", weights.display());
+            println!("  format: {:?}, {} tensors", ckpt.format(), ckpt.len());
+            println!("  network: {}", net.config());
+            println!("  parameters: {}", net.parameter_count());
+            Ok(())
+        }
+        Command::Net {
+            weights,
+            options,
+            xt,
+            mu,
+            t,
+            out,
+            device,
+            dtype,
+        } => {
+            let opts = load_options(options, &device, dtype.into())?;
+            let net = Network::load(&weights, &opts)?;
+            let (x, three_d) = read_image_npy(&xt, &opts.device)?;
+            let (m, _) = read_image_npy(&mu, &opts.device)?;
+            let start = Instant::now();
+            let b = x.dim(0)?;
+            let y = net.forward(
+                &x.to_dtype(net.dtype())?,
+                &m.to_dtype(net.dtype())?,
+                &vec![t as f32; b],
+            )?;
+            let y = y.to_dtype(DType::F32)?.to_device(&Device::Cpu)?;
+            let seconds = start.elapsed().as_secs_f64();
+            let y = if three_d { y.squeeze(0)? } else { y };
+            write_atomically(&out, |tmp| Ok(y.write_npy(tmp)?))?;
+            eprintln!(
+                "{}: {} at t = {t}, output {:?} in {seconds:.3} s -> {}",
+                weights.display(),
+                net.config(),
+                y.dims(),
+                out.display()
+            );
+            Ok(())
+        }
+        Command::Convert {
+            input,
+            output,
+            options,
+            dtype,
+        } => {
+            let ckpt = Checkpoint::load(&input)?;
+            // Building the network checks every tensor, so the output is known to load.
+            let net = Network::from_checkpoint(&ckpt, &load_options(options, "cpu", DType::F32)?)?;
+            ckpt.save_safetensors(&output, dtype.into())?;
+            eprintln!(
+                "{} -> {}: {}, {} tensors, {} parameters",
+                input.display(),
+                output.display(),
+                net.config(),
+                ckpt.len(),
+                net.parameter_count()
+            );
+            Ok(())
+        }
+    }
+}
+
+fn load_options(options: Option<PathBuf>, device: &str, dtype: DType) -> Result<LoadOptions> {
+    Ok(LoadOptions {
+        device: parse_device(device)?,
+        dtype,
+        options: options.map(UpstreamOptions::load).transpose()?,
+    })
+}
+
+/// `cpu`, `cuda`, `cuda:N` or `metal`, with a clear error when the build lacks the backend.
+fn parse_device(s: &str) -> Result<Device> {
+    let unavailable =
+        |what: &str, feature: &str, e: candle_core::Error| -> Box<dyn std::error::Error> {
+            format!(
+            "device `{s}` is not available ({e}); this build supports {what} only when built with \
+             `--features {feature}`"
+        )
+        .into()
+        };
+    match s {
+        "cpu" => Ok(Device::Cpu),
+        "metal" => Device::new_metal(0).map_err(|e| unavailable("Metal", "metal", e)),
+        _ => {
+            let ordinal = match s.strip_prefix("cuda") {
+                Some("") => 0,
+                Some(rest) => rest
+                    .strip_prefix(':')
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| format!("device `{s}`: expected cuda:N with N a GPU index"))?,
+                None => {
+                    return Err(
+                        format!("unknown device `{s}`; use cpu, cuda, cuda:N or metal").into(),
+                    );
+                }
+            };
+            Device::new_cuda(ordinal).map_err(|e| unavailable("CUDA", "cuda", e))
+        }
+    }
+}
+
+/// Reads a `[B, C, H, W]` or `[C, H, W]` array; returns it 4-D and whether it was 3-D.
+fn read_image_npy(path: &Path, device: &Device) -> Result<(Tensor, bool)> {
+    let t = Tensor::read_npy(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (t, three_d) = match t.rank() {
+        4 => (t, false),
+        3 => (t.unsqueeze(0)?, true),
+        r => {
+            return Err(format!(
+                "{}: expected a [B, C, H, W] or [C, H, W] array, got rank {r} {:?}",
+                path.display(),
+                t.dims()
+            )
+            .into());
+        }
+    };
+    Ok((t.to_device(device)?, three_d))
+}
+
+/// Writes through `write` to a temporary name beside `path`, then renames it into place, so
+/// that an interrupted run never leaves a half-written output.
+fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| format!("{}: not a file path", path.display()))?;
+    let tmp = path.with_file_name(format!(".{}.partial", name.to_string_lossy()));
+    if let Err(e) = write(&tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()).into())
+}

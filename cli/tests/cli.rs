@@ -1,0 +1,240 @@
+//! The `mrsampler` binary on the models crate's parity cases.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use candle_core::{Device, Tensor};
+
+fn case(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../models/tests/data")
+        .join(name)
+}
+
+fn mrsampler(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mrsampler"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
+    let d = (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    d / b
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+/// Writes the case's `xt` and `mu` as `.npy`; returns their paths and the reference output at
+/// the case's first time.
+fn npy_inputs(dir: &Path, name: &str) -> (String, String, Tensor) {
+    let io = candle_core::safetensors::load(case(&format!("{name}.io.safetensors")), &Device::Cpu)
+        .unwrap();
+    let (xt, mu) = (dir.join("xt.npy"), dir.join("mu.npy"));
+    io["xt"].write_npy(&xt).unwrap();
+    io["mu"].write_npy(&mu).unwrap();
+    (
+        xt.display().to_string(),
+        mu.display().to_string(),
+        io["out_0"].clone(),
+    )
+}
+
+#[test]
+fn net_reproduces_upstream_and_convert_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let (xt, mu, want) = npy_inputs(dir.path(), "nafnet_w8_e11");
+    let out = dir.path().join("out.npy");
+    let pth = case("nafnet_w8_e11_wrapped.pth");
+    let (ok, log) = mrsampler(&[
+        "net",
+        "--weights",
+        pth.to_str().unwrap(),
+        "--xt",
+        &xt,
+        "--mu",
+        &mu,
+        "--t",
+        "37.5",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{log}");
+    let got = Tensor::read_npy(&out).unwrap();
+    assert!(rel_err(&got, &want) <= 1e-5, "{}", rel_err(&got, &want));
+
+    // convert: the wrapped, prefixed .pth becomes a plain safetensors file that runs the same.
+    let st = dir.path().join("clean.safetensors");
+    let (ok, log) = mrsampler(&["convert", pth.to_str().unwrap(), st.to_str().unwrap()]);
+    assert!(ok, "{log}");
+    assert!(
+        log.contains("ConditionalNAFNet") && log.contains("27027 parameters"),
+        "{log}"
+    );
+    let names = candle_core::safetensors::load(&st, &Device::Cpu).unwrap();
+    assert!(names.keys().all(|k| !k.starts_with("module.")));
+    let out2 = dir.path().join("out2.npy");
+    let (ok, log) = mrsampler(&[
+        "net",
+        "--weights",
+        st.to_str().unwrap(),
+        "--xt",
+        &xt,
+        "--mu",
+        &mu,
+        "--t",
+        "37.5",
+        "--out",
+        out2.to_str().unwrap(),
+    ]);
+    assert!(ok, "{log}");
+    assert_eq!(rel_err(&Tensor::read_npy(&out2).unwrap(), &got), 0.0);
+
+    let (ok, log) = mrsampler(&["info", st.to_str().unwrap()]);
+    assert!(ok && log.contains("width=8 enc_blk_nums=[1, 1]"), "{log}");
+}
+
+#[test]
+fn bad_invocations_fail_with_a_message_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (xt, mu, _) = npy_inputs(dir.path(), "unet_nf4_d2");
+    let w = case("unet_nf4_d2.pth");
+    let w = w.to_str().unwrap();
+    let out = dir.path().join("out.npy");
+    let o = out.to_str().unwrap();
+    let cases: [(Vec<&str>, &str); 5] = [
+        (
+            vec![
+                "net",
+                "--weights",
+                "/nonexistent.pth",
+                "--xt",
+                &xt,
+                "--mu",
+                &mu,
+                "--t",
+                "1",
+                "--out",
+                o,
+            ],
+            "cannot read",
+        ),
+        (
+            vec![
+                "net",
+                "--weights",
+                w,
+                "--xt",
+                &xt,
+                "--mu",
+                &mu,
+                "--t",
+                "1",
+                "--out",
+                o,
+                "--device",
+                "cuda:0",
+            ],
+            "--features cuda",
+        ),
+        (
+            vec![
+                "net",
+                "--weights",
+                w,
+                "--xt",
+                &xt,
+                "--mu",
+                &mu,
+                "--t",
+                "1",
+                "--out",
+                o,
+                "--device",
+                "tpu",
+            ],
+            "unknown device",
+        ),
+        (
+            vec![
+                "net",
+                "--weights",
+                w,
+                "--xt",
+                "/nonexistent.npy",
+                "--mu",
+                &mu,
+                "--t",
+                "1",
+                "--out",
+                o,
+            ],
+            "nonexistent.npy",
+        ),
+        (
+            vec![
+                "net",
+                "--weights",
+                &xt,
+                "--xt",
+                &xt,
+                "--mu",
+                &mu,
+                "--t",
+                "1",
+                "--out",
+                o,
+            ],
+            "not a readable checkpoint",
+        ),
+    ];
+    for (args, want) in cases {
+        let (ok, log) = mrsampler(&args);
+        assert!(
+            !ok && log.contains("error:") && log.contains(want),
+            "{args:?}: {log}"
+        );
+        assert!(!log.contains("panicked"), "{log}");
+        assert!(!out.exists());
+    }
+    // A channel count the network does not take.
+    let gray = dir.path().join("gray.npy");
+    Tensor::zeros((1, 1, 8, 8), candle_core::DType::F32, &Device::Cpu)
+        .unwrap()
+        .write_npy(&gray)
+        .unwrap();
+    let g = gray.to_str().unwrap();
+    let (ok, log) = mrsampler(&[
+        "net",
+        "--weights",
+        w,
+        "--xt",
+        g,
+        "--mu",
+        g,
+        "--t",
+        "1",
+        "--out",
+        o,
+    ]);
+    assert!(!ok && log.contains("3-channel"), "{log}");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        3,
+        "no partial files left"
+    );
+}
