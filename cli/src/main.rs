@@ -8,6 +8,7 @@
 //!
 //! `net` is the porting check: it evaluates the network once on given inputs, so a
 //! conversion can be compared with the PyTorch module number for number.
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

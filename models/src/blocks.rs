@@ -7,8 +7,8 @@
 use candle_core::{DType, Tensor};
 
 use crate::checkpoint::Weights;
-use crate::depthwise;
 use crate::error::{Error, Result};
+use crate::kernels;
 
 /// A 2-D convolution (`torch.nn.Conv2d`, square kernel, dilation 1).
 #[derive(Debug, Clone)]
@@ -70,10 +70,12 @@ impl Conv {
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (cout, _, k, _) = self.weight.dims4()?;
         if self.groups > 1 && self.groups == cout && k == 3 && self.stride == 1 {
-            return depthwise::conv3x3(x, &self.weight, self.bias.as_ref());
+            return kernels::depthwise_conv3x3(x, &self.weight, self.bias.as_ref());
         }
         let y = if k == 1 && self.stride == 1 && self.groups == 1 {
             pointwise(x, &self.weight)?
+        } else if self.groups == 1 {
+            kernels::conv2d(x, &self.weight, self.stride, self.padding)?
         } else {
             x.conv2d(&self.weight, self.padding, self.stride, 1, self.groups)?
         };

@@ -26,14 +26,16 @@
 //! ```
 //!
 //! Layout: `checkpoint` (file formats, shape-checked weight access), `blocks` (layers shared
-//! by the networks), `depthwise` (the CPU depthwise-convolution kernel), one module per
+//! by the networks), `kernels` (CPU convolution kernels), one module per
 //! architecture (`unet`, `nafnet`), `network` (detection and the common entry point),
 //! `options` (upstream YAML), `preset` (schedules of the checkpoint families).
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 mod blocks;
 mod checkpoint;
-mod depthwise;
 mod error;
+mod kernels;
 mod nafnet;
 mod network;
 mod options;
@@ -42,6 +44,7 @@ mod unet;
 
 pub use checkpoint::{Checkpoint, Format};
 pub use error::{Error, Result};
+pub use kernels::depthwise_conv3x3;
 pub use nafnet::{ConditionalNafNet, NafNetConfig};
 pub use network::{Architecture, LoadOptions, Network, NetworkConfig};
 pub use options::{NetworkOptions, SdeOptions, UpstreamOptions};

@@ -12,9 +12,32 @@ use rayon::prelude::*;
 
 use crate::error::Result;
 
-/// Depthwise 3 × 3 convolution of `x: [B, C, H, W]` with `weight: [C, 1, 3, 3]`.
-pub(crate) fn conv3x3(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+/// Depthwise 3 × 3 convolution (stride 1, zero padding 1) of `x: [B, C, H, W]` with
+/// `weight: [C, 1, 3, 3]` and an optional `bias: [C]`; PyTorch's
+/// `Conv2d(C, C, 3, padding=1, groups=C)`.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// let x = Tensor::ones((1, 2, 4, 4), candle_core::DType::F32, &Device::Cpu)?;
+/// let w = Tensor::ones((2, 1, 3, 3), candle_core::DType::F32, &Device::Cpu)?;
+/// let y = mrsampler_models::depthwise_conv3x3(&x, &w, None)?;
+/// // A corner sees 4 of the 9 taps, an interior pixel all 9.
+/// assert_eq!(y.get(0)?.get(0)?.to_vec2::<f32>()?[0], [4.0, 6.0, 6.0, 4.0]);
+/// # Ok::<(), mrsampler_models::Error>(())
+/// ```
+///
+/// # Errors
+/// [`Error::Input`](crate::Error::Input) if the shapes do not fit; [`Error::Candle`](crate::Error::Candle).
+pub fn conv3x3(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     let c = weight.dim(0)?;
+    if weight.dims() != [c, 1, 3, 3] || x.rank() != 4 || x.dim(1)? != c {
+        return Err(crate::Error::input(format!(
+            "depthwise 3 × 3 convolution of {:?} with weights {:?}: expected [B, C, H, W] and \
+             [C, 1, 3, 3]",
+            x.dims(),
+            weight.dims()
+        )));
+    }
     let y = if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
         x.contiguous()?
             .apply_op2_no_bwd(&weight.contiguous()?, &Depthwise3x3)?
