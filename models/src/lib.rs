@@ -17,10 +17,9 @@
 //! use mrsampler::{MrSampler, Sampler, SeededNoise};
 //! use mrsampler_models::{LoadOptions, Network, preset};
 //!
-//! let mut net = Network::load("refusion-deraining.pth", &LoadOptions::default())?;
-//! println!("{} ({} parameters)", net.config(), net.parameter_count());
-//! let mu = candle_core::Tensor::zeros((1, 3, 100, 75), candle_core::DType::F32, net.device())?;
-//! let sampler = MrSampler::new(preset("refusion-deraining")?.schedule(), 10)?;
+//! let mut net = Network::load("ir-sde-deraining.pth", &LoadOptions::default())?;
+//! let sampler = MrSampler::new(preset("ir-sde-deraining")?.schedule(), 10)?;
+//! # let mu = candle_core::Tensor::zeros((1, 3, 64, 64), candle_core::DType::F32, net.device())?;
 //! let restored = sampler.sample(&mut net, &mu, None, &mut SeededNoise::new(0))?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
