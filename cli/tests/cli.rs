@@ -21,6 +21,24 @@ fn mrsampler(args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// `mrsampler net` on the given weights and `.npy` inputs at t = 37.5.
+fn net(weights: &Path, xt: &str, mu: &str, out: &Path) -> (bool, String) {
+    let (w, o) = (weights.to_str().unwrap(), out.to_str().unwrap());
+    mrsampler(&[
+        "net",
+        "--weights",
+        w,
+        "--xt",
+        xt,
+        "--mu",
+        mu,
+        "--t",
+        "37.5",
+        "--out",
+        o,
+    ])
+}
+
 fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
     let d = (a - b)
         .unwrap()
@@ -60,19 +78,7 @@ fn net_reproduces_upstream_and_convert_round_trips() {
     let (xt, mu, want) = npy_inputs(dir.path(), "nafnet_w8_e11");
     let out = dir.path().join("out.npy");
     let pth = case("nafnet_w8_e11_wrapped.pth");
-    let (ok, log) = mrsampler(&[
-        "net",
-        "--weights",
-        pth.to_str().unwrap(),
-        "--xt",
-        &xt,
-        "--mu",
-        &mu,
-        "--t",
-        "37.5",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let (ok, log) = net(&pth, &xt, &mu, &out);
     assert!(ok, "{log}");
     let got = Tensor::read_npy(&out).unwrap();
     assert!(rel_err(&got, &want) <= 1e-5, "{}", rel_err(&got, &want));
@@ -88,24 +94,33 @@ fn net_reproduces_upstream_and_convert_round_trips() {
     let names = candle_core::safetensors::load(&st, &Device::Cpu).unwrap();
     assert!(names.keys().all(|k| !k.starts_with("module.")));
     let out2 = dir.path().join("out2.npy");
-    let (ok, log) = mrsampler(&[
-        "net",
-        "--weights",
-        st.to_str().unwrap(),
-        "--xt",
-        &xt,
-        "--mu",
-        &mu,
-        "--t",
-        "37.5",
-        "--out",
-        out2.to_str().unwrap(),
-    ]);
+    let (ok, log) = net(&st, &xt, &mu, &out2);
     assert!(ok, "{log}");
     assert_eq!(rel_err(&Tensor::read_npy(&out2).unwrap(), &got), 0.0);
 
     let (ok, log) = mrsampler(&["info", st.to_str().unwrap()]);
     assert!(ok && log.contains("width=8 enc_blk_nums=[1, 1]"), "{log}");
+
+    // f16 storage: half the size, run in f32, within f16's rounding of the weights.
+    let half = dir.path().join("half.safetensors");
+    let (ok, log) = mrsampler(&[
+        "convert",
+        pth.to_str().unwrap(),
+        half.to_str().unwrap(),
+        "--dtype",
+        "f16",
+    ]);
+    assert!(ok, "{log}");
+    let (full_len, half_len) = (
+        std::fs::metadata(&st).unwrap().len(),
+        std::fs::metadata(&half).unwrap().len(),
+    );
+    assert!(half_len * 10 < full_len * 6, "{half_len} vs {full_len}");
+    let out3 = dir.path().join("out3.npy");
+    let (ok, log) = net(&half, &xt, &mu, &out3);
+    assert!(ok, "{log}");
+    let err = rel_err(&Tensor::read_npy(&out3).unwrap(), &want);
+    assert!(err > 0.0 && err < 5e-3, "f16 weights: {err}");
 }
 
 #[test]
@@ -116,93 +131,27 @@ fn bad_invocations_fail_with_a_message_and_write_nothing() {
     let w = w.to_str().unwrap();
     let out = dir.path().join("out.npy");
     let o = out.to_str().unwrap();
-    let cases: [(Vec<&str>, &str); 5] = [
-        (
-            vec![
-                "net",
-                "--weights",
-                "/nonexistent.pth",
-                "--xt",
-                &xt,
-                "--mu",
-                &mu,
-                "--t",
-                "1",
-                "--out",
-                o,
-            ],
-            "cannot read",
-        ),
-        (
-            vec![
-                "net",
-                "--weights",
-                w,
-                "--xt",
-                &xt,
-                "--mu",
-                &mu,
-                "--t",
-                "1",
-                "--out",
-                o,
-                "--device",
-                "cuda:0",
-            ],
-            "--features cuda",
-        ),
-        (
-            vec![
-                "net",
-                "--weights",
-                w,
-                "--xt",
-                &xt,
-                "--mu",
-                &mu,
-                "--t",
-                "1",
-                "--out",
-                o,
-                "--device",
-                "tpu",
-            ],
-            "unknown device",
-        ),
-        (
-            vec![
-                "net",
-                "--weights",
-                w,
-                "--xt",
-                "/nonexistent.npy",
-                "--mu",
-                &mu,
-                "--t",
-                "1",
-                "--out",
-                o,
-            ],
-            "nonexistent.npy",
-        ),
-        (
-            vec![
-                "net",
-                "--weights",
-                &xt,
-                "--xt",
-                &xt,
-                "--mu",
-                &mu,
-                "--t",
-                "1",
-                "--out",
-                o,
-            ],
-            "not a readable checkpoint",
-        ),
+    // (weights, x_t, extra arguments, what the message must say)
+    let cases: [(&str, &str, &[&str], &str); 5] = [
+        ("/nonexistent.pth", &xt, &[], "cannot read"),
+        (w, &xt, &["--device", "cuda:0"], "--features cuda"),
+        (w, &xt, &["--device", "tpu"], "unknown device"),
+        (w, "/nonexistent.npy", &[], "nonexistent.npy"),
+        (&xt, &xt, &[], "not a readable checkpoint"),
     ];
-    for (args, want) in cases {
+    for (weights, x, extra, want) in cases {
+        let mut args = vec![
+            "net",
+            "--weights",
+            weights,
+            "--xt",
+            x,
+            "--mu",
+            &mu,
+            "--t",
+            "1",
+        ];
+        args.extend(["--out", o].iter().chain(extra));
         let (ok, log) = mrsampler(&args);
         assert!(
             !ok && log.contains("error:") && log.contains(want),

@@ -243,3 +243,67 @@ pub(crate) fn chunks(x: &Tensor, n: usize) -> Result<Vec<Tensor>> {
         .map(|i| Ok(x.narrow(1, i * c, c)?.contiguous()?))
         .collect()
 }
+
+/// A network's input after the common checks: the image the first layer sees
+/// (`cat(x_t − μ, μ)` or `x_t`), one time per sample and the original height and width.
+pub(crate) struct NetworkInput {
+    pub x: Tensor,
+    pub times: Vec<f32>,
+    pub h: usize,
+    pub w: usize,
+}
+
+/// Checks `xt` and `mu` against each other and the network (`channels`), and builds the
+/// first layer's input.
+pub(crate) fn network_input(
+    xt: &Tensor,
+    mu: &Tensor,
+    channels: usize,
+    conditional: bool,
+    t: &[f32],
+) -> Result<NetworkInput> {
+    if xt.dims() != mu.dims() {
+        return Err(Error::input(format!(
+            "x_t has shape {:?} but μ has shape {:?}; they must be equal",
+            xt.dims(),
+            mu.dims()
+        )));
+    }
+    let (b, c, h, w) = xt.dims4().map_err(|_| {
+        Error::input(format!(
+            "expected [batch, channels, height, width], got shape {:?}",
+            xt.dims()
+        ))
+    })?;
+    if c != channels {
+        return Err(Error::input(format!(
+            "the network takes {channels}-channel images but got {c} channels"
+        )));
+    }
+    if b == 0 || h == 0 || w == 0 {
+        return Err(Error::input(format!(
+            "empty input of shape {:?}",
+            xt.dims()
+        )));
+    }
+    if t.len() != b && t.len() != 1 {
+        return Err(Error::input(format!(
+            "{} times for a batch of {b}; give one time per sample or one for all",
+            t.len()
+        )));
+    }
+    if let Some(bad) = t.iter().find(|v| !v.is_finite()) {
+        return Err(Error::input(format!("time {bad} is not finite")));
+    }
+    let x = if conditional {
+        Tensor::cat(&[(xt - mu)?, mu.clone()], 1)?
+    } else {
+        xt.clone()
+    };
+    let times = if t.len() == b {
+        t.to_vec()
+    } else {
+        vec![t[0]; b]
+    };
+    Ok(NetworkInput { x, times, h, w })
+}

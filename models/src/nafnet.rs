@@ -13,12 +13,11 @@ use std::fmt;
 use candle_core::{DType, Device, Tensor};
 
 use crate::blocks::{
-    ChannelNorm, Conv, ConvSpec, Linear, chunks, modulate, pad_to, pixel_shuffle, simple_gate,
-    time_embedding, zero_pad,
+    ChannelNorm, Conv, ConvSpec, Linear, NetworkInput, chunks, modulate, network_input, pad_to,
+    pixel_shuffle, simple_gate, time_embedding, zero_pad,
 };
 use crate::checkpoint::{Checkpoint, Weights};
 use crate::error::{Error, Result};
-use crate::unet::{broadcast_times, check_input};
 
 /// The configuration of a [`ConditionalNafNet`] (upstream's constructor arguments).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -340,13 +339,8 @@ impl ConditionalNafNet {
     /// [`Error::Input`] for shapes the network cannot take; [`Error::Candle`].
     pub fn forward(&self, xt: &Tensor, mu: &Tensor, t: &[f32]) -> Result<Tensor> {
         let c = &self.config;
-        let (b, _, h, w) = check_input(xt, mu, c.img_channels, t)?;
-        let x = if c.conditional {
-            Tensor::cat(&[(xt - mu)?, mu.clone()], 1)?
-        } else {
-            xt.clone()
-        };
-        let times = broadcast_times(t, b);
+        let NetworkInput { x, times, h, w } =
+            network_input(xt, mu, c.img_channels, c.conditional, t)?;
         let temb = time_embedding(&times, c.width, self.dtype, &self.device)?;
         let temb = self
             .time2

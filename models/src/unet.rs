@@ -14,8 +14,8 @@ use std::fmt;
 use candle_core::{DType, Device, Tensor};
 
 use crate::blocks::{
-    ChannelNorm, Conv, ConvSpec, Linear, chunks, modulate, pad_to, reflect_pad, softmax,
-    time_embedding,
+    ChannelNorm, Conv, ConvSpec, Linear, NetworkInput, chunks, modulate, network_input, pad_to,
+    reflect_pad, softmax, time_embedding,
 };
 use crate::checkpoint::{Checkpoint, Weights};
 use crate::error::{Error, Result};
@@ -129,6 +129,7 @@ impl UNetConfig {
         let mid_attention = attention_kind(ckpt, "mid_attn.fn.fn")?;
         let [qkv, ..] = shape4("mid_attn.fn.fn.to_qkv.weight")
             .ok_or_else(|| unknown("mid_attn.fn.fn.to_qkv.weight"))?;
+        // The head count is not visible in any shape; upstream fixes it at 4.
         let heads = 4;
         let conditional = cin == 2 * out_channels;
         let in_channels = if conditional { cin / 2 } else { cin };
@@ -540,15 +541,10 @@ impl ConditionalUNet {
     /// [`Error::Input`] for shapes the network cannot take; [`Error::Candle`].
     pub fn forward(&self, xt: &Tensor, mu: &Tensor, t: &[f32]) -> Result<Tensor> {
         let c = &self.config;
-        let (b, _, h, w) = check_input(xt, mu, c.in_channels, t)?;
-        let x = if c.conditional {
-            Tensor::cat(&[(xt - mu)?, mu.clone()], 1)?
-        } else {
-            xt.clone()
-        };
+        let NetworkInput { x, times, h, w } =
+            network_input(xt, mu, c.in_channels, c.conditional, t)?;
         let m = 1usize << c.depth();
         let x = reflect_pad(&x, pad_to(h, m), pad_to(w, m))?;
-        let times = broadcast_times(t, b);
         let temb = time_embedding(&times, c.nf, self.dtype, &self.device)?;
         let temb = self
             .time2
@@ -588,56 +584,5 @@ impl ConditionalUNet {
             .forward(&Tensor::cat(&[&x, &stem_out], 1)?, &temb)?;
         let x = self.final_conv.forward(&x)?;
         Ok(x.narrow(2, 0, h)?.narrow(3, 0, w)?.contiguous()?)
-    }
-}
-
-/// Checks `xt` and `mu` against each other and the network; returns `(B, C, H, W)`.
-pub(crate) fn check_input(
-    xt: &Tensor,
-    mu: &Tensor,
-    channels: usize,
-    t: &[f32],
-) -> Result<(usize, usize, usize, usize)> {
-    if xt.dims() != mu.dims() {
-        return Err(Error::input(format!(
-            "x_t has shape {:?} but μ has shape {:?}; they must be equal",
-            xt.dims(),
-            mu.dims()
-        )));
-    }
-    let (b, c, h, w) = xt.dims4().map_err(|_| {
-        Error::input(format!(
-            "expected [batch, channels, height, width], got shape {:?}",
-            xt.dims()
-        ))
-    })?;
-    if c != channels {
-        return Err(Error::input(format!(
-            "the network takes {channels}-channel images but got {c} channels"
-        )));
-    }
-    if b == 0 || h == 0 || w == 0 {
-        return Err(Error::input(format!(
-            "empty input of shape {:?}",
-            xt.dims()
-        )));
-    }
-    if t.len() != b && t.len() != 1 {
-        return Err(Error::input(format!(
-            "{} times for a batch of {b}; give one time per sample or one for all",
-            t.len()
-        )));
-    }
-    if let Some(bad) = t.iter().find(|v| !v.is_finite()) {
-        return Err(Error::input(format!("time {bad} is not finite")));
-    }
-    Ok((b, c, h, w))
-}
-
-pub(crate) fn broadcast_times(t: &[f32], b: usize) -> Vec<f32> {
-    if t.len() == b {
-        t.to_vec()
-    } else {
-        vec![t[0]; b]
     }
 }
