@@ -93,6 +93,10 @@ impl UNetConfig {
 
     /// Infers the configuration from a checkpoint's tensor names and shapes.
     ///
+    /// The input is taken as conditional (`cat(x_t − μ, μ)`) when the stem has twice the
+    /// output channels, or an even count with linear attention in the middle (every
+    /// conditional upstream module); the head count, invisible in shapes, is upstream's 4.
+    ///
     /// # Errors
     /// [`Error::UnknownArchitecture`] if the checkpoint is not a `ConditionalUNet`;
     /// [`Error::InvalidConfig`] if its shapes are inconsistent.
@@ -131,7 +135,10 @@ impl UNetConfig {
             .ok_or_else(|| unknown("mid_attn.fn.fn.to_qkv.weight"))?;
         // The head count is not visible in any shape; upstream fixes it at 4.
         let heads = 4;
-        let conditional = cin == 2 * out_channels;
+        // The stem sees `cat(x_t − μ, μ)` (2·in_nc channels) in every conditional module; the
+        // unconditional one (denoising-sde) sees `x_t` and has full attention in the middle.
+        let conditional =
+            cin % 2 == 0 && (cin == 2 * out_channels || mid_attention == Attention::Linear);
         let in_channels = if conditional { cin / 2 } else { cin };
         let config = Self {
             in_channels,

@@ -152,3 +152,28 @@ fn wrapped_and_prefixed_state_dicts_load() {
     );
     Network::from_checkpoint(&ckpt, &LoadOptions::default()).unwrap();
 }
+
+#[test]
+fn inference_tells_conditional_input_when_in_and_out_channels_differ() {
+    // IR-SDE's U-Net with in_nc = 3, out_nc = 1: the stem sees 6 channels, the output has 1.
+    let c = Checkpoint::load(data("unet_nf4_d2.safetensors")).unwrap();
+    let zeros = |s: &[usize]| Tensor::zeros(s, DType::F32, &Device::Cpu).unwrap();
+    let tensors = c.names().map(|n| {
+        let t = match n {
+            "final_conv.weight" => zeros(&[1, 4, 3, 3]),
+            "final_conv.bias" => zeros(&[1]),
+            _ => c.get(n).unwrap().clone(),
+        };
+        (n.to_owned(), t)
+    });
+    let net = Network::from_checkpoint(&Checkpoint::from_tensors(tensors), &LoadOptions::default())
+        .unwrap();
+    match net.config() {
+        NetworkConfig::UNet(u) => {
+            assert_eq!((u.in_channels, u.out_channels, u.conditional), (3, 1, true))
+        }
+        other => panic!("{other:?}"),
+    }
+    let x = Tensor::zeros((1, 3, 8, 8), DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(net.forward(&x, &x, &[5.0]).unwrap().dims(), &[1, 1, 8, 8]);
+}
