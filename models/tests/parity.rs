@@ -177,3 +177,32 @@ fn inference_tells_conditional_input_when_in_and_out_channels_differ() {
     let x = Tensor::zeros((1, 3, 8, 8), DType::F32, &Device::Cpu).unwrap();
     assert_eq!(net.forward(&x, &x, &[5.0]).unwrap().dims(), &[1, 1, 8, 8]);
 }
+
+#[test]
+fn a_loaded_network_is_a_score_model_in_any_float_dtype() {
+    use mrsampler::{MrSampler, Sampler, ScoreModel, SeededNoise};
+    let mut net = Network::load(data("nafnet_w8_e11.pth"), &LoadOptions::default()).unwrap();
+    let io =
+        candle_core::safetensors::load(data("nafnet_w8_e11.io.safetensors"), &Device::Cpu).unwrap();
+    let (xt, mu) = (&io["xt"], &io["mu"]);
+    // The network computes in its own dtype (f32) and answers in the caller's.
+    let eps32 = net.predict(xt, mu, 37.5).unwrap();
+    assert!(rel_err(&eps32, &io["out_0"]) <= TOL);
+    let f64 = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
+    let eps64 = net.predict(&f64(xt), &f64(mu), 37.5).unwrap();
+    assert_eq!(eps64.dtype(), DType::F64);
+    assert_eq!(rel_err(&eps64.to_dtype(DType::F32).unwrap(), &eps32), 0.0);
+
+    // Through the sampler: one evaluation per step, the image's shape, finite values.
+    let schedule = mrsampler_models::preset("refusion-deraining")
+        .unwrap()
+        .schedule();
+    let out = MrSampler::new(schedule, 5)
+        .unwrap()
+        .sample(&mut net, mu, None, &mut SeededNoise::new(3))
+        .unwrap();
+    assert_eq!(out.stats.nfe, 5);
+    assert_eq!(out.x.dims(), mu.dims());
+    let finite = out.x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert!(finite.iter().all(|v| v.is_finite()));
+}
