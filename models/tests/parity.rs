@@ -38,23 +38,14 @@ fn usizes(v: &Value) -> Vec<usize> {
         .collect()
 }
 
+fn max_abs(t: &Tensor) -> f64 {
+    let m = t.abs().unwrap().max_all().unwrap();
+    f64::from(m.to_scalar::<f32>().unwrap())
+}
+
+/// `max |a − b| / max |b|`.
 fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
-    let diff = (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    let scale = b
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    f64::from(diff) / f64::from(scale)
+    max_abs(&(a - b).unwrap()) / max_abs(b)
 }
 
 /// The configuration upstream's constructor arguments describe.
