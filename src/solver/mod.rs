@@ -7,6 +7,7 @@
 
 mod baselines;
 mod multistep;
+mod phi;
 mod singlestep;
 mod unipc;
 

@@ -6,7 +6,7 @@
 //! update is the DPM-Solver(++) / SDE-DPM-Solver++ "taylor" multistep update applied to `y`,
 //! plus the `μ` terms that undo the shift (Li et al., ICLR 2025; Lu et al., 2022).
 
-use super::StepCoeffs;
+use super::{StepCoeffs, phi};
 use crate::param::Parameterization;
 
 /// Probability-flow ODE or reverse SDE.
@@ -57,6 +57,18 @@ impl Node {
             sigma: alpha * (-lambda).exp(),
             lambda,
         }
+    }
+}
+
+/// The ODE's `φ` weights over a λ-step `h` (`docs/math.md` §4.1): data form
+/// `[e^{−h} − 1, h·φ₂(−h), −h·φ₃(−h)]`, noise form `[e^h − 1, h·φ₂(h), h·φ₃(h)]`.
+pub(super) fn ode_phis(param: Parameterization, h: f64) -> [f64; 3] {
+    match param {
+        Parameterization::Data => {
+            let [p1, p2, p3] = phi::scaled::<3>(-h);
+            [p1, -p2, p3]
+        }
+        Parameterization::Noise => phi::scaled::<3>(h),
     }
 }
 
@@ -118,9 +130,7 @@ pub fn multistep_coefficients(
 
     match (solver, param) {
         (SolverType::Ode, Parameterization::Data) => {
-            let phi1 = (-h).exp_m1();
-            let phi2 = phi1 / h + 1.0;
-            let phi3 = phi2 / h - 0.5;
+            let [phi1, phi2, phi3] = ode_phis(param, h);
             let ratio = t.sigma / s.sigma;
             StepCoeffs {
                 x: ratio,
@@ -134,9 +144,7 @@ pub fn multistep_coefficients(
             }
         }
         (SolverType::Ode, Parameterization::Noise) => {
-            let phi1 = h.exp_m1();
-            let phi2 = phi1 / h - 1.0;
-            let phi3 = phi2 / h - 0.5;
+            let [phi1, phi2, phi3] = ode_phis(param, h);
             let ratio = t.alpha / s.alpha;
             StepCoeffs {
                 x: ratio,
@@ -151,8 +159,9 @@ pub fn multistep_coefficients(
         }
         (SolverType::Sde, Parameterization::Data) => {
             let e2 = (-2.0 * h).exp();
-            let psi1 = 1.0 - e2;
-            let psi2 = 1.0 - psi1 / (2.0 * h);
+            // ψ₁ = 1 − e^{−2h}, ψ₂ = 1 − ψ₁/(2h): −z·φ₁(z) and −z·φ₂(z) at z = −2h.
+            let [m1, m2] = phi::scaled::<2>(-2.0 * h);
+            let (psi1, psi2) = (-m1, -m2);
             StepCoeffs {
                 x: t.sigma / s.sigma * (-h).exp(),
                 q: if midpoint {
@@ -166,8 +175,7 @@ pub fn multistep_coefficients(
             }
         }
         (SolverType::Sde, Parameterization::Noise) => {
-            let phi1 = h.exp() - 1.0;
-            let phi2 = phi1 / h - 1.0;
+            let [phi1, phi2] = phi::scaled::<2>(h);
             let ratio = t.alpha / s.alpha;
             StepCoeffs {
                 x: ratio,
@@ -177,7 +185,7 @@ pub fn multistep_coefficients(
                     combine(-2.0 * t.sigma * phi1, -2.0 * t.sigma * phi2, 0.0)
                 },
                 mu: 1.0 - ratio,
-                noise: Some(t.sigma * ((2.0 * h).exp() - 1.0).sqrt()),
+                noise: Some(t.sigma * (2.0 * h).exp_m1().sqrt()),
                 ..StepCoeffs::ZERO
             }
         }

@@ -12,6 +12,7 @@
 //! differences `D1 ≈ h·f'` and `D2 ≈ h²·f''`, weighted by the `φ` functions of the exact
 //! integral, so the update is exact for outputs that are polynomials of degree `< p` in λ.
 
+use super::multistep::ode_phis;
 use super::{Node, StepCoeffs};
 use crate::param::Parameterization;
 
@@ -25,27 +26,11 @@ pub fn singlestep_fractions(order: usize) -> &'static [f64] {
     }
 }
 
-/// `φ₁, φ₂, φ₃` of the exact integral over a λ-step `h` (data or noise form, spec §3.4).
-fn phis(param: Parameterization, h: f64) -> [f64; 3] {
-    match param {
-        Parameterization::Data => {
-            let p1 = (-h).exp_m1();
-            let p2 = p1 / h + 1.0;
-            [p1, p2, p2 / h - 0.5]
-        }
-        Parameterization::Noise => {
-            let p1 = h.exp_m1();
-            let p2 = p1 / h - 1.0;
-            [p1, p2, p2 / h - 0.5]
-        }
-    }
-}
-
 /// Weights of `y_t = a·y_s + c₀·m₀ + c₁·D1 + c₂·D2` as `(a, [c₀, c₁, c₂])`, where the exact
 /// integral of a model output `m(λ) = m₀ + u·D1/h + u²·D2/(2h²)` (`u = λ − λ_s`) is taken.
 fn taylor_weights(param: Parameterization, s: Node, t: Node) -> (f64, [f64; 3]) {
     let h = t.lambda - s.lambda;
-    let [p1, p2, p3] = phis(param, h);
+    let [p1, p2, p3] = ode_phis(param, h);
     match param {
         Parameterization::Data => (
             t.sigma / s.sigma,

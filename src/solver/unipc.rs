@@ -7,6 +7,7 @@
 //! feeds the next step; the network is not called again, so the NFE is unchanged.
 
 use super::Node;
+use super::phi::phi;
 
 /// Solves the small dense system `a·x = b` (Gaussian elimination with partial pivoting).
 #[allow(clippy::needless_range_loop)] // row operations on a small dense matrix
@@ -59,7 +60,6 @@ pub fn unic_corrected_state(order: usize, target: Node, nodes: &[Node]) -> (f64,
     } else {
         let mut r = Vec::with_capacity(order);
         let mut b = Vec::with_capacity(order);
-        let mut h_phi_k = h_phi_1 / hh - 1.0;
         let mut factorial = 1.0;
         for i in 1..=order {
             r.push(
@@ -67,9 +67,9 @@ pub fn unic_corrected_state(order: usize, target: Node, nodes: &[Node]) -> (f64,
                     .map(|rk| rk.powi(i as i32 - 1))
                     .collect::<Vec<f64>>(),
             );
-            b.push(h_phi_k * factorial / b_h);
+            // h·φ_{i+1}(h) · i! / B(h), with h here the signed step −h.
+            b.push(hh * phi(i + 1, hh) * factorial / b_h);
             factorial *= (i + 1) as f64;
-            h_phi_k = h_phi_k / hh - 1.0 / factorial;
         }
         solve(r, b)
     };
