@@ -320,7 +320,9 @@ fn baselines_strided_vs_reference() {
             .unwrap();
         let (mean, std) = stats(&out.x);
         assert!(
-            (mean - 0.7).abs() < 0.02 && (std - 0.1).abs() < 0.03,
+            // The stochastic corrector reuses the predictor's Brownian increment; with a
+            // fresh draw (the reference's form) the std was 0.115 here.
+            (mean - 0.7).abs() < 0.02 && (std - 0.1).abs() < 0.01,
             "Heun {stochastic}: {mean} {std}"
         );
     }

@@ -22,8 +22,8 @@ pub enum Baseline {
     Posterior,
     /// Euler on the probability-flow ODE.
     EulerOde,
-    /// Heun's method (2 evaluations per step) on the ODE or, when `stochastic`, the SDE;
-    /// exact mode only.
+    /// Heun's method (2 evaluations per step) on the ODE or, when `stochastic`, the SDE
+    /// (whose corrector reuses the predictor's Brownian increment); exact mode only.
     Heun {
         /// Reverse SDE instead of the probability-flow ODE.
         stochastic: bool,
@@ -276,7 +276,7 @@ impl BaselineSampler {
                             mu: -0.5 * delta * (th_a + th_b),
                             noise: stochastic.then(|| -0.5 * (g_a + g_b) * delta.sqrt()),
                         };
-                        steps.push(self.step(
+                        let mut corrector = self.step(
                             fit,
                             b,
                             b,
@@ -285,7 +285,13 @@ impl BaselineSampler {
                             corr,
                             Target::State,
                             2,
-                        ));
+                        );
+                        // The corrector integrates the predictor's Brownian increment again;
+                        // a fresh draw would be a different path (docs/math.md §5.4).
+                        if let Update::Linear { reuse_noise, .. } = &mut corrector.update {
+                            *reuse_noise = true;
+                        }
+                        steps.push(corrector);
                         j += 2;
                     } else {
                         let (a, b) = (tau[j], tau[j + 1]);
@@ -328,7 +334,11 @@ impl BaselineSampler {
             convert: convert_coefficients(fit, Parameterization::Noise, alpha, sigma, si),
             to_data: convert_coefficients(fit, Parameterization::Data, alpha, sigma, si),
             threshold: false,
-            update: Update::Linear { coeffs, target },
+            update: Update::Linear {
+                coeffs,
+                target,
+                reuse_noise: false,
+            },
             order,
         }
     }

@@ -570,6 +570,7 @@ impl MrSampler {
                 Update::Linear {
                     coeffs: mut c,
                     target,
+                    reuse_noise,
                 },
             ) = (prev.update, cur.update)
             else {
@@ -586,7 +587,11 @@ impl MrSampler {
                 *cq += a * (wi - p.q[i - 1]);
             }
             c.mu += a * (mu_c - p.mu);
-            steps[k - 1].update = Update::Linear { coeffs: c, target };
+            steps[k - 1].update = Update::Linear {
+                coeffs: c,
+                target,
+                reuse_noise,
+            };
         }
         Ok(())
     }
@@ -674,6 +679,7 @@ impl MrSampler {
                 let update = Update::Linear {
                     coeffs,
                     target: Target::State,
+                    reuse_noise: false,
                 };
                 (update, order)
             };
@@ -790,7 +796,11 @@ impl MrSampler {
                 steps.push(planned(
                     t_eval,
                     t_next,
-                    Update::Linear { coeffs: c, target },
+                    Update::Linear {
+                        coeffs: c,
+                        target,
+                        reuse_noise: false,
+                    },
                 ));
             }
         }

@@ -22,8 +22,14 @@ pub(crate) enum Target {
 /// How a planned step turns the converted output into the next state.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Update {
-    /// A fused linear combination (see [`StepCoeffs`]).
-    Linear { coeffs: StepCoeffs, target: Target },
+    /// A fused linear combination (see [`StepCoeffs`]). With `reuse_noise` the noise term
+    /// reads the previous step's draw instead of a fresh one (stochastic Heun's corrector
+    /// shares its predictor's Brownian increment).
+    Linear {
+        coeffs: StepCoeffs,
+        target: Target,
+        reuse_noise: bool,
+    },
     /// The state becomes a conversion of the network output (`denoise_last`, the limit step
     /// into `σ = 0`), optionally thresholded.
     Replace { convert: Affine, threshold: bool },
@@ -317,8 +323,12 @@ impl<T: SamplerTensor> Run<T> {
                 self.staged = false;
                 true
             }
-            Update::Linear { coeffs, target } => {
-                if coeffs.noise.is_some() {
+            Update::Linear {
+                coeffs,
+                target,
+                reuse_noise,
+            } => {
+                if coeffs.noise.is_some() && !(reuse_noise && self.z.is_some()) {
                     let z = self.z.get_or_insert_with(|| self.mu.clone());
                     noise.fill_standard_normal(z, par)?;
                     check_same_shape("noise", &self.shape, &*z)?;
