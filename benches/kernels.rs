@@ -11,8 +11,8 @@
 //! * `noise`: Philox normal generation.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use mrsampler::Solver;
 use mrsampler::schedule::{IrSdeSchedule, TimeGrid};
-use mrsampler::solver::SolverType;
 use mrsampler::{
     FitTarget, MrSampler, NoiseSource, Parallelism, PhiloxNoise, Run, Sampler, SamplerTensor,
 };
@@ -64,10 +64,10 @@ fn lincomb(c: &mut Criterion) {
     g.finish();
 }
 
-fn step_run(solver: SolverType, shape: &[usize], noise: &mut PhiloxNoise) -> Run<ArrayD<f32>> {
+fn step_run(solver: Solver, shape: &[usize], noise: &mut PhiloxNoise) -> Run<ArrayD<f32>> {
     let s = MrSampler::new(IrSdeSchedule::da_clip(), 100_000)
         .unwrap()
-        .with_solver(solver, 2)
+        .with_solver(solver)
         .unwrap()
         .with_grid(TimeGrid::Linspace)
         .unwrap();
@@ -83,10 +83,7 @@ fn step(c: &mut Criterion) {
         // The fused ODE-2 step streams 6 tensors: net, x, μ, q₁ in; q₀, x out.
         g.throughput(Throughput::Bytes((6 * n * 4) as u64));
         let label = format!("{}x{}x{}x{}", shape[0], shape[1], shape[2], shape[3]);
-        for (name, solver) in [
-            ("ode2_data", SolverType::Ode),
-            ("sde2_data", SolverType::Sde),
-        ] {
+        for (name, solver) in [("ode2_data", Solver::ode(2)), ("sde2_data", Solver::sde(2))] {
             let mut noise = PhiloxNoise::new(0);
             let mut run = step_run(solver, &shape, &mut noise);
             let net = tensor(&shape, 0.05);

@@ -11,8 +11,8 @@
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Linear, Optimizer, VarBuilder, VarMap, linear};
+use mrsampler::Solver;
 use mrsampler::schedule::{IrSdeSchedule, Schedule};
-use mrsampler::solver::SolverType;
 use mrsampler::{FitTarget, ModelError, MrSampler, PhiloxNoise, Sampler, ScoreModel};
 
 const M: [f32; 4] = [0.45, 0.7, 0.3, 0.62];
@@ -130,15 +130,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .contiguous()?;
     println!("| sampler | NFE | max |mean − m| | max |std − √c| |");
     println!("|---|---|---|---|");
-    for (solver, order, nfe) in [
-        (SolverType::Ode, 2, 5),
-        (SolverType::Ode, 2, 10),
-        (SolverType::Ode, 2, 20),
-        (SolverType::Sde, 2, 20),
+    for (solver, nfe) in [
+        (Solver::ode(2), 5),
+        (Solver::ode(2), 10),
+        (Solver::ode(2), 20),
+        (Solver::sde(2), 20),
     ] {
-        let s = MrSampler::new(schedule.clone(), nfe)?
-            .with_solver(solver, order)?
-            .with_output_clip(None)?;
+        let s = MrSampler::new(schedule.clone(), nfe)?.with_solver(solver)?;
         let out = s.sample(&mut net, &mu, None, &mut PhiloxNoise::new(1))?;
         let x = out.x.to_dtype(DType::F64)?;
         let mean = x.mean(0)?.to_vec1::<f64>()?;
@@ -154,7 +152,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let es = (0..4)
             .map(|i| (std[i] - (C[i] as f64).sqrt()).abs())
             .fold(0.0, f64::max);
-        println!("| MRS {solver:?}-{order} data | {nfe} | {em:.4} | {es:.4} |");
+        println!(
+            "| MRS {}-{} data | {nfe} | {em:.4} | {es:.4} |",
+            solver.name(),
+            solver.order()
+        );
     }
     Ok(())
 }

@@ -12,9 +12,10 @@
 
 use std::sync::Arc;
 
+use mrsampler::Mode;
+use mrsampler::Solver;
 use mrsampler::oracle::GaussianOracle;
-use mrsampler::schedule::{IrSdeSchedule, Mode, Schedule, TimeGrid};
-use mrsampler::solver::SolverType;
+use mrsampler::schedule::{IrSdeSchedule, Schedule, TimeGrid};
 use mrsampler::{Baseline, BaselineSampler, MrSampler, Sampler, SeededNoise};
 use ndarray::{Array2, ArrayD, Axis};
 
@@ -43,15 +44,15 @@ fn main() -> Result<(), mrsampler::Error> {
         &'static str,
         Box<dyn Fn(usize) -> Result<f64, mrsampler::Error>>,
     );
-    let mrs = |mode: Mode, solver: SolverType, order: usize, grid: TimeGrid| {
+    let mrs = |mode: Mode, solver: Solver, grid: TimeGrid| {
         let schedule = schedule.clone();
         let mu = mu.clone();
         move |nfe: usize| -> Result<f64, mrsampler::Error> {
-            let s = MrSampler::with_schedule(schedule.clone(), nfe)?
-                .with_mode(mode)
-                .with_solver(solver, order)?
+            let s = MrSampler::from_arc(schedule.clone(), nfe)?
+                .with_mode(mode)?
+                .with_solver(solver)?
                 .with_grid(grid.clone())?
-                .with_output_clip(None)?;
+                .with_data_range(None)?;
             let mut oracle = GaussianOracle::new(M.to_vec(), C.to_vec(), s.model_schedule()?)?;
             let out = s.sample(&mut oracle, &mu, None, &mut SeededNoise::new(7))?;
             Ok(w2(&out.x))
@@ -61,7 +62,7 @@ fn main() -> Result<(), mrsampler::Error> {
         let schedule = schedule.clone();
         let mu = mu.clone();
         move |nfe: usize| -> Result<f64, mrsampler::Error> {
-            let s = BaselineSampler::with_schedule(schedule.clone(), kind, nfe)?.with_mode(mode);
+            let s = BaselineSampler::from_arc(schedule.clone(), kind, nfe)?.with_mode(mode)?;
             let mut oracle = GaussianOracle::new(M.to_vec(), C.to_vec(), schedule.clone())?;
             let out = s.sample(&mut oracle, &mu, None, &mut SeededNoise::new(7))?;
             Ok(w2(&out.x))
@@ -70,38 +71,23 @@ fn main() -> Result<(), mrsampler::Error> {
     let rows: Vec<Row> = vec![
         (
             "MRS ODE-2 data, uniform-λ",
-            Box::new(mrs(
-                Mode::Exact,
-                SolverType::Ode,
-                2,
-                TimeGrid::UniformLambda,
-            )),
+            Box::new(mrs(Mode::Exact, Solver::ode(2), TimeGrid::UniformLambda)),
         ),
         (
             "MRS ODE-3 data, uniform-λ",
-            Box::new(mrs(
-                Mode::Exact,
-                SolverType::Ode,
-                3,
-                TimeGrid::UniformLambda,
-            )),
+            Box::new(mrs(Mode::Exact, Solver::ode(3), TimeGrid::UniformLambda)),
         ),
         (
             "MRS ODE-2 data, linspace",
-            Box::new(mrs(Mode::Exact, SolverType::Ode, 2, TimeGrid::Linspace)),
+            Box::new(mrs(Mode::Exact, Solver::ode(2), TimeGrid::Linspace)),
         ),
         (
             "MRS SDE-2 data, uniform-λ",
-            Box::new(mrs(
-                Mode::Exact,
-                SolverType::Sde,
-                2,
-                TimeGrid::UniformLambda,
-            )),
+            Box::new(mrs(Mode::Exact, Solver::sde(2), TimeGrid::UniformLambda)),
         ),
         (
             "MRS ODE-2 data, linspace (reference)",
-            Box::new(mrs(Mode::Reference, SolverType::Ode, 2, TimeGrid::Linspace)),
+            Box::new(mrs(Mode::Reference, Solver::ode(2), TimeGrid::Linspace)),
         ),
         (
             "posterior sampling (strided)",

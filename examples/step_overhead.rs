@@ -11,8 +11,8 @@
 //! the fused ODE-2 data step reads and writes (4 read, 2 written: three copies), split across
 //! the same threads.
 
+use mrsampler::Solver;
 use mrsampler::schedule::{IrSdeSchedule, TimeGrid};
-use mrsampler::solver::SolverType;
 use mrsampler::{FitTarget, MrSampler, Parallelism, PhiloxNoise, Sampler};
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
@@ -60,14 +60,15 @@ fn parse() -> Result<(Vec<usize>, usize, usize), String> {
 }
 
 /// Best time per step over `runs` runs of `STEPS` steps.
-fn time_steps(solver: SolverType, shape: &[usize], par: Parallelism, runs: usize) -> f64 {
+fn time_steps(solver: Solver, shape: &[usize], par: Parallelism, runs: usize) -> f64 {
     let s = MrSampler::new(IrSdeSchedule::da_clip(), 10_000)
         .expect("valid")
-        .with_solver(solver, 2)
+        .with_solver(solver)
         .expect("valid")
         .with_grid(TimeGrid::Linspace)
         .expect("valid")
-        .with_parallelism(par);
+        .with_parallelism(par)
+        .expect("valid");
     let mu = ArrayD::<f32>::from_elem(IxDyn(shape), 0.4);
     let net = ArrayD::<f32>::from_elem(IxDyn(shape), 0.05);
     let mut noise = PhiloxNoise::new(0);
@@ -124,8 +125,8 @@ fn main() {
     let (ode, sde, floor) = pool.install(|| {
         let par = Parallelism::Rayon(threads);
         (
-            time_steps(SolverType::Ode, &shape, par, runs),
-            time_steps(SolverType::Sde, &shape, par, runs),
+            time_steps(Solver::ode(2), &shape, par, runs),
+            time_steps(Solver::sde(2), &shape, par, runs),
             copy_floor(n, Parallelism::Rayon(threads).parts_for(n), runs),
         )
     });

@@ -8,9 +8,9 @@
 
 use std::sync::Arc;
 
+use mrsampler::Solver;
 use mrsampler::oracle::{GaussianOracle, Start, gaussian_output_law_from};
 use mrsampler::schedule::{Betas, Schedule, TimeGrid, VpSchedule};
-use mrsampler::solver::SolverType;
 use mrsampler::{Baseline, BaselineSampler, MrSampler, PhiloxNoise, Sampler};
 use ndarray::{ArrayD, IxDyn};
 
@@ -34,17 +34,17 @@ fn main() -> Result<(), mrsampler::Error> {
         let per = law.w2_per_coordinate(&m, &c);
         per.iter().sum::<f64>() / per.len() as f64
     };
-    for (name, solver, order) in [
-        ("DPM-Solver++(2M) (MRS ODE-2 data)", SolverType::Ode, 2),
-        ("DPM-Solver++(3M), Taylor third order", SolverType::Ode, 3),
-        ("SDE-DPM-Solver++(2M) (MRS SDE-2 data)", SolverType::Sde, 2),
+    for (name, solver) in [
+        ("DPM-Solver++(2M) (MRS ODE-2 data)", Solver::ode(2)),
+        ("DPM-Solver++(3M), Taylor third order", Solver::ode(3)),
+        ("SDE-DPM-Solver++(2M) (MRS SDE-2 data)", Solver::sde(2)),
     ] {
         let mut row = format!("| {name} |");
         for nfe in [5, 10, 20, 50] {
-            let s = MrSampler::with_schedule(schedule.clone(), nfe)?
-                .with_solver(solver, order)?
+            let s = MrSampler::from_arc(schedule.clone(), nfe)?
+                .with_solver(solver)?
                 .with_grid(TimeGrid::UniformLambda)?
-                .with_output_clip(None)?;
+                .with_data_range(None)?;
             row += &format!(
                 " {:.2e} |",
                 w2(gaussian_output_law_from(
@@ -59,7 +59,7 @@ fn main() -> Result<(), mrsampler::Error> {
     }
     let mut row = "| DDPM ancestral (posterior sampling, strided) |".to_string();
     for nfe in [5, 10, 20, 50] {
-        let s = BaselineSampler::with_schedule(schedule.clone(), Baseline::Posterior, nfe)?;
+        let s = BaselineSampler::from_arc(schedule.clone(), Baseline::Posterior, nfe)?;
         row += &format!(
             " {:.2e} |",
             w2(gaussian_output_law_from(
@@ -76,7 +76,7 @@ fn main() -> Result<(), mrsampler::Error> {
     let x_t = ArrayD::from_shape_fn(IxDyn(&[3, 4]), |i| {
         0.3 * (i[0] as f64 - 1.0) + 0.1 * i[1] as f64
     });
-    let s = MrSampler::with_schedule(schedule.clone(), 10)?.with_output_clip(None)?;
+    let s = MrSampler::from_arc(schedule.clone(), 10)?.with_data_range(None)?;
     let mut model = oracle.clone();
     let out = s.sample_standard(&mut model, x_t, &mut PhiloxNoise::new(0))?;
     println!(

@@ -130,11 +130,24 @@ pub enum Error {
         time: f64,
     },
 
-    /// A setting needs something the schedule cannot provide.
-    #[error("unsupported: {what}")]
-    Unsupported {
-        /// What was asked and what to use instead.
-        what: String,
+    /// Two settings that cannot be combined (or an option set where it does not apply).
+    #[error("`{setting}` cannot be combined with `{other}`: {reason}")]
+    Conflict {
+        /// The setting (and value) that does not fit.
+        setting: String,
+        /// The setting (and value) it conflicts with.
+        other: String,
+        /// Why, and what to change.
+        reason: String,
+    },
+
+    /// The configuration needs something the schedule does not provide.
+    #[error("the schedule does not provide {needs}; {fix}")]
+    ScheduleMismatch {
+        /// What the configuration needs from the schedule.
+        needs: &'static str,
+        /// What to use instead.
+        fix: &'static str,
     },
 
     /// The step-level API was driven out of order.
@@ -163,6 +176,19 @@ impl Error {
         Error::InvalidSetting {
             setting,
             value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Builds [`Error::Conflict`].
+    pub(crate) fn conflict(
+        setting: impl Into<String>,
+        other: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        Error::Conflict {
+            setting: setting.into(),
+            other: other.into(),
             reason: reason.into(),
         }
     }

@@ -9,8 +9,8 @@ use common::LinearLambda;
 use mrsampler::oracle::{GaussianOracle, GmmOracle};
 use mrsampler::schedule::{CumulativeFrom, IrSdeSchedule, Schedule};
 use mrsampler::{
-    AdaptiveSampler, EmbeddedPair, Error, FitTarget, FnModel, Parameterization, SamplerTensor,
-    SeededNoise, Stats,
+    AdaptiveSampler, EmbeddedPair, Error, FitTarget, FnModel, Parameterization, Sampler,
+    SamplerTensor, SeededNoise, Stats,
 };
 use ndarray::{ArrayD, IxDyn};
 
@@ -20,15 +20,17 @@ const ZS: [f64; 4] = [-2.0, -0.5, 0.8, 1.7];
 /// Max error against the exact PF-ODE map from t = 8 to 0, and the statistics.
 fn run(pair: EmbeddedPair, param: Parameterization, rtol: f64) -> (f64, Stats) {
     let sch: Arc<dyn Schedule> = Arc::new(LinearLambda);
-    let s = AdaptiveSampler::with_schedule(sch.clone())
+    let s = AdaptiveSampler::from_arc(sch.clone())
         .unwrap()
         .with_pair(pair)
+        .unwrap()
         .with_parameterization(param)
+        .unwrap()
         .with_tolerance(rtol, rtol * 1e-2)
         .unwrap()
         .with_max_nfe(100_000)
         .unwrap()
-        .with_output_clip(None)
+        .with_data_range(None)
         .unwrap();
     let mut o = GaussianOracle::new(vec![0.7], vec![0.15 * 0.15], sch)
         .unwrap()
@@ -114,11 +116,11 @@ fn point_mass_and_limit_step() {
         let sch: Arc<dyn Schedule> = Arc::new(IrSdeSchedule::da_clip().with_cumulative_from(from));
         let x0 = [0.8, 0.2];
         let mut o = GmmOracle::new(vec![1.0], vec![x0.to_vec()], vec![0.0], sch.clone()).unwrap();
-        let s = AdaptiveSampler::with_schedule(sch.clone())
+        let s = AdaptiveSampler::from_arc(sch.clone())
             .unwrap()
             .with_tolerance(1e-6, 1e-8)
             .unwrap()
-            .with_output_clip(None)
+            .with_data_range(None)
             .unwrap();
         let mu = [0.4, 0.6];
         let start = [0.9, -0.3];
@@ -156,7 +158,7 @@ fn budget_and_settings_are_checked() {
     assert!(s.clone().with_initial_step(0.0).is_err());
     assert!(s.clone().with_safety(1.5).is_err());
     assert!(s.clone().with_max_nfe(1).is_err());
-    assert!(s.clone().with_output_clip(Some((1.0, 0.0))).is_err());
+    assert!(s.clone().with_data_range(Some((1.0, 0.0))).is_err());
 
     // A network with sharp time dependence and a tiny tolerance exhausts a small budget.
     let tight = s

@@ -5,9 +5,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use mrsampler::schedule::{IrSdeSchedule, TimeGrid};
-use mrsampler::solver::SolverType;
 use mrsampler::{
-    FitTarget, MrSampler, Parallelism, Parameterization, PhiloxNoise, Sampler, Stepping,
+    FitTarget, MrSampler, Parallelism, Parameterization, PhiloxNoise, Sampler, Solver,
 };
 use ndarray::{ArrayD, IxDyn};
 
@@ -43,44 +42,34 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Allocations made by steps 4..M of one pass (the first three fill the history).
 fn allocations_after_warm_up(
-    solver: SolverType,
-    order: usize,
+    solver: Solver,
     param: Parameterization,
     par: Parallelism,
     shape: &[usize],
 ) -> usize {
-    allocations_with(
-        solver,
-        order,
-        param,
-        par,
-        shape,
-        Stepping::Multistep,
-        &mut PhiloxNoise::new(1),
-    )
+    allocations_with(solver, param, par, shape, &mut PhiloxNoise::new(1))
 }
 
 fn allocations_with<N: mrsampler::NoiseSource<ArrayD<f32>>>(
-    solver: SolverType,
-    order: usize,
+    solver: Solver,
     param: Parameterization,
     par: Parallelism,
     shape: &[usize],
-    stepping: Stepping,
     noise: &mut N,
 ) -> usize {
     let s = MrSampler::new(IrSdeSchedule::da_clip(), 12)
         .unwrap()
-        .with_solver(solver, order)
+        .with_solver(solver)
         .unwrap()
         .with_parameterization(param)
+        .unwrap()
         .with_grid(TimeGrid::UniformLambda)
         .unwrap()
-        .with_stepping(stepping)
-        .with_parallelism(par);
+        .with_parallelism(par)
+        .unwrap();
     let mu = ArrayD::<f32>::from_elem(IxDyn(shape), 0.4);
     let net = ArrayD::<f32>::from_elem(IxDyn(shape), 0.1); // a zero-cost "network" output
-    COUNTED.with(|c| c.set(true));
+    let was_counted = COUNTED.with(|c| c.replace(true));
     let mut run = s.start(FitTarget::Noise, &mu, None, noise).unwrap();
     let mut k = 0;
     let mut counted = 0;
@@ -93,29 +82,24 @@ fn allocations_with<N: mrsampler::NoiseSource<ArrayD<f32>>>(
             counted += after - before;
         }
     }
-    COUNTED.with(|c| c.set(false));
+    COUNTED.with(|c| c.set(was_counted));
     counted
 }
 
 #[test]
 fn steps_do_not_allocate_after_warm_up() {
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    for (solver, order) in [
-        (SolverType::Ode, 1),
-        (SolverType::Ode, 2),
-        (SolverType::Ode, 3),
-        (SolverType::Sde, 1),
-        (SolverType::Sde, 2),
+    for solver in [
+        (Solver::ode(1)),
+        (Solver::ode(2)),
+        (Solver::ode(3)),
+        (Solver::sde(1)),
+        (Solver::sde(2)),
     ] {
         for param in [Parameterization::Data, Parameterization::Noise] {
-            let n = allocations_after_warm_up(
-                solver,
-                order,
-                param,
-                Parallelism::Sequential,
-                &[2, 3, 16, 16],
-            );
-            assert_eq!(n, 0, "{solver:?}-{order} {param:?}: {n} allocations");
+            let n =
+                allocations_after_warm_up(solver, param, Parallelism::Sequential, &[2, 3, 16, 16]);
+            assert_eq!(n, 0, "{solver:?} {param:?}: {n} allocations");
         }
     }
 }
@@ -128,12 +112,10 @@ fn singlestep_steps_do_not_allocate_after_warm_up() {
     for order in 1..=3 {
         for param in [Parameterization::Data, Parameterization::Noise] {
             let n = allocations_with(
-                SolverType::Ode,
-                order,
+                Solver::ode_singlestep(order),
                 param,
                 Parallelism::Sequential,
                 &[2, 3, 16, 16],
-                Stepping::Singlestep,
                 &mut PhiloxNoise::new(1),
             );
             assert_eq!(n, 0, "singlestep-{order} {param:?}: {n} allocations");
@@ -141,26 +123,39 @@ fn singlestep_steps_do_not_allocate_after_warm_up() {
     }
 }
 
-/// With rayon splitting the kernels (tensors above the 32 768-element threshold).
+/// With rayon splitting the kernels (tensors above the 32 768-element threshold), counting
+/// the allocations of the pool's worker threads too.
 #[test]
 fn threaded_steps_do_not_allocate_after_warm_up() {
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    // Warm rayon's pool up first: its threads allocate their own state once.
-    let _ = allocations_after_warm_up(
-        SolverType::Sde,
-        2,
-        Parameterization::Data,
-        Parallelism::Rayon(2),
-        &[2, 3, 128, 128],
-    );
-    let n = allocations_after_warm_up(
-        SolverType::Sde,
-        2,
-        Parameterization::Data,
-        Parallelism::Rayon(2),
-        &[2, 3, 128, 128],
-    );
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .start_handler(|_| COUNTED.with(|c| c.set(true)))
+        .build()
+        .unwrap();
+    let measure = || {
+        allocations_after_warm_up(
+            Solver::sde(2),
+            Parameterization::Data,
+            Parallelism::Rayon(2),
+            &[2, 3, 128, 128],
+        )
+    };
+    // The first pass warms the pool's threads up (their own state, allocated once).
+    let _ = pool.install(measure);
+    let n = pool.install(measure);
     assert_eq!(n, 0, "{n} allocations");
+    // The workers are counted: work that allocates on them shows.
+    let seen = pool.install(|| {
+        let before = ALLOCS.load(Ordering::SeqCst);
+        pool.broadcast(|ctx| {
+            let v: Vec<u8> = Vec::with_capacity(std::hint::black_box(64 + ctx.index()));
+            std::hint::black_box(&v);
+            v.capacity()
+        });
+        ALLOCS.load(Ordering::SeqCst) - before
+    });
+    assert!(seen >= 2, "{seen}");
 }
 
 /// The counter does see allocations: the host-side seeded generator allocates per draw.
@@ -168,12 +163,10 @@ fn threaded_steps_do_not_allocate_after_warm_up() {
 fn counter_sees_allocating_noise() {
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let n = allocations_with(
-        SolverType::Sde,
-        1,
+        Solver::sde(1),
         Parameterization::Data,
         Parallelism::Sequential,
         &[1, 8],
-        Stepping::Multistep,
         &mut mrsampler::SeededNoise::new(0),
     );
     assert!(n >= 8, "{n}");

@@ -1,9 +1,10 @@
 //! The public API: step-level driving, observers, errors on bad input, f32, determinism,
 //! baselines.
 
+use mrsampler::Mode;
+use mrsampler::Solver;
 use mrsampler::oracle::GaussianOracle;
-use mrsampler::schedule::{CumulativeFrom, IrSdeSchedule, Mode, TimeGrid};
-use mrsampler::solver::SolverType;
+use mrsampler::schedule::{CumulativeFrom, IrSdeSchedule, TimeGrid};
 use mrsampler::{
     Baseline, BaselineSampler, Error, FitTarget, FnModel, ModelError, MrSampler, Parameterization,
     ReplayNoise, Sampler, SeededNoise, StepView, Thresholding,
@@ -27,7 +28,7 @@ fn oracle(s: &MrSampler, d: usize) -> GaussianOracle {
 fn step_api_equals_sample() {
     let s = MrSampler::new(IrSdeSchedule::da_clip(), 8)
         .unwrap()
-        .with_solver(SolverType::Sde, 2)
+        .with_solver(Solver::sde(2))
         .unwrap();
     let m = mu(&[2, 3]);
     let whole = s
@@ -50,7 +51,8 @@ fn step_api_equals_sample() {
 fn observer_sees_every_step() {
     let s = MrSampler::new(IrSdeSchedule::da_clip(), 6)
         .unwrap()
-        .with_parameterization(Parameterization::Noise);
+        .with_parameterization(Parameterization::Noise)
+        .unwrap();
     let tau = s.timesteps().unwrap();
     let mut seen = Vec::new();
     let mut obs = |v: &StepView<'_, ArrayD<f64>>| {
@@ -84,7 +86,7 @@ fn observer_sees_every_step() {
 fn same_seed_same_output_and_f32_tracks_f64() {
     let s = MrSampler::new(IrSdeSchedule::da_clip(), 10)
         .unwrap()
-        .with_solver(SolverType::Sde, 2)
+        .with_solver(Solver::sde(2))
         .unwrap();
     let m = mu(&[2, 2, 3]);
     let a = s
@@ -182,7 +184,7 @@ fn bad_input_gives_typed_errors() {
     assert!(matches!(e, Error::Model { step: 1, .. }));
     assert!(e.to_string().contains("out of memory"));
     // Too few replayed draws.
-    let sde = s.clone().with_solver(SolverType::Sde, 1).unwrap();
+    let sde = s.clone().with_solver(Solver::sde(1)).unwrap();
     let e = sde
         .sample(
             &mut ok,
@@ -216,14 +218,14 @@ fn exact_mode_allows_fewer_steps_than_order_reference_does_not() {
     for steps in 1..=2 {
         let s = MrSampler::new(IrSdeSchedule::da_clip(), steps)
             .unwrap()
-            .with_solver(SolverType::Ode, 3)
+            .with_solver(Solver::ode(3))
             .unwrap();
         let out = s
             .sample(&mut oracle(&s, 2), &m, None, &mut SeededNoise::new(0))
             .unwrap();
         assert_eq!(out.stats.nfe, steps);
         assert!(out.stats.orders.iter().all(|&o| o == 1));
-        let r = s.with_mode(Mode::Reference);
+        let r = s.with_mode(Mode::Reference).unwrap();
         assert!(matches!(
             r.sample(&mut oracle(&r, 2), &m, None, &mut SeededNoise::new(0)),
             Err(Error::TooFewSteps { .. })
@@ -239,6 +241,7 @@ fn limit_step_returns_the_data_prediction() {
         let s = MrSampler::new(sch.clone(), 10)
             .unwrap()
             .with_parameterization(param)
+            .unwrap()
             .with_grid(TimeGrid::UniformLambda)
             .unwrap();
         let m = mu(&[1, 3]);
@@ -266,7 +269,8 @@ fn thresholding_bounds_data_predictions() {
     let s = MrSampler::new(IrSdeSchedule::da_clip(), 5)
         .unwrap()
         .with_thresholding(Some(Thresholding::new(0.9, 1.5).unwrap()))
-        .with_output_clip(None)
+        .unwrap()
+        .with_data_range(None)
         .unwrap();
     let mut wild = FnModel::new(FitTarget::Data, |x: &ArrayD<f64>, _: &ArrayD<f64>, _| {
         Ok(x.mapv(|_| 40.0))
@@ -326,9 +330,11 @@ fn baselines_strided_vs_reference() {
             "Heun {stochastic}: {mean} {std}"
         );
     }
-    let r = BaselineSampler::new(sch, Baseline::Posterior, 10)
-        .unwrap()
-        .with_mode(Mode::Reference);
+    // The reference's unit steps at K < T are refused unless asked for.
+    let r = BaselineSampler::new(sch, Baseline::Posterior, 10).unwrap();
+    let e = r.clone().with_mode(Mode::Reference).unwrap_err();
+    assert!(e.to_string().contains("exact mode"), "{e}");
+    let r = r.with_reference_unit_steps(true).unwrap();
     let out = r
         .sample(&mut o, &m, None, &mut SeededNoise::new(8))
         .unwrap();
@@ -340,7 +346,7 @@ fn baselines_strided_vs_reference() {
 fn velocity_and_score_models_agree_with_data_model() {
     let s = MrSampler::new(IrSdeSchedule::da_clip(), 10)
         .unwrap()
-        .with_output_clip(None)
+        .with_data_range(None)
         .unwrap();
     let view = s.model_schedule().unwrap();
     let si = view.sigma_inf();

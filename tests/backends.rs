@@ -76,8 +76,8 @@ macro_rules! backend_suite {
             /// backend.
             #[test]
             fn point_mass_is_exact() {
+                use mrsampler::Solver;
                 use mrsampler::schedule::{IrSdeSchedule, TimeGrid};
-                use mrsampler::solver::SolverType;
                 use mrsampler::{
                     FitTarget, FnModel, MrSampler, Parameterization, Sampler, SeededNoise,
                 };
@@ -93,10 +93,11 @@ macro_rules! backend_suite {
                             .unwrap()
                             .with_grid(grid.clone())
                             .unwrap()
-                            .with_solver(SolverType::Ode, order)
+                            .with_solver(Solver::ode(order))
                             .unwrap()
                             .with_parameterization(Parameterization::Data)
-                            .with_output_clip(None)
+                            .unwrap()
+                            .with_data_range(None)
                             .unwrap();
                         let v = s.model_schedule().unwrap();
                         let tau = s.timesteps().unwrap();
@@ -130,15 +131,15 @@ macro_rules! backend_suite {
             /// The same Philox noise gives the same SDE run as the ndarray f64 backend.
             #[test]
             fn sde_with_philox_matches_ndarray() {
+                use mrsampler::Solver;
                 use mrsampler::oracle::GaussianOracle;
                 use mrsampler::schedule::IrSdeSchedule;
-                use mrsampler::solver::SolverType;
                 use mrsampler::{MrSampler, PhiloxNoise, Sampler};
                 let proto = $proto;
                 let tol = $tol.unwrap_or(1e-12);
                 let s = MrSampler::new(IrSdeSchedule::da_clip(), 10)
                     .unwrap()
-                    .with_solver(SolverType::Sde, 2)
+                    .with_solver(Solver::sde(2))
                     .unwrap();
                 let mu: Vec<f64> = (0..24).map(|i| 0.2 + 0.03 * i as f64).collect();
                 let start: Vec<f64> = (0..24).map(|i| 0.1 + 0.04 * i as f64).collect();

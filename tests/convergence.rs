@@ -6,34 +6,29 @@ use std::sync::Arc;
 mod common;
 
 use common::{LinearLambda, slope};
+use mrsampler::Solver;
 use mrsampler::oracle::GaussianOracle;
 use mrsampler::schedule::{Schedule, TimeGrid};
-use mrsampler::solver::SolverType;
-use mrsampler::{MrSampler, Parameterization, Sampler, SamplerTensor, SeededNoise, Stepping};
+use mrsampler::{MrSampler, NoNoise, OdeMultistep, Parameterization, Sampler, SamplerTensor};
 use ndarray::{ArrayD, IxDyn};
 
 fn error_at(m: usize, order: usize, param: Parameterization, corrector: bool) -> f64 {
-    error_with(m, order, param, corrector, Stepping::Multistep)
+    let solver = OdeMultistep {
+        corrector,
+        ..OdeMultistep::new(order)
+    };
+    error_with(m, solver.into(), param)
 }
 
-fn error_with(
-    m: usize,
-    order: usize,
-    param: Parameterization,
-    corrector: bool,
-    stepping: Stepping,
-) -> f64 {
+fn error_with(m: usize, solver: Solver, param: Parameterization) -> f64 {
     let sch: Arc<dyn Schedule> = Arc::new(LinearLambda);
-    let s = MrSampler::with_schedule(sch.clone(), m)
+    let s = MrSampler::from_arc(sch.clone(), m)
         .unwrap()
         .with_grid(TimeGrid::UniformLambda)
         .unwrap()
-        .with_solver(SolverType::Ode, order)
+        .with_solver(solver)
         .unwrap()
         .with_parameterization(param)
-        .with_corrector(corrector)
-        .with_stepping(stepping)
-        .with_output_clip(None)
         .unwrap();
     let mut o = GaussianOracle::new(vec![0.7], vec![0.15 * 0.15], sch).unwrap();
     let mu = 0.3;
@@ -42,9 +37,7 @@ fn error_with(
     let start: Vec<f64> = zs.iter().map(|z| mean + var.sqrt() * z).collect();
     let x = ArrayD::from_shape_vec(IxDyn(&[4, 1]), start.clone()).unwrap();
     let mu_t = ArrayD::from_elem(IxDyn(&[4, 1]), mu);
-    let out = s
-        .sample(&mut o, &mu_t, Some(x), &mut SeededNoise::new(0))
-        .unwrap();
+    let out = s.sample(&mut o, &mu_t, Some(x), &mut NoNoise).unwrap();
     let got = out.x.to_host_f64().unwrap();
     start
         .iter()
@@ -107,7 +100,7 @@ fn singlestep_orders_are_one_two_three() {
         for (order, min_slope) in [(1, 0.9), (2, 1.8), (3, 2.8)] {
             let errs: Vec<f64> = ms
                 .iter()
-                .map(|&m| error_with(m, order, param, false, Stepping::Singlestep))
+                .map(|&m| error_with(m, Solver::ode_singlestep(order), param))
                 .collect();
             let sl = slope(&ms, &errs);
             assert!(

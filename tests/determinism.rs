@@ -1,8 +1,8 @@
 //! The same seed gives bitwise-identical output across repeated runs, thread counts and
 //! batch compositions.
 
+use mrsampler::Solver;
 use mrsampler::schedule::{IrSdeSchedule, TimeGrid};
-use mrsampler::solver::SolverType;
 use mrsampler::{FitTarget, FnModel, ModelError, MrSampler, Parallelism, PhiloxNoise, Sampler};
 use ndarray::{ArrayD, Axis, IxDyn, concatenate};
 
@@ -20,11 +20,12 @@ fn net() -> FnModel<Net> {
 fn sampler(par: Parallelism) -> MrSampler {
     MrSampler::new(IrSdeSchedule::da_clip(), 10)
         .unwrap()
-        .with_solver(SolverType::Sde, 2)
+        .with_solver(Solver::sde(2))
         .unwrap()
         .with_grid(TimeGrid::UniformLambda)
         .unwrap()
         .with_parallelism(par)
+        .unwrap()
 }
 
 fn mu(batch: usize, offset: usize) -> ArrayD<f32> {

@@ -7,15 +7,15 @@
 //! relative to max(1, |x|); the test allows 1e-11.
 //!
 //! Deliberate settings for parity: exact mode with the diffusers grid as a custom grid (ending
-//! at t = −1 for "zero", 0 for "sigma_min"), and `with_taylor_third_order(false)` because
+//! at t = −1 for "zero", 0 for "sigma_min"), and `ThirdOrder::HalfD2` because
 //! diffusers' third-order update carries the half-size second-difference term.
 #![cfg(feature = "conformance")]
 
 use mrsampler::schedule::{Betas, TimeGrid, VpSchedule};
-use mrsampler::solver::{SecondOrder, SolverType};
 use mrsampler::{
     FitTarget, FnModel, MrSampler, Parameterization, ReplayNoise, Sampler, SamplerTensor,
 };
+use mrsampler::{OdeMultistep, SdeMultistep, SecondOrder, Solver, ThirdOrder};
 use ndarray::{ArrayD, IxDyn};
 use serde_json::Value;
 
@@ -58,30 +58,44 @@ fn replays_diffusers_dpm_solver() {
             0.0
         });
         let order = c["solver_order"].as_u64().unwrap() as usize;
-        let (solver, param) = match c["algorithm_type"].as_str().unwrap() {
-            "dpmsolver++" => (SolverType::Ode, Parameterization::Data),
-            "dpmsolver" => (SolverType::Ode, Parameterization::Noise),
-            _ => (SolverType::Sde, Parameterization::Data),
+        let sde = !c["algorithm_type"]
+            .as_str()
+            .unwrap()
+            .starts_with("dpmsolver");
+        let param = match c["algorithm_type"].as_str().unwrap() {
+            "dpmsolver" => Parameterization::Noise,
+            _ => Parameterization::Data,
         };
         let fit = match c["prediction_type"].as_str().unwrap() {
             "epsilon" => FitTarget::Noise,
             "sample" => FitTarget::Data,
             _ => FitTarget::Velocity,
         };
-        let second = match c.get("solver_type").and_then(Value::as_str) {
-            Some("midpoint") => SecondOrder::Midpoint,
+        // diffusers' solver_type only matters from order 2 on, and its third-order step is
+        // the half-size one.
+        let second_order = match c.get("solver_type").and_then(Value::as_str) {
+            Some("midpoint") if order > 1 => SecondOrder::Midpoint,
             _ => SecondOrder::Taylor,
+        };
+        let solver = if sde {
+            Solver::Sde(SdeMultistep {
+                second_order,
+                ..SdeMultistep::new(order)
+            })
+        } else {
+            Solver::Ode(OdeMultistep {
+                second_order,
+                third_order: (order == 3).then_some(ThirdOrder::HalfD2),
+                ..OdeMultistep::new(order)
+            })
         };
         let s = MrSampler::new(schedule, grid.len() - 1)
             .unwrap()
             .with_grid(TimeGrid::Custom(grid))
             .unwrap()
-            .with_solver(solver, order)
+            .with_solver(solver)
             .unwrap()
             .with_parameterization(param)
-            .with_taylor_third_order(false)
-            .with_second_order(second)
-            .with_output_clip(None)
             .unwrap();
         let shape: Vec<usize> = c["shape"]
             .as_array()

@@ -2,8 +2,9 @@
 
 use std::sync::Arc;
 
-use mrsampler::schedule::{IrSdeSchedule, Mode, Schedule, ThetaSchedule, TimeGrid};
-use mrsampler::solver::SolverType;
+use mrsampler::Mode;
+use mrsampler::Solver;
+use mrsampler::schedule::{IrSdeSchedule, Schedule, ThetaSchedule, TimeGrid};
 use mrsampler::{
     Baseline, BaselineSampler, Error, FitTarget, FnModel, ModelError, MrSampler, ReplayNoise,
     Sampler, SeededNoise, Thresholding,
@@ -68,7 +69,7 @@ fn start_state_shape_mismatch() {
 
 #[test]
 fn noise_element_count_mismatch() {
-    let s = sampler().with_solver(SolverType::Sde, 1).unwrap();
+    let s = sampler().with_solver(Solver::sde(1)).unwrap();
     let e = s
         .sample(
             &mut zero_noise(),
@@ -177,13 +178,13 @@ fn zero_steps() {
 
 #[test]
 fn unsupported_order() {
-    for (solver, order) in [
-        (SolverType::Ode, 0),
-        (SolverType::Ode, 4),
-        (SolverType::Sde, 0),
-        (SolverType::Sde, 3),
+    for solver in [
+        Solver::ode(0),
+        Solver::ode(4),
+        Solver::sde(0),
+        Solver::sde(3),
     ] {
-        let e = sampler().with_solver(solver, order).unwrap_err();
+        let e = sampler().with_solver(solver).unwrap_err();
         assert!(
             matches!(
                 e,
@@ -201,9 +202,10 @@ fn unsupported_order() {
 fn fewer_steps_than_order_in_reference_mode() {
     let s = MrSampler::new(IrSdeSchedule::da_clip(), 2)
         .unwrap()
-        .with_solver(SolverType::Ode, 3)
+        .with_solver(Solver::ode(3))
         .unwrap()
-        .with_mode(Mode::Reference);
+        .with_mode(Mode::Reference)
+        .unwrap();
     let e = s
         .sample(&mut zero_noise(), &mu(), None, &mut SeededNoise::new(0))
         .unwrap_err();
@@ -222,11 +224,15 @@ fn custom_grids_must_decrease_strictly_inside_the_schedule() {
         (vec![100.0, 50.0, 50.0, 0.0], Mode::Reference),
         (vec![120.0, 50.0, 20.0, 0.0], Mode::Exact),
         (vec![100.0, 50.0, 20.0, -1.0], Mode::Exact),
+        // The reference would extrapolate α and σ linearly outside [0, T].
+        (vec![120.0, 50.0, 20.0, 0.0], Mode::Reference),
+        (vec![100.0, 50.0, 20.0, -1.0], Mode::Reference),
     ] {
         let s = sampler()
             .with_grid(TimeGrid::Custom(grid.clone()))
             .unwrap()
-            .with_mode(mode);
+            .with_mode(mode)
+            .unwrap();
         let e = s
             .sample(&mut zero_noise(), &mu(), None, &mut SeededNoise::new(0))
             .unwrap_err();
@@ -256,6 +262,77 @@ fn generated_grid_with_duplicates() {
         .sample(&mut zero_noise(), &mu(), None, &mut SeededNoise::new(0))
         .unwrap_err();
     assert!(matches!(e, Error::InvalidGrid { .. }), "{e}");
+}
+
+/// Reference mode runs what the reference runs: the leading grid with more steps than the
+/// schedule has indices repeats time 0, a first-order step of zero length is the identity, and
+/// a higher-order step over repeated times (where the reference divides by zero) is refused.
+#[test]
+fn reference_leading_grid_with_repeated_times() {
+    let leading = |order: usize| {
+        MrSampler::new(IrSdeSchedule::da_clip(), 200)
+            .unwrap()
+            .with_mode(Mode::Reference)
+            .unwrap()
+            .with_solver(Solver::ode(order))
+            .unwrap()
+            .with_grid(TimeGrid::Leading { offset: 0.0 })
+            .unwrap()
+    };
+    let x = mu().mapv(|v| v + 0.1);
+    let out = leading(1)
+        .sample(
+            &mut zero_noise(),
+            &mu(),
+            Some(x.clone()),
+            &mut SeededNoise::new(0),
+        )
+        .unwrap();
+    assert_eq!(out.stats.nfe, 200);
+    assert_eq!(
+        out.x_unclipped, x,
+        "200 steps of zero length change nothing"
+    );
+    let e = leading(2)
+        .sample(&mut zero_noise(), &mu(), Some(x), &mut SeededNoise::new(0))
+        .unwrap_err();
+    assert!(matches!(e, Error::InvalidGrid { .. }), "{e}");
+}
+
+/// Exact mode: a trailing grid whose reference formula runs out of times above 0 after
+/// `lambda_min` clipping is an error (every exact grid has M + 1 strictly decreasing times);
+/// reference mode runs the shorter grid as the reference does.
+#[test]
+fn exact_trailing_grid_clipped_by_lambda_min() {
+    let trailing = |m: usize, mode: Mode| {
+        MrSampler::new(IrSdeSchedule::da_clip(), m)
+            .unwrap()
+            .with_mode(mode)
+            .unwrap()
+            .with_grid(TimeGrid::Trailing)
+            .unwrap()
+            .with_lambda_min(Some(-2.0))
+            .unwrap()
+    };
+    let mut shortened = 0;
+    for m in [5, 10, 20, 40] {
+        let reference = trailing(m, Mode::Reference).timesteps().unwrap();
+        let exact = trailing(m, Mode::Exact).timesteps();
+        // The reference formula keeps the times above 0; exact mode needs M of them, then 0.
+        if reference.len() < m {
+            shortened += 1;
+            assert!(
+                matches!(exact, Err(Error::InvalidGrid { .. })),
+                "M = {m}: {exact:?}"
+            );
+        } else {
+            assert_eq!(exact.unwrap().len(), m + 1);
+        }
+    }
+    assert!(
+        shortened > 0,
+        "no step count ran out of times: the test checks nothing"
+    );
 }
 
 #[test]
@@ -334,8 +411,8 @@ fn invalid_user_schedule() {
             0.5
         }
     }
-    let e = MrSampler::with_schedule(Arc::new(Broken), 5).unwrap_err();
-    assert!(matches!(e, Error::Unsupported { .. }), "{e}");
+    let e = MrSampler::from_arc(Arc::new(Broken), 5).unwrap_err();
+    assert!(matches!(e, Error::InvalidSchedule { .. }), "{e}");
     assert!(e.to_string().contains("sigma_inf"));
 }
 
@@ -370,14 +447,14 @@ fn invalid_grid_parameters() {
         assert!(sampler().with_grid(grid.clone()).is_err(), "{grid:?}");
     }
     assert!(matches!(
-        sampler().with_output_clip(Some((1.0, 0.0))),
+        sampler().with_data_range(Some((1.0, 0.0))),
         Err(Error::InvalidSetting { .. })
     ));
 }
 
 #[test]
 fn too_few_replayed_noise_draws() {
-    let s = sampler().with_solver(SolverType::Sde, 2).unwrap();
+    let s = sampler().with_solver(Solver::sde(2)).unwrap();
     let e = s
         .sample(
             &mut zero_noise(),
@@ -437,20 +514,16 @@ fn reference_mode_needs_a_discrete_schedule() {
             (0.5 * (-2.0 * l).exp().ln_1p() / 3.0).clamp(0.0, 1.0)
         }
     }
-    let s = MrSampler::with_schedule(Arc::new(Smooth), 4)
+    // Refused when the mode is set, before any sampling.
+    let e = MrSampler::from_arc(Arc::new(Smooth), 4)
         .unwrap()
-        .with_mode(Mode::Reference);
-    let e = s
-        .sample(&mut zero_noise(), &mu(), None, &mut SeededNoise::new(0))
+        .with_mode(Mode::Reference)
         .unwrap_err();
-    assert!(matches!(e, Error::Unsupported { .. }), "{e}");
-    let b = BaselineSampler::with_schedule(Arc::new(Smooth), Baseline::Posterior, 4)
+    assert!(matches!(e, Error::ScheduleMismatch { .. }), "{e}");
+    let b = BaselineSampler::from_arc(Arc::new(Smooth), Baseline::Posterior, 4)
         .unwrap()
         .with_mode(Mode::Reference);
-    assert!(matches!(
-        b.sample(&mut zero_noise(), &mu(), None, &mut SeededNoise::new(0)),
-        Err(Error::Unsupported { .. })
-    ));
+    assert!(matches!(b, Err(Error::ScheduleMismatch { .. })));
 }
 
 #[test]

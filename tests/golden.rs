@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
+use mrsampler::Mode;
+use mrsampler::Solver;
 use mrsampler::oracle::GaussianOracle;
-use mrsampler::schedule::{IrSdeSchedule, Mode, Schedule, TimeGrid};
-use mrsampler::solver::SolverType;
+use mrsampler::schedule::{IrSdeSchedule, Schedule, TimeGrid};
 use mrsampler::{
     CountingModel, FitTarget, FnModel, MrSampler, Parameterization, Sampler, SamplerTensor,
     SeededNoise,
@@ -29,14 +30,17 @@ fn gaussian_run(
     let sampler = MrSampler::new(IrSdeSchedule::da_clip(), m)
         .unwrap()
         .with_mode(Mode::Reference)
+        .unwrap()
         .with_grid(grid)
         .unwrap()
-        .with_solver(SolverType::Ode, order)
+        .with_solver(Solver::ode(order))
         .unwrap()
         .with_parameterization(param)
+        .unwrap()
         .with_lambda_min(Some(-5.0))
         .unwrap()
-        .with_denoise_last(denoise_last);
+        .with_denoise_last(denoise_last)
+        .unwrap();
     let mut oracle = GaussianOracle::new(
         vec![0.7; 3],
         vec![0.01; 3],
@@ -182,12 +186,14 @@ fn point_mass_exactness() {
                     let s = MrSampler::new(IrSdeSchedule::da_clip(), 10)
                         .unwrap()
                         .with_mode(mode)
+                        .unwrap()
                         .with_grid(grid.clone())
                         .unwrap()
-                        .with_solver(SolverType::Ode, order)
+                        .with_solver(Solver::ode(order))
                         .unwrap()
                         .with_parameterization(param)
-                        .with_output_clip(None)
+                        .unwrap()
+                        .with_data_range(None)
                         .unwrap();
                     let view = s.model_schedule().unwrap();
                     let tau = s.timesteps().unwrap();
@@ -248,9 +254,11 @@ fn ddim_identity() {
             let s = MrSampler::new(IrSdeSchedule::da_clip(), 10)
                 .unwrap()
                 .with_mode(mode)
-                .with_solver(SolverType::Ode, 1)
                 .unwrap()
-                .with_parameterization(param);
+                .with_solver(Solver::ode(1))
+                .unwrap()
+                .with_parameterization(param)
+                .unwrap();
             let mut o = GaussianOracle::new(
                 vec![0.6, 0.2],
                 vec![0.02, 0.05],
@@ -279,21 +287,22 @@ fn ddim_identity() {
 #[test]
 fn affine_equivariance() {
     let c = 0.37;
-    for (solver, order) in [
-        (SolverType::Ode, 1),
-        (SolverType::Ode, 3),
-        (SolverType::Sde, 1),
-        (SolverType::Sde, 2),
+    for solver in [
+        (Solver::ode(1)),
+        (Solver::ode(3)),
+        (Solver::sde(1)),
+        (Solver::sde(2)),
     ] {
         for param in [Parameterization::Data, Parameterization::Noise] {
             let s = MrSampler::new(IrSdeSchedule::da_clip(), 12)
                 .unwrap()
-                .with_solver(solver, order)
+                .with_solver(solver)
                 .unwrap()
                 .with_parameterization(param)
+                .unwrap()
                 .with_grid(TimeGrid::UniformLambda)
                 .unwrap()
-                .with_output_clip(None)
+                .with_data_range(None)
                 .unwrap();
             let run = |shift: f64| {
                 let mut o = GaussianOracle::new(
@@ -312,7 +321,7 @@ fn affine_equivariance() {
             for (x, y) in a.iter().zip(b.iter()) {
                 assert!(
                     (x + c - y).abs() < 1e-12,
-                    "{solver:?}{order} {param:?}: {x} + c vs {y}"
+                    "{solver:?} {param:?}: {x} + c vs {y}"
                 );
             }
         }
@@ -332,7 +341,8 @@ fn network_sees_grid_times_except_the_last() {
                 .unwrap()
                 .with_grid(grid.clone())
                 .unwrap()
-                .with_denoise_last(dl);
+                .with_denoise_last(dl)
+                .unwrap();
             let tau = s.timesteps().unwrap();
             let mut m = CountingModel::new(FnModel::new(
                 FitTarget::Noise,
@@ -357,10 +367,11 @@ fn prior_moments() {
         let s = MrSampler::new(IrSdeSchedule::da_clip(), 5)
             .unwrap()
             .with_mode(mode)
+            .unwrap()
             .with_grid(TimeGrid::Custom(vec![50.0, 25.0, 10.0, 0.0]))
             .unwrap();
         let mu = Array1::from_elem(n, 0.25).into_dyn();
-        let run = Sampler::<ArrayD<f64>>::start(
+        let run = Sampler::start::<ArrayD<f64>, _>(
             &s,
             FitTarget::Noise,
             &mu,

@@ -3,25 +3,24 @@
 use std::sync::Arc;
 
 use mrsampler::oracle::{GaussianOracle, gaussian_output_law};
-use mrsampler::schedule::{IrSdeSchedule, Mode, Schedule, TimeGrid};
-use mrsampler::solver::SolverType;
-use mrsampler::{MrSampler, Parameterization, Sampler, SeededNoise, Stepping};
+use mrsampler::schedule::{IrSdeSchedule, Schedule, TimeGrid};
+use mrsampler::{Mode, MrSampler, Parameterization, Sampler, SeededNoise, Solver};
 use ndarray::{ArrayD, IxDyn};
 
 const M: [f64; 3] = [0.7, 0.2, 0.45];
 const C: [f64; 3] = [0.01, 0.04, 0.002];
 const MU: [f64; 3] = [0.1, 0.8, 0.5];
 
-fn converged(prior_correction: bool, stepping: Stepping) -> MrSampler {
+fn converged(prior_correction: bool, solver: Solver) -> MrSampler {
     MrSampler::new(IrSdeSchedule::da_clip(), 1000)
         .unwrap()
-        .with_solver(SolverType::Ode, 3)
+        .with_solver(solver)
         .unwrap()
         .with_grid(TimeGrid::UniformLambda)
         .unwrap()
         .with_prior_correction(prior_correction)
-        .with_stepping(stepping)
-        .with_output_clip(None)
+        .unwrap()
+        .with_data_range(None)
         .unwrap()
 }
 
@@ -32,19 +31,19 @@ fn converged(prior_correction: bool, stepping: Stepping) -> MrSampler {
 /// singlestep updates (whose first step's three updates all read the start state).
 #[test]
 fn removes_the_prior_mean_offset_of_the_exact_flow() {
-    for stepping in [Stepping::Multistep, Stepping::Singlestep] {
-        check_prior_offset(stepping);
+    for solver in [Solver::ode(3), Solver::ode_singlestep(3)] {
+        check_prior_offset(solver);
     }
 }
 
-fn check_prior_offset(stepping: Stepping) {
+fn check_prior_offset(solver: Solver) {
     let sch = IrSdeSchedule::da_clip();
     let (t, end) = (sch.t_max(), sch.t_min());
     let (a, s) = (sch.alpha(t), sch.sigma(t));
     let (a0, s0) = (sch.alpha(end), sch.sigma(end));
     let o = GaussianOracle::new(M.to_vec(), C.to_vec(), Arc::new(sch)).unwrap();
-    let plain = gaussian_output_law(&converged(false, stepping), &o, &MU).unwrap();
-    let fixed = gaussian_output_law(&converged(true, stepping), &o, &MU).unwrap();
+    let plain = gaussian_output_law(&converged(false, solver), &o, &MU).unwrap();
+    let fixed = gaussian_output_law(&converged(true, solver), &o, &MU).unwrap();
     for i in 0..3 {
         let end_mean = MU[i] + a0 * (M[i] - MU[i]);
         let end_var = a0 * a0 * C[i] + s0 * s0;
@@ -53,12 +52,12 @@ fn check_prior_offset(stepping: Stepping) {
         let (e_plain, e_fixed) = (plain.mean[i] - end_mean, fixed.mean[i] - end_mean);
         assert!(
             (e_plain + offset).abs() <= 1e-3 * offset.abs(),
-            "{stepping:?} coordinate {i}: uncorrected mean error {e_plain:e}, closed form {:e}",
+            "{solver:?} coordinate {i}: uncorrected mean error {e_plain:e}, closed form {:e}",
             -offset
         );
         assert!(
             e_fixed.abs() <= 1e-3 * offset.abs(),
-            "{stepping:?} coordinate {i}: corrected mean error {e_fixed:e} (uncorrected {:e})",
+            "{solver:?} coordinate {i}: corrected mean error {e_fixed:e} (uncorrected {:e})",
             -offset
         );
         // Variances: the prior's σ_T² instead of α_T²c + σ_T², widened by the correction's
@@ -69,7 +68,7 @@ fn check_prior_offset(stepping: Stepping) {
             let want = end_var * start_var / v_t;
             assert!(
                 (law.var[i] / want - 1.0).abs() < 1e-7,
-                "{stepping:?} variance {i}"
+                "{solver:?} variance {i}"
             );
         }
     }
@@ -82,14 +81,15 @@ fn corrected_first_step_closed_form() {
     let sch = Arc::new(IrSdeSchedule::da_clip());
     let (t0, t1) = (sch.t_max(), 40.0);
     // Two steps; only the first is checked, through the step-level `Run`.
-    let s = MrSampler::with_schedule(sch.clone(), 2)
+    let s = MrSampler::from_arc(sch.clone(), 2)
         .unwrap()
         .with_grid(TimeGrid::Custom(vec![t0, t1, 0.0]))
         .unwrap()
-        .with_solver(SolverType::Ode, 1)
+        .with_solver(Solver::ode(1))
         .unwrap()
         .with_prior_correction(true)
-        .with_output_clip(None)
+        .unwrap()
+        .with_data_range(None)
         .unwrap();
     let mut o = GaussianOracle::new(M.to_vec(), C.to_vec(), sch.clone()).unwrap();
     let x0 = [0.3, 0.55, 0.9];
@@ -121,23 +121,26 @@ fn corrected_first_step_closed_form() {
     }
 }
 
-/// Reference mode and the noise form are left as they are.
+/// Outside the exact data form the correction does not apply: asking for it there is an
+/// error that names it (it used to be ignored silently).
 #[test]
-fn no_effect_outside_the_exact_data_form() {
+fn refused_outside_the_exact_data_form() {
     let sch = Arc::new(IrSdeSchedule::da_clip());
-    let o = GaussianOracle::new(M.to_vec(), C.to_vec(), sch.clone()).unwrap();
     for (mode, param) in [
         (Mode::Reference, Parameterization::Data),
         (Mode::Exact, Parameterization::Noise),
     ] {
-        let base = MrSampler::with_schedule(sch.clone(), 8)
+        let base = MrSampler::from_arc(sch.clone(), 8)
             .unwrap()
             .with_mode(mode)
+            .unwrap()
             .with_parameterization(param)
-            .with_output_clip(None)
             .unwrap();
-        let plain = gaussian_output_law(&base.clone().with_prior_correction(false), &o, &MU);
-        let on = gaussian_output_law(&base.with_prior_correction(true), &o, &MU);
-        assert_eq!(plain.unwrap(), on.unwrap(), "{mode:?} {param:?}");
+        assert!(base.clone().with_prior_correction(false).is_ok());
+        let e = base.with_prior_correction(true).unwrap_err();
+        assert!(
+            matches!(&e, mrsampler::Error::Conflict { setting, .. } if setting == "prior_correction"),
+            "{mode:?} {param:?}: {e}"
+        );
     }
 }

@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use common::config;
 use mrsampler::oracle::GaussianOracle;
-use mrsampler::schedule::{CumulativeFrom, IrSdeSchedule, Mode, Schedule, ThetaSchedule, TimeGrid};
-use mrsampler::solver::{SecondOrder, SolverType};
+use mrsampler::schedule::{CumulativeFrom, IrSdeSchedule, Schedule, ThetaSchedule, TimeGrid};
 use mrsampler::{
-    AdaptiveSampler, Baseline, BaselineSampler, EmbeddedPair, FitTarget, FnModel, ModelError,
-    MrSampler, Parameterization, Sample, Sampler, SeededNoise, Stepping, Thresholding,
+    AdaptiveSampler, Baseline, BaselineSampler, EmbeddedPair, FitTarget, FnModel, Mode, ModelError,
+    MrSampler, OdeMultistep, Parameterization, Sample, Sampler, SdeMultistep, SecondOrder,
+    SeededNoise, Solver, Thresholding,
 };
 use ndarray::{ArrayD, IxDyn};
 use proptest::prelude::*;
@@ -213,37 +213,39 @@ fn run(c: &Config) -> Result<Sample<ArrayD<f64>>, mrsampler::Error> {
     let mut noise = SeededNoise::new(c.seed);
     match c.kind {
         0..=2 => {
-            let solver = if c.sde {
-                SolverType::Sde
-            } else {
-                SolverType::Ode
-            };
             let param = param(c);
             let thresholding = match c.threshold {
                 Some((r, f, m)) => Some(Thresholding::with_bounds(r, f, m)?),
                 None => None,
             };
-            // Spare seed bits pick the stepping and the second-order form.
-            let stepping = if c.seed % 3 == 0 {
-                Stepping::Singlestep
-            } else {
-                Stepping::Multistep
-            };
-            let second = if c.seed % 5 == 0 {
+            // Spare seed bits pick singlestep updates and the second-order form.
+            let second_order = if c.seed % 5 == 0 {
                 SecondOrder::Midpoint
             } else {
                 SecondOrder::Taylor
             };
-            let s = MrSampler::with_schedule(sch, c.steps)?
-                .with_mode(mode)
-                .with_solver(solver, c.order)?
-                .with_parameterization(param)
+            let order = c.order;
+            let solver = if c.sde {
+                Solver::Sde(SdeMultistep {
+                    second_order,
+                    ..SdeMultistep::new(order)
+                })
+            } else if c.seed % 3 == 0 {
+                Solver::ode_singlestep(order)
+            } else {
+                Solver::Ode(OdeMultistep {
+                    second_order,
+                    ..OdeMultistep::new(order)
+                })
+            };
+            let s = MrSampler::from_arc(sch, c.steps)?
+                .with_mode(mode)?
+                .with_solver(solver)?
+                .with_parameterization(param)?
                 .with_grid(grid(c))?
                 .with_lambda_min(c.lambda_min)?
-                .with_thresholding(thresholding)
-                .with_denoise_last(c.denoise_last)
-                .with_stepping(stepping)
-                .with_second_order(second);
+                .with_thresholding(thresholding)?
+                .with_denoise_last(c.denoise_last)?;
             s.sample(&mut model, &mu, start, &mut noise)
         }
         6 => {
@@ -254,12 +256,12 @@ fn run(c: &Config) -> Result<Sample<ArrayD<f64>>, mrsampler::Error> {
             };
             let tol = 10f64.powi(-((c.steps % 8) as i32));
             let param = param(c);
-            AdaptiveSampler::with_schedule(sch)?
-                .with_pair(pair)
-                .with_parameterization(param)
+            AdaptiveSampler::from_arc(sch)?
+                .with_pair(pair)?
+                .with_parameterization(param)?
                 .with_tolerance(tol, tol * 0.01)?
                 .with_max_nfe(300)?
-                .with_prior_correction(c.denoise_last)
+                .with_prior_correction(c.denoise_last)?
                 .sample(&mut model, &mu, start, &mut noise)
         }
         k => {
@@ -269,7 +271,7 @@ fn run(c: &Config) -> Result<Sample<ArrayD<f64>>, mrsampler::Error> {
                 Baseline::EulerOde,
                 Baseline::Heun { stochastic: c.sde },
             ][(k - 3 + c.sde as u8) as usize % 4];
-            let s = BaselineSampler::with_schedule(sch, kind, c.steps)?.with_mode(mode);
+            let s = BaselineSampler::from_arc(sch, kind, c.steps)?.with_mode(mode)?;
             s.sample(&mut model, &mu, start, &mut noise)
         }
     }
@@ -325,12 +327,12 @@ fn extreme_valid_schedules_work() {
     let mu = ArrayD::<f64>::from_elem(IxDyn(&[2, 3]), 0.4);
     for sch in &schedules {
         for grid in &grids {
-            for (solver, order) in [
-                (SolverType::Ode, 1),
-                (SolverType::Ode, 2),
-                (SolverType::Ode, 3),
-                (SolverType::Sde, 1),
-                (SolverType::Sde, 2),
+            for solver in [
+                (Solver::ode(1)),
+                (Solver::ode(2)),
+                (Solver::ode(3)),
+                (Solver::sde(1)),
+                (Solver::sde(2)),
             ] {
                 for steps in 1..=3 {
                     if matches!(grid, TimeGrid::KarrasT { .. }) && sch.steps() == 1 && steps > 1 {
@@ -340,7 +342,7 @@ fn extreme_valid_schedules_work() {
                         .unwrap()
                         .with_grid(grid.clone())
                         .unwrap()
-                        .with_solver(solver, order)
+                        .with_solver(solver)
                         .unwrap();
                     let mut o = GaussianOracle::new(
                         vec![0.5; 3],
@@ -351,7 +353,7 @@ fn extreme_valid_schedules_work() {
                     let out = s.sample(&mut o, &mu, None, &mut SeededNoise::new(1));
                     let out = out.unwrap_or_else(|e| {
                         panic!(
-                            "T={} eps={} σ∞={} {grid:?} {solver:?}{order} M={steps}: {e}",
+                            "T={} eps={} σ∞={} {grid:?} {solver:?} M={steps}: {e}",
                             sch.steps(),
                             sch.eps(),
                             sch.sigma_inf()

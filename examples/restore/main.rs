@@ -23,8 +23,8 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
+use mrsampler::Solver;
 use mrsampler::schedule::{IrSdeSchedule, Schedule};
-use mrsampler::solver::SolverType;
 use mrsampler::{
     Baseline, BaselineSampler, FitTarget, ModelError, MrSampler, NoiseSource, Parallelism,
     Parameterization, PhiloxNoise, Sample, Sampler, SamplerTensor, ScoreModel,
@@ -93,16 +93,16 @@ enum Config {
     MrsBest,
     Posterior,
     /// Order-2 MRS on linspace with the given solver and parameterization (`--ablation`).
-    Ablation(SolverType, Parameterization),
+    Ablation(Solver, Parameterization),
 }
 
 impl Config {
     fn name(self) -> &'static str {
         match self {
-            Config::Ablation(SolverType::Ode, Parameterization::Data) => "mrs ode-2 data",
-            Config::Ablation(SolverType::Ode, Parameterization::Noise) => "mrs ode-2 noise",
-            Config::Ablation(SolverType::Sde, Parameterization::Data) => "mrs sde-2 data",
-            Config::Ablation(SolverType::Sde, Parameterization::Noise) => "mrs sde-2 noise",
+            Config::Ablation(s, Parameterization::Data) if s.is_stochastic() => "mrs sde-2 data",
+            Config::Ablation(s, Parameterization::Noise) if s.is_stochastic() => "mrs sde-2 noise",
+            Config::Ablation(_, Parameterization::Data) => "mrs ode-2 data",
+            Config::Ablation(_, Parameterization::Noise) => "mrs ode-2 noise",
             Config::MrsDefault => "mrs-default (ode-2 data linspace)",
             Config::MrsBest => "mrs-best (sde-2 data linspace)",
             Config::Posterior => "posterior (strided)",
@@ -132,25 +132,31 @@ impl Ctx<'_> {
         let mut noise = PhiloxNoise::new(self.seed + 1);
         let start = Instant::now();
         let out = match cfg {
-            Config::MrsDefault => MrSampler::new(schedule, nfe)?.sample(
+            Config::MrsDefault => {
+                mrs(nfe)?.sample(&mut model, &self.mu, Some(self.x_start.clone()), &mut noise)?
+            }
+            Config::MrsBest => mrs(nfe)?.with_solver(Solver::sde(2))?.sample(
                 &mut model,
                 &self.mu,
                 Some(self.x_start.clone()),
                 &mut noise,
             )?,
-            Config::MrsBest => MrSampler::new(schedule, nfe)?
-                .with_solver(SolverType::Sde, 2)?
-                .sample(&mut model, &self.mu, Some(self.x_start.clone()), &mut noise)?,
-            Config::Ablation(solver, param) => MrSampler::new(schedule, nfe)?
-                .with_solver(solver, 2)?
-                .with_parameterization(param)
+            Config::Ablation(solver, param) => mrs(nfe)?
+                .with_solver(solver)?
+                .with_parameterization(param)?
                 .sample(&mut model, &self.mu, Some(self.x_start.clone()), &mut noise)?,
             Config::Posterior => BaselineSampler::new(schedule, Baseline::Posterior, nfe)?
-                .with_output_clip(Some((0.0, 1.0)))?
+                .with_data_range(Some((0.0, 1.0)))?
                 .sample(&mut model, &self.mu, Some(self.x_start.clone()), &mut noise)?,
         };
         Ok((out, start.elapsed().as_secs_f64()))
     }
+}
+
+/// The MR Sampler on DA-CLIP's schedule with `nfe` evaluations, its output clamped to the
+/// image range.
+fn mrs(nfe: usize) -> mrsampler::Result<MrSampler> {
+    MrSampler::new(IrSdeSchedule::da_clip(), nfe)?.with_data_range(Some((0.0, 1.0)))
 }
 
 fn load_image(
@@ -349,7 +355,7 @@ fn ablation(
     };
     let clean_v = clean.to_dtype(DType::F64)?;
     let mut lines = Vec::new();
-    for solver in [SolverType::Ode, SolverType::Sde] {
+    for solver in [Solver::ode(2), Solver::sde(2)] {
         for param in [Parameterization::Data, Parameterization::Noise] {
             let cfg = Config::Ablation(solver, param);
             let mut line = format!("| {} |", cfg.name());
@@ -389,8 +395,7 @@ fn explore(
     seed: u64,
 ) -> Result<(), Box<dyn std::error::Error>> {
     use mrsampler::schedule::TimeGrid;
-    use mrsampler::solver::SecondOrder;
-    use mrsampler::{AdaptiveSampler, EmbeddedPair, Stepping};
+    use mrsampler::{AdaptiveSampler, EmbeddedPair, OdeMultistep, SdeMultistep, SecondOrder};
     let clean_v = clean.to_dtype(DType::F64)?;
     let mut row = |name: String,
                    build: &dyn Fn(usize) -> mrsampler::Result<MrSampler>|
@@ -428,11 +433,13 @@ fn explore(
                     if prior { " + prior corr." } else { "" }
                 );
                 row(name, &|nfe| {
-                    Ok(MrSampler::new(IrSdeSchedule::da_clip(), nfe)?
-                        .with_solver(SolverType::Ode, order)?
+                    mrs(nfe)?
+                        .with_solver(OdeMultistep {
+                            corrector,
+                            ..OdeMultistep::new(order)
+                        })?
                         .with_grid(grid.clone())?
-                        .with_corrector(corrector)
-                        .with_prior_correction(prior))
+                        .with_prior_correction(prior)
                 })?;
             }
         }
@@ -440,33 +447,37 @@ fn explore(
     for (gname, grid) in &grids {
         for order in [2, 3] {
             row(format!("ode-{order}s data {gname} (singlestep)"), &|nfe| {
-                Ok(MrSampler::new(IrSdeSchedule::da_clip(), nfe)?
-                    .with_solver(SolverType::Ode, order)?
-                    .with_grid(grid.clone())?
-                    .with_stepping(Stepping::Singlestep))
+                mrs(nfe)?
+                    .with_solver(Solver::ode_singlestep(order))?
+                    .with_grid(grid.clone())
             })?;
         }
-        for solver in [SolverType::Ode, SolverType::Sde] {
-            let kind = if solver == SolverType::Ode {
-                "ode"
-            } else {
-                "sde"
-            };
+        for sde in [false, true] {
+            let kind = if sde { "sde" } else { "ode" };
             // The ODE's Taylor rows are above; the SDE's are printed here for comparison.
-            let forms: &[SecondOrder] = match solver {
-                SolverType::Ode => &[SecondOrder::Midpoint],
-                SolverType::Sde => &[SecondOrder::Taylor, SecondOrder::Midpoint],
+            let forms: &[SecondOrder] = if sde {
+                &[SecondOrder::Taylor, SecondOrder::Midpoint]
+            } else {
+                &[SecondOrder::Midpoint]
             };
-            for &form in forms {
-                let fname = match form {
+            for &second_order in forms {
+                let fname = match second_order {
                     SecondOrder::Taylor => "taylor",
                     SecondOrder::Midpoint => "midpoint",
                 };
+                let solver = if sde {
+                    Solver::Sde(SdeMultistep {
+                        second_order,
+                        ..SdeMultistep::new(2)
+                    })
+                } else {
+                    Solver::Ode(OdeMultistep {
+                        second_order,
+                        ..OdeMultistep::new(2)
+                    })
+                };
                 row(format!("{kind}-2 data {gname} ({fname})"), &|nfe| {
-                    Ok(MrSampler::new(IrSdeSchedule::da_clip(), nfe)?
-                        .with_solver(solver, 2)?
-                        .with_grid(grid.clone())?
-                        .with_second_order(form))
+                    mrs(nfe)?.with_solver(solver)?.with_grid(grid.clone())
                 })?;
             }
         }
@@ -479,8 +490,9 @@ fn explore(
     ] {
         for tol in [0.2, 0.1, 0.05, 0.02, 0.01] {
             let out = AdaptiveSampler::new(IrSdeSchedule::da_clip())?
-                .with_pair(pair)
+                .with_pair(pair)?
                 .with_tolerance(tol, tol)?
+                .with_data_range(Some((0.0, 1.0)))?
                 .sample(
                     net,
                     mu,

@@ -6,9 +6,8 @@ use serde_json::{Map, Value};
 
 use crate::error::Error;
 use crate::param::{FitTarget, Parameterization};
-use crate::sampler::{Baseline, BaselineSampler, MrSampler, Thresholding};
-use crate::schedule::{CumulativeFrom, IrSdeSchedule, Mode, Schedule, ThetaSchedule, TimeGrid};
-use crate::solver::SolverType;
+use crate::sampler::{Baseline, BaselineSampler, Mode, MrSampler, Solver, Thresholding};
+use crate::schedule::{CumulativeFrom, IrSdeSchedule, Schedule, ThetaSchedule, TimeGrid};
 
 /// Why a case could not be read or run.
 #[derive(Debug, thiserror::Error)]
@@ -391,12 +390,22 @@ fn parse_sampler(v: &Value, schedule: Arc<dyn Schedule>) -> Result<SamplerSpec, 
     let mode = parse_mode(s, p)?;
     let steps = usize_of(req(s, p, "num_steps")?, "sampler.num_steps")?;
     if let Some(b) = baseline {
-        let sampler = BaselineSampler::with_schedule(schedule.clone(), b, steps)?.with_mode(mode);
+        // A reference-mode case asks for the reference's arithmetic, unit steps included.
+        let sampler = BaselineSampler::from_arc(schedule.clone(), b, steps)?;
+        let unit_steps = mode == Mode::Reference
+            && matches!(b, Baseline::EulerMaruyama | Baseline::Posterior)
+            && schedule.knots().is_some_and(|k| steps + 1 < k.t.len());
+        let sampler = if unit_steps {
+            sampler.with_reference_unit_steps(true)?
+        } else {
+            sampler.with_mode(mode)?
+        };
         return Ok(SamplerSpec::Baseline { sampler, schedule });
     }
+    let order = usize_of(req(s, p, "order")?, "sampler.order")?;
     let solver = match str_of(req(s, p, "solver_type")?, "sampler.solver_type")? {
-        "ode" => SolverType::Ode,
-        "sde" => SolverType::Sde,
+        "ode" => Solver::ode(order),
+        "sde" => Solver::sde(order),
         other => {
             return Err(CaseError::Invalid {
                 key: "sampler.solver_type".into(),
@@ -404,7 +413,6 @@ fn parse_sampler(v: &Value, schedule: Arc<dyn Schedule>) -> Result<SamplerSpec, 
             });
         }
     };
-    let order = usize_of(req(s, p, "order")?, "sampler.order")?;
     let param: Parameterization =
         str_of(req(s, p, "parameterization")?, "sampler.parameterization")?.parse()?;
     let fit: FitTarget = str_of(req(s, p, "fit_target")?, "sampler.fit_target")?.parse()?;
@@ -412,7 +420,21 @@ fn parse_sampler(v: &Value, schedule: Arc<dyn Schedule>) -> Result<SamplerSpec, 
     let offset = opt(s, p, "timestep_offset", 0.0, f64_of)?;
     let custom = opt(s, p, "timesteps", None, |v, k| vec_f64(v, k).map(Some))?;
     let grid_name = str_of(req(s, p, "time_schedule")?, "sampler.time_schedule")?;
-    let grid = TimeGrid::from_name(grid_name, rho, offset, custom)?;
+    let grid = match (grid_name, custom) {
+        ("custom", Some(times)) => TimeGrid::Custom(times),
+        ("custom", None) => {
+            return Err(CaseError::Invalid {
+                key: "sampler.timesteps".into(),
+                reason: "the custom grid needs its list of times".into(),
+            });
+        }
+        (name, _) => match name.parse()? {
+            TimeGrid::KarrasN { .. } => TimeGrid::KarrasN { rho },
+            TimeGrid::KarrasT { .. } => TimeGrid::KarrasT { rho },
+            TimeGrid::Leading { .. } => TimeGrid::Leading { offset },
+            other => other,
+        },
+    };
     let lambda_min = opt(s, p, "lambda_min", None, |v, k| f64_of(v, k).map(Some))?;
     let thresholding = opt(s, p, "thresholding", false, bool_of)?;
     let ratio = opt(s, p, "threshold_ratio", 0.995, f64_of)?;
@@ -424,13 +446,15 @@ fn parse_sampler(v: &Value, schedule: Arc<dyn Schedule>) -> Result<SamplerSpec, 
     } else {
         None
     };
-    let mut sampler = MrSampler::with_schedule(schedule, steps.max(1))?
-        .with_mode(mode)
-        .with_solver(solver, order)?
-        .with_parameterization(param)
+    // The format's MRS `final` is clipped to the image range [0, 1].
+    let mut sampler = MrSampler::from_arc(schedule, steps.max(1))?
+        .with_mode(mode)?
+        .with_data_range(Some((0.0, 1.0)))?
+        .with_solver(solver)?
+        .with_parameterization(param)?
         .with_lambda_min(lambda_min)?
-        .with_thresholding(thresholds)
-        .with_denoise_last(denoise_last);
+        .with_thresholding(thresholds)?
+        .with_denoise_last(denoise_last)?;
     if let TimeGrid::Custom(v) = &grid {
         if v.len() != steps + 1 {
             return Err(CaseError::Invalid {

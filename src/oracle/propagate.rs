@@ -131,7 +131,7 @@ pub enum Start {
 /// assert!(law.w2_to(o.mean(), o.variance()) < 0.02);
 /// # Ok(()) }
 /// ```
-pub fn gaussian_output_law<S: Sampler<ArrayD<f64>>>(
+pub fn gaussian_output_law<S: Sampler>(
     sampler: &S,
     oracle: &GaussianOracle,
     mu: &[f64],
@@ -140,7 +140,7 @@ pub fn gaussian_output_law<S: Sampler<ArrayD<f64>>>(
 }
 
 /// As [`gaussian_output_law`], with a choice of start law.
-pub fn gaussian_output_law_from<S: Sampler<ArrayD<f64>>>(
+pub fn gaussian_output_law_from<S: Sampler>(
     sampler: &S,
     oracle: &GaussianOracle,
     mu: &[f64],
@@ -197,8 +197,8 @@ pub fn gaussian_output_law_from<S: Sampler<ArrayD<f64>>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Solver;
     use crate::schedule::IrSdeSchedule;
-    use crate::solver::SolverType;
     use crate::{MrSampler, SeededNoise};
 
     /// The propagated law agrees with Monte Carlo over many seeds.
@@ -206,9 +206,9 @@ mod tests {
     fn matches_monte_carlo() {
         let s = MrSampler::new(IrSdeSchedule::da_clip(), 8)
             .unwrap()
-            .with_solver(SolverType::Sde, 2)
+            .with_solver(Solver::sde(2))
             .unwrap()
-            .with_output_clip(None)
+            .with_data_range(None)
             .unwrap();
         let mut o = GaussianOracle::new(
             vec![0.7, 0.2],

@@ -1,33 +1,47 @@
-//! Samplers: the [`Sampler`] trait, the [`MrSampler`], the baselines, and the step-level
-//! [`Run`] they all compile to; the [`AdaptiveSampler`], which chooses its steps while it runs.
+//! Samplers: their configurations ([`MrSampler`], [`BaselineSampler`], [`AdaptiveSampler`]
+//! and the vocabulary in [`config`]), the [`Sampler`] trait, and the step-level [`Run`] that
+//! applies every sampler's [`Plan`].
+//!
+//! A sampler's [`plan`](Sampler::plan) is pure `f64` (made in the private `plan` module); [`Run`] is the
+//! only code that touches tensors.
 
 mod adaptive;
 mod baseline;
+pub mod config;
 mod mrs;
 mod run;
 
 pub use adaptive::{AdaptiveSampler, EmbeddedPair};
 pub use baseline::{Baseline, BaselineSampler};
-pub use mrs::{MrSampler, OrderRule, Stepping, Thresholding};
+pub use config::{Mode, OdeMultistep, OrderRule, SdeMultistep, Solver, Thresholding};
+pub use mrs::MrSampler;
 pub use run::{Pending, Run, Sample, Stats};
+
+pub use crate::plan::Plan;
+pub use crate::solver::{SecondOrder, ThirdOrder};
 
 use crate::error::{Error, Result};
 use crate::model::ScoreModel;
 use crate::param::FitTarget;
 use crate::tensor::{NoiseSource, SamplerTensor};
 
-/// Validates an output clamp `(lo, hi)`.
-pub(crate) fn check_clip(clip: Option<(f64, f64)>) -> Result<Option<(f64, f64)>> {
-    if let Some((lo, hi)) = clip {
-        if lo.is_nan() || hi.is_nan() || lo > hi {
-            return Err(Error::setting(
-                "output_clip",
-                format!("({lo}, {hi})"),
-                "needs lo <= hi",
-            ));
-        }
+/// Validates a step count.
+pub(crate) fn check_steps(n: usize) -> Result<()> {
+    if n == 0 {
+        return Err(Error::setting(
+            "num_steps",
+            0,
+            "at least one step (network evaluation) is needed",
+        ));
     }
-    Ok(clip)
+    if n > crate::schedule::MAX_STEPS {
+        return Err(Error::setting(
+            "num_steps",
+            n,
+            format!("at most {} steps are supported", crate::schedule::MAX_STEPS),
+        ));
+    }
+    Ok(())
 }
 
 /// What an [`Observer`] sees after each evaluation.
@@ -77,23 +91,45 @@ impl<T, F: FnMut(&StepView<'_, T>)> Observer<T> for F {
     }
 }
 
-/// A complete sampling method over tensors `T`.
+/// A complete sampling method: a configuration that compiles into a [`Plan`].
 ///
-/// [`start`](Self::start) compiles the configuration into a step-level [`Run`];
-/// [`sample`](Self::sample) is a thin loop over it.
-pub trait Sampler<T: SamplerTensor> {
+/// [`start`](Self::start) begins a step-level [`Run`] from the plan; [`sample`](Self::sample)
+/// is a thin loop over it.
+///
+/// **Shapes.** `μ` (and the start state, the noise and every network output) has the batch
+/// axis first: `(batch, …)`, rank ≥ 1; [`ScoreModel::predict`] is called with tensors of that
+/// shape. **Noise.** A pass draws from the noise source once for the prior when no start
+/// state is given (a supplied start state consumes no draw), then once per stochastic step;
+/// ODE samplers with a start state draw nothing, so [`NoNoise`](crate::tensor::NoNoise) will
+/// do.
+pub trait Sampler {
+    /// Compiles the configuration for a network trained on `fit` (pure `f64`; no tensor is
+    /// touched).
+    fn plan(&self, fit: FitTarget) -> Result<Plan>;
+
     /// Starts a pass for a network trained on `fit`, from `x_start` or from the prior drawn
     /// from `noise`.
-    fn start<N: NoiseSource<T>>(
+    fn start<T: SamplerTensor, N: NoiseSource<T>>(
         &self,
         fit: FitTarget,
         mu: &T,
         x_start: Option<T>,
         noise: &mut N,
-    ) -> Result<Run<T>>;
+    ) -> Result<Run<T>> {
+        Run::new(self.plan(fit)?, mu, x_start, noise)
+    }
+
+    /// The start state `x_T = μ + σ_prior·z` this sampler draws from a standard-normal `z`:
+    /// `σ_prior = σ(τ₀)` in exact mode, `σ∞` in reference mode. Passing it as `x_start` gives
+    /// the same pass as letting the sampler draw `z`.
+    fn prior_state<T: SamplerTensor>(&self, mu: &T, z: &T) -> Result<T> {
+        let plan = self.plan(FitTarget::Data)?;
+        crate::sampler::run::check_input("noise", mu, z)?;
+        T::lincomb(&[(1.0, mu), (plan.prior_std, z)], plan.parallelism)
+    }
 
     /// Runs a whole pass with `model`.
-    fn sample<M: ScoreModel<T>, N: NoiseSource<T>>(
+    fn sample<T: SamplerTensor, M: ScoreModel<T>, N: NoiseSource<T>>(
         &self,
         model: &mut M,
         mu: &T,
@@ -106,7 +142,7 @@ pub trait Sampler<T: SamplerTensor> {
     /// Standard (non-mean-reverting) diffusion: runs a whole pass with `μ = 0` from the start
     /// state `x_start` (e.g. `σ(T)·z` for a VP or VE schedule). The model is still called with
     /// a `μ` argument, a zero tensor, which it may ignore.
-    fn sample_standard<M: ScoreModel<T>, N: NoiseSource<T>>(
+    fn sample_standard<T: SamplerTensor, M: ScoreModel<T>, N: NoiseSource<T>>(
         &self,
         model: &mut M,
         x_start: T,
@@ -117,7 +153,7 @@ pub trait Sampler<T: SamplerTensor> {
     }
 
     /// Runs a whole pass, calling `observer` after each evaluation.
-    fn sample_observed<M: ScoreModel<T>, N: NoiseSource<T>, O: Observer<T>>(
+    fn sample_observed<T: SamplerTensor, M: ScoreModel<T>, N: NoiseSource<T>, O: Observer<T>>(
         &self,
         model: &mut M,
         mu: &T,

@@ -1,103 +1,32 @@
-//! [`MrSampler`]: the MR Sampler's configuration and its compilation into a [`Plan`].
+//! [`MrSampler`]: the MR Sampler's configuration. [`plan`](crate::plan) compiles it.
 
 use std::sync::Arc;
 
-use super::Sampler;
-use super::run::{Plan, PlannedStep, Run, Target, Update};
+use super::config::check_data_range;
+use super::{Mode, OdeMultistep, Sampler, Solver, Thresholding};
 use crate::error::{Error, Result};
-use crate::param::{FitTarget, Parameterization, convert_coefficients};
-use crate::schedule::{Mode, ReferenceInterp, Schedule, TimeGrid, build_grid};
-use crate::solver::{
-    Node, SecondOrder, SolverType, multistep_coefficients, singlestep_coefficients,
-    singlestep_fractions, unic_corrected_state,
-};
-use crate::tensor::{NoiseSource, Parallelism, SamplerTensor};
-
-/// Dynamic thresholding of data predictions (spec §3.5, §9.2.8).
-///
-/// Per sample, `s = quantile(|x̂₀|, ratio)` clamped to `[floor, max]`, then
-/// `x̂₀ ← clamp(x̂₀, −s, s)/s`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Thresholding {
-    ratio: f64,
-    max: f64,
-    floor: f64,
-}
-
-impl Thresholding {
-    /// `ratio ∈ [0, 1]` (reference default 0.995) and `max ≥ 1` (default 1.5); floor 1.
-    pub fn new(ratio: f64, max: f64) -> Result<Self> {
-        Self::with_bounds(ratio, 1.0, max)
-    }
-
-    /// Full control: the clamp of `s` is `[floor, max]` with `0 < floor ≤ max` (use a floor
-    /// below 1 for data that does not live in `[−1, 1]`).
-    pub fn with_bounds(ratio: f64, floor: f64, max: f64) -> Result<Self> {
-        if !(0.0..=1.0).contains(&ratio) {
-            return Err(Error::setting(
-                "threshold_ratio",
-                ratio,
-                "must lie in [0, 1] (typically 0.995)",
-            ));
-        }
-        if !(floor > 0.0 && floor.is_finite()) {
-            return Err(Error::setting(
-                "threshold_floor",
-                floor,
-                "must be finite and > 0",
-            ));
-        }
-        if !(max >= floor && max.is_finite()) {
-            return Err(Error::setting(
-                "threshold_max",
-                max,
-                format!("must be finite and at least the floor {floor}"),
-            ));
-        }
-        Ok(Self { ratio, max, floor })
-    }
-
-    /// The quantile ratio.
-    pub fn ratio(&self) -> f64 {
-        self.ratio
-    }
-    /// The upper clamp of `s`.
-    pub fn max(&self) -> f64 {
-        self.max
-    }
-    /// The lower clamp of `s`.
-    pub fn floor(&self) -> f64 {
-        self.floor
-    }
-}
-
-impl Default for Thresholding {
-    /// The reference's defaults: ratio 0.995, max 1.5, floor 1.
-    fn default() -> Self {
-        Self {
-            ratio: 0.995,
-            max: 1.5,
-            floor: 1.0,
-        }
-    }
-}
+use crate::param::{FitTarget, Parameterization};
+use crate::plan::{Plan, PlannedStep};
+use crate::schedule::{ReferenceInterp, Schedule, TimeGrid, build_grid};
+use crate::solver::{SecondOrder, ThirdOrder};
+use crate::tensor::Parallelism;
 
 /// The MR Sampler (Li et al., ICLR 2025): exponential-integrator solvers of the MR
 /// probability-flow ODE (orders 1–3) and reverse SDE (orders 1–2), in data or noise form.
 ///
-/// Defaults (each has a `with_*` setter): [`Mode::Exact`], [`SolverType::Ode`] of order 2,
-/// [`Parameterization::Data`], [`TimeGrid::Linspace`], no `lambda_min`, no thresholding,
-/// no `denoise_last`, output clamped to `[0, 1]`.
+/// Defaults (each has a `with_*` setter, and every setter checks the whole configuration, so
+/// an option that does not apply is an error naming it): [`Mode::Exact`], [`Solver::ode`]`(2)`,
+/// [`Parameterization::Data`], [`TimeGrid::Linspace`], no `lambda_min`, no thresholding, no
+/// `denoise_last`, no prior correction, no data range (the output is not clamped).
 ///
 /// ```
-/// use mrsampler::{MrSampler, Sampler, SeededNoise, FitTarget, FnModel};
-/// use mrsampler::schedule::{IrSdeSchedule, TimeGrid};
-/// use mrsampler::solver::SolverType;
+/// use mrsampler::prelude::*;
 /// use ndarray::ArrayD;
 /// # fn main() -> Result<(), mrsampler::Error> {
 /// let sampler = MrSampler::new(IrSdeSchedule::da_clip(), 10)?
-///     .with_solver(SolverType::Sde, 2)?
-///     .with_grid(TimeGrid::UniformLambda)?;
+///     .with_solver(Solver::sde(2))?
+///     .with_grid(TimeGrid::UniformLambda)?
+///     .with_data_range(Some((0.0, 1.0)))?;
 /// let mut net = FnModel::new(FitTarget::Noise, |x: &ArrayD<f32>, mu: &ArrayD<f32>, _t: f64| {
 ///     Ok((x - mu) * 0.0)
 /// });
@@ -108,177 +37,93 @@ impl Default for Thresholding {
 /// ```
 #[derive(Debug, Clone)]
 pub struct MrSampler {
-    schedule: Arc<dyn Schedule>,
-    num_steps: usize,
-    mode: Mode,
-    solver: SolverType,
-    order: usize,
-    parameterization: Parameterization,
-    grid: TimeGrid,
-    lambda_min: Option<f64>,
-    thresholding: Option<Thresholding>,
-    denoise_last: bool,
-    output_clip: Option<(f64, f64)>,
-    parallelism: Parallelism,
-    taylor_third_order: bool,
-    order_rule: OrderRule,
-    corrector: bool,
-    prior_correction: bool,
-    stepping: Stepping,
-    second_order: SecondOrder,
-}
-
-/// How the ODE solver spends its network evaluations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Stepping {
-    /// One evaluation per grid step; higher orders reuse the outputs of earlier steps
-    /// (DPM-Solver++(2M)/(3M) style, the MR Sampler's method; default).
-    #[default]
-    Multistep,
-    /// Each grid step of order `p` spends `p` evaluations, at its start and at `p − 1`
-    /// intermediate stages (λ-fractions ½, or ⅓ and ⅔), and reuses nothing across steps
-    /// (DPM-Solver-2S/3S style). With `M` evaluations and order `p` the grid has about `M/p`
-    /// steps. Exact-mode ODE only.
-    Singlestep,
-}
-
-/// How exact mode chooses each step's order (the warm-up `min(P, k)` always applies).
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub enum OrderRule {
-    /// Lower orders at the end when `M < 15` (`min(P, k, M − k + 1)`), as DPM-Solver's
-    /// `lower_order_final` (default).
-    #[default]
-    LowerOrderFinal,
-    /// Full order on every step after the warm-up.
-    Full,
-    /// [`LowerOrderFinal`](Self::LowerOrderFinal), plus first order on any step whose
-    /// λ-length exceeds `max_ratio` times the previous step's (an extrapolation far beyond the
-    /// fitted nodes: the last steps of grids linear in t). Uniform-λ grids never trigger the
-    /// extra rule, so their asymptotic order is kept. `docs/benchmarks.md` measures it.
-    StepRatio {
-        /// The largest allowed `h_k / h_{k−1}` (e.g. 2).
-        max_ratio: f64,
-    },
+    pub(crate) schedule: Arc<dyn Schedule>,
+    pub(crate) num_steps: usize,
+    pub(crate) mode: Mode,
+    pub(crate) solver: Solver,
+    pub(crate) parameterization: Parameterization,
+    pub(crate) grid: TimeGrid,
+    pub(crate) lambda_min: Option<f64>,
+    pub(crate) thresholding: Option<Thresholding>,
+    pub(crate) denoise_last: bool,
+    pub(crate) prior_correction: bool,
+    pub(crate) data_range: Option<(f64, f64)>,
+    pub(crate) parallelism: Parallelism,
 }
 
 impl MrSampler {
     /// A sampler over `schedule` with `num_steps` network evaluations (≥ 1) and the defaults.
     pub fn new(schedule: impl Schedule + 'static, num_steps: usize) -> Result<Self> {
-        Self::with_schedule(Arc::new(schedule), num_steps)
+        Self::from_arc(Arc::new(schedule), num_steps)
     }
 
     /// As [`new`](Self::new), for a shared schedule.
-    pub fn with_schedule(schedule: Arc<dyn Schedule>, num_steps: usize) -> Result<Self> {
-        check_steps(num_steps)?;
+    pub fn from_arc(schedule: Arc<dyn Schedule>, num_steps: usize) -> Result<Self> {
         crate::schedule::validate(&*schedule)?;
-        Ok(Self {
+        Self {
             schedule,
             num_steps,
             mode: Mode::Exact,
-            solver: SolverType::Ode,
-            order: 2,
+            solver: Solver::default(),
             parameterization: Parameterization::Data,
             grid: TimeGrid::Linspace,
             lambda_min: None,
             thresholding: None,
             denoise_last: false,
-            output_clip: Some((0.0, 1.0)),
-            parallelism: Parallelism::default(),
-            taylor_third_order: true,
-            order_rule: OrderRule::default(),
-            corrector: false,
             prior_correction: false,
-            stepping: Stepping::Multistep,
-            second_order: SecondOrder::Taylor,
-        })
+            data_range: None,
+            parallelism: Parallelism::default(),
+        }
+        .validate()
     }
 
     /// Number of steps `M` (= network evaluations, `denoise_last` included). For a
     /// [`TimeGrid::Custom`] grid this must equal its length − 1.
-    pub fn with_num_steps(mut self, num_steps: usize) -> Result<Self> {
-        check_steps(num_steps)?;
-        if let TimeGrid::Custom(v) = &self.grid {
-            if v.len() != num_steps + 1 {
-                return Err(Error::setting(
-                    "num_steps",
-                    num_steps,
-                    format!(
-                        "the custom grid has {} times, i.e. {} steps",
-                        v.len(),
-                        v.len() - 1
-                    ),
-                ));
-            }
-        }
-        self.num_steps = num_steps;
-        Ok(self)
+    pub fn with_num_steps(self, num_steps: usize) -> Result<Self> {
+        Self { num_steps, ..self }.validate()
     }
 
     /// Fidelity mode (default [`Mode::Exact`]).
-    pub fn with_mode(mut self, mode: Mode) -> Self {
-        self.mode = mode;
-        self
+    pub fn with_mode(self, mode: Mode) -> Result<Self> {
+        Self { mode, ..self }.validate()
     }
 
-    /// Solver type and order: ODE orders 1–3, SDE orders 1–2 (default ODE, 2).
-    pub fn with_solver(mut self, solver: SolverType, order: usize) -> Result<Self> {
-        let max = match solver {
-            SolverType::Ode => 3,
-            SolverType::Sde => 2,
-        };
-        if !(1..=max).contains(&order) {
-            return Err(Error::setting(
-                "order",
-                order,
-                format!("the {solver:?} solver supports orders 1 to {max}"),
-            ));
+    /// The solver and its knobs (default [`Solver::ode`]`(2)`): ODE orders 1–3 (multistep or
+    /// singlestep), SDE orders 1–2.
+    pub fn with_solver(self, solver: impl Into<Solver>) -> Result<Self> {
+        Self {
+            solver: solver.into(),
+            ..self
         }
-        self.solver = solver;
-        self.order = order;
-        Ok(self)
+        .validate()
     }
 
     /// Solver parameterization (default [`Parameterization::Data`], the stable choice at
     /// few steps).
-    pub fn with_parameterization(mut self, p: Parameterization) -> Self {
-        self.parameterization = p;
-        self
+    pub fn with_parameterization(self, parameterization: Parameterization) -> Result<Self> {
+        Self {
+            parameterization,
+            ..self
+        }
+        .validate()
     }
 
     /// Time grid (default [`TimeGrid::Linspace`]). A custom grid also sets the step count.
-    pub fn with_grid(mut self, grid: TimeGrid) -> Result<Self> {
-        match &grid {
-            TimeGrid::KarrasN { rho } | TimeGrid::KarrasT { rho }
-                if !(*rho > 0.0 && rho.is_finite()) =>
-            {
-                return Err(Error::setting(
-                    "rho",
-                    rho,
-                    "must be finite and > 0 (typically 7)",
-                ));
-            }
-            TimeGrid::Leading { offset } if !offset.is_finite() => {
-                return Err(Error::setting("timestep_offset", offset, "must be finite"));
-            }
-            TimeGrid::Custom(v) => {
-                if v.len() < 2 {
-                    return Err(Error::grid("a custom grid needs at least two times"));
-                }
-                if let Some(bad) = v.iter().find(|t| !t.is_finite()) {
-                    return Err(Error::grid(format!(
-                        "custom grid contains non-finite time {bad}"
-                    )));
-                }
-                self.num_steps = v.len() - 1;
-            }
-            _ => {}
+    pub fn with_grid(self, grid: TimeGrid) -> Result<Self> {
+        let num_steps = match &grid {
+            TimeGrid::Custom(v) if v.len() >= 2 => v.len() - 1,
+            _ => self.num_steps,
+        };
+        Self {
+            grid,
+            num_steps,
+            ..self
         }
-        self.grid = grid;
-        Ok(self)
+        .validate()
     }
 
     /// Drops grid times whose `λ` is below `lambda_min` (default: none, i.e. `−∞`).
-    pub fn with_lambda_min(mut self, lambda_min: Option<f64>) -> Result<Self> {
+    pub fn with_lambda_min(self, lambda_min: Option<f64>) -> Result<Self> {
         if let Some(l) = lambda_min {
             if l.is_nan() {
                 return Err(Error::setting(
@@ -288,55 +133,41 @@ impl MrSampler {
                 ));
             }
         }
-        self.lambda_min = lambda_min.filter(|l| *l > f64::NEG_INFINITY);
-        Ok(self)
+        Self {
+            lambda_min: lambda_min.filter(|l| *l > f64::NEG_INFINITY),
+            ..self
+        }
+        .validate()
     }
 
     /// Dynamic thresholding of data predictions (default off).
-    pub fn with_thresholding(mut self, t: Option<Thresholding>) -> Self {
-        self.thresholding = t;
-        self
+    pub fn with_thresholding(self, thresholding: Option<Thresholding>) -> Result<Self> {
+        Self {
+            thresholding,
+            ..self
+        }
+        .validate()
     }
 
-    /// Replace the last step by returning the data prediction at `τ_{M−1}` (default off).
-    pub fn with_denoise_last(mut self, on: bool) -> Self {
-        self.denoise_last = on;
-        self
+    /// Replace the last step by returning the data prediction at `τ_{M−1}` (default off;
+    /// multistep solvers).
+    pub fn with_denoise_last(self, denoise_last: bool) -> Result<Self> {
+        Self {
+            denoise_last,
+            ..self
+        }
+        .validate()
     }
 
-    /// Clamp applied to the returned sample (default `Some((0, 1))`, the image range).
-    pub fn with_output_clip(mut self, clip: Option<(f64, f64)>) -> Result<Self> {
-        self.output_clip = super::check_clip(clip)?;
-        Ok(self)
+    /// The range `(lo, hi)` of the data the network was trained on: the returned sample is
+    /// clamped to it (default `None`: no clamp). IR-SDE and DA-CLIP images live in `(0, 1)`.
+    pub fn with_data_range(self, range: Option<(f64, f64)>) -> Result<Self> {
+        let data_range = check_data_range(range)?;
+        Self { data_range, ..self }.validate()
     }
 
-    /// Exact mode only: `true` (default) gives the third-order step its Taylor-consistent
-    /// second-difference term `2φ₃·D2` (global order 3); `false` uses the half-size term of
-    /// DPM-Solver++(3M) as implemented by the MR Sampler reference and by diffusers (global
-    /// order 2, spec §3.7 item 9), for parity with them. Reference mode always uses the latter.
-    pub fn with_taylor_third_order(mut self, on: bool) -> Self {
-        self.taylor_third_order = on;
-        self
-    }
-
-    /// The coefficient of the second-order multistep update (default [`SecondOrder::Taylor`],
-    /// the MR Sampler's; [`SecondOrder::Midpoint`] is diffusers' default `solver_type`; exact
-    /// mode only). Singlestep updates and the corrector always use the Taylor form.
-    pub fn with_second_order(mut self, form: SecondOrder) -> Self {
-        self.second_order = form;
-        self
-    }
-
-    /// Adds a UniC corrector (Zhao et al., 2023) in the μ-shifted frame (default off; exact
-    /// mode, data-form ODE only): each state is recomputed with the network output evaluated
-    /// at it, at no extra network evaluation. Measured in `docs/benchmarks.md`.
-    pub fn with_corrector(mut self, on: bool) -> Self {
-        self.corrector = on;
-        self
-    }
-
-    /// Corrects the prior's mean with the first network output (default off; takes effect in
-    /// exact mode with the data parameterization, and has none otherwise).
+    /// Corrects the prior's mean with the first network output (default off; exact mode with
+    /// the data parameterization).
     ///
     /// The prior `μ + σ(τ₀)·z` leaves out the term `α(τ₀)(x₀ − μ)` of the true marginal at
     /// `τ₀`. The correction adds `α(τ₀)(x̂₀ − μ)` to the start state, with `x̂₀` the data
@@ -348,41 +179,23 @@ impl MrSampler {
     /// The start state is taken to be a prior draw `μ + σ(τ₀)·z`, whether the sampler drew it
     /// or it was passed as `x_start`; turn the correction off for a start state that already
     /// holds the `α(τ₀)(x₀ − μ)` term (a draw of the exact marginal).
-    pub fn with_prior_correction(mut self, on: bool) -> Self {
-        self.prior_correction = on;
-        self
-    }
-
-    /// Multistep (default) or singlestep updates; see [`Stepping`]. Singlestep needs exact
-    /// mode, the ODE solver and a named grid, and does not combine with the corrector or
-    /// `denoise_last`; the order rule does not apply to it (its block orders follow from the
-    /// evaluation budget).
-    pub fn with_stepping(mut self, stepping: Stepping) -> Self {
-        self.stepping = stepping;
-        self
-    }
-
-    /// Exact mode: how each step's order is chosen (default [`OrderRule::LowerOrderFinal`]).
-    pub fn with_order_rule(mut self, rule: OrderRule) -> Result<Self> {
-        if let OrderRule::StepRatio { max_ratio } = rule {
-            if !(max_ratio >= 1.0 && max_ratio.is_finite()) {
-                return Err(Error::setting(
-                    "max_ratio",
-                    max_ratio,
-                    "must be finite and >= 1",
-                ));
-            }
+    pub fn with_prior_correction(self, prior_correction: bool) -> Result<Self> {
+        Self {
+            prior_correction,
+            ..self
         }
-        self.order_rule = rule;
-        Ok(self)
+        .validate()
     }
 
     /// How the tensor kernels may split work across threads (default
     /// [`Parallelism::Rayon(0)`](Parallelism::Rayon): all of rayon's threads for large
     /// tensors). Results are bitwise identical for every setting.
-    pub fn with_parallelism(mut self, par: Parallelism) -> Self {
-        self.parallelism = par;
-        self
+    pub fn with_parallelism(self, parallelism: Parallelism) -> Result<Self> {
+        Self {
+            parallelism,
+            ..self
+        }
+        .validate()
     }
 
     /// The schedule being sampled.
@@ -408,9 +221,9 @@ impl MrSampler {
     pub fn mode(&self) -> Mode {
         self.mode
     }
-    /// Solver type and order.
-    pub fn solver(&self) -> (SolverType, usize) {
-        (self.solver, self.order)
+    /// The solver and its knobs.
+    pub fn solver(&self) -> &Solver {
+        &self.solver
     }
     /// The solver parameterization.
     pub fn parameterization(&self) -> Parameterization {
@@ -420,294 +233,138 @@ impl MrSampler {
     pub fn grid(&self) -> &TimeGrid {
         &self.grid
     }
+    /// The data range the output is clamped to.
+    pub fn data_range(&self) -> Option<(f64, f64)> {
+        self.data_range
+    }
 
-    /// The grid `τ_0 > … > τ_M` this configuration samples on (for
-    /// [`Stepping::Singlestep`], the outer grid of its steps, without the stages).
+    /// The grid `τ_0 > … > τ_M` this configuration samples on (for a singlestep solver, the
+    /// outer grid of its steps, without the stages).
     pub fn timesteps(&self) -> Result<Vec<f64>> {
         let view = self.model_schedule()?;
-        match self.stepping {
-            Stepping::Multistep => build_grid(
+        match self.solver {
+            Solver::OdeSinglestep { .. } => Ok(crate::plan::singlestep::grid(self, &*view)?.0),
+            _ => build_grid(
                 &self.grid,
                 self.num_steps,
                 self.lambda_min,
                 self.mode,
                 &*view,
             ),
-            Stepping::Singlestep => Ok(self.singlestep_grid(&*view)?.0),
         }
     }
 
-    /// Singlestep: the outer grid and the order of each of its steps. The `M` evaluations are
-    /// split into steps of the configured order `p` (the remainder in one lower-order step; a
-    /// remainder of 1 after order 3 becomes two order-2 steps); a last step into `σ = 0` is the
-    /// one-evaluation limit step.
-    fn singlestep_grid(&self, view: &dyn Schedule) -> Result<(Vec<f64>, Vec<usize>)> {
-        if self.mode != Mode::Exact || self.solver != SolverType::Ode {
-            return Err(Error::Unsupported {
-                what: "singlestep updates are implemented for the exact-mode ODE solver".into(),
-            });
-        }
-        if self.corrector {
-            return Err(Error::Unsupported {
-                what: "the UniC corrector is implemented for multistep updates; turn one off"
-                    .into(),
-            });
-        }
-        if matches!(self.grid, TimeGrid::Custom(_)) {
-            return Err(Error::Unsupported {
-                what: "singlestep chooses its step count from the evaluation budget; use a \
-                       named grid (or multistep with the custom grid)"
-                    .into(),
-            });
-        }
-        if self.denoise_last {
-            return Err(Error::Unsupported {
-                what: "denoise_last is implemented for multistep updates; singlestep grids end \
-                       with their own limit step where σ = 0"
-                    .into(),
-            });
-        }
-        let build = |k: usize| build_grid(&self.grid, k, self.lambda_min, self.mode, view);
-        // Whether the grid ends in σ = 0 does not depend on its length.
-        let end = build(1)?.last().copied().unwrap_or(f64::NAN);
-        let limit = view.sigma(end) == 0.0;
-        let budget = self.num_steps - usize::from(limit);
-        let p = self.order;
-        let mut blocks = vec![p; budget / p];
-        match budget % p {
-            0 => {}
-            1 if p == 3 && !blocks.is_empty() => {
-                blocks.pop();
-                blocks.extend([2, 2]);
+    /// Every rule between settings, run by every constructor and setter.
+    fn validate(self) -> Result<Self> {
+        super::check_steps(self.num_steps)?;
+        self.solver.validate()?;
+        self.grid.validate()?;
+        if let TimeGrid::Custom(v) = &self.grid {
+            if v.len() != self.num_steps + 1 {
+                return Err(Error::setting(
+                    "num_steps",
+                    self.num_steps,
+                    format!(
+                        "the custom grid has {} times, i.e. {} steps",
+                        v.len(),
+                        v.len() - 1
+                    ),
+                ));
             }
-            r => blocks.push(r),
+            if let Some(l) = self.lambda_min {
+                return Err(Error::conflict(
+                    format!("lambda_min = {l}"),
+                    "grid = Custom",
+                    "a custom grid is used as given; clip it yourself or set lambda_min to None",
+                ));
+            }
         }
-        if limit {
-            blocks.push(1);
-        }
-        let tau = build(blocks.len())?;
-        if tau.len() != blocks.len() + 1 {
-            // Reachable with lambda_min clipping on short schedules.
-            return Err(Error::grid(format!(
-                "the {} grid gave {} steps where singlestep needs {}; change lambda_min or the \
-                 step count",
-                self.grid.name(),
-                tau.len() - 1,
-                blocks.len()
-            )));
-        }
-        Ok((tau, blocks))
-    }
-
-    /// Orders per step (spec §3.3 reference rule, §9.2.3 exact rule).
-    #[cfg(test)]
-    fn orders(&self, m: usize) -> Vec<usize> {
-        self.orders_for(m, &[])
-    }
-
-    /// Orders per step; `lambdas` (the grid's λ, `M + 1` values) is read by
-    /// [`OrderRule::StepRatio`].
-    fn orders_for(&self, m: usize, lambdas: &[f64]) -> Vec<usize> {
-        let p = self.order;
-        (1..=m)
-            .map(|k| match self.mode {
-                Mode::Reference => {
-                    if k < p {
-                        k
-                    } else if k < m && m < 10 {
-                        p.min(m - k)
-                    } else {
-                        p
+        let solver = &self.solver;
+        let data = self.parameterization == Parameterization::Data;
+        match self.mode {
+            Mode::Reference => {
+                let refuse = |setting: &str| {
+                    Err(Error::conflict(
+                        setting,
+                        "mode = Reference",
+                        "the reference implementation has no such option; use exact mode",
+                    ))
+                };
+                if self.schedule.knots().is_none() {
+                    return Err(Error::ScheduleMismatch {
+                        needs: "integer-index knots (reference mode interpolates between them)",
+                        fix: "use a discrete schedule such as IrSdeSchedule, or exact mode",
+                    });
+                }
+                if matches!(solver, Solver::OdeSinglestep { .. }) {
+                    return refuse("solver = OdeSinglestep");
+                }
+                if solver.second_order() == Some(SecondOrder::Midpoint) {
+                    return refuse("second_order = Midpoint");
+                }
+                if solver.order_rule().is_some() {
+                    return refuse("order_rule");
+                }
+                if let Solver::Ode(o) = solver {
+                    if o.corrector {
+                        return refuse("corrector");
+                    }
+                    if o.third_order == Some(ThirdOrder::Taylor) {
+                        return refuse("third_order = Taylor");
                     }
                 }
-                Mode::Exact => {
-                    let o = p.min(k);
-                    match self.order_rule {
-                        OrderRule::LowerOrderFinal => {
-                            if m < 15 {
-                                o.min(m - k + 1)
-                            } else {
-                                o
-                            }
-                        }
-                        OrderRule::Full => o,
-                        OrderRule::StepRatio { max_ratio } => {
-                            // The lower-order-final rule, plus: an extrapolation over a step much
-                            // longer (in λ) than the previous one falls back to first order.
-                            let o = if m < 15 { o.min(m - k + 1) } else { o };
-                            let ratio = if k >= 2 && lambdas.len() > k {
-                                (lambdas[k] - lambdas[k - 1]) / (lambdas[k - 1] - lambdas[k - 2])
-                            } else {
-                                1.0
-                            };
-                            if ratio > max_ratio { 1 } else { o }
-                        }
-                    }
+                if self.prior_correction {
+                    return refuse("prior_correction");
                 }
-            })
-            .collect()
-    }
-
-    /// Folds the UniC correction of each state into the next step's weights: the state after
-    /// step k−1 is corrected with the output `m_{k−1}` evaluated there, which step k has anyway,
-    /// so the correction costs no network evaluation. The last state is not corrected.
-    fn fold_corrections(&self, steps: &mut [PlannedStep], nodes: &[Node]) -> Result<()> {
-        if self.mode != Mode::Exact
-            || self.solver != SolverType::Ode
-            || self.parameterization != Parameterization::Data
-        {
-            return Err(Error::Unsupported {
-                what: "the UniC corrector is implemented for the exact-mode data-form ODE solver"
-                    .into(),
-            });
-        }
-        // The predictor weights, before any folding.
-        let original: Vec<PlannedStep> = steps.to_vec();
-        for k in 2..=steps.len() {
-            let (prev, cur) = (original[k - 2], original[k - 1]);
-            let (
-                Update::Linear { coeffs: p, .. },
-                Update::Linear {
-                    coeffs: mut c,
-                    target,
-                    reuse_noise,
-                },
-            ) = (prev.update, cur.update)
-            else {
-                continue;
-            };
-            // The state after step k−1 went from node k−2 to node k−1 with order `prev.order`.
-            let order = prev.order.clamp(1, 3);
-            let earlier: Vec<Node> = (0..order).map(|j| nodes[k - 2 - j]).collect();
-            let (_, w, mu_c) = unic_corrected_state(order, nodes[k - 1], &earlier);
-            // δ = x^c − x^p, on [m_{k−1}, m_{k−2}, …] (history slots 0, 1, …) and μ.
-            let a = c.x;
-            c.q[0] += a * w[0];
-            for (i, (cq, wi)) in c.q.iter_mut().zip(w).enumerate().skip(1) {
-                *cq += a * (wi - p.q[i - 1]);
             }
-            c.mu += a * (mu_c - p.mu);
-            steps[k - 1].update = Update::Linear {
-                coeffs: c,
-                target,
-                reuse_noise,
-            };
-        }
-        Ok(())
-    }
-
-    /// Compiles the configuration for a network trained on `fit`.
-    pub(crate) fn plan(&self, fit: FitTarget) -> Result<Plan> {
-        check_fit(fit, &*self.schedule)?;
-        if self.stepping == Stepping::Singlestep {
-            return self.plan_singlestep(fit);
-        }
-        let view = self.model_schedule()?;
-        let tau = build_grid(
-            &self.grid,
-            self.num_steps,
-            self.lambda_min,
-            self.mode,
-            &*view,
-        )?;
-        let m = tau.len() - 1;
-        if self.mode == Mode::Reference && self.second_order != SecondOrder::Taylor {
-            return Err(Error::Unsupported {
-                what: "the reference implementation has the Taylor second-order form only; use \
-                       exact mode for the midpoint form"
-                    .into(),
-            });
-        }
-        if self.mode == Mode::Reference && m < self.order {
-            return Err(Error::TooFewSteps {
-                steps: m,
-                order: self.order,
-            });
-        }
-        let exact = self.mode == Mode::Exact;
-        let si = view.sigma_inf();
-        let nodes: Vec<Node> = tau
-            .iter()
-            .map(|&t| Node {
-                alpha: view.alpha(t),
-                sigma: view.sigma(t),
-                lambda: view.lambda(t),
-            })
-            .collect();
-        let lambdas: Vec<f64> = nodes.iter().map(|n| n.lambda).collect();
-        let orders = self.orders_for(m, &lambdas);
-        let param = self.parameterization;
-        let thresh_q = self.thresholding.is_some() && (!exact || param == Parameterization::Data);
-        let thresh_x0 = self.thresholding.is_some();
-        let mut steps = Vec::with_capacity(m);
-        for k in 1..=m {
-            let s = nodes[k - 1];
-            let convert = convert_coefficients(fit, param, s.alpha, s.sigma, si);
-            let to_data = convert_coefficients(fit, Parameterization::Data, s.alpha, s.sigma, si);
-            let limit = exact && nodes[k].sigma == 0.0;
-            let (update, order) = if k == m && self.denoise_last {
-                let update = if exact {
-                    Update::Replace {
-                        convert: to_data,
-                        threshold: thresh_x0,
-                    }
-                } else {
-                    Update::Replace {
-                        convert,
-                        threshold: thresh_q,
-                    }
-                };
-                (update, 0)
-            } else if limit {
-                let update = Update::Replace {
-                    convert: to_data,
-                    threshold: thresh_x0,
-                };
-                (update, 1)
-            } else {
-                let order = orders[k - 1];
-                let history: Vec<Node> = (0..order).map(|j| nodes[k - 1 - j]).collect();
-                let coeffs = multistep_coefficients(
-                    self.solver,
-                    param,
-                    order,
-                    nodes[k],
-                    &history,
-                    exact && self.taylor_third_order,
-                    self.second_order,
+            Mode::Exact => {
+                let corrector = matches!(
+                    solver,
+                    Solver::Ode(OdeMultistep {
+                        corrector: true,
+                        ..
+                    })
                 );
-                let update = Update::Linear {
-                    coeffs,
-                    target: Target::State,
-                    reuse_noise: false,
-                };
-                (update, order)
-            };
-            steps.push(PlannedStep {
-                t_eval: tau[k - 1],
-                t_next: tau[k],
-                convert,
-                to_data,
-                threshold: thresh_q,
-                update,
-                order,
-            });
+                if corrector && !data {
+                    return Err(Error::conflict(
+                        "corrector",
+                        "parameterization = Noise",
+                        "the UniC corrector is derived for the data parameterization",
+                    ));
+                }
+                if self.prior_correction && !data {
+                    return Err(Error::conflict(
+                        "prior_correction",
+                        "parameterization = Noise",
+                        "the correction uses the first output as a data prediction; use the data \
+                         parameterization",
+                    ));
+                }
+            }
         }
-        if self.corrector {
-            self.fold_corrections(&mut steps, &nodes)?;
+        if matches!(solver, Solver::OdeSinglestep { .. }) {
+            if matches!(self.grid, TimeGrid::Custom(_)) {
+                return Err(Error::conflict(
+                    "solver = OdeSinglestep",
+                    "grid = Custom",
+                    "singlestep chooses its step count from the evaluation budget; use a named \
+                     grid, or a multistep solver with the custom grid",
+                ));
+            }
+            if self.denoise_last {
+                return Err(Error::conflict(
+                    "solver = OdeSinglestep",
+                    "denoise_last",
+                    "singlestep grids end with their own limit step where σ = 0; turn \
+                     denoise_last off",
+                ));
+            }
         }
-        let first = steps.len().min(1);
-        self.correct_prior(&mut steps[..first], nodes[0].alpha);
-        let prior_std = if exact { view.sigma(tau[0]) } else { si };
-        Ok(self.finish_plan(
-            tau,
-            steps,
-            prior_std,
-            self.order + usize::from(self.corrector),
-        ))
+        Ok(self)
     }
 
-    fn finish_plan(
+    /// The plan's common fields.
+    pub(crate) fn finish_plan(
         &self,
         timesteps: Vec<f64>,
         steps: Vec<PlannedStep>,
@@ -719,227 +376,67 @@ impl MrSampler {
             timesteps,
             steps,
             prior_std,
-            output_clip: self.output_clip,
-            thresholding: (t.ratio, t.floor, t.max),
+            data_range: self.data_range,
+            thresholding: (t.ratio(), t.floor(), t.max()),
             history,
             parallelism: self.parallelism,
-        }
-    }
-
-    /// [`Stepping::Singlestep`]: each outer step of order `p` becomes `p` planned evaluations,
-    /// the first `p − 1` writing the stages.
-    fn plan_singlestep(&self, fit: FitTarget) -> Result<Plan> {
-        let view = self.model_schedule()?;
-        let (tau, blocks) = self.singlestep_grid(&*view)?;
-        let si = view.sigma_inf();
-        let param = self.parameterization;
-        let node = |t: f64| Node {
-            alpha: view.alpha(t),
-            sigma: view.sigma(t),
-            lambda: view.lambda(t),
-        };
-        let thresh_q = self.thresholding.is_some() && param == Parameterization::Data;
-        let thresh_x0 = self.thresholding.is_some();
-        let mut steps = Vec::with_capacity(self.num_steps);
-        for (k, &order) in blocks.iter().enumerate() {
-            let (s, t) = (node(tau[k]), node(tau[k + 1]));
-            let planned = |t_eval: f64, t_next: f64, update: Update| {
-                let n = node(t_eval);
-                PlannedStep {
-                    t_eval,
-                    t_next,
-                    convert: convert_coefficients(fit, param, n.alpha, n.sigma, si),
-                    to_data: convert_coefficients(
-                        fit,
-                        Parameterization::Data,
-                        n.alpha,
-                        n.sigma,
-                        si,
-                    ),
-                    threshold: thresh_q,
-                    update,
-                    order,
-                }
-            };
-            if t.sigma == 0.0 {
-                // The limit step into σ = 0: the state becomes the data prediction.
-                let to_data =
-                    convert_coefficients(fit, Parameterization::Data, s.alpha, s.sigma, si);
-                steps.push(planned(
-                    tau[k],
-                    tau[k + 1],
-                    Update::Replace {
-                        convert: to_data,
-                        threshold: thresh_x0,
-                    },
-                ));
-                continue;
-            }
-            let h = t.lambda - s.lambda;
-            let stage_times: Vec<f64> = singlestep_fractions(order)
-                .iter()
-                .map(|r| view.t_of_lambda(s.lambda + r * h))
-                .collect();
-            let stages: Vec<Node> = stage_times.iter().map(|&u| node(u)).collect();
-            let coeffs = singlestep_coefficients(param, order, s, &stages, t);
-            let evals = std::iter::once(tau[k]).chain(stage_times.iter().copied());
-            let nexts = stage_times
-                .iter()
-                .copied()
-                .chain(std::iter::once(tau[k + 1]));
-            for (j, ((t_eval, t_next), c)) in evals.zip(nexts).zip(coeffs).enumerate() {
-                let target = if j + 1 < order {
-                    Target::Stage
-                } else {
-                    Target::State
-                };
-                steps.push(planned(
-                    t_eval,
-                    t_next,
-                    Update::Linear {
-                        coeffs: c,
-                        target,
-                        reuse_noise: false,
-                    },
-                ));
-            }
-        }
-        let first = blocks.first().copied().unwrap_or(0);
-        self.correct_prior(&mut steps[..first], view.alpha(tau[0]));
-        let history = blocks.iter().copied().max().unwrap_or(1);
-        let prior_std = view.sigma(tau[0]);
-        Ok(self.finish_plan(tau, steps, prior_std, history))
-    }
-
-    /// With [`with_prior_correction`](Self::with_prior_correction) on: substitutes the
-    /// corrected start state `x + α₀(q₀ − μ)` (with `q₀ = x̂₀`, the first converted output)
-    /// into the weights of the updates that read the start state: `updates[j]` follows the
-    /// `j + 1`-th evaluation, so the first output sits in its history slot `j`.
-    fn correct_prior(&self, updates: &mut [PlannedStep], alpha0: f64) {
-        if !self.prior_correction
-            || self.mode != Mode::Exact
-            || self.parameterization != Parameterization::Data
-        {
-            return;
-        }
-        for (j, u) in updates.iter_mut().enumerate() {
-            // A first step straight to the data prediction does not read the state.
-            if let Update::Linear { coeffs, .. } = &mut u.update {
-                coeffs.q[j] += coeffs.x * alpha0;
-                coeffs.mu -= coeffs.x * alpha0;
-            }
+            controller: None,
         }
     }
 }
 
-/// Velocity targets need a finite `σ∞` (variance-exploding schedules have none).
-pub(crate) fn check_fit(fit: FitTarget, schedule: &dyn Schedule) -> Result<()> {
-    if fit == FitTarget::Velocity && !schedule.sigma_inf().is_finite() {
-        return Err(Error::Unsupported {
-            what: "a velocity fit target needs a finite stationary std σ∞; this schedule is \
-                   variance-exploding (σ∞ = ∞): use a noise, data or score network"
-                .into(),
-        });
-    }
-    Ok(())
-}
-
-fn check_steps(n: usize) -> Result<()> {
-    if n == 0 {
-        return Err(Error::setting(
-            "num_steps",
-            0,
-            "at least one step (network evaluation) is needed",
-        ));
-    }
-    if n > crate::schedule::MAX_STEPS {
-        return Err(Error::setting(
-            "num_steps",
-            n,
-            format!("at most {} steps are supported", crate::schedule::MAX_STEPS),
-        ));
-    }
-    Ok(())
-}
-
-impl<T: SamplerTensor> Sampler<T> for MrSampler {
-    fn start<N: NoiseSource<T>>(
-        &self,
-        fit: FitTarget,
-        mu: &T,
-        x_start: Option<T>,
-        noise: &mut N,
-    ) -> Result<Run<T>> {
-        Run::new(self.plan(fit)?, mu, x_start, noise)
+impl Sampler for MrSampler {
+    fn plan(&self, fit: FitTarget) -> Result<Plan> {
+        crate::plan::check_fit(fit, &*self.schedule)?;
+        match self.solver {
+            Solver::OdeSinglestep { .. } => crate::plan::singlestep::plan(self, fit),
+            _ => crate::plan::multistep::plan(self, fit),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sampler::{OrderRule, SdeMultistep};
     use crate::schedule::IrSdeSchedule;
 
     fn sampler(m: usize) -> MrSampler {
         MrSampler::new(IrSdeSchedule::da_clip(), m).unwrap()
     }
 
-    #[test]
-    fn reference_order_rule() {
-        let s = sampler(5)
-            .with_mode(Mode::Reference)
-            .with_solver(SolverType::Ode, 2)
-            .unwrap();
-        assert_eq!(s.orders(5), vec![1, 2, 2, 1, 2]);
-        let s = s.with_solver(SolverType::Ode, 3).unwrap();
-        assert_eq!(s.orders(5), vec![1, 2, 2, 1, 3]);
-        assert_eq!(s.orders(10), vec![1, 2, 3, 3, 3, 3, 3, 3, 3, 3]);
-    }
-
-    #[test]
-    fn exact_order_rule() {
-        let s = sampler(5).with_solver(SolverType::Ode, 3).unwrap();
-        assert_eq!(s.orders(5), vec![1, 2, 3, 2, 1]);
-        assert_eq!(s.orders(2), vec![1, 1]);
-        assert_eq!(s.orders(1), vec![1]);
-        assert_eq!(s.orders(15)[14], 3);
-        assert_eq!(s.orders(14)[13], 1);
+    fn orders(s: &MrSampler) -> Vec<usize> {
+        s.plan(FitTarget::Noise).unwrap().orders().collect()
     }
 
     /// The step-ratio rule lowers the order of the long last λ-steps of a linspace-in-t grid
     /// and leaves a uniform-λ grid at full order.
     #[test]
     fn step_ratio_order_rule() {
-        let rule = OrderRule::StepRatio { max_ratio: 2.0 };
-        let lin = sampler(20).with_order_rule(rule).unwrap();
-        let orders = lin
-            .plan(FitTarget::Noise)
-            .unwrap()
-            .steps
-            .iter()
-            .map(|s| s.order)
-            .collect::<Vec<_>>();
-        assert_eq!(orders[..3], [1, 2, 2]);
-        assert_eq!(*orders.last().unwrap(), 1, "{orders:?}");
+        let rule = Some(OrderRule::StepRatio { max_ratio: 2.0 });
+        let solver = OdeMultistep {
+            order_rule: rule,
+            ..OdeMultistep::new(2)
+        };
+        let lin = sampler(20).with_solver(solver).unwrap();
+        let o = orders(&lin);
+        assert_eq!(o[..3], [1, 2, 2]);
+        assert_eq!(*o.last().unwrap(), 1, "{o:?}");
         let ul = lin.clone().with_grid(TimeGrid::UniformLambda).unwrap();
-        let orders = ul
-            .plan(FitTarget::Noise)
-            .unwrap()
-            .steps
-            .iter()
-            .map(|s| s.order)
-            .collect::<Vec<_>>();
-        assert!(orders[1..].iter().all(|&o| o == 2), "{orders:?}");
-        assert!(
-            sampler(5)
-                .with_order_rule(OrderRule::StepRatio { max_ratio: 0.5 })
-                .is_err()
-        );
+        let o = orders(&ul);
+        assert!(o[1..].iter().all(|&o| o == 2), "{o:?}");
+        let bad = OdeMultistep {
+            order_rule: Some(OrderRule::StepRatio { max_ratio: 0.5 }),
+            ..OdeMultistep::new(2)
+        };
+        assert!(sampler(5).with_solver(bad).is_err());
     }
 
     /// Singlestep spends exactly M evaluations: blocks of the configured order, a lower-order
     /// remainder, and the limit step where the grid ends at σ = 0.
     #[test]
     fn singlestep_blocks_spend_the_budget() {
+        use crate::plan::singlestep::grid;
         use crate::schedule::CumulativeFrom;
         for from in [CumulativeFrom::Zero, CumulativeFrom::One] {
             let sch = IrSdeSchedule::da_clip().with_cumulative_from(from);
@@ -948,12 +445,11 @@ mod tests {
                 for m in 1..=12 {
                     let s = MrSampler::new(sch.clone(), m)
                         .unwrap()
-                        .with_solver(SolverType::Ode, order)
-                        .unwrap()
-                        .with_stepping(Stepping::Singlestep);
+                        .with_solver(Solver::ode_singlestep(order))
+                        .unwrap();
                     let plan = s.plan(FitTarget::Noise).unwrap();
                     assert_eq!(plan.steps.len(), m, "order {order}, M = {m}");
-                    let blocks = s.singlestep_grid(&*s.model_schedule().unwrap()).unwrap().1;
+                    let blocks = grid(&s, &*s.model_schedule().unwrap()).unwrap().1;
                     assert_eq!(blocks.iter().sum::<usize>(), m);
                     assert!(blocks.iter().all(|&b| (1..=order).contains(&b)));
                     assert_eq!(plan.timesteps, s.timesteps().unwrap());
@@ -966,62 +462,127 @@ mod tests {
                 }
             }
         }
-        let s = sampler(9).with_solver(SolverType::Ode, 3).unwrap();
-        let s = s.with_stepping(Stepping::Singlestep);
-        assert_eq!(
-            s.singlestep_grid(&*s.model_schedule().unwrap()).unwrap().1,
-            vec![3, 3, 3]
-        );
+        let s = sampler(9).with_solver(Solver::ode_singlestep(3)).unwrap();
+        let blocks = |s: &MrSampler| grid(s, &*s.model_schedule().unwrap()).unwrap().1;
+        assert_eq!(blocks(&s), vec![3, 3, 3]);
         let s = s.with_num_steps(10).unwrap();
-        assert_eq!(
-            s.singlestep_grid(&*s.model_schedule().unwrap()).unwrap().1,
-            vec![3, 3, 2, 2]
-        );
+        assert_eq!(blocks(&s), vec![3, 3, 2, 2]);
+        // Everything singlestep does not combine with is refused when it is set, either way.
+        let single = Solver::ode_singlestep(2);
         for bad in [
-            sampler(6).with_mode(Mode::Reference),
-            sampler(6).with_solver(SolverType::Sde, 2).unwrap(),
-            sampler(6).with_corrector(true),
-            sampler(6).with_denoise_last(true),
+            sampler(6).with_mode(Mode::Reference).unwrap(),
+            sampler(6).with_denoise_last(true).unwrap(),
             sampler(6)
                 .with_grid(TimeGrid::Custom(vec![100.0, 50.0, 0.0]))
                 .unwrap(),
         ] {
-            let e = bad
-                .with_stepping(Stepping::Singlestep)
-                .plan(FitTarget::Noise);
-            assert!(matches!(e, Err(Error::Unsupported { .. })), "{e:?}");
+            let e = bad.with_solver(single);
+            assert!(matches!(e, Err(Error::Conflict { .. })), "{e:?}");
         }
+        let s = sampler(6).with_solver(single).unwrap();
+        assert!(matches!(
+            s.clone().with_mode(Mode::Reference),
+            Err(Error::Conflict { .. })
+        ));
+        assert!(matches!(
+            s.with_denoise_last(true),
+            Err(Error::Conflict { .. })
+        ));
     }
 
     #[test]
     fn corrector_needs_the_data_form_ode() {
-        let s = sampler(10).with_corrector(true);
+        let corrector = OdeMultistep {
+            corrector: true,
+            ..OdeMultistep::new(2)
+        };
+        let s = sampler(10).with_solver(corrector).unwrap();
         assert!(s.plan(FitTarget::Noise).is_ok());
-        let sde = s.clone().with_solver(SolverType::Sde, 2).unwrap();
-        assert!(matches!(
-            sde.plan(FitTarget::Noise),
-            Err(Error::Unsupported { .. })
-        ));
-        let noise = s.with_parameterization(Parameterization::Noise);
-        assert!(matches!(
-            noise.plan(FitTarget::Noise),
-            Err(Error::Unsupported { .. })
-        ));
+        let noise = s.clone().with_parameterization(Parameterization::Noise);
+        assert!(matches!(noise, Err(Error::Conflict { .. })), "{noise:?}");
+        let reference = s.with_mode(Mode::Reference);
+        assert!(matches!(reference, Err(Error::Conflict { .. })));
+    }
+
+    /// Options that do not apply are errors naming them, never silently ignored.
+    #[test]
+    fn options_that_do_not_apply_are_errors() {
+        let conflict = |r: Result<MrSampler>, name: &str| match r {
+            Err(e @ Error::Conflict { .. }) => {
+                assert!(e.to_string().contains(name), "{e}");
+            }
+            other => panic!("{name}: expected a conflict, got {other:?}"),
+        };
+        let reference = sampler(10).with_mode(Mode::Reference).unwrap();
+        conflict(
+            reference.clone().with_solver(OdeMultistep {
+                third_order: Some(ThirdOrder::Taylor),
+                ..OdeMultistep::new(3)
+            }),
+            "third_order",
+        );
+        conflict(
+            reference.clone().with_solver(OdeMultistep {
+                second_order: SecondOrder::Midpoint,
+                ..OdeMultistep::new(2)
+            }),
+            "Midpoint",
+        );
+        conflict(
+            reference.clone().with_solver(SdeMultistep {
+                order_rule: Some(OrderRule::Full),
+                ..SdeMultistep::new(2)
+            }),
+            "order_rule",
+        );
+        conflict(
+            reference.clone().with_prior_correction(true),
+            "prior_correction",
+        );
+        conflict(
+            sampler(10)
+                .with_parameterization(Parameterization::Noise)
+                .unwrap()
+                .with_prior_correction(true),
+            "prior_correction",
+        );
+        conflict(
+            sampler(10).with_solver(OdeMultistep {
+                third_order: Some(ThirdOrder::HalfD2),
+                ..OdeMultistep::new(2)
+            }),
+            "third_order",
+        );
+        conflict(
+            sampler(10).with_solver(OdeMultistep {
+                second_order: SecondOrder::Midpoint,
+                ..OdeMultistep::new(1)
+            }),
+            "second_order",
+        );
+        conflict(
+            sampler(10)
+                .with_lambda_min(Some(-3.0))
+                .unwrap()
+                .with_grid(TimeGrid::Custom(vec![100.0, 50.0, 0.0])),
+            "lambda_min",
+        );
+        // The reference's own third-order form is accepted in both modes.
+        let half = OdeMultistep {
+            third_order: Some(ThirdOrder::HalfD2),
+            ..OdeMultistep::new(3)
+        };
+        assert!(reference.with_solver(half).is_ok());
+        assert!(sampler(10).with_solver(half).is_ok());
     }
 
     #[test]
     fn invalid_settings_are_rejected() {
         assert!(MrSampler::new(IrSdeSchedule::da_clip(), 0).is_err());
-        assert!(sampler(10).with_solver(SolverType::Sde, 3).is_err());
-        assert!(matches!(
-            sampler(10)
-                .with_mode(Mode::Reference)
-                .with_second_order(SecondOrder::Midpoint)
-                .plan(FitTarget::Noise),
-            Err(Error::Unsupported { .. })
-        ));
-        assert!(sampler(10).with_solver(SolverType::Ode, 0).is_err());
-        assert!(sampler(10).with_solver(SolverType::Ode, 4).is_err());
+        assert!(sampler(10).with_solver(Solver::sde(3)).is_err());
+        assert!(sampler(10).with_solver(Solver::ode(0)).is_err());
+        assert!(sampler(10).with_solver(Solver::ode(4)).is_err());
+        assert!(sampler(10).with_solver(Solver::ode_singlestep(4)).is_err());
         assert!(
             sampler(10)
                 .with_grid(TimeGrid::KarrasN { rho: 0.0 })
@@ -1029,7 +590,7 @@ mod tests {
         );
         assert!(sampler(10).with_grid(TimeGrid::Custom(vec![1.0])).is_err());
         assert!(sampler(10).with_lambda_min(Some(f64::NAN)).is_err());
-        assert!(sampler(10).with_output_clip(Some((1.0, 0.0))).is_err());
+        assert!(sampler(10).with_data_range(Some((1.0, 0.0))).is_err());
         assert!(Thresholding::new(1.5, 1.5).is_err());
         assert!(Thresholding::new(0.9, 0.5).is_err());
         assert!(Thresholding::with_bounds(0.9, 0.0, 1.0).is_err());
@@ -1041,22 +602,23 @@ mod tests {
         assert!(custom.clone().with_num_steps(3).is_err());
         let e = sampler(2)
             .with_mode(Mode::Reference)
-            .with_solver(SolverType::Ode, 3)
+            .unwrap()
+            .with_solver(Solver::ode(3))
             .unwrap()
             .plan(FitTarget::Noise);
         assert!(matches!(e, Err(Error::TooFewSteps { steps: 2, order: 3 })));
     }
 
-    /// NFE equals M for every grid, order and mode, denoise_last included (spec §7.10).
+    /// NFE equals M for every grid, order and mode, denoise_last included (`docs/math.md` §5.3).
     #[test]
     fn nfe_per_configuration() {
         for mode in [Mode::Exact, Mode::Reference] {
-            for (solver, order) in [
-                (SolverType::Ode, 1),
-                (SolverType::Ode, 2),
-                (SolverType::Ode, 3),
-                (SolverType::Sde, 1),
-                (SolverType::Sde, 2),
+            for solver in [
+                Solver::ode(1),
+                Solver::ode(2),
+                Solver::ode(3),
+                Solver::sde(1),
+                Solver::sde(2),
             ] {
                 for grid in [
                     TimeGrid::Linspace,
@@ -1069,30 +631,29 @@ mod tests {
                         for dl in [false, true] {
                             let s = sampler(m)
                                 .with_mode(mode)
-                                .with_solver(solver, order)
+                                .unwrap()
+                                .with_solver(solver)
                                 .unwrap()
                                 .with_grid(grid.clone())
                                 .unwrap()
-                                .with_denoise_last(dl);
+                                .with_denoise_last(dl)
+                                .unwrap();
                             let plan = s.plan(FitTarget::Noise).unwrap();
-                            assert_eq!(
-                                plan.steps.len(),
-                                m,
-                                "{mode:?} {solver:?}{order} {grid:?} {m}"
-                            );
+                            assert_eq!(plan.steps.len(), m, "{mode:?} {solver:?} {grid:?} {m}");
                             assert_eq!(plan.timesteps.len(), m + 1);
                         }
                     }
                 }
             }
         }
-        // Reference trailing at M = 28 has one extra step (spec §3.7 item 5).
+        // Reference trailing at M = 28 has one extra step (`docs/math.md` §3.2).
         let s = sampler(28)
             .with_mode(Mode::Reference)
+            .unwrap()
             .with_grid(TimeGrid::Trailing)
             .unwrap();
         assert_eq!(s.plan(FitTarget::Noise).unwrap().steps.len(), 29);
-        let s = s.with_mode(Mode::Exact);
+        let s = s.with_mode(Mode::Exact).unwrap();
         assert_eq!(s.plan(FitTarget::Noise).unwrap().steps.len(), 28);
     }
 }

@@ -7,69 +7,9 @@
 
 use crate::error::{Error, Result};
 use crate::param::Affine;
+use crate::plan::{Plan, PlannedStep, Target, Update};
 use crate::solver::StepCoeffs;
 use crate::tensor::{NoiseSource, Parallelism, SamplerTensor, check_same_shape};
-
-/// Where an update writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Target {
-    /// The state `x` (the step is complete).
-    State,
-    /// The intermediate stage (Heun's predictor); the next evaluation is at the stage.
-    Stage,
-}
-
-/// How a planned step turns the converted output into the next state.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum Update {
-    /// A fused linear combination (see [`StepCoeffs`]). With `reuse_noise` the noise term
-    /// reads the previous step's draw instead of a fresh one (stochastic Heun's corrector
-    /// shares its predictor's Brownian increment).
-    Linear {
-        coeffs: StepCoeffs,
-        target: Target,
-        reuse_noise: bool,
-    },
-    /// The state becomes a conversion of the network output (`denoise_last`, the limit step
-    /// into `σ = 0`), optionally thresholded.
-    Replace { convert: Affine, threshold: bool },
-}
-
-/// One network evaluation and the update that follows it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct PlannedStep {
-    /// Time at which the network is evaluated.
-    pub t_eval: f64,
-    /// Time the state has after the update.
-    pub t_next: f64,
-    /// Network output → the quantity the solver stores (`q`).
-    pub convert: Affine,
-    /// Network output → data prediction `x̂₀` (for observers).
-    pub to_data: Affine,
-    /// Whether `q` is dynamically thresholded.
-    pub threshold: bool,
-    /// The update.
-    pub update: Update,
-    /// The order recorded in the statistics (0: denoise_last evaluation).
-    pub order: usize,
-}
-
-/// A compiled sampling pass.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Plan {
-    pub timesteps: Vec<f64>,
-    pub steps: Vec<PlannedStep>,
-    /// Std of the prior `x = μ + prior_std·z` when no start state is given.
-    pub prior_std: f64,
-    /// Clamp applied to the returned sample.
-    pub output_clip: Option<(f64, f64)>,
-    /// `(ratio, floor, max)` of dynamic thresholding.
-    pub thresholding: (f64, f64, f64),
-    /// How many past converted outputs a step reads (the largest order; 2 for Heun).
-    pub history: usize,
-    /// Thread split of the tensor kernels.
-    pub parallelism: Parallelism,
-}
 
 /// Statistics of a finished (or running) pass.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -90,9 +30,9 @@ pub struct Stats {
 /// The result of a sampling pass.
 #[derive(Debug, Clone)]
 pub struct Sample<T> {
-    /// The sample after the configured output clamp (`[0, 1]` for the MR Sampler by default).
+    /// The sample, clamped to the sampler's data range when one is set.
     pub x: T,
-    /// The sample before the clamp.
+    /// The sample before the data-range clamp.
     pub x_unclipped: T,
     /// Evaluation counts and orders.
     pub stats: Stats,
@@ -146,6 +86,8 @@ pub struct Run<T> {
     /// Noise buffer, allocated on the first stochastic step and reused.
     z: Option<T>,
     next: usize,
+    /// The time of the state after the last update (of the eval state, after a stage update).
+    time: f64,
     stats: Stats,
 }
 
@@ -202,6 +144,7 @@ impl<T: SamplerTensor> Run<T> {
             history,
             z,
             next: 0,
+            time: t0,
             stats,
         })
     }
@@ -222,12 +165,10 @@ impl<T: SamplerTensor> Run<T> {
         }
     }
 
-    /// The time of the current state (the grid start before the first step).
+    /// The time reached by the last update (the grid start before the first step; a stage's
+    /// time after a stage update).
     pub fn current_time(&self) -> f64 {
-        match self.next {
-            0 => self.plan.timesteps.first().copied().unwrap_or(f64::NAN),
-            k => self.plan.steps[k - 1].t_next,
-        }
+        self.time
     }
 
     /// The current state `x`.
@@ -245,7 +186,8 @@ impl<T: SamplerTensor> Run<T> {
         self.history.first()
     }
 
-    /// Total number of network evaluations of this pass (done and pending).
+    /// Total number of network evaluations of this pass, done and pending (an adaptive pass:
+    /// those planned so far).
     pub fn num_evaluations(&self) -> usize {
         self.plan.steps.len()
     }
@@ -285,7 +227,8 @@ impl<T: SamplerTensor> Run<T> {
 
     /// Applies the pending step with the network output `net` (evaluated at
     /// [`eval_state`](Self::eval_state) and the pending time). After the first few steps this
-    /// allocates nothing: outputs, noise and the stage live in recycled buffers.
+    /// allocates nothing: outputs, noise and the stage live in recycled buffers (an adaptive
+    /// pass allocates its two candidate solutions per attempt).
     pub fn advance<N: NoiseSource<T>>(&mut self, net: &T, noise: &mut N) -> Result<()> {
         let k = self.next;
         let step = *self.plan.steps.get(k).ok_or(Error::StepOrder {
@@ -302,22 +245,17 @@ impl<T: SamplerTensor> Run<T> {
             });
         }
         self.stats.nfe += 1;
-        let (ratio, floor, max) = self.plan.thresholding;
         self.rotate_history();
-        let conv = step.convert;
         let produced_state = match step.update {
             Update::Replace { convert, threshold } => {
-                // The recorded output, then the state becomes a conversion of the network output.
-                let (front, _) = self.history.split_first_mut().expect("history has a slot");
-                convert_into(front, conv, net, &self.x, &self.mu, par)?;
-                if step.threshold {
-                    front.threshold_per_sample(ratio, floor, max, par)?;
-                }
+                self.store_output(&step, net, false)?;
+                // The state becomes a conversion of the network output.
                 let mut terms = Terms::new(net);
                 terms.push(convert.net, net);
                 terms.push(convert.mu, &self.mu);
                 self.x.lincomb_assign(convert.x, terms.as_slice(), par)?;
                 if threshold {
+                    let (ratio, floor, max) = self.plan.thresholding;
                     self.x.threshold_per_sample(ratio, floor, max, par)?;
                 }
                 self.staged = false;
@@ -333,88 +271,171 @@ impl<T: SamplerTensor> Run<T> {
                     noise.fill_standard_normal(z, par)?;
                     check_same_shape("noise", &self.shape, &*z)?;
                 }
-                let staged = self.staged;
-                // A stage update writes a stage buffer, taken out while it is written: the spare
-                // one when the network was evaluated at the current stage (which is still read).
-                let mut stage_out = match target {
-                    Target::Stage if staged => {
-                        Some(self.spare.take().unwrap_or_else(|| self.mu.clone()))
-                    }
-                    Target::Stage => Some(self.stage.take().unwrap_or_else(|| self.mu.clone())),
-                    Target::State => None,
-                };
-                let (front, older) = self.history.split_first_mut().expect("history has a slot");
-                let mut terms = Terms::new(&self.mu);
-                for (c, h) in coeffs.q[1..].iter().zip(older.iter()) {
-                    terms.push(*c, h);
-                }
-                terms.push(coeffs.mu, &self.mu);
-                if let (Some(c), Some(z)) = (coeffs.noise, self.z.as_ref()) {
-                    terms.push(c, z);
-                }
-                let eval_x = match (&self.stage, staged) {
-                    (Some(st), true) => {
-                        terms.push(coeffs.stage, st);
-                        st
-                    }
-                    _ => &self.x,
-                };
-                if target == Target::State && !step.threshold && !staged {
-                    T::convert_and_step(
-                        &mut self.x,
-                        front,
-                        net,
-                        &self.mu,
-                        [conv.net, conv.x, conv.mu],
-                        coeffs.x,
-                        coeffs.q[0],
-                        terms.as_slice(),
-                        par,
-                    )?;
+                let fused = target == Target::State && !step.threshold && !self.staged;
+                if fused {
+                    self.fused_step(&step, coeffs, net)?;
                 } else {
-                    convert_into(front, conv, net, eval_x, &self.mu, par)?;
-                    if step.threshold {
-                        front.threshold_per_sample(ratio, floor, max, par)?;
-                    }
-                    let mut all = Terms::new(&self.mu);
-                    all.push(coeffs.q[0], &*front);
-                    for &(c, t) in terms.as_slice() {
-                        all.push(c, t);
-                    }
-                    match stage_out.as_mut() {
-                        Some(out) => {
-                            all.push(coeffs.x, &self.x);
-                            out.lincomb_into(all.as_slice(), par)?;
-                        }
-                        None => self.x.lincomb_assign(coeffs.x, all.as_slice(), par)?,
-                    }
+                    self.store_output(&step, net, self.staged)?;
+                    self.apply(coeffs, target)?;
                 }
-                if let Some(out) = stage_out {
-                    let previous = self.stage.replace(out);
-                    if staged {
-                        self.spare = previous;
-                    }
-                }
-                self.staged = target == Target::Stage;
                 target == Target::State
             }
+            Update::Embedded { high, low, prev } => {
+                self.store_output(&step, net, true)?;
+                self.embedded(high, low, prev)?
+            }
         };
-        self.record(step.order, step_no, step.t_next, produced_state)?;
+        self.record(&step, step_no, produced_state)?;
         self.next += 1;
         Ok(())
     }
 
-    fn record(&mut self, order: usize, step_no: usize, t_next: f64, state: bool) -> Result<()> {
-        self.stats.orders.push(order);
+    /// Converts `net` into the newest history slot (thresholded when the plan says so); `net`
+    /// was evaluated at the stage when `at_stage`.
+    fn store_output(&mut self, step: &PlannedStep, net: &T, at_stage: bool) -> Result<()> {
+        let par = self.plan.parallelism;
+        let eval_x = match (&self.stage, at_stage) {
+            (Some(st), true) => st,
+            _ => &self.x,
+        };
+        let (front, _) = self.history.split_first_mut().expect("history has a slot");
+        convert_into(front, step.convert, net, eval_x, &self.mu, par)?;
+        if step.threshold {
+            let (ratio, floor, max) = self.plan.thresholding;
+            front.threshold_per_sample(ratio, floor, max, par)?;
+        }
+        Ok(())
+    }
+
+    /// The common case in one pass over memory: convert the output and update the state.
+    fn fused_step(&mut self, step: &PlannedStep, coeffs: StepCoeffs, net: &T) -> Result<()> {
+        let conv = step.convert;
+        let (front, older) = self.history.split_first_mut().expect("history has a slot");
+        let mut terms = Terms::new(&self.mu);
+        push_terms(&mut terms, &coeffs, older, &self.mu, self.z.as_ref(), None);
+        T::convert_and_step(
+            &mut self.x,
+            front,
+            net,
+            &self.mu,
+            [conv.net, conv.x, conv.mu],
+            coeffs.x,
+            coeffs.q[0],
+            terms.as_slice(),
+            self.plan.parallelism,
+        )
+    }
+
+    /// Applies a linear update to the stored outputs: into the state, or into a stage buffer
+    /// (the spare one when the current stage is still read).
+    fn apply(&mut self, coeffs: StepCoeffs, target: Target) -> Result<()> {
+        let par = self.plan.parallelism;
+        let staged = self.staged;
+        let mut stage_out = match target {
+            Target::Stage if staged => Some(self.spare.take().unwrap_or_else(|| self.mu.clone())),
+            Target::Stage => Some(self.stage.take().unwrap_or_else(|| self.mu.clone())),
+            Target::State => None,
+        };
+        let (front, older) = self.history.split_first().expect("history has a slot");
+        let mut all = Terms::new(&self.mu);
+        all.push(coeffs.q[0], front);
+        let stage = self.stage.as_ref().filter(|_| staged);
+        push_terms(&mut all, &coeffs, older, &self.mu, self.z.as_ref(), stage);
+        match stage_out.as_mut() {
+            Some(out) => {
+                all.push(coeffs.x, &self.x);
+                out.lincomb_into(all.as_slice(), par)?;
+            }
+            None => self.x.lincomb_assign(coeffs.x, all.as_slice(), par)?,
+        }
+        if let Some(out) = stage_out {
+            let previous = self.stage.replace(out);
+            if staged {
+                self.spare = previous;
+            }
+        }
+        self.staged = target == Target::Stage;
+        Ok(())
+    }
+
+    /// The adaptive sampler's embedded pair: both solutions, the scaled error norm, and the
+    /// controller's decision. Returns whether the state advanced.
+    fn embedded(
+        &mut self,
+        high: StepCoeffs,
+        low: StepCoeffs,
+        prev: Option<StepCoeffs>,
+    ) -> Result<bool> {
+        let par = self.plan.parallelism;
+        let solution = |c: &StepCoeffs| -> Result<T> {
+            let (front, older) = self.history.split_first().expect("history has a slot");
+            let mut terms = Terms::new(&self.mu);
+            terms.push(c.x, &self.x);
+            terms.push(c.q[0], front);
+            push_terms(&mut terms, c, older, &self.mu, None, None);
+            T::lincomb(terms.as_slice(), par)
+        };
+        let x_high = solution(&high)?;
+        let x_low = solution(&low)?;
+        let time = self.plan.steps[self.next].t_next;
+        if !x_high.all_finite(par)? || !x_low.all_finite(par)? {
+            return Err(Error::NonFinite {
+                what: "state",
+                step: self.next + 1,
+                time,
+            });
+        }
+        let prev = prev.map(|c| solution(&c)).transpose()?;
+        let controller = self.plan.controller.as_mut().expect("an adaptive plan");
+        let (rtol, atol) = controller.tolerance();
+        // Finite states give a norm in [0, ∞]; ∞ (a tiny atol) is a hard rejection.
+        let err = error_norm(
+            &x_high,
+            &x_low,
+            prev.as_ref().unwrap_or(&self.x),
+            rtol,
+            atol,
+        )?;
+        let decision = controller.decide(err, self.stats.nfe)?;
+        let t_state = controller.accepted_time();
+        self.plan.steps.extend(decision.steps);
+        self.staged = false;
+        if decision.accept {
+            self.x = x_high;
+        } else {
+            self.stats.rejected_steps += 1;
+            // The output at the state (the attempt's first, the oldest in the history) moves
+            // to the front for the retry.
+            let len = self.history.len();
+            self.history.rotate_left(len - 1);
+            if let Some(Update::Linear { coeffs, target, .. }) = decision.retry_update {
+                self.apply(coeffs, target)?;
+            }
+            self.time = t_state;
+        }
+        Ok(decision.accept)
+    }
+
+    fn record(&mut self, step: &PlannedStep, step_no: usize, state: bool) -> Result<()> {
+        let adaptive = self.plan.controller.is_some();
+        if !adaptive || state {
+            self.stats.orders.push(step.order);
+        }
         if !self.eval_state().all_finite(self.plan.parallelism)? {
             return Err(Error::NonFinite {
                 what: "state",
                 step: step_no,
-                time: t_next,
+                time: step.t_next,
             });
         }
         if state {
             self.stats.steps += 1;
+            if adaptive {
+                self.stats.timesteps.push(step.t_next);
+            }
+        }
+        if state || !matches!(step.update, Update::Embedded { .. }) {
+            self.time = step.t_next;
         }
         Ok(())
     }
@@ -431,7 +452,7 @@ impl<T: SamplerTensor> Run<T> {
                 what: "finish called before every pending evaluation was applied",
             });
         }
-        let x = match self.plan.output_clip {
+        let x = match self.plan.data_range {
             Some((lo, hi)) => self.x.clamp(lo, hi)?,
             None => self.x.clone(),
         };
@@ -460,10 +481,16 @@ pub(crate) fn start_state<T: SamplerTensor, N: NoiseSource<T>>(
             time: t0,
         });
     }
-    let shape = mu.shape();
+    if mu.shape().is_empty() {
+        return Err(Error::ShapeMismatch {
+            what: "mu (a scalar has no batch axis; tensors are (batch, …))",
+            expected: vec![1],
+            found: vec![],
+        });
+    }
     match x_start {
         Some(x) => {
-            check_same_shape("start state", &shape, &x)?;
+            check_input("start state", mu, &x)?;
             if !x.all_finite(par)? {
                 return Err(Error::NonFinite {
                     what: "start state",
@@ -476,11 +503,63 @@ pub(crate) fn start_state<T: SamplerTensor, N: NoiseSource<T>>(
         None => {
             let mut draw = mu.clone();
             noise.fill_standard_normal(&mut draw, par)?;
-            check_same_shape("noise", &shape, &draw)?;
+            check_input("noise", mu, &draw)?;
             let x = T::lincomb(&[(1.0, mu), (prior_std, &draw)], par)?;
             Ok((x, Some(draw)))
         }
     }
+}
+
+/// Adds the terms of an update other than the state and the newest output: the older
+/// outputs, μ, the noise draw and the stage.
+fn push_terms<'a, T>(
+    terms: &mut Terms<'a, T>,
+    coeffs: &StepCoeffs,
+    older: &'a [T],
+    mu: &'a T,
+    z: Option<&'a T>,
+    stage: Option<&'a T>,
+) {
+    for (c, h) in coeffs.q[1..].iter().zip(older) {
+        terms.push(*c, h);
+    }
+    terms.push(coeffs.mu, mu);
+    if let (Some(c), Some(z)) = (coeffs.noise, z) {
+        terms.push(c, z);
+    }
+    if let Some(st) = stage {
+        terms.push(coeffs.stage, st);
+    }
+}
+
+/// The adaptive sampler's scaled error norm (`docs/math.md` §4.6): per sample the root mean
+/// square of `(high − low) / max(atol, rtol·max(|high|, |prev|))`, maximised over the batch.
+/// Computed on the host (three copies per attempt, small next to a network evaluation).
+fn error_norm<T: SamplerTensor>(high: &T, low: &T, prev: &T, rtol: f64, atol: f64) -> Result<f64> {
+    let (a, b, c) = (high.to_host_f64()?, low.to_host_f64()?, prev.to_host_f64()?);
+    let n = a.len();
+    let batch = high.shape().first().copied().unwrap_or(1).max(1);
+    let per = (n / batch).max(1);
+    let mut worst: f64 = 0.0;
+    for k in 0..batch {
+        let range = k * per..((k + 1) * per).min(n);
+        let len = range.len().max(1) as f64;
+        let ratio = |i: usize| (a[i] - b[i]).abs() / atol.max(rtol * a[i].abs().max(c[i].abs()));
+        // RMS scaled by the largest ratio, so that squares cannot overflow.
+        let top = range.clone().map(ratio).fold(0.0, f64::max);
+        let rms = if top == 0.0 || top.is_infinite() {
+            top
+        } else {
+            top * (range.map(|i| (ratio(i) / top).powi(2)).sum::<f64>() / len).sqrt()
+        };
+        worst = worst.max(rms);
+    }
+    Ok(worst)
+}
+
+/// Checks that `x` (the start state, a noise draw) has μ's shape.
+pub(crate) fn check_input<T: SamplerTensor>(what: &'static str, mu: &T, x: &T) -> Result<()> {
+    check_same_shape(what, &mu.shape(), x)
 }
 
 /// `out ← a.net·net + a.x·x + a.mu·μ`, skipping zero weights.

@@ -1,20 +1,10 @@
 //! Sampling time grids (spec §3.2 and §9.2.5).
 
+use std::str::FromStr;
+
 use super::Schedule;
 use crate::error::{Error, Result};
-
-/// Fidelity mode (spec §9).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Mode {
-    /// The MR Sampler without the reference implementation's defects (default): continuous
-    /// schedule, true third order, lower-order final steps, grids that end where the schedule
-    /// ends, strided baselines (spec §9.2).
-    #[default]
-    Exact,
-    /// Number-for-number parity with the public PyTorch implementation, defects included
-    /// (spec §9.1). For reproducing published numbers and validating ports.
-    Reference,
-}
+use crate::sampler::Mode;
 
 /// How the `M + 1` sampling times `τ_0 > … > τ_M` are placed (spec §3.2).
 ///
@@ -44,33 +34,40 @@ pub enum TimeGrid {
     },
     /// Uniform in `λ` between `max(λ(t_max), lambda_min)` and the largest finite `λ`
     /// (the reference's `linear-lambda`); the natural grid for exponential integrators.
+    #[doc(alias = "linear-lambda")]
     UniformLambda,
-    /// Explicit times, strictly decreasing (`M + 1` values for `M` steps).
+    /// Explicit times, strictly decreasing (`M + 1` values for `M` steps), inside the
+    /// schedule's `[t_min, t_max]`.
     Custom(Vec<f64>),
 }
 
 impl TimeGrid {
-    /// Parses the reference's `time_schedule` names; `rho` and `offset` fill the variants that
-    /// use them. `custom` takes its times separately.
-    pub fn from_name(name: &str, rho: f64, offset: f64, custom: Option<Vec<f64>>) -> Result<Self> {
-        Ok(match name {
-            "linspace" => Self::Linspace,
-            "leading" => Self::Leading { offset },
-            "trailing" => Self::Trailing,
-            "karras-n" => Self::KarrasN { rho },
-            "karras-t" => Self::KarrasT { rho },
-            "linear-lambda" | "uniform-lambda" => Self::UniformLambda,
-            "custom" => Self::Custom(custom.ok_or_else(|| {
-                Error::grid("the custom grid needs its list of times (`timesteps`)")
-            })?),
-            other => {
-                return Err(Error::setting(
-                    "time_schedule",
-                    other,
-                    "use linspace, leading, trailing, karras-n, karras-t, linear-lambda or custom",
-                ));
+    /// Checks the grid's own parameters (`rho`, `offset`, the custom times).
+    pub(crate) fn validate(&self) -> Result<()> {
+        match self {
+            TimeGrid::KarrasN { rho } | TimeGrid::KarrasT { rho }
+                if !(*rho > 0.0 && rho.is_finite()) =>
+            {
+                Err(Error::setting(
+                    "rho",
+                    rho,
+                    "must be finite and > 0 (typically 7)",
+                ))
             }
-        })
+            TimeGrid::Leading { offset } if !offset.is_finite() => {
+                Err(Error::setting("timestep_offset", offset, "must be finite"))
+            }
+            TimeGrid::Custom(v) if v.len() < 2 => {
+                Err(Error::grid("a custom grid needs at least two times"))
+            }
+            TimeGrid::Custom(v) => match v.iter().find(|t| !t.is_finite()) {
+                Some(bad) => Err(Error::grid(format!(
+                    "custom grid contains non-finite time {bad}"
+                ))),
+                None => Ok(()),
+            },
+            _ => Ok(()),
+        }
     }
 
     /// The reference's name of this grid.
@@ -84,6 +81,37 @@ impl TimeGrid {
             Self::UniformLambda => "linear-lambda",
             Self::Custom(_) => "custom",
         }
+    }
+}
+
+/// Parses the reference's `time_schedule` names (`linspace`, `leading`, `trailing`, `karras-n`,
+/// `karras-t`, `linear-lambda`, alias `uniform-lambda`) with the reference's defaults: `rho` 7,
+/// `offset` 0 (set the fields afterwards for others). A custom grid has no name: build
+/// [`TimeGrid::Custom`] from its times.
+impl FromStr for TimeGrid {
+    type Err = Error;
+    fn from_str(name: &str) -> Result<Self> {
+        Ok(match name {
+            "linspace" => Self::Linspace,
+            "leading" => Self::Leading { offset: 0.0 },
+            "trailing" => Self::Trailing,
+            "karras-n" => Self::KarrasN { rho: 7.0 },
+            "karras-t" => Self::KarrasT { rho: 7.0 },
+            "linear-lambda" | "uniform-lambda" => Self::UniformLambda,
+            "custom" => {
+                return Err(Error::grid(
+                    "a custom grid has no name: build TimeGrid::Custom(times) from its times",
+                ));
+            }
+            other => {
+                return Err(Error::setting(
+                    "time_schedule",
+                    other,
+                    "use linspace, leading, trailing, karras-n, karras-t or linear-lambda \
+                     (alias uniform-lambda)",
+                ));
+            }
+        })
     }
 }
 
@@ -161,15 +189,18 @@ pub(crate) fn build_grid(
         }
         TimeGrid::Trailing => {
             let delta = (big_t - t_lo) / (m + 1) as f64;
-            let count = ((t_max - t_lo) / delta).ceil().max(0.0) as usize;
-            let mut v: Vec<f64> = (0..count)
-                .map(|k| clamp(t_max - k as f64 * delta))
-                .collect();
             if exact {
-                v.truncate(m);
+                // The reference's formula for τ_0..τ_{M−1}, then t_min; a value at or below
+                // t_min (after lambda_min clipping) is a duplicate, which the check below refuses.
+                let mut v: Vec<f64> = (0..m).map(|k| clamp(t_max - k as f64 * delta)).collect();
                 v.push(t_lo);
+                v
+            } else {
+                let count = ((t_max - t_lo) / delta).ceil().max(0.0) as usize;
+                (0..count)
+                    .map(|k| clamp(t_max - k as f64 * delta))
+                    .collect()
             }
-            v
         }
         TimeGrid::KarrasN { rho } => {
             let k_min = schedule.sigma(t_lo) / schedule.alpha(t_lo);
@@ -239,8 +270,8 @@ pub(crate) fn build_grid(
             "grid contains a non-finite time {bad}"
         )));
     }
-    validate_decreasing(&tau, grid)?;
-    if exact {
+    validate_decreasing(&tau, grid, mode)?;
+    if exact || matches!(grid, TimeGrid::Custom(_)) {
         validate_range(&tau, t_lo, big_t, grid)?;
     }
     Ok(tau)
@@ -249,10 +280,16 @@ pub(crate) fn build_grid(
 /// Largest supported number of steps (a guard against accidental huge allocations).
 pub const MAX_STEPS: usize = 1_000_000;
 
-/// Both modes: a grid must be strictly decreasing (the reference would divide by a zero λ-step).
-fn validate_decreasing(tau: &[f64], grid: &TimeGrid) -> Result<()> {
+/// Exact mode: a grid must be strictly decreasing. Reference mode also runs repeated times
+/// (the `leading` grid with more steps than the schedule has indices): a first-order step of
+/// zero length is the identity there, and the planner refuses higher orders over it.
+fn validate_decreasing(tau: &[f64], grid: &TimeGrid, mode: Mode) -> Result<()> {
     for (k, w) in tau.windows(2).enumerate() {
-        if w[1] >= w[0] {
+        let bad = match mode {
+            Mode::Exact => w[1] >= w[0],
+            Mode::Reference => w[1] > w[0],
+        };
+        if bad {
             return Err(Error::grid(format!(
                 "the {} grid is not strictly decreasing at positions {k}, {} ({} then {}); \
                  duplicates or increasing times are not allowed: use fewer steps or another grid",
@@ -266,7 +303,8 @@ fn validate_decreasing(tau: &[f64], grid: &TimeGrid) -> Result<()> {
     Ok(())
 }
 
-/// Exact mode: every time inside the schedule's range.
+/// Every time inside the schedule's range (exact mode; custom grids in both modes, where the
+/// reference would extrapolate α and σ linearly into meaningless values).
 fn validate_range(tau: &[f64], t_lo: f64, t_hi: f64, grid: &TimeGrid) -> Result<()> {
     for &t in tau {
         if t < t_lo || t > t_hi {

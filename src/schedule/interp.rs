@@ -40,10 +40,9 @@ pub struct ReferenceInterp {
 impl ReferenceInterp {
     /// Wraps a discrete schedule; errors if it has no integer-index [`Knots`].
     pub fn new(inner: Arc<dyn Schedule>) -> Result<Self> {
-        let knots = inner.knots().ok_or_else(|| Error::Unsupported {
-            what: "reference mode needs a discrete schedule with integer-index knots \
-                   (e.g. IrSdeSchedule); use exact mode for continuous schedules"
-                .into(),
+        let knots = inner.knots().ok_or(Error::ScheduleMismatch {
+            needs: "integer-index knots (reference mode interpolates between them)",
+            fix: "use a discrete schedule such as IrSdeSchedule, or exact mode",
         })?;
         let lambda_rev = knots.lambda.iter().rev().copied().collect();
         let t_rev = knots.t.iter().rev().copied().collect();

@@ -17,7 +17,7 @@ mod interp;
 mod irsde;
 mod standard;
 
-pub use grid::{MAX_STEPS, Mode, TimeGrid};
+pub use grid::{MAX_STEPS, TimeGrid};
 pub use interp::ReferenceInterp;
 pub use irsde::{CumulativeFrom, IrSdeSchedule, ThetaSchedule};
 pub use standard::{Betas, VeSchedule, VpLinear, VpSchedule};
@@ -27,23 +27,34 @@ pub(crate) use grid::build_grid;
 /// Checks the invariants a sampler needs from a (possibly user-written) schedule at its ends:
 /// `σ∞ > 0`, `t_min < t_max`, finite `α`, `σ` at both ends, `λ(t_max) < λ(t_lambda_finite)`.
 pub fn validate(schedule: &dyn Schedule) -> crate::Result<()> {
-    let bad = |what: &str| crate::Error::Unsupported {
-        what: format!("invalid schedule: {what}"),
-    };
+    let bad =
+        |param: &'static str, value: String, reason: &'static str| crate::Error::InvalidSchedule {
+            param,
+            value,
+            reason,
+        };
     let si = schedule.sigma_inf();
     if si.is_nan() || si <= 0.0 {
         return Err(bad(
-            "sigma_inf must be > 0 (+inf for variance-exploding schedules); velocity conversions divide by it",
+            "sigma_inf",
+            si.to_string(),
+            "must be > 0 (+inf for variance-exploding schedules); velocity conversions divide by it",
         ));
     }
     let (lo, hi) = (schedule.t_min(), schedule.t_max());
     if !(lo.is_finite() && hi.is_finite() && lo < hi) {
-        return Err(bad("needs finite t_min < t_max"));
+        return Err(bad(
+            "t_min, t_max",
+            format!("{lo}, {hi}"),
+            "needs finite t_min < t_max",
+        ));
     }
     for t in [lo, hi] {
         let (a, s) = (schedule.alpha(t), schedule.sigma(t));
         if !(a > 0.0 && a <= 1.0 && s >= 0.0 && s.is_finite()) {
             return Err(bad(
+                "alpha, sigma",
+                format!("{a}, {s} at t = {t}"),
                 "alpha must lie in (0, 1] and sigma be finite and >= 0 at both ends",
             ));
         }
@@ -53,7 +64,11 @@ pub fn validate(schedule: &dyn Schedule) -> crate::Result<()> {
         schedule.lambda(schedule.t_lambda_finite()),
     );
     if l_hi.is_nan() || l_lo.is_nan() || l_hi > l_lo {
-        return Err(bad("lambda must decrease from t_min to t_max"));
+        return Err(bad(
+            "lambda",
+            format!("{l_hi} at t_max, {l_lo} at the largest finite λ"),
+            "lambda must decrease from t_min to t_max",
+        ));
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ use super::StepCoeffs;
 /// interval `delta > 0` (in the units `theta` and `g` are given in), with drift rate `theta`,
 /// diffusion `g` (`g² = 2σ∞²θ`) and score `−ε̂/sigma`:
 /// `x ← x − [θ(μ − x) − c·g²·score]·Δ (− g·sqrt(Δ)·z)`, `c = 1` (SDE) or `½` (ODE).
-pub fn euler_coefficients(
+pub(crate) fn euler_coefficients(
     theta: f64,
     g: f64,
     sigma: f64,
@@ -27,7 +27,7 @@ pub fn euler_coefficients(
 /// Posterior-sampling step with the reference's arithmetic (spec §4.3): `A = e^{−θ_i dt}`,
 /// `B = e^{−Θ_i dt}`, `C = e^{−Θ_{i−1} dt}`; `x̂₀ = μ + (x − μ − σ_i ε̂)·e^{Θ_i dt}`; std
 /// `exp(½ ln max(var, 1e−20·dt))·σ∞`.
-pub fn posterior_coefficients_reference(
+pub(crate) fn posterior_coefficients_reference(
     theta_i: f64,
     cum_i: f64,
     cum_prev: f64,
@@ -49,7 +49,7 @@ pub fn posterior_coefficients_reference(
 /// Strided posterior step from `s` to `t < s` (spec §9.2.7): `A = α(s)/α(t)`, `B = α(s)`,
 /// `C = α(t)`, with `1 − A²`, `1 − B²`, `1 − C²` from `expm1` of the rate integrals
 /// (`rate_ts = ∫_t^s θ`, `log_alpha_s = ln α(s)`, `log_alpha_t = ln α(t)`).
-pub fn posterior_coefficients_exact(
+pub(crate) fn posterior_coefficients_exact(
     alpha_s: f64,
     alpha_t: f64,
     sigma_s: f64,

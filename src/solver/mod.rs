@@ -11,16 +11,17 @@ mod phi;
 mod singlestep;
 mod unipc;
 
-pub use baselines::{
+pub(crate) use baselines::{
     euler_coefficients, posterior_coefficients_exact, posterior_coefficients_reference,
 };
-pub use multistep::{Node, SecondOrder, SolverType, multistep_coefficients};
-pub use singlestep::{singlestep_coefficients, singlestep_fractions};
-pub use unipc::unic_corrected_state;
+pub(crate) use multistep::{Equation, Node, multistep_coefficients};
+pub use multistep::{SecondOrder, ThirdOrder};
+pub(crate) use singlestep::{singlestep_coefficients, singlestep_fractions};
+pub(crate) use unipc::unic_corrected_state;
 
 /// Weights of one update `out = x·x_s + stage·x̂ + Σ q[i]·q_i + mu·μ + noise·z`.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct StepCoeffs {
+pub(crate) struct StepCoeffs {
     /// Weight of the current state `x_s`.
     pub x: f64,
     /// Weight of the intermediate stage (Heun's predictor); 0 for single-stage updates.
@@ -35,7 +36,7 @@ pub struct StepCoeffs {
 
 impl StepCoeffs {
     /// All weights zero, no noise.
-    pub const ZERO: Self = Self {
+    pub(crate) const ZERO: Self = Self {
         x: 0.0,
         stage: 0.0,
         q: [0.0; 4],

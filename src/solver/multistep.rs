@@ -10,10 +10,9 @@ use super::{StepCoeffs, phi};
 use crate::param::Parameterization;
 
 /// Probability-flow ODE or reverse SDE.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum SolverType {
-    /// Probability-flow ODE: deterministic, orders 1–3 (default).
-    #[default]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Equation {
+    /// Probability-flow ODE: deterministic, orders 1–3.
     Ode,
     /// Reverse-time SDE: a fresh draw per step, orders 1–2.
     Sde,
@@ -35,9 +34,19 @@ pub enum SecondOrder {
     Midpoint,
 }
 
+/// The coefficient of the second-difference term `D2` in a third-order multistep ODE update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ThirdOrder {
+    /// `2φ₃·D2`, the Taylor-consistent term: global order 3 (exact mode's default).
+    Taylor,
+    /// `φ₃·D2`, half of it, as DPM-Solver++(3M) is implemented by the MR Sampler reference and
+    /// by diffusers: only global order 2 (`docs/math.md` §4.2). For parity with them.
+    HalfD2,
+}
+
 /// The schedule at one grid time, as the solver sees it.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Node {
+pub(crate) struct Node {
     /// Mean weight `α`.
     pub alpha: f64,
     /// Marginal std `σ`.
@@ -76,24 +85,23 @@ pub(super) fn ode_phis(param: Parameterization, h: f64) -> [f64; 3] {
 /// (`t = τ_k`), using `order` model outputs taken at `nodes[0], nodes[1], nodes[2]`
 /// (`τ_{k−1}, τ_{k−2}, τ_{k−3}`; only the first `order` are read).
 ///
-/// `strict_third` selects the Taylor-consistent factor 2 on the second-difference term
-/// (exact mode); `false` reproduces the reference's coefficient, which is only second order
-/// (spec §3.7 item 9). `second` picks the order-2 update's coefficient ([`SecondOrder`]).
+/// `third` picks the second-difference term of the order-3 update ([`ThirdOrder`]), `second`
+/// the order-2 update's coefficient ([`SecondOrder`]).
 ///
 /// # Panics
 /// If `order` is not 1–3 (or 1–2 for the SDE), or `nodes` holds fewer than `order` entries.
 /// Callers validate both.
-pub fn multistep_coefficients(
-    solver: SolverType,
+pub(crate) fn multistep_coefficients(
+    solver: Equation,
     param: Parameterization,
     order: usize,
     target: Node,
     nodes: &[Node],
-    strict_third: bool,
+    third: ThirdOrder,
     second: SecondOrder,
 ) -> StepCoeffs {
     assert!((1..=3).contains(&order) && nodes.len() >= order);
-    assert!(!(solver == SolverType::Sde && order == 3));
+    assert!(!(solver == Equation::Sde && order == 3));
     let s = nodes[0];
     let t = target;
     let h = t.lambda - s.lambda;
@@ -116,7 +124,10 @@ pub fn multistep_coefficients(
             }
         }
     }
-    let third = if strict_third { 2.0 } else { 1.0 };
+    let third = match third {
+        ThirdOrder::Taylor => 2.0,
+        ThirdOrder::HalfD2 => 1.0,
+    };
     let midpoint = order == 2 && second == SecondOrder::Midpoint;
     // q-weights from the coefficients (c0, c1, c2) of q0, D1, D2.
     let combine = |c0: f64, c1: f64, c2: f64| -> [f64; 4] {
@@ -129,7 +140,7 @@ pub fn multistep_coefficients(
     };
 
     match (solver, param) {
-        (SolverType::Ode, Parameterization::Data) => {
+        (Equation::Ode, Parameterization::Data) => {
             let [phi1, phi2, phi3] = ode_phis(param, h);
             let ratio = t.sigma / s.sigma;
             StepCoeffs {
@@ -143,7 +154,7 @@ pub fn multistep_coefficients(
                 ..StepCoeffs::ZERO
             }
         }
-        (SolverType::Ode, Parameterization::Noise) => {
+        (Equation::Ode, Parameterization::Noise) => {
             let [phi1, phi2, phi3] = ode_phis(param, h);
             let ratio = t.alpha / s.alpha;
             StepCoeffs {
@@ -157,7 +168,7 @@ pub fn multistep_coefficients(
                 ..StepCoeffs::ZERO
             }
         }
-        (SolverType::Sde, Parameterization::Data) => {
+        (Equation::Sde, Parameterization::Data) => {
             let e2 = (-2.0 * h).exp();
             // ψ₁ = 1 − e^{−2h}, ψ₂ = 1 − ψ₁/(2h): −z·φ₁(z) and −z·φ₂(z) at z = −2h.
             let [m1, m2] = phi::scaled::<2>(-2.0 * h);
@@ -174,7 +185,7 @@ pub fn multistep_coefficients(
                 ..StepCoeffs::ZERO
             }
         }
-        (SolverType::Sde, Parameterization::Noise) => {
+        (Equation::Sde, Parameterization::Noise) => {
             let [phi1, phi2] = phi::scaled::<2>(h);
             let ratio = t.alpha / s.alpha;
             StepCoeffs {
@@ -220,32 +231,35 @@ mod tests {
             |c: StepCoeffs, q: f64| c.x * xs + c.q[0] * q + c.mu * mu + c.noise.unwrap_or(0.0) * z;
         let cases = [
             (
-                SolverType::Ode,
+                Equation::Ode,
                 Parameterization::Data,
                 x0,
                 0.5033053563625651,
             ),
             (
-                SolverType::Ode,
+                Equation::Ode,
                 Parameterization::Noise,
                 eps,
                 0.7511698231157938,
             ),
+            (Equation::Sde, Parameterization::Data, x0, 0.42504696707017),
             (
-                SolverType::Sde,
-                Parameterization::Data,
-                x0,
-                0.42504696707017,
-            ),
-            (
-                SolverType::Sde,
+                Equation::Sde,
                 Parameterization::Noise,
                 eps,
                 0.7906180365379883,
             ),
         ];
         for (solver, param, q, want) in cases {
-            let c = multistep_coefficients(solver, param, 1, t, &[s], false, SecondOrder::Taylor);
+            let c = multistep_coefficients(
+                solver,
+                param,
+                1,
+                t,
+                &[s],
+                ThirdOrder::HalfD2,
+                SecondOrder::Taylor,
+            );
             assert_relative_eq!(apply(c, q), want, max_relative = 1e-12);
         }
     }
@@ -264,28 +278,28 @@ mod tests {
         let nodes: Vec<Node> = lams.iter().map(|&l| node(l, si)).collect();
         let exact = |n: Node| n.alpha * x0 + (1.0 - n.alpha) * mu + n.sigma * z0;
         for order in 1..=3 {
-            for strict in [false, true] {
+            for third in [ThirdOrder::HalfD2, ThirdOrder::Taylor] {
                 let hist: Vec<Node> = nodes[..3].iter().rev().copied().collect();
                 let target = nodes[3];
                 let xs = exact(hist[0]);
                 let c = multistep_coefficients(
-                    SolverType::Ode,
+                    Equation::Ode,
                     Parameterization::Data,
                     order,
                     target,
                     &hist,
-                    strict,
+                    third,
                     SecondOrder::Taylor,
                 );
                 let got = c.x * xs + (c.q[0] + c.q[1] + c.q[2]) * x0 + c.mu * mu;
                 assert!((got - exact(target)).abs() < 1e-14, "data order {order}");
                 let c = multistep_coefficients(
-                    SolverType::Ode,
+                    Equation::Ode,
                     Parameterization::Noise,
                     order,
                     target,
                     &hist,
-                    strict,
+                    third,
                     SecondOrder::Taylor,
                 );
                 let got = c.x * xs + (c.q[0] + c.q[1] + c.q[2]) * z0 + c.mu * mu;
@@ -295,21 +309,21 @@ mod tests {
         let (s, t) = (nodes[0], nodes[1]);
         let xs = 0.41;
         let cd = multistep_coefficients(
-            SolverType::Ode,
+            Equation::Ode,
             Parameterization::Data,
             1,
             t,
             &[s],
-            false,
+            ThirdOrder::HalfD2,
             SecondOrder::Taylor,
         );
         let cn = multistep_coefficients(
-            SolverType::Ode,
+            Equation::Ode,
             Parameterization::Noise,
             1,
             t,
             &[s],
-            false,
+            ThirdOrder::HalfD2,
             SecondOrder::Taylor,
         );
         // ε̂ consistent with x̂₀ at s.
@@ -351,7 +365,7 @@ mod tests {
                 })
                 .sum::<f64>()
         };
-        for solver in [SolverType::Ode, SolverType::Sde] {
+        for solver in [Equation::Ode, Equation::Sde] {
             for second in [SecondOrder::Taylor, SecondOrder::Midpoint] {
                 for order in 1..=2 {
                     let exact_degrees = match second {
@@ -362,24 +376,30 @@ mod tests {
                         let f = |l: f64| 0.3 - 0.9 * (l - s.lambda).powi(degree as i32);
                         for param in [Parameterization::Data, Parameterization::Noise] {
                             let c = multistep_coefficients(
-                                solver, param, order, t, &hist, true, second,
+                                solver,
+                                param,
+                                order,
+                                t,
+                                &hist,
+                                ThirdOrder::Taylor,
+                                second,
                             );
                             let got: f64 = (0..3).map(|i| c.q[i] * f(lams[i])).sum();
                             let kernel: Box<dyn Fn(f64) -> f64> = match (solver, param) {
                                 // α_t ∫ e^{−(λ_t−λ)} f dλ
-                                (SolverType::Ode, Parameterization::Data) => {
+                                (Equation::Ode, Parameterization::Data) => {
                                     Box::new(|l| t.alpha * (l - t.lambda).exp())
                                 }
                                 // −σ_t ∫ e^{λ_t−λ} f dλ
-                                (SolverType::Ode, Parameterization::Noise) => {
+                                (Equation::Ode, Parameterization::Noise) => {
                                     Box::new(|l| -t.sigma * (t.lambda - l).exp())
                                 }
                                 // 2α_t ∫ e^{−2(λ_t−λ)} f dλ
-                                (SolverType::Sde, Parameterization::Data) => {
+                                (Equation::Sde, Parameterization::Data) => {
                                     Box::new(|l| 2.0 * t.alpha * (-2.0 * (t.lambda - l)).exp())
                                 }
                                 // −2σ_t ∫ e^{λ_t−λ} f dλ
-                                (SolverType::Sde, Parameterization::Noise) => {
+                                (Equation::Sde, Parameterization::Noise) => {
                                     Box::new(|l| -2.0 * t.sigma * (t.lambda - l).exp())
                                 }
                             };
@@ -408,12 +428,12 @@ mod tests {
         // Data form, q = f(λ) with f' = 2, f'' = 6 at λ_s = 0; the weights of D1, D2 recover
         // h f' and h² f''/2 exactly for a quadratic.
         let c = multistep_coefficients(
-            SolverType::Ode,
+            Equation::Ode,
             Parameterization::Data,
             3,
             target,
             &hist,
-            true,
+            ThirdOrder::Taylor,
             SecondOrder::Taylor,
         );
         let phi1 = (-h).exp_m1();

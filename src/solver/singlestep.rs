@@ -18,7 +18,7 @@ use crate::param::Parameterization;
 
 /// The λ-fractions of the intermediate stages of a singlestep update of `order` (1–3):
 /// none, `[½]` (midpoint) and `[⅓, ⅔]`.
-pub fn singlestep_fractions(order: usize) -> &'static [f64] {
+pub(crate) fn singlestep_fractions(order: usize) -> &'static [f64] {
     match order {
         2 => &[0.5],
         3 => &[1.0 / 3.0, 2.0 / 3.0],
@@ -71,7 +71,7 @@ fn shifted(param: Parameterization, a: f64, q: [f64; 4]) -> StepCoeffs {
 ///
 /// # Panics
 /// If `order` is not 1–3 or `stages` does not hold `order − 1` nodes. Callers validate both.
-pub fn singlestep_coefficients(
+pub(crate) fn singlestep_coefficients(
     param: Parameterization,
     order: usize,
     s: Node,

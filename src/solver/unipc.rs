@@ -43,7 +43,11 @@ fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
 ///
 /// # Panics
 /// If `order` is 0 or above 3, or `nodes` holds fewer than `order` entries.
-pub fn unic_corrected_state(order: usize, target: Node, nodes: &[Node]) -> (f64, [f64; 4], f64) {
+pub(crate) fn unic_corrected_state(
+    order: usize,
+    target: Node,
+    nodes: &[Node],
+) -> (f64, [f64; 4], f64) {
     assert!((1..=3).contains(&order) && nodes.len() >= order);
     let (s, t) = (nodes[0], target);
     let h = t.lambda - s.lambda;

@@ -21,7 +21,7 @@ pub use burn_impl::BurnRandn;
 #[cfg(feature = "candle")]
 pub use candle_impl::CandleNoise;
 pub use ndarray_impl::NdElement;
-pub use noise::{NoiseSource, PhiloxNoise, ReplayNoise, SeededNoise};
+pub use noise::{NoNoise, NoiseSource, PhiloxNoise, ReplayNoise, SeededNoise};
 pub use philox::philox4x32_10;
 
 use crate::error::{Error, Result};

@@ -19,6 +19,20 @@ pub trait NoiseSource<T> {
     fn fill_standard_normal(&mut self, out: &mut T, par: Parallelism) -> Result<()>;
 }
 
+/// No noise at all: for passes that draw none (an ODE sampler given a start state). A
+/// request is an [`Error::NoiseExhausted`] saying that this pass needs a real source.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoNoise;
+
+impl<T> NoiseSource<T> for NoNoise {
+    fn fill_standard_normal(&mut self, _: &mut T, _: Parallelism) -> Result<()> {
+        Err(Error::NoiseExhausted {
+            needed: 1,
+            available: 0,
+        })
+    }
+}
+
 /// Seeded host generator: `rand`'s `StdRng` with `StandardNormal`, drawn in row-major order
 /// for the whole batch (so a sample's draws depend on the batch it is in; use
 /// [`PhiloxNoise`] for per-sample streams). Works with every backend through the host.

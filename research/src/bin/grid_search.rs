@@ -5,7 +5,7 @@
 //! custom:…` to measure it; `docs/benchmarks.md` records what tuned grids gave.
 //!
 //! ```text
-//! cargo run --release --example grid_search -- [--steps 3..10] [--solver ode3-unic]
+//! cargo run --release -p mrsampler-research --bin grid_search -- [--steps 3..10] [--solver ode3-unic]
 //!                                               [--problems 32] [--samples 256] [--iters 1500]
 //!                                               [--benchmark]
 //! ```
@@ -27,17 +27,14 @@
 //!
 //! Solvers: `ode2`, `ode3`, `ode2-unic`, `ode3-unic` (data form, exact mode).
 
-#[path = "common/bench_laws.rs"]
 #[allow(dead_code)] // the Gaussian law is nfe_quality's only
-mod bench_laws;
-
 use std::sync::Arc;
 
 use argmin::core::{CostFunction, Executor};
 use argmin::solver::neldermead::NelderMead;
+use mrsampler::OdeMultistep;
 use mrsampler::oracle::GmmOracle;
 use mrsampler::schedule::{IrSdeSchedule, Schedule, TimeGrid};
-use mrsampler::solver::SolverType;
 use mrsampler::{MrSampler, Sampler, SeededNoise};
 use ndarray::{ArrayD, IxDyn};
 use rand::rngs::StdRng;
@@ -54,12 +51,12 @@ struct Problem {
 }
 
 #[derive(Clone, Copy)]
-struct Solver {
+struct Candidate {
     order: usize,
     unic: bool,
 }
 
-impl Solver {
+impl Candidate {
     /// `ode2`, `ode3`, `ode2-unic` or `ode3-unic`.
     fn parse(s: &str) -> Option<Self> {
         let (base, unic) = match s.strip_suffix("-unic") {
@@ -80,28 +77,28 @@ impl Solver {
         grid: TimeGrid,
         m: usize,
     ) -> mrsampler::Result<MrSampler> {
-        MrSampler::with_schedule(schedule.clone(), m)?
-            .with_solver(SolverType::Ode, self.order)?
-            .with_corrector(self.unic)
-            .with_prior_correction(true)
-            .with_grid(grid)?
-            .with_output_clip(None)
+        MrSampler::from_arc(schedule.clone(), m)?
+            .with_solver(OdeMultistep {
+                corrector: self.unic,
+                ..OdeMultistep::new(self.order)
+            })?
+            .with_prior_correction(true)?
+            .with_grid(grid)
     }
 }
 
 /// The converged solve every grid is compared with.
 fn reference_sampler(schedule: &Arc<dyn Schedule>) -> mrsampler::Result<MrSampler> {
-    MrSampler::with_schedule(schedule.clone(), 400)?
-        .with_solver(SolverType::Ode, 3)?
+    MrSampler::from_arc(schedule.clone(), 400)?
+        .with_solver(mrsampler::Solver::ode(3))?
         .with_grid(TimeGrid::UniformLambda)?
         .with_prior_correction(true)
-        .with_output_clip(None)
 }
 
 /// The mixture law and μ of the `nfe_quality` benchmark (for measuring how far a grid tuned
 /// on the benchmark itself can go; not for presets).
 fn benchmark(schedule: &Arc<dyn Schedule>, samples: usize) -> mrsampler::Result<Vec<Problem>> {
-    use bench_laws::{GMM_MEANS, GMM_S, GMM_W, MU};
+    use mrsampler_research::{GMM_MEANS, GMM_S, GMM_W, MU};
     let mut oracle = GmmOracle::new(
         GMM_W.to_vec(),
         GMM_MEANS.iter().map(|m| m.to_vec()).collect(),
@@ -185,7 +182,7 @@ fn params_of(grid: &[f64], t_max: f64, t_min: f64) -> Vec<f64> {
 struct Cost<'a> {
     schedule: Arc<dyn Schedule>,
     problems: &'a [Problem],
-    solver: Solver,
+    solver: Candidate,
     m: usize,
 }
 
@@ -228,7 +225,7 @@ impl CostFunction for Cost<'_> {
 
 struct Args {
     steps: Vec<usize>,
-    solver: Solver,
+    solver: Candidate,
     solver_name: String,
     problems: usize,
     samples: usize,
@@ -239,7 +236,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
         steps: (3..=10).collect(),
-        solver: Solver {
+        solver: Candidate {
             order: 3,
             unic: true,
         },
@@ -270,7 +267,7 @@ fn parse_args() -> Result<Args, String> {
             "--solver" => {
                 let v = value()?;
                 a.solver =
-                    Solver::parse(&v).ok_or("--solver: ode2, ode3, ode2-unic or ode3-unic")?;
+                    Candidate::parse(&v).ok_or("--solver: ode2, ode3, ode2-unic or ode3-unic")?;
                 a.solver_name = v;
             }
             "--problems" => a.problems = value()?.parse().map_err(|_| "bad --problems")?,

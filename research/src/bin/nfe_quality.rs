@@ -2,7 +2,7 @@
 //! eps = 0.005, max_sigma = 50).
 //!
 //! ```text
-//! cargo run --release --example nfe_quality -- [--quick] [--json] [--oracle gaussian|gmm|both]
+//! cargo run --release -p mrsampler-research --bin nfe_quality -- [--quick] [--json] [--oracle gaussian|gmm|both]
 //!                                               [--samples N] [--threads N] [options below]
 //! ```
 //!
@@ -30,7 +30,8 @@
 //! * `--order-rule lower-order-final|full|step-ratio-R`: the order rule;
 //! * `--corrector`: the UniC corrector (data-form ODE rows);
 //! * `--prior-correction`: the prior mean correction (data-form rows);
-//! * `--singlestep`: singlestep ODE rows (`Stepping`; an `s` after the order in their names);
+//! * `--singlestep`: singlestep ODE rows (`Solver::OdeSinglestep`; an `s` after the order in
+//!   their names);
 //! * `--midpoint`: the midpoint second-order form (`SecondOrder`);
 //! * `--grid NAME|custom:t0,t1,…` (repeatable): the grids, instead of the standard four.
 //!
@@ -40,27 +41,23 @@
 use std::sync::Arc;
 
 use mrsampler::oracle::{GaussianOracle, GmmOracle, gaussian_output_law};
-use mrsampler::schedule::{IrSdeSchedule, Mode, Schedule, TimeGrid};
-use mrsampler::solver::{SecondOrder, SolverType};
+use mrsampler::schedule::{IrSdeSchedule, Schedule, TimeGrid};
 use mrsampler::{
-    AdaptiveSampler, Baseline, BaselineSampler, EmbeddedPair, MrSampler, Parameterization, Sampler,
-    SamplerTensor, SeededNoise, Stepping,
+    AdaptiveSampler, Baseline, BaselineSampler, EmbeddedPair, Mode, MrSampler, OdeMultistep,
+    Parameterization, Sampler, SamplerTensor, SdeMultistep, SecondOrder, SeededNoise, Solver,
 };
 use ndarray::{ArrayD, IxDyn};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
 
-#[path = "common/bench_laws.rs"]
-mod bench_laws;
-use bench_laws::{GAUSS_C, GAUSS_M, GMM_MEANS, GMM_S, GMM_W, MU};
+use mrsampler_research::{GAUSS_C, GAUSS_M, GMM_MEANS, GMM_S, GMM_W, MU};
 
 #[derive(Clone, Debug)]
 enum Spec {
     Mrs {
         mode: Mode,
-        solver: SolverType,
-        order: usize,
+        solver: Solver,
         param: Parameterization,
         grid: TimeGrid,
     },
@@ -76,15 +73,12 @@ impl Spec {
             Spec::Mrs {
                 mode,
                 solver,
-                order,
                 param,
                 grid,
             } => format!(
-                "mrs-{}{order}{}-{}-{}-{}",
-                match solver {
-                    SolverType::Ode => "ode",
-                    SolverType::Sde => "sde",
-                },
+                "mrs-{}{}{}-{}-{}-{}",
+                if solver.is_stochastic() { "sde" } else { "ode" },
+                solver.order(),
                 if singlestep(*mode, *solver) { "s" } else { "" },
                 match param {
                     Parameterization::Data => "data",
@@ -151,8 +145,40 @@ static PRIOR_CORRECTION: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 /// Whether exact-mode ODE rows use singlestep updates (`--singlestep`).
 static SINGLESTEP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 
-fn singlestep(mode: Mode, solver: SolverType) -> bool {
-    SINGLESTEP.get().copied().unwrap_or(false) && mode == Mode::Exact && solver == SolverType::Ode
+fn singlestep(mode: Mode, solver: Solver) -> bool {
+    SINGLESTEP.get().copied().unwrap_or(false) && mode == Mode::Exact && !solver.is_stochastic()
+}
+
+/// The row's solver with the command line's knobs, each where it applies: exact mode for the
+/// order rule, the midpoint form (orders ≥ 2) and singlestep; the corrector for the data-form
+/// multistep ODE.
+fn configured(mode: Mode, solver: Solver, param: Parameterization) -> Solver {
+    let exact = mode == Mode::Exact;
+    let order = solver.order();
+    let order_rule = ORDER_RULE.get().copied().filter(|_| exact);
+    let second_order = if MIDPOINT.get().copied().unwrap_or(false) && exact && order > 1 {
+        SecondOrder::Midpoint
+    } else {
+        SecondOrder::Taylor
+    };
+    if solver.is_stochastic() {
+        return Solver::Sde(SdeMultistep {
+            order,
+            second_order,
+            order_rule,
+        });
+    }
+    if singlestep(mode, solver) {
+        return Solver::ode_singlestep(order);
+    }
+    Solver::Ode(OdeMultistep {
+        second_order,
+        corrector: CORRECTOR.get().copied().unwrap_or(false)
+            && exact
+            && param == Parameterization::Data,
+        order_rule,
+        ..OdeMultistep::new(order)
+    })
 }
 
 /// Whether exact-mode MR Sampler rows use the midpoint second-order form (`--midpoint`).
@@ -166,43 +192,31 @@ fn build(spec: &Spec, schedule: &Arc<dyn Schedule>, nfe: usize) -> Result<Built,
         Spec::Mrs {
             mode,
             solver,
-            order,
             param,
             grid,
         } => Built::Mrs(
-            MrSampler::with_schedule(schedule.clone(), nfe)?
-                .with_mode(*mode)
-                .with_solver(*solver, *order)?
-                .with_parameterization(*param)
+            MrSampler::from_arc(schedule.clone(), nfe)?
+                .with_mode(*mode)?
+                .with_parameterization(*param)?
+                .with_solver(configured(*mode, *solver, *param))?
                 .with_grid(grid.clone())?
-                .with_order_rule(ORDER_RULE.get().copied().unwrap_or_default())?
-                .with_corrector(
-                    CORRECTOR.get().copied().unwrap_or(false)
-                        && *mode == Mode::Exact
-                        && *solver == SolverType::Ode
-                        && *param == Parameterization::Data,
-                )
                 .with_prior_correction(
                     PRIOR_CORRECTION.get().copied().unwrap_or(false)
                         && *mode == Mode::Exact
                         && *param == Parameterization::Data,
-                )
-                .with_stepping(if singlestep(*mode, *solver) {
-                    Stepping::Singlestep
-                } else {
-                    Stepping::Multistep
-                })
-                .with_second_order(
-                    if MIDPOINT.get().copied().unwrap_or(false) && *mode == Mode::Exact {
-                        SecondOrder::Midpoint
-                    } else {
-                        SecondOrder::Taylor
-                    },
-                )
-                .with_output_clip(None)?,
+                )?,
         ),
         Spec::Base { mode, kind } => Built::Base(
-            BaselineSampler::with_schedule(schedule.clone(), *kind, nfe)?.with_mode(*mode),
+            // The reference's unit steps at K < T are its defect, shown as such.
+            match mode {
+                Mode::Reference
+                    if matches!(kind, Baseline::Posterior | Baseline::EulerMaruyama) =>
+                {
+                    BaselineSampler::from_arc(schedule.clone(), *kind, nfe)?
+                        .with_reference_unit_steps(true)?
+                }
+                _ => BaselineSampler::from_arc(schedule.clone(), *kind, nfe)?.with_mode(*mode)?,
+            },
         ),
     })
 }
@@ -436,18 +450,17 @@ fn specs(quick: bool) -> Vec<Spec> {
     };
     for &mode in modes {
         for grid in &grids {
-            for (solver, order) in [
-                (SolverType::Ode, 1),
-                (SolverType::Ode, 2),
-                (SolverType::Ode, 3),
-                (SolverType::Sde, 1),
-                (SolverType::Sde, 2),
+            for solver in [
+                Solver::ode(1),
+                Solver::ode(2),
+                Solver::ode(3),
+                Solver::sde(1),
+                Solver::sde(2),
             ] {
                 for param in [Parameterization::Data, Parameterization::Noise] {
                     v.push(Spec::Mrs {
                         mode,
                         solver,
-                        order,
                         param,
                         grid: grid.clone(),
                     });
@@ -522,7 +535,7 @@ fn parse_args() -> Result<Args, String> {
                             .collect::<Result<_, _>>()
                             .map_err(|_| "bad custom grid time")?,
                     ),
-                    None => TimeGrid::from_name(&v, 7.0, 0.0, None).map_err(|e| e.to_string())?,
+                    None => v.parse::<TimeGrid>().map_err(|e| e.to_string())?,
                 };
                 grids.push(g);
             }
@@ -752,15 +765,14 @@ fn order_rules(schedule: &Arc<dyn Schedule>) {
                 let errs: Vec<Option<f64>> = nfes
                     .iter()
                     .map(|&n| {
-                        let s = MrSampler::with_schedule(schedule.clone(), n)
+                        let s = MrSampler::from_arc(schedule.clone(), n)
                             .ok()?
-                            .with_solver(SolverType::Ode, order)
+                            .with_solver(OdeMultistep {
+                                order_rule: Some(rule),
+                                ..OdeMultistep::new(order)
+                            })
                             .ok()?
                             .with_grid(grid.clone())
-                            .ok()?
-                            .with_order_rule(rule)
-                            .ok()?
-                            .with_output_clip(None)
                             .ok()?;
                         let oracle = GaussianOracle::new(
                             GAUSS_M.to_vec(),
@@ -877,14 +889,13 @@ fn adaptive_table(
     for (name, pair, param, pc) in configs {
         let mut points: Vec<(f64, f64)> = Vec::new();
         for tol in tols {
-            let sampler = AdaptiveSampler::with_schedule(schedule.clone())
+            let sampler = AdaptiveSampler::from_arc(schedule.clone())
                 .and_then(|s| s.with_tolerance(tol, tol))
-                .and_then(|s| s.with_output_clip(None))
                 .and_then(|s| s.with_initial_step(h_init))
-                .expect("valid settings")
-                .with_pair(pair)
-                .with_parameterization(param)
-                .with_prior_correction(pc);
+                .and_then(|s| s.with_pair(pair))
+                .and_then(|s| s.with_parameterization(param))
+                .and_then(|s| s.with_prior_correction(pc))
+                .expect("valid settings");
             let mu = ArrayD::from_shape_fn(IxDyn(&[samples, 4]), |i| MU[i[1]]);
             let mut noise = SeededNoise::new(7);
             let out = match bench {
@@ -977,12 +988,11 @@ type Trace = Vec<(f64, Vec<f64>)>;
 fn curvature(schedule: &Arc<dyn Schedule>) {
     let n = 4000;
     let steps = 600;
-    let sampler = MrSampler::with_schedule(schedule.clone(), steps)
-        .and_then(|s| s.with_solver(SolverType::Ode, 3))
+    let sampler = MrSampler::from_arc(schedule.clone(), steps)
+        .and_then(|s| s.with_solver(Solver::ode(3)))
         .and_then(|s| s.with_grid(TimeGrid::UniformLambda))
-        .and_then(|s| s.with_output_clip(None))
-        .expect("valid settings")
-        .with_prior_correction(true);
+        .and_then(|s| s.with_prior_correction(true))
+        .expect("valid settings");
     let mu = ArrayD::from_shape_fn(IxDyn(&[n, 4]), |i| MU[i[1]]);
     let profile = |name: &str, model: &mut dyn FnMut(&mut Trace)| {
         let mut rec: Trace = Vec::new();
