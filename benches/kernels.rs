@@ -46,7 +46,7 @@ fn lincomb(c: &mut Criterion) {
     g.bench_function("fused_6_streams", |b| {
         b.iter(|| {
             let terms: Vec<(f64, &ArrayD<f32>)> = ts.iter().map(|t| (0.3, t)).collect();
-            x.lincomb_assign(0.9, &terms, par).unwrap();
+            x.linear_combination(Some(0.9), &terms, par).unwrap();
         })
     });
     // Same byte count as a copy: 3.5 buffers read, 3.5 written ≈ 7 tensor passes.

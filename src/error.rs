@@ -68,6 +68,32 @@ pub enum Error {
         found: Vec<usize>,
     },
 
+    /// μ's rank is not the one the network takes.
+    #[error(
+        "the network takes rank-{expected} tensors (batch axis first) but μ has shape {found:?}; \
+         add the missing batch axis (e.g. reshape (C, H, W) to (1, C, H, W))"
+    )]
+    RankMismatch {
+        /// The rank the network takes ([`ScoreModel::input_rank`](crate::ScoreModel::input_rank)).
+        expected: usize,
+        /// μ's shape.
+        found: Vec<usize>,
+    },
+
+    /// A tensor's element type differs from μ's.
+    #[error(
+        "element type mismatch for {what}: μ is {expected}, found {found}; convert it to μ's \
+         type before sampling"
+    )]
+    DTypeMismatch {
+        /// Which tensor (`start state`, `noise`).
+        what: &'static str,
+        /// μ's element type.
+        expected: &'static str,
+        /// The tensor's element type.
+        found: &'static str,
+    },
+
     /// A tensor holds NaN or ±∞.
     #[error(
         "non-finite value (NaN or ±inf) in {what} at step {step} (t = {time}); \

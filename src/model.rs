@@ -10,6 +10,12 @@ use crate::param::FitTarget;
 /// that is the (possibly fractional) index, exactly what IR-SDE / DA-CLIP networks take. It
 /// returns the quantity it was trained on, declared by [`fit_target`](Self::fit_target).
 ///
+/// **Shapes.** `x` and `μ` have the same shape, batch axis first, e.g.
+/// `(batch, channels, height, width)` for an image network, and the output has it too (the
+/// samplers check that). A network that only takes one rank says so with
+/// [`input_rank`](Self::input_rank), and the samplers then refuse a μ of another rank before
+/// the first evaluation (a `(3, H, W)` image without its batch axis, say).
+///
 /// Extra conditioning (text or image embeddings) lives in the implementing type.
 pub trait ScoreModel<T> {
     /// What the network predicts.
@@ -17,6 +23,12 @@ pub trait ScoreModel<T> {
 
     /// One network evaluation.
     fn predict(&mut self, x: &T, mu: &T, t: f64) -> Result<T, ModelError>;
+
+    /// The rank of the tensors the network takes, when it takes only one (4 for an image
+    /// network). Default `None`: any rank.
+    fn input_rank(&self) -> Option<usize> {
+        None
+    }
 }
 
 impl<T, M: ScoreModel<T> + ?Sized> ScoreModel<T> for &mut M {
@@ -25,6 +37,9 @@ impl<T, M: ScoreModel<T> + ?Sized> ScoreModel<T> for &mut M {
     }
     fn predict(&mut self, x: &T, mu: &T, t: f64) -> Result<T, ModelError> {
         (**self).predict(x, mu, t)
+    }
+    fn input_rank(&self) -> Option<usize> {
+        (**self).input_rank()
     }
 }
 

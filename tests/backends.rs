@@ -128,13 +128,19 @@ macro_rules! backend_suite {
                 }
             }
 
-            /// The same Philox noise gives the same SDE run as the ndarray f64 backend.
+            /// The same Philox noise gives the same SDE run as a reference on the ndarray f64
+            /// backend taken through other code paths: the Philox draws replayed from the host
+            /// (`ReplayNoise`) and μ and the start state in a strided (non-contiguous) layout,
+            /// which the fused kernel does not take (so even the ndarray f64 suite compares two
+            /// different computations).
             #[test]
             fn sde_with_philox_matches_ndarray() {
                 use mrsampler::Solver;
                 use mrsampler::oracle::GaussianOracle;
                 use mrsampler::schedule::IrSdeSchedule;
-                use mrsampler::{MrSampler, PhiloxNoise, Sampler};
+                use mrsampler::{
+                    MrSampler, NoiseSource, Parallelism, PhiloxNoise, ReplayNoise, Sampler,
+                };
                 let proto = $proto;
                 let tol = $tol.unwrap_or(1e-12);
                 let s = MrSampler::new(IrSdeSchedule::da_clip(), 10)
@@ -148,9 +154,29 @@ macro_rules! backend_suite {
                         .unwrap()
                 };
                 let nd = {
-                    let m = ndarray::ArrayD::from_shape_vec(vec![2, 12], mu.clone()).unwrap();
-                    let x = ndarray::ArrayD::from_shape_vec(vec![2, 12], start.clone()).unwrap();
-                    s.sample(&mut oracle(), &m, Some(x), &mut PhiloxNoise::new(5))
+                    // A (2, 12) array stored column-major: the transpose of a (12, 2) one.
+                    let strided = |v: &[f64]| {
+                        let data: Vec<f64> = (0..24).map(|k| v[(k % 2) * 12 + k / 2]).collect();
+                        let a = ndarray::Array2::from_shape_vec((12, 2), data)
+                            .unwrap()
+                            .reversed_axes()
+                            .into_dyn();
+                        assert!(!a.is_standard_layout());
+                        a
+                    };
+                    let mut philox = PhiloxNoise::new(5);
+                    let draws: Vec<Vec<f64>> = (0..10)
+                        .map(|_| {
+                            let mut d = ndarray::ArrayD::<f64>::zeros(vec![2, 12]);
+                            philox
+                                .fill_standard_normal(&mut d, Parallelism::Sequential)
+                                .unwrap();
+                            d.iter().copied().collect()
+                        })
+                        .collect();
+                    let (m, x) = (strided(&mu), strided(&start));
+                    assert_eq!(m[[1, 3]], mu[15]);
+                    s.sample(&mut oracle(), &m, Some(x), &mut ReplayNoise::new(draws))
                         .unwrap()
                         .x
                         .to_host_f64()
@@ -214,3 +240,29 @@ backend_suite!(
     true,
     Some(F32_TOL)
 );
+
+/// A start state of another element type than μ is refused at the sampler's door.
+#[cfg(feature = "candle")]
+#[test]
+fn start_state_dtype_must_match_mu() {
+    use candle_core::{DType, Device, Tensor};
+    use mrsampler::schedule::IrSdeSchedule;
+    use mrsampler::{Error, FitTarget, MrSampler, NoNoise, Sampler};
+    let mu = Tensor::zeros((1, 3, 4, 4), DType::F32, &Device::Cpu).unwrap();
+    let x = Tensor::zeros((1, 3, 4, 4), DType::F64, &Device::Cpu).unwrap();
+    let s = MrSampler::new(IrSdeSchedule::da_clip(), 4).unwrap();
+    let e = s
+        .start(FitTarget::Noise, &mu, Some(x), &mut NoNoise)
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::DTypeMismatch {
+                what: "start state",
+                expected: "f32",
+                found: "f64"
+            }
+        ),
+        "{e}"
+    );
+}

@@ -2,12 +2,10 @@
 
 use std::sync::Arc;
 
-use mrsampler::Mode;
-use mrsampler::Solver;
 use mrsampler::schedule::{IrSdeSchedule, Schedule, ThetaSchedule, TimeGrid};
 use mrsampler::{
-    Baseline, BaselineSampler, Error, FitTarget, FnModel, ModelError, MrSampler, ReplayNoise,
-    Sampler, SeededNoise, Thresholding,
+    Baseline, BaselineSampler, Error, FitTarget, FnModel, Mode, ModelError, MrSampler, NoNoise,
+    ReplayNoise, Sampler, ScoreModel, SeededNoise, Solver, Thresholding,
 };
 use ndarray::{ArrayD, IxDyn};
 
@@ -545,4 +543,55 @@ fn step_api_misuse() {
         Err(Error::StepOrder { .. })
     ));
     assert!(run.data_prediction(&mu()).is_err());
+}
+
+/// A network that declares its rank gets μ checked against it before the first evaluation.
+#[test]
+fn rank_is_checked_at_the_door() {
+    struct Image;
+    impl ScoreModel<ArrayD<f64>> for Image {
+        fn fit_target(&self) -> FitTarget {
+            FitTarget::Noise
+        }
+        fn predict(
+            &mut self,
+            _: &ArrayD<f64>,
+            _: &ArrayD<f64>,
+            _: f64,
+        ) -> Result<ArrayD<f64>, mrsampler::ModelError> {
+            panic!("must not be called with a μ of the wrong rank")
+        }
+        fn input_rank(&self) -> Option<usize> {
+            Some(4)
+        }
+    }
+    let chw = ArrayD::<f64>::zeros(IxDyn(&[3, 4, 4]));
+    let e = sampler()
+        .sample(&mut Image, &chw, None, &mut SeededNoise::new(0))
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::RankMismatch { expected: 4, found } if found == &[3, 4, 4]),
+        "{e}"
+    );
+    assert!(e.to_string().contains("batch axis"), "{e}");
+}
+
+/// ODE passes given a start state draw nothing: `NoNoise` will do, and says so when a pass
+/// does need noise.
+#[test]
+fn ode_with_a_start_state_needs_no_noise() {
+    let x = mu().mapv(|v| v + 0.05);
+    let out = sampler()
+        .sample(&mut zero_noise(), &mu(), Some(x), &mut NoNoise)
+        .unwrap();
+    assert_eq!(out.stats.nfe, 5);
+    let e = sampler()
+        .sample(&mut zero_noise(), &mu(), None, &mut NoNoise)
+        .unwrap_err();
+    assert!(matches!(e, Error::NoiseExhausted { .. }), "{e}");
+    let sde = sampler().with_solver(Solver::sde(2)).unwrap();
+    let e = sde
+        .sample(&mut zero_noise(), &mu(), Some(mu()), &mut NoNoise)
+        .unwrap_err();
+    assert!(matches!(e, Error::NoiseExhausted { .. }), "{e}");
 }

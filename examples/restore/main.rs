@@ -27,7 +27,7 @@ use mrsampler::Solver;
 use mrsampler::schedule::{IrSdeSchedule, Schedule};
 use mrsampler::{
     Baseline, BaselineSampler, FitTarget, ModelError, MrSampler, NoiseSource, Parallelism,
-    Parameterization, PhiloxNoise, Sample, Sampler, SamplerTensor, ScoreModel,
+    Parameterization, PhiloxNoise, Sample, Sampler, ScoreModel,
 };
 
 const NOISE_SIGMA: f64 = 25.0 / 255.0;
@@ -229,11 +229,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut rng = PhiloxNoise::new(args.seed);
     let mut n = clean.clone();
     rng.fill_standard_normal(&mut n, Parallelism::default())?;
-    let mu = Tensor::lincomb(&[(1.0, &clean), (NOISE_SIGMA, &n)], Parallelism::default())?;
+    let mu =
+        mrsampler::tensor::lincomb(&[(1.0, &clean), (NOISE_SIGMA, &n)], Parallelism::default())?;
     let mut z = clean.clone();
     rng.fill_standard_normal(&mut z, Parallelism::default())?;
     let sigma_start = IrSdeSchedule::da_clip().sigma(100.0);
-    let x_start = Tensor::lincomb(&[(1.0, &mu), (sigma_start, &z)], Parallelism::default())?;
+    let x_start =
+        mrsampler::tensor::lincomb(&[(1.0, &mu), (sigma_start, &z)], Parallelism::default())?;
 
     if args.ablation {
         return ablation(&mut net, &clean, &mu, &x_start, args.seed);

@@ -331,6 +331,10 @@ macro_rules! score_model {
             ) -> std::result::Result<Tensor, ModelError> {
                 predict_as_input(self.dtype(), x, mu, t, |x, mu, t| self.forward(x, mu, t))
             }
+
+            fn input_rank(&self) -> Option<usize> {
+                Some(4)
+            }
         }
     };
 }

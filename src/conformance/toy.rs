@@ -35,6 +35,6 @@ impl<T: SamplerTensor> ScoreModel<T> for ToyModel {
             .zip(&ms)
             .map(|(&xv, &mv)| 0.9 * (0.7 * xv).tanh() + shift + 0.1 * mv)
             .collect();
-        Ok(x.new_from_host(&x.shape(), &out)?)
+        Ok(x.new_from_host(&crate::tensor::shape(x), &out)?)
     }
 }

@@ -146,7 +146,7 @@ impl<T: SamplerTensor> ScoreModel<T> for GaussianOracle {
     }
 
     fn predict(&mut self, x: &T, mu: &T, t: f64) -> std::result::Result<T, ModelError> {
-        let shape = x.shape();
+        let shape = crate::tensor::shape(x);
         let (_, d) = batch_split(&shape, self.m.len())?;
         let xs = x.to_host_f64()?;
         let ms = mu.to_host_f64()?;

@@ -249,7 +249,7 @@ impl<T: SamplerTensor> ScoreModel<T> for GmmOracle {
     }
 
     fn predict(&mut self, x: &T, mu: &T, t: f64) -> std::result::Result<T, ModelError> {
-        let shape = x.shape();
+        let shape = crate::tensor::shape(x);
         let (b, d) = batch_split(&shape, self.event_size())?;
         let xs = x.to_host_f64()?;
         let ms = mu.to_host_f64()?;

@@ -125,7 +125,7 @@ pub trait Sampler {
     fn prior_state<T: SamplerTensor>(&self, mu: &T, z: &T) -> Result<T> {
         let plan = self.plan(FitTarget::Data)?;
         crate::sampler::run::check_input("noise", mu, z)?;
-        T::lincomb(&[(1.0, mu), (plan.prior_std, z)], plan.parallelism)
+        crate::tensor::lincomb(&[(1.0, mu), (plan.prior_std, z)], plan.parallelism)
     }
 
     /// Runs a whole pass with `model`.
@@ -148,7 +148,8 @@ pub trait Sampler {
         x_start: T,
         noise: &mut N,
     ) -> Result<Sample<T>> {
-        let mu = T::lincomb(&[(0.0, &x_start)], crate::tensor::Parallelism::Sequential)?;
+        let mu =
+            crate::tensor::lincomb(&[(0.0, &x_start)], crate::tensor::Parallelism::Sequential)?;
         self.sample(model, &mu, Some(x_start), noise)
     }
 
@@ -161,6 +162,15 @@ pub trait Sampler {
         noise: &mut N,
         observer: &mut O,
     ) -> Result<Sample<T>> {
+        if let Some(rank) = model.input_rank() {
+            let found = crate::tensor::shape(mu);
+            if found.len() != rank {
+                return Err(Error::RankMismatch {
+                    expected: rank,
+                    found,
+                });
+            }
+        }
         let mut run = self.start(model.fit_target(), mu, x_start, noise)?;
         while let Some(p) = run.pending() {
             let net = model

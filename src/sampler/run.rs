@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::param::Affine;
 use crate::plan::{Plan, PlannedStep, Target, Update};
 use crate::solver::StepCoeffs;
-use crate::tensor::{NoiseSource, Parallelism, SamplerTensor, check_same_shape};
+use crate::tensor::{FusedStep, NoiseSource, Parallelism, SamplerTensor, check_same_shape};
 
 /// Statistics of a finished (or running) pass.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -124,7 +124,7 @@ impl<T: SamplerTensor> Run<T> {
         x_start: Option<T>,
         noise: &mut N,
     ) -> Result<Self> {
-        let shape = mu.shape();
+        let shape = crate::tensor::shape(mu);
         let t0 = plan.timesteps.first().copied().unwrap_or(f64::NAN);
         let (x, z) = start_state(mu, x_start, plan.prior_std, t0, noise, plan.parallelism)?;
         let stats = Stats {
@@ -253,7 +253,8 @@ impl<T: SamplerTensor> Run<T> {
                 let mut terms = Terms::new(net);
                 terms.push(convert.net, net);
                 terms.push(convert.mu, &self.mu);
-                self.x.lincomb_assign(convert.x, terms.as_slice(), par)?;
+                self.x
+                    .linear_combination(Some(convert.x), terms.as_slice(), par)?;
                 if threshold {
                     let (ratio, floor, max) = self.plan.thresholding;
                     self.x.threshold_per_sample(ratio, floor, max, par)?;
@@ -313,17 +314,15 @@ impl<T: SamplerTensor> Run<T> {
         let (front, older) = self.history.split_first_mut().expect("history has a slot");
         let mut terms = Terms::new(&self.mu);
         push_terms(&mut terms, &coeffs, older, &self.mu, self.z.as_ref(), None);
-        T::convert_and_step(
-            &mut self.x,
-            front,
+        let step = FusedStep {
             net,
-            &self.mu,
-            [conv.net, conv.x, conv.mu],
-            coeffs.x,
-            coeffs.q[0],
-            terms.as_slice(),
-            self.plan.parallelism,
-        )
+            mu: &self.mu,
+            convert: [conv.net, conv.x, conv.mu],
+            keep: coeffs.x,
+            q_weight: coeffs.q[0],
+            terms: terms.as_slice(),
+        };
+        self.x.convert_and_step(front, step, self.plan.parallelism)
     }
 
     /// Applies a linear update to the stored outputs: into the state, or into a stage buffer
@@ -344,9 +343,11 @@ impl<T: SamplerTensor> Run<T> {
         match stage_out.as_mut() {
             Some(out) => {
                 all.push(coeffs.x, &self.x);
-                out.lincomb_into(all.as_slice(), par)?;
+                out.linear_combination(None, all.as_slice(), par)?;
             }
-            None => self.x.lincomb_assign(coeffs.x, all.as_slice(), par)?,
+            None => self
+                .x
+                .linear_combination(Some(coeffs.x), all.as_slice(), par)?,
         }
         if let Some(out) = stage_out {
             let previous = self.stage.replace(out);
@@ -373,7 +374,7 @@ impl<T: SamplerTensor> Run<T> {
             terms.push(c.x, &self.x);
             terms.push(c.q[0], front);
             push_terms(&mut terms, c, older, &self.mu, None, None);
-            T::lincomb(terms.as_slice(), par)
+            crate::tensor::lincomb(terms.as_slice(), par)
         };
         let x_high = solution(&high)?;
         let x_low = solution(&low)?;
@@ -481,7 +482,7 @@ pub(crate) fn start_state<T: SamplerTensor, N: NoiseSource<T>>(
             time: t0,
         });
     }
-    if mu.shape().is_empty() {
+    if mu.layout().shape.is_empty() {
         return Err(Error::ShapeMismatch {
             what: "mu (a scalar has no batch axis; tensors are (batch, …))",
             expected: vec![1],
@@ -504,7 +505,7 @@ pub(crate) fn start_state<T: SamplerTensor, N: NoiseSource<T>>(
             let mut draw = mu.clone();
             noise.fill_standard_normal(&mut draw, par)?;
             check_input("noise", mu, &draw)?;
-            let x = T::lincomb(&[(1.0, mu), (prior_std, &draw)], par)?;
+            let x = crate::tensor::lincomb(&[(1.0, mu), (prior_std, &draw)], par)?;
             Ok((x, Some(draw)))
         }
     }
@@ -538,7 +539,7 @@ fn push_terms<'a, T>(
 fn error_norm<T: SamplerTensor>(high: &T, low: &T, prev: &T, rtol: f64, atol: f64) -> Result<f64> {
     let (a, b, c) = (high.to_host_f64()?, low.to_host_f64()?, prev.to_host_f64()?);
     let n = a.len();
-    let batch = high.shape().first().copied().unwrap_or(1).max(1);
+    let batch = crate::tensor::batch_size(high).max(1);
     let per = (n / batch).max(1);
     let mut worst: f64 = 0.0;
     for k in 0..batch {
@@ -557,9 +558,17 @@ fn error_norm<T: SamplerTensor>(high: &T, low: &T, prev: &T, rtol: f64, atol: f6
     Ok(worst)
 }
 
-/// Checks that `x` (the start state, a noise draw) has μ's shape.
+/// Checks that `x` (the start state, a noise draw) has μ's shape and element type.
 pub(crate) fn check_input<T: SamplerTensor>(what: &'static str, mu: &T, x: &T) -> Result<()> {
-    check_same_shape(what, &mu.shape(), x)
+    let (m, l) = (mu.layout(), x.layout());
+    if m.dtype != l.dtype {
+        return Err(Error::DTypeMismatch {
+            what,
+            expected: m.dtype,
+            found: l.dtype,
+        });
+    }
+    check_same_shape(what, &m.shape, x)
 }
 
 /// `out ← a.net·net + a.x·x + a.mu·μ`, skipping zero weights.
@@ -575,5 +584,5 @@ fn convert_into<T: SamplerTensor>(
     terms.push(a.net, net);
     terms.push(a.x, x);
     terms.push(a.mu, mu);
-    out.lincomb_into(terms.as_slice(), par)
+    out.linear_combination(None, terms.as_slice(), par)
 }

@@ -8,7 +8,9 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, ElementConversion, Tensor, TensorData};
 
-use super::{NoiseSource, Parallelism, PhiloxNoise, SamplerTensor, quantile_positions};
+use std::borrow::Cow;
+
+use super::{Layout, NoiseSource, Parallelism, PhiloxNoise, SamplerTensor, quantile_positions};
 use crate::error::{Error, Result};
 
 fn check_shapes<B: Backend, const D: usize>(
@@ -45,6 +47,18 @@ fn combine<B: Backend, const D: usize>(
     })
 }
 
+/// The name of a burn float dtype.
+fn dtype_name(d: burn::tensor::DType) -> &'static str {
+    use burn::tensor::DType;
+    match d {
+        DType::F64 => "f64",
+        DType::F32 | DType::Flex32 => "f32",
+        DType::F16 => "f16",
+        DType::BF16 => "bf16",
+        _ => "other",
+    }
+}
+
 fn data_error(e: burn::tensor::DataError) -> Error {
     Error::Backend {
         source: format!("burn tensor data: {e:?}").into(),
@@ -52,21 +66,24 @@ fn data_error(e: burn::tensor::DataError) -> Error {
 }
 
 impl<B: Backend, const D: usize> SamplerTensor for Tensor<B, D> {
-    fn shape(&self) -> Vec<usize> {
-        self.dims().to_vec()
+    fn layout(&self) -> Layout<'_> {
+        Layout {
+            shape: Cow::Owned(self.dims().to_vec()),
+            dtype: dtype_name(self.dtype()),
+        }
     }
 
-    fn lincomb(terms: &[(f64, &Self)], _: Parallelism) -> Result<Self> {
-        let (_, first) = terms.first().ok_or(Error::StepOrder {
-            what: "lincomb called with no terms",
-        })?;
-        check_shapes(&first.dims(), terms)?;
-        combine(None, terms)
-    }
-
-    fn lincomb_assign(&mut self, a: f64, terms: &[(f64, &Self)], _: Parallelism) -> Result<()> {
+    fn linear_combination(
+        &mut self,
+        keep: Option<f64>,
+        terms: &[(f64, &Self)],
+        _: Parallelism,
+    ) -> Result<()> {
         check_shapes(&self.dims(), terms)?;
-        *self = combine(Some((a, &*self)), terms)?;
+        *self = match (keep, terms.is_empty()) {
+            (None, true) => self.zeros_like(),
+            (keep, _) => combine(keep.map(|a| (a, &*self)), terms)?,
+        };
         Ok(())
     }
 

@@ -8,7 +8,9 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use super::{NoiseSource, Parallelism, PhiloxNoise, SamplerTensor, quantile_positions};
+use std::borrow::Cow;
+
+use super::{Layout, NoiseSource, Parallelism, PhiloxNoise, SamplerTensor, quantile_positions};
 use crate::error::{Error, Result};
 
 fn backend(e: candle_core::Error) -> Error {
@@ -71,25 +73,24 @@ fn combine(base: Option<(f64, &Tensor)>, terms: &[(f64, &Tensor)], dtype: DType)
 }
 
 impl SamplerTensor for Tensor {
-    fn shape(&self) -> Vec<usize> {
-        self.dims().to_vec()
+    fn layout(&self) -> Layout<'_> {
+        Layout {
+            shape: Cow::Borrowed(self.dims()),
+            dtype: self.dtype().as_str(),
+        }
     }
 
-    fn has_shape(&self, shape: &[usize]) -> bool {
-        self.dims() == shape
-    }
-
-    fn lincomb(terms: &[(f64, &Self)], _: Parallelism) -> Result<Self> {
-        let (_, first) = terms.first().ok_or(Error::StepOrder {
-            what: "lincomb called with no terms",
-        })?;
-        check_shapes(first.dims(), terms)?;
-        combine(None, terms, first.dtype())
-    }
-
-    fn lincomb_assign(&mut self, a: f64, terms: &[(f64, &Self)], _: Parallelism) -> Result<()> {
+    fn linear_combination(
+        &mut self,
+        keep: Option<f64>,
+        terms: &[(f64, &Self)],
+        _: Parallelism,
+    ) -> Result<()> {
         check_shapes(self.dims(), terms)?;
-        *self = combine(Some((a, &*self)), terms, self.dtype())?;
+        *self = match (keep, terms.is_empty()) {
+            (None, true) => self.zeros_like().map_err(backend)?,
+            (keep, _) => combine(keep.map(|a| (a, &*self)), terms, self.dtype())?,
+        };
         Ok(())
     }
 

@@ -1,9 +1,9 @@
 //! The tensor interface the solvers need, its ndarray implementation, and noise sources.
 //!
 //! Every solver step is "a handful of `f64` coefficients, then one fused linear combination
-//! of a few tensors". A backend therefore implements only [`SamplerTensor`]: the fused
-//! combination (allocating, overwriting and accumulating), per-sample dynamic thresholding,
-//! clamping, a finiteness check, shape queries and a host round-trip. The ndarray backend runs
+//! of a few tensors". A backend therefore implements only [`SamplerTensor`]'s eight methods:
+//! its layout, the linear combination (overwriting or accumulating), the fused step,
+//! per-sample dynamic thresholding, clamping, a finiteness check and a host round-trip. The ndarray backend runs
 //! these as SIMD kernels (runtime-dispatched, scalar fallback) split across threads.
 
 #[cfg(feature = "burn")]
@@ -20,9 +20,10 @@ mod philox;
 pub use burn_impl::BurnRandn;
 #[cfg(feature = "candle")]
 pub use candle_impl::CandleNoise;
-pub use ndarray_impl::NdElement;
 pub use noise::{NoNoise, NoiseSource, PhiloxNoise, ReplayNoise, SeededNoise};
 pub use philox::philox4x32_10;
+
+use std::borrow::Cow;
 
 use crate::error::{Error, Result};
 
@@ -67,62 +68,66 @@ impl Parallelism {
     }
 }
 
+/// A tensor's shape and element type, as the samplers check them at their door.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout<'a> {
+    /// The dimensions, batch axis first.
+    pub shape: Cow<'a, [usize]>,
+    /// The element type's name (`"f32"`, `"f64"`, `"bf16"`, …).
+    pub dtype: &'static str,
+}
+
+/// One fused sampler step (`docs/math.md` §8): the network output `net` is converted into the
+/// stored output `q ← convert[0]·net + convert[1]·x + convert[2]·μ`, then the state is updated
+/// in place, `x ← keep·x + q_weight·q + Σ cᵢ·tᵢ`.
+#[derive(Debug, Clone, Copy)]
+pub struct FusedStep<'a, T> {
+    /// The raw network output.
+    pub net: &'a T,
+    /// The mean `μ`.
+    pub mu: &'a T,
+    /// The conversion's weights on `net`, `x` and `μ`.
+    pub convert: [f64; 3],
+    /// The weight of the current state.
+    pub keep: f64,
+    /// The weight of the converted output.
+    pub q_weight: f64,
+    /// The other terms: earlier outputs, `μ`, the noise draw.
+    pub terms: &'a [(f64, &'a T)],
+}
+
 /// A tensor type the samplers can step. The first axis is the batch axis.
 ///
-/// Coefficients are `f64`; implementations cast them to the element type inside the kernel.
-/// Only [`lincomb`](Self::lincomb), [`lincomb_assign`](Self::lincomb_assign) and the
-/// non-arithmetic methods are required; the rest have correct (slower) defaults.
+/// Eight methods: coefficients are `f64` and implementations cast them to the element type
+/// inside the kernel. [`convert_and_step`](Self::convert_and_step) has a correct (two-pass)
+/// default; every other method is required. Shape helpers are the free functions [`shape`],
+/// [`numel`] and [`batch_size`]; an allocating combination is [`lincomb`].
 pub trait SamplerTensor: Clone + Send + Sync + std::fmt::Debug + Sized {
-    /// Full shape, batch first.
-    fn shape(&self) -> Vec<usize>;
+    /// Shape and element type.
+    fn layout(&self) -> Layout<'_>;
 
-    /// Whether the tensor has exactly `shape` (override to avoid allocating).
-    fn has_shape(&self, shape: &[usize]) -> bool {
-        self.shape() == shape
-    }
-
-    /// Number of samples (the size of the first axis; 1 for a 0-d tensor).
-    fn batch_size(&self) -> usize {
-        self.shape().first().copied().unwrap_or(1)
-    }
-
-    /// Total number of elements.
-    fn numel(&self) -> usize {
-        self.shape().iter().product()
-    }
-
-    /// `Σ cᵢ·tᵢ` as a new tensor. `terms` is non-empty and all tensors have one shape
-    /// ([`Error::ShapeMismatch`] otherwise).
-    fn lincomb(terms: &[(f64, &Self)], par: Parallelism) -> Result<Self>;
-
-    /// `self ← Σ cᵢ·tᵢ`, reusing `self`'s storage (its old values are not read).
-    fn lincomb_into(&mut self, terms: &[(f64, &Self)], par: Parallelism) -> Result<()> {
-        *self = Self::lincomb(terms, par)?;
-        Ok(())
-    }
-
-    /// `self ← a·self + Σ cᵢ·tᵢ`, in place.
-    fn lincomb_assign(&mut self, a: f64, terms: &[(f64, &Self)], par: Parallelism) -> Result<()>;
-
-    /// One fused solver step: `q ← c₀·net + c₁·x + c₂·μ` (the output conversion), then
-    /// `x ← a·x + b·q + Σ cᵢ·tᵢ`. A backend may do both in one pass over memory.
-    #[allow(clippy::too_many_arguments)]
-    fn convert_and_step(
-        x: &mut Self,
-        q: &mut Self,
-        net: &Self,
-        mu: &Self,
-        convert: [f64; 3],
-        a: f64,
-        b: f64,
+    /// `self ← keep·self + Σ cᵢ·tᵢ`; with `keep = None` self is overwritten and its old
+    /// values are never read (so a NaN there does not leak). Errors on a shape mismatch.
+    fn linear_combination(
+        &mut self,
+        keep: Option<f64>,
         terms: &[(f64, &Self)],
         par: Parallelism,
+    ) -> Result<()>;
+
+    /// One fused step on the state `self` and the stored-output buffer `q` (see
+    /// [`FusedStep`]). Backends override it to do both in one pass over memory.
+    fn convert_and_step(
+        &mut self,
+        q: &mut Self,
+        step: FusedStep<'_, Self>,
+        par: Parallelism,
     ) -> Result<()> {
-        convert_then_step(x, q, net, mu, convert, a, b, terms, par)
+        convert_then_step(self, q, step, par)
     }
 
-    /// Dynamic thresholding per batch element (spec §3.5): `s = quantile(|x|, ratio)` with
-    /// linear interpolation, clamped to `[floor, max]`, then `x ← clamp(x, −s, s)/s`.
+    /// Dynamic thresholding per sample (`docs/math.md` §6.2): `s = quantile(|x|, ratio)` over
+    /// each sample, clamped to `[floor, max]`, then `x ← clamp(x, −s, s)/s`.
     fn threshold_per_sample(
         &mut self,
         ratio: f64,
@@ -131,41 +136,58 @@ pub trait SamplerTensor: Clone + Send + Sync + std::fmt::Debug + Sized {
         par: Parallelism,
     ) -> Result<()>;
 
-    /// Elementwise clamp into `[lo, hi]`, as a new tensor.
+    /// Elementwise clamp to `[lo, hi]` (NaN stays NaN).
     fn clamp(&self, lo: f64, hi: f64) -> Result<Self>;
 
-    /// True when no element is NaN or ±∞.
+    /// Whether every element is finite.
     fn all_finite(&self, par: Parallelism) -> Result<bool>;
 
-    /// All elements in row-major order, as `f64`.
+    /// The elements, widened to `f64`, in row-major order.
     fn to_host_f64(&self) -> Result<Vec<f64>>;
 
-    /// A tensor with `self`'s element type and device holding `data` (row-major) in `shape`.
+    /// A tensor of `shape` holding `data` (row-major), on `self`'s device and dtype.
     fn new_from_host(&self, shape: &[usize], data: &[f64]) -> Result<Self>;
+}
+
+/// The shape of `x`.
+pub fn shape<T: SamplerTensor>(x: &T) -> Vec<usize> {
+    x.layout().shape.into_owned()
+}
+
+/// The number of elements of `x`.
+pub fn numel<T: SamplerTensor>(x: &T) -> usize {
+    x.layout().shape.iter().product()
+}
+
+/// The batch size of `x` (its first axis; 1 for a scalar).
+pub fn batch_size<T: SamplerTensor>(x: &T) -> usize {
+    x.layout().shape.first().copied().unwrap_or(1)
+}
+
+/// `Σ cᵢ·tᵢ` as a new tensor (shaped like the first term).
+pub fn lincomb<T: SamplerTensor>(terms: &[(f64, &T)], par: Parallelism) -> Result<T> {
+    let (_, first) = terms.first().ok_or(Error::StepOrder {
+        what: "lincomb called with no terms",
+    })?;
+    let mut out = (*first).clone();
+    out.linear_combination(None, terms, par)?;
+    Ok(out)
 }
 
 /// The two-pass form of [`SamplerTensor::convert_and_step`]: the conversion into `q`, then
 /// the update of `x` (the default, and the fallback of backends that fuse).
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn convert_then_step<T: SamplerTensor>(
     x: &mut T,
     q: &mut T,
-    net: &T,
-    mu: &T,
-    convert: [f64; 3],
-    a: f64,
-    b: f64,
-    terms: &[(f64, &T)],
+    step: FusedStep<'_, T>,
     par: Parallelism,
 ) -> Result<()> {
-    q.lincomb_into(
-        &[(convert[0], net), (convert[1], &*x), (convert[2], mu)],
-        par,
-    )?;
-    let mut all: Vec<(f64, &T)> = Vec::with_capacity(terms.len() + 1);
-    all.push((b, &*q));
-    all.extend_from_slice(terms);
-    x.lincomb_assign(a, &all, par)
+    let c = step.convert;
+    q.linear_combination(None, &[(c[0], step.net), (c[1], &*x), (c[2], step.mu)], par)?;
+    let mut all: Vec<(f64, &T)> = Vec::with_capacity(step.terms.len() + 1);
+    all.push((step.q_weight, &*q));
+    all.extend_from_slice(step.terms);
+    x.linear_combination(Some(step.keep), &all, par)
 }
 
 /// Positions of the linear-interpolation quantile of `n` sorted values at `ratio`
@@ -183,11 +205,12 @@ pub(crate) fn check_same_shape<T: SamplerTensor>(
     expected: &[usize],
     found: &T,
 ) -> Result<()> {
-    if !found.has_shape(expected) {
+    let layout = found.layout();
+    if *layout.shape != *expected {
         return Err(Error::ShapeMismatch {
             what,
             expected: expected.to_vec(),
-            found: found.shape(),
+            found: layout.shape.into_owned(),
         });
     }
     Ok(())

@@ -9,15 +9,21 @@ use ndarray::{Array, Dimension, IxDyn};
 use num_traits::{Float, FromPrimitive, ToPrimitive};
 use rayon::prelude::*;
 
+use std::borrow::Cow;
+
 use super::{
-    Parallelism, SamplerTensor, check_same_shape, convert_then_step, kernels, quantile_positions,
+    FusedStep, Layout, Parallelism, SamplerTensor, check_same_shape, convert_then_step, kernels,
+    quantile_positions,
 };
 use crate::error::{Error, Result};
 
-/// Element types of the ndarray backend (`f32`, `f64`).
+/// Element types of the ndarray backend (`f32`, `f64`). Sealed: the trait is public only
+/// inside this private module, so no other crate can name or implement it.
 pub trait NdElement:
     Float + FromPrimitive + ToPrimitive + Send + Sync + std::fmt::Debug + 'static
 {
+    /// The element type's name.
+    const NAME: &'static str;
     /// Rounds an `f64` to this type.
     fn from_f64_lossy(v: f64) -> Self;
     /// Widens to `f64`.
@@ -28,6 +34,7 @@ pub trait NdElement:
 }
 
 impl NdElement for f32 {
+    const NAME: &'static str = "f32";
     #[inline]
     fn from_f64_lossy(v: f64) -> Self {
         v as f32
@@ -42,6 +49,7 @@ impl NdElement for f32 {
 }
 
 impl NdElement for f64 {
+    const NAME: &'static str = "f64";
     #[inline]
     fn from_f64_lossy(v: f64) -> Self {
         v
@@ -104,78 +112,53 @@ thread_local! {
     static SCRATCH: RefCell<Vec<f64>> = const { RefCell::new(Vec::new()) };
 }
 
+/// The ndarray backend for `f32` and `f64` elements (`NdElement` is sealed: it carries the
+/// kernels' element-specific parts).
 impl<E: NdElement, D: Dimension> SamplerTensor for Array<E, D> {
-    fn shape(&self) -> Vec<usize> {
-        Array::shape(self).to_vec()
+    fn layout(&self) -> Layout<'_> {
+        Layout {
+            shape: Cow::Borrowed(Array::shape(self)),
+            dtype: E::NAME,
+        }
     }
 
-    fn has_shape(&self, shape: &[usize]) -> bool {
-        Array::shape(self) == shape
-    }
-
-    fn batch_size(&self) -> usize {
-        Array::shape(self).first().copied().unwrap_or(1)
-    }
-
-    fn numel(&self) -> usize {
-        self.len()
-    }
-
-    fn lincomb(terms: &[(f64, &Self)], par: Parallelism) -> Result<Self> {
-        let (_, first) = terms.first().ok_or(Error::StepOrder {
-            what: "lincomb called with no terms",
-        })?;
-        let mut out = Array::zeros(first.raw_dim());
-        out.lincomb_into(terms, par)?;
-        Ok(out)
-    }
-
-    fn lincomb_into(&mut self, terms: &[(f64, &Self)], par: Parallelism) -> Result<()> {
+    fn linear_combination(
+        &mut self,
+        keep: Option<f64>,
+        terms: &[(f64, &Self)],
+        par: Parallelism,
+    ) -> Result<()> {
         let shape = self.raw_dim();
         check_terms(shape.slice(), terms)?;
         make_standard(self);
         let out = self.as_slice_mut().expect("standard layout");
-        with_slices(terms, |t| kernels::lincomb(out, None, t, par));
-        Ok(())
-    }
-
-    fn lincomb_assign(&mut self, a: f64, terms: &[(f64, &Self)], par: Parallelism) -> Result<()> {
-        let shape = self.raw_dim();
-        check_terms(shape.slice(), terms)?;
-        make_standard(self);
-        let out = self.as_slice_mut().expect("standard layout");
-        with_slices(terms, |t| kernels::lincomb(out, Some(a), t, par));
+        with_slices(terms, |t| kernels::lincomb(out, keep, t, par));
         Ok(())
     }
 
     fn convert_and_step(
-        x: &mut Self,
+        &mut self,
         q: &mut Self,
-        net: &Self,
-        mu: &Self,
-        convert: [f64; 3],
-        a: f64,
-        b: f64,
-        terms: &[(f64, &Self)],
+        step: FusedStep<'_, Self>,
         par: Parallelism,
     ) -> Result<()> {
-        let shape = x.raw_dim();
-        check_terms(shape.slice(), terms)?;
-        for t in [&*q, net, mu] {
+        let shape = self.raw_dim();
+        check_terms(shape.slice(), step.terms)?;
+        for t in [&*q, step.net, step.mu] {
             check_same_shape("linear-combination operand", shape.slice(), t)?;
         }
-        make_standard(x);
+        make_standard(self);
         make_standard(q);
-        let fused = match (net.as_slice(), mu.as_slice()) {
-            (Some(net_s), Some(mu_s)) => with_slices(terms, |t| {
+        let fused = match (step.net.as_slice(), step.mu.as_slice()) {
+            (Some(net_s), Some(mu_s)) => with_slices(step.terms, |t| {
                 kernels::convert_and_step(
-                    x.as_slice_mut().expect("standard layout"),
+                    self.as_slice_mut().expect("standard layout"),
                     q.as_slice_mut().expect("standard layout"),
                     net_s,
                     mu_s,
-                    convert,
-                    a,
-                    b,
+                    step.convert,
+                    step.keep,
+                    step.q_weight,
                     t,
                     par,
                 )
@@ -183,7 +166,7 @@ impl<E: NdElement, D: Dimension> SamplerTensor for Array<E, D> {
             _ => false,
         };
         if !fused {
-            convert_then_step(x, q, net, mu, convert, a, b, terms, par)?;
+            convert_then_step(self, q, step, par)?;
         }
         Ok(())
     }
@@ -196,7 +179,7 @@ impl<E: NdElement, D: Dimension> SamplerTensor for Array<E, D> {
         par: Parallelism,
     ) -> Result<()> {
         make_standard(self);
-        let batch = SamplerTensor::batch_size(self).max(1);
+        let batch = Array::shape(self).first().copied().unwrap_or(1).max(1);
         let data = self.as_slice_mut().expect("standard layout");
         if data.is_empty() {
             return Ok(());
@@ -281,10 +264,10 @@ mod tests {
     fn lincomb_matches_elementwise_formula() {
         let a = array![[1.0f64, 2.0], [3.0, 4.0]].into_dyn();
         let b = array![[0.5f64, -1.0], [2.0, 0.0]].into_dyn();
-        let c = ArrayD::lincomb(&[(2.0, &a), (-3.0, &b)], SEQ).unwrap();
+        let c = crate::tensor::lincomb(&[(2.0, &a), (-3.0, &b)], SEQ).unwrap();
         assert_eq!(c, array![[0.5, 7.0], [0.0, 8.0]].into_dyn());
         let mut d = a.clone();
-        d.lincomb_assign(0.5, &[(1.0, &b)], SEQ).unwrap();
+        d.linear_combination(Some(0.5), &[(1.0, &b)], SEQ).unwrap();
         assert_eq!(d, array![[1.0, 0.0], [3.5, 2.0]].into_dyn());
     }
 
@@ -293,7 +276,7 @@ mod tests {
         let a = ArrayD::<f64>::zeros(IxDyn(&[2, 3]));
         let b = ArrayD::<f64>::zeros(IxDyn(&[3, 2]));
         assert!(matches!(
-            ArrayD::lincomb(&[(1.0, &a), (1.0, &b)], SEQ),
+            crate::tensor::lincomb(&[(1.0, &a), (1.0, &b)], SEQ),
             Err(Error::ShapeMismatch { .. })
         ));
     }
@@ -303,16 +286,23 @@ mod tests {
         let a = array![[1.0f32, 2.0], [3.0, 4.0]];
         let t = a.t().to_owned(); // standard layout copy
         let tv = a.clone().reversed_axes(); // Fortran layout, not standard
-        let r1 = Array::lincomb(&[(1.0, &t), (1.0, &t)], SEQ).unwrap();
-        let r2 = Array::lincomb(&[(1.0, &tv), (1.0, &tv)], SEQ).unwrap();
+        let r1 = crate::tensor::lincomb(&[(1.0, &t), (1.0, &t)], SEQ).unwrap();
+        let r2 = crate::tensor::lincomb(&[(1.0, &tv), (1.0, &tv)], SEQ).unwrap();
         assert_eq!(
             r1.iter().copied().collect::<Vec<_>>(),
             r2.iter().copied().collect::<Vec<_>>()
         );
         let mut x = tv.clone();
         let mut q = tv.clone();
-        Array::convert_and_step(&mut x, &mut q, &tv, &t, [1.0, 0.0, 0.0], 1.0, 1.0, &[], SEQ)
-            .unwrap();
+        let step = FusedStep {
+            net: &tv,
+            mu: &t,
+            convert: [1.0, 0.0, 0.0],
+            keep: 1.0,
+            q_weight: 1.0,
+            terms: &[],
+        };
+        x.convert_and_step(&mut q, step, SEQ).unwrap();
         assert_eq!(
             x.iter().copied().collect::<Vec<_>>(),
             r2.iter().copied().collect::<Vec<_>>()
@@ -353,7 +343,7 @@ mod tests {
         ) {
             let ta = ArrayD::from_shape_vec(IxDyn(&[2, 3]), a.clone()).unwrap();
             let tb = ArrayD::from_shape_vec(IxDyn(&[2, 3]), b.clone()).unwrap();
-            let r = ArrayD::lincomb(&[(c1, &ta), (c2, &tb)], SEQ).unwrap();
+            let r = crate::tensor::lincomb(&[(c1, &ta), (c2, &tb)], SEQ).unwrap();
             for i in 0..6 {
                 let w = c1 * a[i] + c2 * b[i];
                 prop_assert!((r.as_slice().unwrap()[i] - w).abs() <= 1e-14 * (1.0 + w.abs()));

@@ -55,7 +55,7 @@ impl SeededNoise {
 
 impl<T: SamplerTensor> NoiseSource<T> for SeededNoise {
     fn fill_standard_normal(&mut self, out: &mut T, _: Parallelism) -> Result<()> {
-        let shape = out.shape();
+        let shape = super::shape(out);
         let n: usize = shape.iter().product();
         let data: Vec<f64> = (0..n)
             .map(|_| StandardNormal.sample(&mut self.rng))
@@ -93,7 +93,7 @@ impl<T: SamplerTensor> NoiseSource<T> for ReplayNoise {
             needed: self.next + 1,
             available: self.draws.len(),
         })?;
-        let shape = out.shape();
+        let shape = super::shape(out);
         let n: usize = shape.iter().product();
         if draw.len() != n {
             return Err(Error::ShapeMismatch {
@@ -215,7 +215,7 @@ impl<E: NdElement, D: Dimension> NoiseSource<Array<E, D>> for PhiloxNoise {
         if !out.is_standard_layout() {
             *out = out.as_standard_layout().into_owned();
         }
-        let batch = SamplerTensor::batch_size(out);
+        let batch = super::batch_size(out);
         self.fill_slice(out.as_slice_mut().expect("standard layout"), batch, par)
     }
 }
