@@ -1,4 +1,4 @@
-//! Parameterizations and their exact converters (spec §2).
+//! Parameterizations and their exact converters (`docs/math.md` §2).
 //!
 //! Every quantity below is consistent with `x = α x₀ + (1 − α) μ + σ ε`:
 //! noise `ε`, data `x₀`, velocity `v = α σ∞ ε − (σ/σ∞)(x₀ − μ)` and score `s = −ε/σ`.
@@ -39,7 +39,7 @@ impl FromStr for FitTarget {
     }
 }
 
-/// The quantity the solver integrates (spec §3.1).
+/// The quantity the solver integrates (`docs/math.md` §4.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Parameterization {
     /// Data prediction `x̂₀` (DPM-Solver++ form): stable at few steps (default).
@@ -85,7 +85,7 @@ impl Affine {
 }
 
 /// The converter from a network trained on `fit` to the solver quantity `to`, at a time with
-/// mean weight `alpha`, std `sigma` and stationary std `sigma_inf` (table of spec §2).
+/// mean weight `alpha`, std `sigma` and stationary std `sigma_inf` (table of `docs/math.md` §2).
 ///
 /// ```
 /// use mrsampler::param::{convert_coefficients, FitTarget, Parameterization};

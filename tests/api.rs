@@ -291,7 +291,7 @@ fn thresholding_bounds_data_predictions() {
 }
 
 /// Strided baselines converge to the same law as the MR Sampler on the Gaussian oracle; the
-/// reference posterior sampler with K = 10 barely leaves the prior (spec §4.3, §5.1).
+/// reference posterior sampler with K = 10 barely leaves the prior (`docs/math.md` §6.1, §6.2).
 #[test]
 fn baselines_strided_vs_reference() {
     let sch = IrSdeSchedule::da_clip();

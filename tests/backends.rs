@@ -72,7 +72,7 @@ macro_rules! backend_suite {
                 assert_eq!(replay_all(&$proto, $flatten, $tol), 144);
             }
 
-            /// Exact mode reproduces a point mass on every grid and order (spec §7.3), on this
+            /// Exact mode reproduces a point mass on every grid and order (`docs/math.md` §9.3), on this
             /// backend.
             #[test]
             fn point_mass_is_exact() {

@@ -1,5 +1,5 @@
-//! Global convergence order of the exact-mode ODE solvers on a smooth problem (spec §7.9,
-//! §9.2.2), with a user-defined continuous MR schedule and the Gaussian oracle.
+//! Global convergence order of the exact-mode ODE solvers on a smooth problem (`docs/math.md` §9.9,
+//! §4.2), with a user-defined continuous MR schedule and the Gaussian oracle.
 
 use std::sync::Arc;
 

@@ -1,4 +1,4 @@
-//! Golden values and identities of spec §7 (numbers from the specification, not from this
+//! Golden values and identities of `docs/math.md` §9 (numbers from an independent computation, not from this
 //! crate).
 
 use std::sync::Arc;
@@ -19,7 +19,7 @@ fn arr(v: &[f64]) -> ArrayD<f64> {
     ArrayD::from_shape_vec(IxDyn(&[1, v.len()]), v.to_vec()).unwrap()
 }
 
-/// Spec §7.7: Gaussian data N(0.7, 0.1²), μ = 0.3, reference mode, outputs before the clip.
+/// `docs/math.md` §9.7: Gaussian data N(0.7, 0.1²), μ = 0.3, reference mode, outputs before the clip.
 fn gaussian_run(
     grid: TimeGrid,
     m: usize,
@@ -146,7 +146,7 @@ fn gaussian_golden_outputs() {
     );
 }
 
-/// Spec §7.7: the exact PF-ODE endpoint at τ = 0.
+/// `docs/math.md` §9.7: the exact PF-ODE endpoint at τ = 0.
 #[test]
 fn gaussian_exact_endpoint() {
     let sch: Arc<dyn Schedule> = Arc::new(IrSdeSchedule::da_clip());
@@ -162,7 +162,7 @@ fn gaussian_exact_endpoint() {
     }
 }
 
-/// Spec §7.3: a point mass is reproduced to machine precision by every exact-mode ODE
+/// `docs/math.md` §9.3: a point mass is reproduced to machine precision by every exact-mode ODE
 /// step; the reference's λ interpolation costs ≈3.1e-3 (data) on linear-lambda M = 10.
 #[test]
 fn point_mass_exactness() {
@@ -246,7 +246,7 @@ fn point_mass_exactness() {
     }
 }
 
-/// Spec §7.4: on an integer grid the order-1 data and noise steps coincide (DDIM identity).
+/// `docs/math.md` §9.4: on an integer grid the order-1 data and noise steps coincide (DDIM identity).
 #[test]
 fn ddim_identity() {
     for mode in [Mode::Exact, Mode::Reference] {
@@ -282,7 +282,7 @@ fn ddim_identity() {
     }
 }
 
-/// Spec §7.6: shifting x, μ and the data by c shifts the output by c (clip and thresholding
+/// `docs/math.md` §9.6: shifting x, μ and the data by c shifts the output by c (clip and thresholding
 /// off), for every solver, with the same noise.
 #[test]
 fn affine_equivariance() {
@@ -328,7 +328,7 @@ fn affine_equivariance() {
     }
 }
 
-/// Spec §7.10: the network sees τ_0 … τ_{M−1}, never τ_M, and exactly M times.
+/// `docs/math.md` §9.10: the network sees τ_0 … τ_{M−1}, never τ_M, and exactly M times.
 #[test]
 fn network_sees_grid_times_except_the_last() {
     for grid in [
@@ -359,7 +359,7 @@ fn network_sees_grid_times_except_the_last() {
     }
 }
 
-/// Spec §7.11: the prior has mean μ and std σ∞ (reference) or σ(τ_0) (exact).
+/// `docs/math.md` §9.11: the prior has mean μ and std σ∞ (reference) or σ(τ_0) (exact).
 #[test]
 fn prior_moments() {
     let n = 20000;

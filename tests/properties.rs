@@ -82,7 +82,7 @@ fn schedule_monotone_and_invertible() {
 }
 
 /// Exact mode: a point mass is reproduced to ≤ 1e-13 (relative to max(1, |x|)) on every named
-/// grid, every ODE order, data and noise form, any step count (spec §7.3).
+/// grid, every ODE order, data and noise form, any step count (`docs/math.md` §9.3).
 #[test]
 fn point_mass_exact_on_every_grid() {
     let grids = [
@@ -248,7 +248,7 @@ fn sde_weak_convergence_of_mean_and_variance() {
 }
 
 /// Reference and exact modes agree on integer grids up to the documented differences: on
-/// linspace with M ≥ 15 and order ≤ 2 they take the same steps (spec §9).
+/// linspace with M ≥ 15 and order ≤ 2 they take the same steps (`docs/math.md` §7).
 #[test]
 fn modes_agree_where_they_should() {
     let m = 20;

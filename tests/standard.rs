@@ -51,7 +51,7 @@ fn every_solver_converges_on_vp_and_ve() {
         ] {
             for param in [Parameterization::Data, Parameterization::Noise] {
                 if solver.is_stochastic() && param == Parameterization::Noise {
-                    continue; // the noise-form SDE needs many steps (spec §7.9); covered below
+                    continue; // the noise-form SDE needs many steps (`docs/math.md` §9.9); covered below
                 }
                 let err = |nfe: usize| {
                     let s = MrSampler::from_arc(sch.clone(), nfe)

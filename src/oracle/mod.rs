@@ -5,7 +5,7 @@
 //! error against them is pure discretization error. They predict data (`x̂₀`) and evaluate
 //! `α(t)`, `σ(t)` through the schedule view they are given, normally
 //! [`MrSampler::model_schedule`](crate::MrSampler::model_schedule), so in reference mode they
-//! see the same interpolated coefficients as the sampler (spec §7.7).
+//! see the same interpolated coefficients as the sampler (`docs/math.md` §9.7).
 //!
 //! They work on every backend through the host round-trip of
 //! [`SamplerTensor`](crate::SamplerTensor).
@@ -21,7 +21,7 @@ pub use propagate::{GaussianLaw, Start, gaussian_output_law, gaussian_output_law
 use crate::error::{Error, ModelError, Result};
 use crate::param::FitTarget;
 
-/// Expresses an exact data prediction `x0` at state `x` as the quantity `fit` (spec §2):
+/// Expresses an exact data prediction `x0` at state `x` as the quantity `fit` (`docs/math.md` §2):
 /// noise `ε = (x − μ − α(x̂₀ − μ))/σ`, velocity `α σ∞ ε − (σ/σ∞)(x̂₀ − μ)`, score `−ε/σ`.
 pub fn express(
     fit: FitTarget,

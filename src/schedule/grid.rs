@@ -1,4 +1,4 @@
-//! Sampling time grids (spec §3.2 and §9.2.5).
+//! Sampling time grids (`docs/math.md` §3 and §3.3).
 
 use std::str::FromStr;
 
@@ -6,7 +6,7 @@ use super::Schedule;
 use crate::error::{Error, Result};
 use crate::sampler::Mode;
 
-/// How the `M + 1` sampling times `τ_0 > … > τ_M` are placed (spec §3.2).
+/// How the `M + 1` sampling times `τ_0 > … > τ_M` are placed (`docs/math.md` §3).
 ///
 /// Times are in the schedule's own units; "index" below means those units for an IR-SDE
 /// schedule. `t_max` is the schedule's end after `lambda_min` clipping.
@@ -126,7 +126,7 @@ fn linspace(a: f64, b: f64, n: usize) -> Vec<f64> {
         .collect()
 }
 
-/// Builds the grid `τ_0 > … > τ_M` for `steps = M` (spec §3.2; exact-mode rules §9.2.5).
+/// Builds the grid `τ_0 > … > τ_M` for `steps = M` (`docs/math.md` §3; exact-mode rules §3.3).
 ///
 /// `schedule` is the view the sampler integrates with ([`ReferenceInterp`] in reference
 /// mode). Grids must be strictly decreasing in both modes; exact-mode grids must also have
@@ -336,7 +336,7 @@ mod tests {
         }
     }
 
-    /// Spec §7.2 golden grids.
+    /// `docs/math.md` §9.2 golden grids.
     #[test]
     fn golden_grids_reference() {
         let s = reference();

@@ -1,4 +1,4 @@
-//! The reference implementation's view of a discrete schedule (spec §3.2, §9.1).
+//! The reference implementation's view of a discrete schedule (`docs/math.md` §1.4, §7.1).
 
 use std::sync::Arc;
 
@@ -28,7 +28,7 @@ pub(crate) fn interpolate(x: f64, xp: &[f64], yp: &[f64]) -> f64 {
 /// `λ̃(t)` are each interpolated piecewise-linearly between integer indices, independently.
 ///
 /// At non-integer `t` this makes `λ̃ ≠ ln(α̃/σ̃)`, which is the parity quirk that reference
-/// mode reproduces (spec §3.7 item 2). Models evaluated "at the sampler's own α, σ" in
+/// mode reproduces (`docs/math.md` §1.4). Models evaluated "at the sampler's own α, σ" in
 /// reference mode (the [`oracle`](crate::oracle) models) should use this view.
 #[derive(Debug, Clone)]
 pub struct ReferenceInterp {
@@ -116,7 +116,7 @@ mod tests {
         assert_eq!(interpolate(3.0, &xp, &yp), 7.0);
     }
 
-    /// Spec §7.2: α̃ and σ̃ on the linear-lambda M = 10 grid.
+    /// `docs/math.md` §9.2: α̃ and σ̃ on the linear-lambda M = 10 grid.
     #[test]
     fn golden_interpolated_coefficients() {
         let s = ReferenceInterp::new(Arc::new(IrSdeSchedule::da_clip())).unwrap();

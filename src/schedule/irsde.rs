@@ -1,4 +1,4 @@
-//! The IR-SDE / DA-CLIP discrete schedule (spec §1.2) and its continuous-time view (§9.2.1).
+//! The IR-SDE / DA-CLIP discrete schedule and its continuous-time view (`docs/math.md` §1.3).
 
 use std::f64::consts::PI;
 use std::str::FromStr;
@@ -34,7 +34,7 @@ impl FromStr for ThetaSchedule {
     }
 }
 
-/// Where the cumulative sum `Θ_i` starts (spec §3.7 item 1).
+/// Where the cumulative sum `Θ_i` starts (`docs/math.md` §1.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum CumulativeFrom {
     /// `Θ_i = Σ_{j≤i} θ_j`: the MR Sampler convention, `σ_0 > 0` (default).
@@ -369,7 +369,7 @@ mod tests {
         IrSdeSchedule::da_clip()
     }
 
-    /// Spec §7.1 golden values.
+    /// `docs/math.md` §9.1 golden values.
     #[test]
     fn golden_schedule_constants() {
         let s = da_clip();

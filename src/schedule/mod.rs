@@ -3,14 +3,14 @@
 //! An MR process `dx = θ(t)(μ − x)dt + g(t)dw` with `g² = 2σ∞²θ` has the Gaussian marginal
 //! `x_t = α_t x₀ + (1 − α_t)μ + σ_t ε` with `α_t = exp(−∫₀ᵗθ)` and
 //! `σ_t = σ∞·sqrt(1 − α_t²)`; the solvers work in the half log-SNR `λ_t = ln(α_t/σ_t)`
-//! (spec §1.1). A [`Schedule`] provides these functions in its own time units; nothing in
+//! (`docs/math.md` §1.1). A [`Schedule`] provides these functions in its own time units; nothing in
 //! this module touches tensors.
 //!
 //! * [`IrSdeSchedule`]: the discrete IR-SDE / DA-CLIP schedule (cosine, linear or constant θ),
-//!   seen as the continuous MR process with piecewise-constant θ (exact mode, spec §9.2.1).
+//!   seen as the continuous MR process with piecewise-constant θ (exact mode, `docs/math.md` §1.3).
 //! * [`ReferenceInterp`]: the reference implementation's view of the same schedule, with
-//!   α, σ and λ interpolated independently between integer indices (spec §3.2).
-//! * [`TimeGrid`]: the sampling grids of spec §3.2 / §9.2.5.
+//!   α, σ and λ interpolated independently between integer indices (`docs/math.md` §1.4).
+//! * [`TimeGrid`]: the sampling grids of `docs/math.md` §3 / §3.3.
 
 mod grid;
 mod interp;
@@ -73,7 +73,7 @@ pub fn validate(schedule: &dyn Schedule) -> crate::Result<()> {
     Ok(())
 }
 
-/// Values of a discrete schedule at its integer indices `i = 0..=N` (spec §1.2).
+/// Values of a discrete schedule at its integer indices `i = 0..=N` (`docs/math.md` §1.3).
 ///
 /// Reference mode interpolates these arrays piecewise-linearly; exact mode never needs them.
 #[derive(Debug, Clone, PartialEq)]

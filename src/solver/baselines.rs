@@ -1,4 +1,4 @@
-//! Baseline samplers' per-step weights (spec §4, §9.2.7). All take the network's noise
+//! Baseline samplers' per-step weights (`docs/math.md` §6). All take the network's noise
 //! prediction `ε̂` as `q0`.
 
 use super::StepCoeffs;
@@ -24,7 +24,7 @@ pub(crate) fn euler_coefficients(
     }
 }
 
-/// Posterior-sampling step with the reference's arithmetic (spec §4.3): `A = e^{−θ_i dt}`,
+/// Posterior-sampling step with the reference's arithmetic (`docs/math.md` §6.2): `A = e^{−θ_i dt}`,
 /// `B = e^{−Θ_i dt}`, `C = e^{−Θ_{i−1} dt}`; `x̂₀ = μ + (x − μ − σ_i ε̂)·e^{Θ_i dt}`; std
 /// `exp(½ ln max(var, 1e−20·dt))·σ∞`.
 pub(crate) fn posterior_coefficients_reference(
@@ -46,7 +46,7 @@ pub(crate) fn posterior_coefficients_reference(
     posterior_affine(term1, term2, (cum_i * dt).exp(), sigma_i, std)
 }
 
-/// Strided posterior step from `s` to `t < s` (spec §9.2.7): `A = α(s)/α(t)`, `B = α(s)`,
+/// Strided posterior step from `s` to `t < s` (`docs/math.md` §6): `A = α(s)/α(t)`, `B = α(s)`,
 /// `C = α(t)`, with `1 − A²`, `1 − B²`, `1 − C²` from `expm1` of the rate integrals
 /// (`rate_ts = ∫_t^s θ`, `log_alpha_s = ln α(s)`, `log_alpha_t = ln α(t)`).
 pub(crate) fn posterior_coefficients_exact(
@@ -85,7 +85,7 @@ fn posterior_affine(term1: f64, term2: f64, inv_alpha: f64, sigma: f64, std: f64
 mod tests {
     use super::*;
 
-    /// Spec §7.12: with `B = A·C` the two forms agree; in the IR-SDE convention the variance
+    /// `docs/math.md` §9.12: with `B = A·C` the two forms agree; in the IR-SDE convention the variance
     /// vanishes at the last step and the mean is x̂₀.
     #[test]
     fn posterior_forms_agree_and_last_step_is_deterministic() {

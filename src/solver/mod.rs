@@ -1,4 +1,4 @@
-//! Per-step coefficients of every solver, in pure `f64` (spec §3.4, §4, §9.2).
+//! Per-step coefficients of every solver, in pure `f64` (`docs/math.md` §4.2, §6, §7.2).
 //!
 //! A step is always "one fused linear combination" of the current state `x_s`, the last few
 //! converted model outputs `q₀, q₁, q₂` (most recent first), the mean `μ`, an optional

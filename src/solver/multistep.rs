@@ -1,5 +1,5 @@
 //! MR Sampler multistep updates: ODE orders 1–3 and SDE orders 1–2, data and noise forms
-//! (spec §3.1, §3.4; exact-mode third order §9.2.2), with the Taylor ("heun") or the midpoint
+//! (`docs/math.md` §4.1–§4.3), with the Taylor ("heun") or the midpoint
 //! second-order coefficient.
 //!
 //! In `y = x − μ` the MR process is a VP-type process with the pair `(α_t, σ_t)`, so each
@@ -106,7 +106,7 @@ pub(crate) fn multistep_coefficients(
     let t = target;
     let h = t.lambda - s.lambda;
 
-    // Finite differences as weights on (q0, q1, q2): D1 and D2 (spec §3.4).
+    // Finite differences as weights on (q0, q1, q2): D1 and D2 (`docs/math.md` §4.2).
     let mut d1 = [0.0; 3];
     let mut d2 = [0.0; 3];
     if order >= 2 {
@@ -208,7 +208,7 @@ mod tests {
     use super::*;
     use approx::assert_relative_eq;
 
-    /// Spec §7.8: single steps with injected noise.
+    /// `docs/math.md` §9.8: single steps with injected noise.
     #[test]
     fn golden_single_steps() {
         let s = Node {
@@ -269,7 +269,7 @@ mod tests {
     }
 
     /// With consistent λ and a constant data prediction, every ODE order is the exact flow
-    /// (point-mass exactness, spec §7.3), and data/noise order 1 agree (spec §7.4).
+    /// (point-mass exactness, `docs/math.md` §9.3), and data/noise order 1 agree (`docs/math.md` §9.4).
     #[test]
     fn point_mass_is_exact_for_every_order() {
         let si = 0.2;
@@ -335,7 +335,7 @@ mod tests {
 
     /// The deterministic part of the SDE updates of order p integrates outputs that are
     /// polynomials of degree < p in λ exactly (checked against Gauss–Legendre quadrature of the
-    /// variation-of-constants integrals of spec §3.1), for the ODE and the SDE in both forms.
+    /// variation-of-constants integrals of `docs/math.md` §4.1), for the ODE and the SDE in both forms.
     /// The midpoint form is exact for constants only (its `D1` weight is a second-order
     /// approximation of the Taylor one; `tests/diffusers.rs` checks it against diffusers).
     #[test]

@@ -1,6 +1,6 @@
 //! Singlestep exponential-integrator updates for the MR probability-flow ODE, orders 1–3, data
 //! and noise forms (the DPM-Solver(++)-2S/3S family, Lu et al. 2022, applied in the μ-shifted
-//! frame `y = x − μ` of spec §3.1).
+//! frame `y = x − μ` of `docs/math.md` §4.1).
 //!
 //! A singlestep update of order `p` goes from `s` to `t` with `p` network evaluations: at `s`
 //! and at `p − 1` intermediate stages at the λ-fractions `r₁ < r₂` of `h = λ_t − λ_s`. Every

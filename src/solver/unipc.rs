@@ -1,6 +1,6 @@
 //! A UniC corrector for the MR Sampler, data form (Zhao et al., "UniPC: a unified
 //! predictor-corrector framework for fast sampling of diffusion models", 2023), applied in the
-//! μ-shifted frame `y = x − μ` (spec §3.1).
+//! μ-shifted frame `y = x − μ` (`docs/math.md` §4.1).
 //!
 //! After the network is evaluated at the predicted state `x_t`, its output `m_t` is used once
 //! more to recompute `x_t` from `x_s` with one extra point in the Taylor fit. The corrected state

@@ -6,7 +6,7 @@ use proptest::test_runner::{Config, RngSeed};
 
 /// A smooth continuous MR schedule written through the public trait: `λ(t) = 5 − t` on
 /// `t ∈ [0, 8]` (λ from 5 down to −3), `σ∞ = 0.2`, `α = 1/sqrt(1 + e^{−2λ}/σ∞²)`
-/// (spec §7.9).
+/// (`docs/math.md` §9.9).
 #[derive(Debug)]
 pub struct LinearLambda;
 
