@@ -84,17 +84,38 @@ impl Affine {
     };
 }
 
+impl FitTarget {
+    /// The converter from this network's output to the solver quantity `to` at time `t` of
+    /// `schedule` (table of `docs/math.md` §2): `q = c.net·output + c.x·x + c.mu·μ`.
+    ///
+    /// ```
+    /// use mrsampler::param::{FitTarget, Parameterization};
+    /// use mrsampler::schedule::{IrSdeSchedule, Schedule};
+    /// let sch = IrSdeSchedule::da_clip();
+    /// let (a, s) = (sch.alpha(40.0), sch.sigma(40.0));
+    /// let c = FitTarget::Noise.converter(Parameterization::Data, &sch, 40.0);
+    /// // x̂₀ = (x − (1 − α) μ − σ ε̂) / α
+    /// assert!((c.net + s / a).abs() < 1e-15 && (c.x - 1.0 / a).abs() < 1e-15);
+    /// ```
+    pub fn converter(
+        self,
+        to: Parameterization,
+        schedule: &dyn crate::schedule::Schedule,
+        t: f64,
+    ) -> Affine {
+        convert_coefficients(
+            self,
+            to,
+            schedule.alpha(t),
+            schedule.sigma(t),
+            schedule.sigma_inf(),
+        )
+    }
+}
+
 /// The converter from a network trained on `fit` to the solver quantity `to`, at a time with
 /// mean weight `alpha`, std `sigma` and stationary std `sigma_inf` (table of `docs/math.md` §2).
-///
-/// ```
-/// use mrsampler::param::{convert_coefficients, FitTarget, Parameterization};
-/// let (a, s, si) = (0.6, 0.15, 0.1875);
-/// let c = convert_coefficients(FitTarget::Noise, Parameterization::Data, a, s, si);
-/// // x̂₀ = (x − (1 − α) μ − σ ε̂) / α
-/// assert!((c.net + s / a).abs() < 1e-15 && (c.x - 1.0 / a).abs() < 1e-15);
-/// ```
-pub fn convert_coefficients(
+pub(crate) fn convert_coefficients(
     fit: FitTarget,
     to: Parameterization,
     alpha: f64,

@@ -425,7 +425,7 @@ fn invalid_thresholding() {
     ] {
         assert!(
             matches!(
-                Thresholding::with_bounds(ratio, floor, max),
+                Thresholding::bounded(ratio, floor, max),
                 Err(Error::InvalidSetting { .. })
             ),
             "{ratio} {floor} {max}"

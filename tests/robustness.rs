@@ -215,7 +215,7 @@ fn run(c: &Config) -> Result<Sample<ArrayD<f64>>, mrsampler::Error> {
         0..=2 => {
             let param = param(c);
             let thresholding = match c.threshold {
-                Some((r, f, m)) => Some(Thresholding::with_bounds(r, f, m)?),
+                Some((r, f, m)) => Some(Thresholding::bounded(r, f, m)?),
                 None => None,
             };
             // Spare seed bits pick singlestep updates and the second-order form.

@@ -436,13 +436,17 @@ fn parse_sampler(v: &Value, schedule: Arc<dyn Schedule>) -> Result<SamplerSpec, 
         },
     };
     let lambda_min = opt(s, p, "lambda_min", None, |v, k| f64_of(v, k).map(Some))?;
+    // The reference's Karras grids span the whole schedule whatever lambda_min says; the
+    // sampler refuses the pair, so the replay leaves lambda_min out for them.
+    let lambda_min =
+        lambda_min.filter(|_| !matches!(grid, TimeGrid::KarrasN { .. } | TimeGrid::KarrasT { .. }));
     let thresholding = opt(s, p, "thresholding", false, bool_of)?;
     let ratio = opt(s, p, "threshold_ratio", 0.995, f64_of)?;
     let tmax = opt(s, p, "threshold_max", 1.5, f64_of)?;
     let floor = opt(s, p, "threshold_floor", 1.0, f64_of)?;
     let denoise_last = opt(s, p, "denoise_last", false, bool_of)?;
     let thresholds = if thresholding {
-        Some(Thresholding::with_bounds(ratio, floor, tmax)?)
+        Some(Thresholding::bounded(ratio, floor, tmax)?)
     } else {
         None
     };
@@ -453,7 +457,6 @@ fn parse_sampler(v: &Value, schedule: Arc<dyn Schedule>) -> Result<SamplerSpec, 
         .with_solver(solver)?
         .with_parameterization(param)?
         .with_lambda_min(lambda_min)?
-        .with_thresholding(thresholds)?
         .with_denoise_last(denoise_last)?;
     if let TimeGrid::Custom(v) = &grid {
         if v.len() != steps + 1 {
@@ -466,6 +469,11 @@ fn parse_sampler(v: &Value, schedule: Arc<dyn Schedule>) -> Result<SamplerSpec, 
         return Err(Error::setting("num_steps", 0, "at least one step is needed").into());
     }
     sampler = sampler.with_grid(grid)?;
+    // The format accepts thresholding where exact mode has nothing to threshold (the noise form
+    // without a final data prediction), as a no-op; the sampler refuses that pair.
+    if sampler.has_data_predictions_to_threshold() {
+        sampler = sampler.with_thresholding(thresholds)?;
+    }
     Ok(SamplerSpec::Mrs { sampler, fit })
 }
 

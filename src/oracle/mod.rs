@@ -23,7 +23,7 @@ use crate::param::FitTarget;
 
 /// Expresses an exact data prediction `x0` at state `x` as the quantity `fit` (`docs/math.md` §2):
 /// noise `ε = (x − μ − α(x̂₀ − μ))/σ`, velocity `α σ∞ ε − (σ/σ∞)(x̂₀ − μ)`, score `−ε/σ`.
-pub fn express(
+pub(crate) fn express(
     fit: FitTarget,
     x0: f64,
     x: f64,

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use super::{Frame, PlannedStep, Target, Update};
+use super::{Frame, PlannedStep, Target, Update, node};
 use crate::error::{Error, Result};
 use crate::param::{FitTarget, Parameterization};
 use crate::schedule::Schedule;
@@ -319,13 +319,5 @@ fn fold_correction(update: &mut Update, slot: usize, alpha0: f64) {
             *prev = Some(p);
         }
         Update::Replace { .. } => {}
-    }
-}
-
-fn node(sch: &dyn Schedule, t: f64) -> Node {
-    Node {
-        alpha: sch.alpha(t),
-        sigma: sch.sigma(t),
-        lambda: sch.lambda(t),
     }
 }

@@ -7,7 +7,7 @@ use crate::param::{FitTarget, Parameterization};
 use crate::sampler::{Baseline, BaselineSampler, Mode};
 use crate::schedule::{Schedule, TimeGrid, build_grid};
 use crate::solver::{
-    Node, StepCoeffs, euler_coefficients, posterior_coefficients_exact,
+    Node, ProcessAt, euler_coefficients, heun_corrector_coefficients, posterior_coefficients_exact,
     posterior_coefficients_reference,
 };
 
@@ -151,7 +151,6 @@ fn exact(cfg: &BaselineSampler, fit: FitTarget) -> Result<Planned> {
                     fix: "use CumulativeFrom::Zero, or another sampler",
                 });
             }
-            let c = if stochastic { 1.0 } else { 0.5 };
             let mut j = 0;
             while j < k {
                 if j + 2 > k {
@@ -162,7 +161,7 @@ fn exact(cfg: &BaselineSampler, fit: FitTarget) -> Result<Planned> {
                     continue;
                 }
                 // Predictor: Euler over the double interval into the stage; corrector: the
-                // trapezoid of the drifts at both ends (`docs/math.md` §6.4).
+                // trapezoid of the drifts at both ends (`docs/math.md` §6.3).
                 let (a, b) = (tau[j], tau[j + 2]);
                 let delta = a - b;
                 let predictor = Update::Linear {
@@ -171,20 +170,12 @@ fn exact(cfg: &BaselineSampler, fit: FitTarget) -> Result<Planned> {
                     reuse_noise: false,
                 };
                 steps.push(frame.step((a, b), predictor, 1));
-                let (th_a, th_b) = (sch.theta(a), sch.theta(b));
-                let (g_a, g_b) = (sch.diffusion_sq(a).sqrt(), sch.diffusion_sq(b).sqrt());
-                let corrector = StepCoeffs {
-                    x: 1.0 + 0.5 * delta * th_a,
-                    stage: 0.5 * delta * th_b,
-                    q: [
-                        -0.5 * delta * c * g_b * g_b / sch.sigma(b),
-                        -0.5 * delta * c * g_a * g_a / sch.sigma(a),
-                        0.0,
-                        0.0,
-                    ],
-                    mu: -0.5 * delta * (th_a + th_b),
-                    noise: stochastic.then(|| -0.5 * (g_a + g_b) * delta.sqrt()),
+                let at = |t: f64| ProcessAt {
+                    theta: sch.theta(t),
+                    g: sch.diffusion_sq(t).sqrt(),
+                    sigma: sch.sigma(t),
                 };
+                let corrector = heun_corrector_coefficients(at(a), at(b), delta, stochastic);
                 // The corrector integrates the predictor's Brownian increment again; a fresh
                 // draw would be a different path.
                 let corrector = Update::Linear {

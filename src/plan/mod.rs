@@ -151,14 +151,19 @@ pub(crate) struct Frame<'a> {
     pub threshold_x0: bool,
 }
 
+/// The schedule `view` at `t`, as the solvers read it.
+pub(crate) fn node(view: &dyn Schedule, t: f64) -> Node {
+    Node {
+        alpha: view.alpha(t),
+        sigma: view.sigma(t),
+        lambda: view.lambda(t),
+    }
+}
+
 impl Frame<'_> {
     /// The schedule at `t`.
     pub(crate) fn node(&self, t: f64) -> Node {
-        Node {
-            alpha: self.view.alpha(t),
-            sigma: self.view.sigma(t),
-            lambda: self.view.lambda(t),
-        }
+        node(self.view, t)
     }
 
     /// An evaluation at `t_eval` (where the schedule is `at`) followed by `update`.

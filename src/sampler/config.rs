@@ -268,12 +268,12 @@ pub struct Thresholding {
 impl Thresholding {
     /// `ratio ∈ [0, 1]` (reference default 0.995) and `max ≥ 1` (default 1.5); floor 1.
     pub fn new(ratio: f64, max: f64) -> Result<Self> {
-        Self::with_bounds(ratio, 1.0, max)
+        Self::bounded(ratio, 1.0, max)
     }
 
     /// Full control: the clamp of `s` is `[floor, max]` with `0 < floor ≤ max` (use a floor
     /// below 1 for data that does not live in `[−1, 1]`).
-    pub fn with_bounds(ratio: f64, floor: f64, max: f64) -> Result<Self> {
+    pub fn bounded(ratio: f64, floor: f64, max: f64) -> Result<Self> {
         if !(0.0..=1.0).contains(&ratio) {
             return Err(Error::setting(
                 "threshold_ratio",

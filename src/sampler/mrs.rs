@@ -279,6 +279,16 @@ impl MrSampler {
                 ));
             }
         }
+        if let (Some(l), TimeGrid::KarrasN { .. } | TimeGrid::KarrasT { .. }) =
+            (self.lambda_min, &self.grid)
+        {
+            return Err(Error::conflict(
+                format!("lambda_min = {l}"),
+                format!("grid = {}", self.grid.name()),
+                "the Karras grids span the whole schedule (as the reference's do); set \
+                 lambda_min to None or use a grid that it clips",
+            ));
+        }
         let solver = &self.solver;
         let data = self.parameterization == Parameterization::Data;
         match self.mode {
@@ -340,6 +350,15 @@ impl MrSampler {
                          parameterization",
                     ));
                 }
+                if self.thresholding.is_some() && !self.has_data_predictions_to_threshold() {
+                    return Err(Error::conflict(
+                        "thresholding",
+                        "parameterization = Noise",
+                        "exact mode thresholds data predictions only, and this noise-form pass \
+                         has none (no denoise_last, no limit step into σ = 0); use the data \
+                         parameterization or turn thresholding off",
+                    ));
+                }
             }
         }
         if matches!(solver, Solver::OdeSinglestep { .. }) {
@@ -361,6 +380,17 @@ impl MrSampler {
             }
         }
         Ok(self)
+    }
+
+    /// Whether a pass has a data prediction thresholding could act on: exact mode thresholds
+    /// data predictions only, so with the noise form only a last step that returns one
+    /// (`denoise_last`, the limit step into `σ = 0`).
+    pub(crate) fn has_data_predictions_to_threshold(&self) -> bool {
+        let sch = &self.schedule;
+        self.mode == Mode::Reference
+            || self.parameterization == Parameterization::Data
+            || self.denoise_last
+            || sch.sigma(sch.t_min()) == 0.0
     }
 
     /// The plan's common fields.
@@ -567,6 +597,30 @@ mod tests {
                 .with_grid(TimeGrid::Custom(vec![100.0, 50.0, 0.0])),
             "lambda_min",
         );
+        conflict(
+            sampler(10)
+                .with_grid(TimeGrid::KarrasT { rho: 7.0 })
+                .unwrap()
+                .with_lambda_min(Some(-3.0)),
+            "lambda_min",
+        );
+        let noise = sampler(10)
+            .with_parameterization(Parameterization::Noise)
+            .unwrap();
+        conflict(
+            noise
+                .clone()
+                .with_thresholding(Some(Thresholding::default())),
+            "thresholding",
+        );
+        // With denoise_last the noise form has a data prediction to threshold.
+        assert!(
+            noise
+                .with_denoise_last(true)
+                .unwrap()
+                .with_thresholding(Some(Thresholding::default()))
+                .is_ok()
+        );
         // The reference's own third-order form is accepted in both modes.
         let half = OdeMultistep {
             third_order: Some(ThirdOrder::HalfD2),
@@ -593,8 +647,8 @@ mod tests {
         assert!(sampler(10).with_data_range(Some((1.0, 0.0))).is_err());
         assert!(Thresholding::new(1.5, 1.5).is_err());
         assert!(Thresholding::new(0.9, 0.5).is_err());
-        assert!(Thresholding::with_bounds(0.9, 0.0, 1.0).is_err());
-        assert!(Thresholding::with_bounds(0.9, 0.5, 0.8).is_ok());
+        assert!(Thresholding::bounded(0.9, 0.0, 1.0).is_err());
+        assert!(Thresholding::bounded(0.9, 0.5, 0.8).is_ok());
         let custom = sampler(10)
             .with_grid(TimeGrid::Custom(vec![100.0, 50.0, 0.0]))
             .unwrap();

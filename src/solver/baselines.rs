@@ -24,6 +24,39 @@ pub(crate) fn euler_coefficients(
     }
 }
 
+/// The process at one end of a Heun step: drift rate `theta`, diffusion `g`, marginal std
+/// `sigma` (the score is `−ε̂/σ`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ProcessAt {
+    pub theta: f64,
+    pub g: f64,
+    pub sigma: f64,
+}
+
+/// Heun's corrector from `a` to `b = a − delta` (`docs/math.md` §6.3): the trapezoid of the drifts
+/// at the start state (history slot 1, the output at `a`) and at the predictor's stage (slot 0,
+/// the output at `b`), plus for the SDE `½(g_a + g_b)√Δ` times the predictor's own draw.
+pub(crate) fn heun_corrector_coefficients(
+    a: ProcessAt,
+    b: ProcessAt,
+    delta: f64,
+    stochastic: bool,
+) -> StepCoeffs {
+    let c = if stochastic { 1.0 } else { 0.5 };
+    StepCoeffs {
+        x: 1.0 + 0.5 * delta * a.theta,
+        stage: 0.5 * delta * b.theta,
+        q: [
+            -0.5 * delta * c * b.g * b.g / b.sigma,
+            -0.5 * delta * c * a.g * a.g / a.sigma,
+            0.0,
+            0.0,
+        ],
+        mu: -0.5 * delta * (a.theta + b.theta),
+        noise: stochastic.then(|| -0.5 * (a.g + b.g) * delta.sqrt()),
+    }
+}
+
 /// Posterior-sampling step with the reference's arithmetic (`docs/math.md` §6.2): `A = e^{−θ_i dt}`,
 /// `B = e^{−Θ_i dt}`, `C = e^{−Θ_{i−1} dt}`; `x̂₀ = μ + (x − μ − σ_i ε̂)·e^{Θ_i dt}`; std
 /// `exp(½ ln max(var, 1e−20·dt))·σ∞`.

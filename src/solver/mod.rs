@@ -12,7 +12,8 @@ mod singlestep;
 mod unipc;
 
 pub(crate) use baselines::{
-    euler_coefficients, posterior_coefficients_exact, posterior_coefficients_reference,
+    ProcessAt, euler_coefficients, heun_corrector_coefficients, posterior_coefficients_exact,
+    posterior_coefficients_reference,
 };
 pub(crate) use multistep::{Equation, Node, multistep_coefficients};
 pub use multistep::{SecondOrder, ThirdOrder};
