@@ -223,3 +223,72 @@ fn budget_and_settings_are_checked() {
         .unwrap_err();
     assert!(matches!(e, Error::NonFinite { .. }), "{e}");
 }
+
+/// The adaptive sampler is a `Sampler` over `Run`: driving its step API by hand gives the same
+/// result as `sample`, an observer sees every evaluation (rejected attempts included), and the
+/// plan grows as steps are accepted.
+#[test]
+fn step_api_and_observers() {
+    let sch: Arc<dyn Schedule> = Arc::new(LinearLambda);
+    let s = AdaptiveSampler::from_arc(sch.clone())
+        .unwrap()
+        .with_tolerance(1e-3, 1e-5)
+        .unwrap();
+    let oracle = || {
+        GaussianOracle::new(vec![0.7], vec![0.15 * 0.15], sch.clone())
+            .unwrap()
+            .with_fit_target(FitTarget::Noise)
+    };
+    let mu = ArrayD::from_elem(IxDyn(&[4, 1]), MU);
+    let start = ArrayD::from_shape_vec(IxDyn(&[4, 1]), vec![0.1, 0.25, 0.4, 0.6]).unwrap();
+    let whole = s
+        .sample(
+            &mut oracle(),
+            &mu,
+            Some(start.clone()),
+            &mut mrsampler::NoNoise,
+        )
+        .unwrap();
+    let plan = s.plan(FitTarget::Noise).unwrap();
+    assert!(plan.is_adaptive());
+    assert_eq!(
+        plan.num_evaluations(),
+        3,
+        "the first attempt: three evaluations"
+    );
+
+    let mut o = oracle();
+    let mut run = s
+        .start(
+            FitTarget::Noise,
+            &mu,
+            Some(start.clone()),
+            &mut mrsampler::NoNoise,
+        )
+        .unwrap();
+    let mut calls = 0;
+    while let Some(p) = run.pending() {
+        let net = mrsampler::ScoreModel::predict(&mut o, run.eval_state(), run.mu(), p.t).unwrap();
+        run.advance(&net, &mut mrsampler::NoNoise).unwrap();
+        calls += 1;
+    }
+    assert!(run.num_evaluations() > 3);
+    let by_hand = run.finish().unwrap();
+    assert_eq!(by_hand.x, whole.x);
+    assert_eq!(calls, whole.stats.nfe);
+    assert_eq!(by_hand.stats, whole.stats);
+
+    let mut seen = Vec::new();
+    let observed = s
+        .sample_observed(
+            &mut oracle(),
+            &mu,
+            Some(start),
+            &mut mrsampler::NoNoise,
+            &mut |v: &mrsampler::StepView<'_, ArrayD<f64>>| seen.push(v.step),
+        )
+        .unwrap();
+    assert_eq!(observed.x, whole.x);
+    assert_eq!(seen, (1..=whole.stats.nfe).collect::<Vec<_>>());
+    assert!(whole.stats.rejected_steps > 0 || whole.stats.steps > 1);
+}

@@ -21,9 +21,10 @@ pub struct Stats {
     pub steps: usize,
     /// Steps an adaptive solver rejected and retried (0 for fixed grids).
     pub rejected_steps: usize,
-    /// Order used by each evaluation's update (0 marks a `denoise_last` evaluation).
+    /// Order used by each evaluation's update (0 marks a `denoise_last` evaluation); for the
+    /// adaptive sampler, the order of each accepted step.
     pub orders: Vec<usize>,
-    /// The sampling grid `τ_0 > … > τ_M`.
+    /// The sampling grid `τ_0 > … > τ_M` (adaptive sampler: the accepted times).
     pub timesteps: Vec<f64>,
 }
 
