@@ -27,7 +27,8 @@
 //! Layout: `checkpoint` (file formats, shape-checked weight access), `blocks` (layers shared
 //! by the networks), `kernels` (CPU convolution kernels), one module per
 //! architecture (`unet`, `nafnet`), `network` (detection and the common entry point),
-//! `options` (upstream YAML), `preset` (schedules of the checkpoint families).
+//! `options` (upstream YAML), `preset` (schedules of the checkpoint families), `tiling`
+//! (large images: the network on overlapping tiles, blended).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -39,6 +40,7 @@ mod nafnet;
 mod network;
 mod options;
 mod preset;
+mod tiling;
 mod unet;
 
 pub use checkpoint::{Checkpoint, Format};
@@ -48,4 +50,5 @@ pub use nafnet::{ConditionalNafNet, NafNetConfig};
 pub use network::{Architecture, LoadOptions, Network, NetworkConfig};
 pub use options::{NetworkOptions, SdeOptions, UpstreamOptions};
 pub use preset::{PRESETS, Preset, lookup as preset};
+pub use tiling::{TileSpec, Tiled, tile_origins};
 pub use unet::{Attention, ConditionalUNet, UNetConfig};
