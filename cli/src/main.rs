@@ -4,6 +4,8 @@
 //! mrsampler info    WEIGHTS [--options YML]
 //! mrsampler net     --weights WEIGHTS [--options YML] --xt X.npy --mu MU.npy --t T --out OUT.npy
 //! mrsampler convert INPUT OUTPUT.safetensors [--options YML] [--dtype f32|f16|bf16]
+//! mrsampler restore INPUT... --out DIR --model WEIGHTS (--preset NAME | --options YML)
+//!                   [--sampler mrs-sde|mrs-ode|posterior|euler] [--nfe N] [--tile SIZE] …
 //! ```
 //!
 //! `net` is the porting check: it evaluates the network once on given inputs, so a
@@ -17,6 +19,9 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use clap::{Parser, Subcommand, ValueEnum};
 use mrsampler_models::{Checkpoint, LoadOptions, Network, UpstreamOptions};
+
+mod images;
+mod restore;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -81,8 +86,11 @@ enum Command {
         #[arg(long, value_enum, default_value = "f32")]
         dtype: Precision,
     },
+    /// Restore image files (or folders of them) with a checkpoint and a sampler.
+    Restore(restore::RestoreArgs),
 }
 
+/// A dtype of weights and computation.
 #[derive(Clone, Copy, ValueEnum)]
 enum Precision {
     F32,
@@ -177,6 +185,7 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Restore(args) => restore::run(args),
     }
 }
 

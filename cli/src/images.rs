@@ -1,0 +1,175 @@
+//! Reading and writing the images `restore` works on: PNG or JPEG, 8- or 16-bit, gray or RGB,
+//! with or without alpha (passed through untouched).
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use image::{DynamicImage, ImageBuffer, Luma, LumaA, Rgb, Rgba};
+
+use crate::Result;
+
+/// An image split into the channels the network restores and the alpha it does not.
+pub struct Picture {
+    /// Colour channels in `[0, 1]`, `(1, C, H, W)` row-major (C = 1 or 3).
+    pub pixels: Vec<f32>,
+    /// 1 (gray) or 3 (RGB).
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    /// The alpha plane, in the image's own bit depth, when there is one.
+    pub alpha: Option<Vec<u16>>,
+    /// Whether the source had 16 bits per channel (the output keeps the depth).
+    pub sixteen_bit: bool,
+}
+
+/// The image files `restore` takes: each file given, and the PNG/JPEG files of each folder
+/// given (not recursive), sorted by path.
+pub fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for input in inputs {
+        let meta = std::fs::metadata(input).map_err(|e| format!("{}: {e}", input.display()))?;
+        if meta.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(input)
+                .map_err(|e| format!("{}: {e}", input.display()))?
+                .filter_map(|entry| entry.ok().map(|e| e.path()))
+                .filter(|p| p.is_file() && is_image(p))
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(input.clone());
+        }
+    }
+    if files.is_empty() {
+        return Err("no PNG or JPEG files among the inputs".into());
+    }
+    Ok(files)
+}
+
+fn is_image(p: &Path) -> bool {
+    matches!(
+        p.extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
+        Some("png" | "jpg" | "jpeg")
+    )
+}
+
+/// Reads `path`.
+pub fn read(path: &Path) -> Result<Picture> {
+    let img =
+        image::open(path).map_err(|e| format!("{}: cannot read the image: {e}", path.display()))?;
+    let (width, height) = (img.width() as usize, img.height() as usize);
+    if width == 0 || height == 0 {
+        return Err(format!("{}: the image is empty ({width}×{height})", path.display()).into());
+    }
+    let sixteen_bit = matches!(
+        img,
+        DynamicImage::ImageLuma16(_)
+            | DynamicImage::ImageLumaA16(_)
+            | DynamicImage::ImageRgb16(_)
+            | DynamicImage::ImageRgba16(_)
+    );
+    let gray = matches!(
+        img,
+        DynamicImage::ImageLuma8(_)
+            | DynamicImage::ImageLumaA8(_)
+            | DynamicImage::ImageLuma16(_)
+            | DynamicImage::ImageLumaA16(_)
+    );
+    let has_alpha = img.color().has_alpha();
+    let channels = if gray { 1 } else { 3 };
+    let n = height * width;
+    let mut pixels = vec![0f32; channels * n];
+    let mut alpha = has_alpha.then(|| vec![0u16; n]);
+    // Everything through 16-bit buffers: exact for 8-bit sources (v·257/65535 = v/255).
+    let rgba = img.to_rgba16();
+    let luma = gray.then(|| img.to_luma_alpha16());
+    for (k, p) in rgba.pixels().enumerate() {
+        match &luma {
+            Some(l) => pixels[k] = l.as_raw()[2 * k] as f32 / 65535.0,
+            None => {
+                for c in 0..3 {
+                    pixels[c * n + k] = p.0[c] as f32 / 65535.0;
+                }
+            }
+        }
+        if let Some(a) = alpha.as_mut() {
+            a[k] = if sixteen_bit { p.0[3] } else { p.0[3] / 257 };
+        }
+    }
+    Ok(Picture {
+        pixels,
+        channels,
+        height,
+        width,
+        alpha,
+        sixteen_bit,
+    })
+}
+
+impl Picture {
+    /// The colour channels as a `(1, C, H, W)` tensor on `device`.
+    pub fn tensor(&self, device: &Device, dtype: DType) -> Result<Tensor> {
+        let t = Tensor::from_vec(
+            self.pixels.clone(),
+            (1, self.channels, self.height, self.width),
+            &Device::Cpu,
+        )?;
+        Ok(t.to_dtype(dtype)?.to_device(device)?)
+    }
+
+    /// Writes `restored` (`(1, C, H, W)`, clamped to `[0, 1]`) with this picture's alpha and
+    /// bit depth as a PNG at `path`.
+    pub fn write_png(&self, restored: &Tensor, path: &Path) -> Result<()> {
+        let v: Vec<f32> = restored
+            .to_dtype(DType::F32)?
+            .to_device(&Device::Cpu)?
+            .flatten_all()?
+            .to_vec1()?;
+        let (w, h, n) = (
+            self.width as u32,
+            self.height as u32,
+            self.height * self.width,
+        );
+        let q16 = |x: f32| (x.clamp(0.0, 1.0) * 65535.0).round() as u16;
+        let q8 = |x: f32| (x.clamp(0.0, 1.0) * 255.0).round() as u8;
+        let img = match (self.channels, &self.alpha, self.sixteen_bit) {
+            (1, None, false) => DynamicImage::ImageLuma8(ImageBuffer::from_fn(w, h, |x, y| {
+                Luma([q8(v[(y * w + x) as usize])])
+            })),
+            (1, None, true) => DynamicImage::ImageLuma16(ImageBuffer::from_fn(w, h, |x, y| {
+                Luma([q16(v[(y * w + x) as usize])])
+            })),
+            (1, Some(a), false) => DynamicImage::ImageLumaA8(ImageBuffer::from_fn(w, h, |x, y| {
+                let k = (y * w + x) as usize;
+                LumaA([q8(v[k]), a[k] as u8])
+            })),
+            (1, Some(a), true) => DynamicImage::ImageLumaA16(ImageBuffer::from_fn(w, h, |x, y| {
+                let k = (y * w + x) as usize;
+                LumaA([q16(v[k]), a[k]])
+            })),
+            (_, None, false) => DynamicImage::ImageRgb8(ImageBuffer::from_fn(w, h, |x, y| {
+                let k = (y * w + x) as usize;
+                Rgb([q8(v[k]), q8(v[n + k]), q8(v[2 * n + k])])
+            })),
+            (_, None, true) => DynamicImage::ImageRgb16(ImageBuffer::from_fn(w, h, |x, y| {
+                let k = (y * w + x) as usize;
+                Rgb([q16(v[k]), q16(v[n + k]), q16(v[2 * n + k])])
+            })),
+            (_, Some(a), false) => DynamicImage::ImageRgba8(ImageBuffer::from_fn(w, h, |x, y| {
+                let k = (y * w + x) as usize;
+                Rgba([q8(v[k]), q8(v[n + k]), q8(v[2 * n + k]), a[k] as u8])
+            })),
+            (_, Some(a), true) => DynamicImage::ImageRgba16(ImageBuffer::from_fn(w, h, |x, y| {
+                let k = (y * w + x) as usize;
+                Rgba([q16(v[k]), q16(v[n + k]), q16(v[2 * n + k]), a[k]])
+            })),
+        };
+        crate::write_atomically(path, |tmp| {
+            img.save_with_format(tmp, image::ImageFormat::Png)
+                .map_err(|e| format!("{}: {e}", path.display()).into())
+        })
+    }
+}
