@@ -12,7 +12,7 @@
 //! * strided posterior sampling (DA-CLIP's sampler) at 100 and 10 NFE.
 //!
 //! For every row: PSNR and SSIM against the clean image, PSNR against the same sampler's own
-//! converged result (1000 NFE; posterior sampling: its 100-step result), and wall time. A PNG
+//! converged result (500 NFE; posterior sampling: its 100-step result), and wall time. A PNG
 //! grid (degraded, each output, ground truth) is written to `target/restore_grid.png`.
 
 mod metrics;
@@ -253,7 +253,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (Config::Posterior, 10),
         (Config::Posterior, 100),
     ];
-    let references = [(Config::MrsDefault, 1000), (Config::MrsBest, 1000)];
+    let references = [(Config::MrsDefault, 500), (Config::MrsBest, 500)];
     let total: usize =
         rows.iter().map(|r| r.1).sum::<usize>() + references.iter().map(|r| r.1).sum::<usize>();
     let bar = if args.json {

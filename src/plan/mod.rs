@@ -194,10 +194,27 @@ impl Frame<'_> {
     /// An evaluation at `t_eval` whose data prediction becomes the state: the limit step into
     /// `σ = 0` (order 1) and exact mode's `denoise_last` (order 0).
     pub(crate) fn to_data(&self, times: (f64, f64), order: usize) -> PlannedStep {
+        self.replacing(times, order, true)
+    }
+
+    /// An evaluation at `t_eval` whose converted output, in the solver's parameterization,
+    /// becomes the state: reference mode's `denoise_last`.
+    pub(crate) fn to_solver_output(&self, times: (f64, f64), order: usize) -> PlannedStep {
+        self.replacing(times, order, false)
+    }
+
+    fn replacing(&self, times: (f64, f64), order: usize, data: bool) -> PlannedStep {
         let mut step = self.step(times, Update::state(StepCoeffs::ZERO), order);
-        step.update = Update::Replace {
-            convert: step.to_data,
-            threshold: self.threshold_x0,
+        step.update = if data {
+            Update::Replace {
+                convert: step.to_data,
+                threshold: self.threshold_x0,
+            }
+        } else {
+            Update::Replace {
+                convert: step.convert,
+                threshold: self.threshold_q,
+            }
         };
         step
     }

@@ -51,12 +51,7 @@ pub(crate) fn plan(cfg: &MrSampler, fit: FitTarget) -> Result<Plan> {
                 frame.to_data(times, 0)
             } else {
                 // The reference returns the converted output in the solver's parameterization.
-                let mut s = frame.step(times, Update::state(crate::solver::StepCoeffs::ZERO), 0);
-                s.update = Update::Replace {
-                    convert: s.convert,
-                    threshold: frame.threshold_q,
-                };
-                s
+                frame.to_solver_output(times, 0)
             }
         } else if exact && nodes[k].sigma == 0.0 {
             frame.to_data(times, 1)
