@@ -1,25 +1,11 @@
 //! The `mrsampler` binary on the models crate's parity cases.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+
+use std::path::Path;
 
 use candle_core::{Device, Tensor};
-
-fn case(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../models/tests/data")
-        .join(name)
-}
-
-fn mrsampler(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_mrsampler"))
-        .args(args)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
-}
+use common::{case, mrsampler};
 
 /// `mrsampler net` on the given weights and `.npy` inputs at t = 37.5.
 fn net(weights: &Path, xt: &str, mu: &str, out: &Path) -> (bool, String) {

@@ -1,27 +1,16 @@
 //! `mrsampler restore` on small images with the models crate's random-weight parity networks:
 //! formats, tiling, sharding, skipping, and every bad input refused without a partial output.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
+use std::path::Path;
+
+use common::mrsampler;
 use image::{DynamicImage, ImageBuffer, LumaA, Rgb};
 
+/// A parity case's path as a string argument.
 fn case(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../models/tests/data")
-        .join(name)
-        .to_string_lossy()
-        .into_owned()
-}
-
-fn mrsampler(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_mrsampler"))
-        .args(args)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
+    common::case(name).to_string_lossy().into_owned()
 }
 
 fn rgb(path: &Path, w: u32, h: u32) {
