@@ -113,7 +113,8 @@ pub use sampler::{
     Solver, Stats, StepView, ThirdOrder, Thresholding,
 };
 pub use tensor::{
-    NoNoise, NoiseSource, Parallelism, PhiloxNoise, ReplayNoise, SamplerTensor, SeededNoise,
+    CoupledNoise, NoNoise, NoiseSource, Parallelism, PhiloxNoise, ReplayNoise, SamplerTensor,
+    SeededNoise,
 };
 
 /// Everything a typical program needs, in one import: `use mrsampler::prelude::*;`.

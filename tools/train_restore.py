@@ -1,33 +1,52 @@
-"""Trains the small MR restoration network shipped in assets/restore/ (Gaussian denoising,
-sigma = 25/255) and exports it for the Rust `restore` example. Run by hand, not by CI:
+#!/usr/bin/env python3
+"""Trains the network shipped in assets/restore/: a small IR-SDE ConditionalUNet for Gaussian
+denoising (sigma = 25/255, RGB). Run by hand, not by CI:
 
-    pip install torch scikit-image safetensors numpy
-    python3 tools/train_restore.py --steps 2500 --out assets/restore
+    pip install torch scikit-image safetensors numpy einops
+    python3 tools/train_restore.py UPSTREAM_CHECKOUT --out assets/restore
 
-Data: patches of public-domain / CC0 photographs shipped in scikit-image (astronaut, coffee,
-rocket, hubble_deep_field); `chelsea` is held out for evaluation (see assets/ATTRIBUTION.md).
+UPSTREAM_CHECKOUT is a checkout of github.com/Algolzw/image-restoration-sde (MIT licence). The
+network class is imported from there at run time (`codes/config/deraining`'s
+`ConditionalUNet`, the module of the released deraining/deblurring/SR checkpoints), so the
+shipped weights have exactly the layout of a released checkpoint and load through the same
+code path (`mrsampler_models::Network::load`). Nothing of upstream is copied into this project.
 
-Process: the IR-SDE / DA-CLIP schedule (cosine theta, T = 100, eps = 0.005, max_sigma = 50,
-Theta summed from index 0 as the MR Sampler does), x_t = alpha x0 + (1 - alpha) mu + sigma eps
-with integer t ~ U{1..100}, mu = clean + N(0, (25/255)^2). Fit target: the noise eps (MSE).
+The one departure from upstream's constructor: the attention blocks are built with
+`--heads` x `--head-dim` = 4 x 4 channels instead of upstream's fixed 4 x 32 (the 128-channel
+attention at full resolution would dominate the CPU cost of a network this narrow). The
+loader infers the width from the weights (4 heads, width from the `to_qkv` shape).
 
-Outputs: model.safetensors (weights, names as the Rust network reads them), eval.png (the
-held-out clean crop), parity.safetensors (an input and this network's output, for the Rust
-parity test), train_log.json.
+Every default below is the configuration of the shipped weights; `train_log.json` records the
+arguments, the loss every 100 steps and the wall time.
+
+Data: random patches (with flips) of public-domain / CC0 photographs shipped in scikit-image:
+astronaut, hubble_deep_field, immunohistochemistry, retina. The validation (rocket) and test
+(chelsea, coffee) images of `tools/make_eval_set.py` are never seen in training.
+
+Process: the IR-SDE / DA-CLIP schedule (cosine theta, T = 100, eps = 0.005, max_sigma = 50/255,
+Theta summed from index 0 as the MR Sampler does): x_t = alpha x0 + (1 - alpha) mu + sigma eps
+with integer t ~ U{1..100} and mu = x0 + N(0, (25/255)^2). Fit target: the noise eps (MSE).
+
+Outputs in --out: model.safetensors (the upstream state_dict), parity.safetensors (an input and
+this network's PyTorch output, for the Rust parity test), train_log.json.
 """
 import argparse
+import functools
 import json
 import math
 import os
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import save_file
 from skimage import data as skdata
-from skimage.io import imsave
+
+sys.path.insert(0, str(Path(__file__).parent))
+from upstream_parity import load_modules  # noqa: E402
 
 T = 100
 EPS = 0.005
@@ -48,58 +67,19 @@ def schedule():
     return torch.tensor(alpha, dtype=torch.float32), torch.tensor(sigma, dtype=torch.float32)
 
 
-def timestep_embedding(t, dim=32):
-    """Sinusoidal embedding of the raw index t (as IR-SDE / DA-CLIP do)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
-    args = t.float()[:, None] * freqs[None]
-    return torch.cat([torch.sin(args), torch.cos(args)], dim=1)
-
-
-class ResBlock(nn.Module):
-    def __init__(self, ch, temb):
-        super().__init__()
-        self.conv1 = nn.Conv2d(ch, ch, 3, padding=1)
-        self.temb = nn.Linear(temb, ch)
-        self.conv2 = nn.Conv2d(ch, ch, 3, padding=1)
-
-    def forward(self, x, emb):
-        h = self.conv1(F.silu(x)) + self.temb(emb)[:, :, None, None]
-        h = self.conv2(F.silu(h))
-        return x + h
-
-
-class Net(nn.Module):
-    """A two-level U-Net on concat(x_t - mu, mu), conditioned on the index time."""
-
-    def __init__(self, ch=32, temb=64):
-        super().__init__()
-        self.t1 = nn.Linear(32, temb)
-        self.t2 = nn.Linear(temb, temb)
-        self.inc = nn.Conv2d(6, ch, 3, padding=1)
-        self.res1 = ResBlock(ch, temb)
-        self.down = nn.Conv2d(ch, 2 * ch, 3, stride=2, padding=1)
-        self.res2 = ResBlock(2 * ch, temb)
-        self.res3 = ResBlock(2 * ch, temb)
-        self.up = nn.Conv2d(2 * ch, ch, 3, padding=1)
-        self.merge = nn.Conv2d(2 * ch, ch, 3, padding=1)
-        self.res4 = ResBlock(ch, temb)
-        self.outc = nn.Conv2d(ch, 3, 3, padding=1)
-
-    def forward(self, x, mu, t):
-        emb = self.t2(F.silu(self.t1(timestep_embedding(t))))
-        h0 = self.res1(self.inc(torch.cat([x - mu, mu], dim=1)), emb)
-        h = self.res3(self.res2(self.down(h0), emb), emb)
-        h = self.up(F.interpolate(h, scale_factor=2.0, mode="nearest"))
-        h = self.res4(self.merge(torch.cat([h, h0], dim=1)), emb)
-        return self.outc(F.silu(h))
+def build(checkout: Path, nf: int, depth: int, heads: int, head_dim: int):
+    pkg = load_modules(checkout, "deraining")
+    arch = sys.modules[pkg.__name__ + ".DenoisingUNet_arch"]
+    util = sys.modules[pkg.__name__ + ".module_util"]
+    arch.LinearAttention = functools.partial(util.LinearAttention, heads=heads, dim_head=head_dim)
+    arch.Attention = functools.partial(util.Attention, heads=heads, dim_head=head_dim)
+    return pkg.ConditionalUNet(in_nc=3, out_nc=3, nf=nf, depth=depth)
 
 
 def images():
-    train = [skdata.astronaut(), skdata.coffee(), skdata.rocket(), skdata.hubble_deep_field()]
-    train = [torch.tensor(im, dtype=torch.float32).permute(2, 0, 1) / 255.0 for im in train]
-    held_out = torch.tensor(skdata.chelsea(), dtype=torch.float32).permute(2, 0, 1) / 255.0
-    return train, held_out
+    train = [skdata.astronaut(), skdata.hubble_deep_field(), skdata.immunohistochemistry(),
+             skdata.retina()]
+    return [torch.tensor(im, dtype=torch.float32).permute(2, 0, 1) / 255.0 for im in train]
 
 
 def batch(train, n, size, gen):
@@ -112,29 +92,38 @@ def batch(train, n, size, gen):
         p = im[:, y:y + size, x:x + size]
         if torch.rand(1, generator=gen) < 0.5:
             p = p.flip(2)
+        if torch.rand(1, generator=gen) < 0.5:
+            p = p.flip(1)
         out.append(p)
     return torch.stack(out)
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=2500)
-    ap.add_argument("--batch", type=int, default=12)
-    ap.add_argument("--patch", type=int, default=64)
-    ap.add_argument("--threads", type=int, default=2)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("upstream", type=Path, help="root of an image-restoration-sde checkout")
     ap.add_argument("--out", default="assets/restore")
+    ap.add_argument("--nf", type=int, default=4)
+    ap.add_argument("--depth", type=int, default=3)
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--head-dim", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=10000)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--patch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(1)
     os.makedirs(a.out, exist_ok=True)
     alpha, sigma = schedule()
-    train, held_out = images()
-    net = Net()
-    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, a.steps, eta_min=1e-4)
+    train = images()
+    net = build(a.upstream, a.nf, a.depth, a.heads, a.head_dim)
+    opt = torch.optim.Adam(net.parameters(), lr=a.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, a.steps, eta_min=a.lr / 20)
     log = []
     start = time.time()
+    running = 0.0
     for step in range(a.steps):
         x0 = batch(train, a.batch, a.patch, gen)
         mu = x0 + NOISE * torch.randn(x0.shape, generator=gen)
@@ -143,33 +132,36 @@ def main():
         al = alpha[t][:, None, None, None]
         sg = sigma[t][:, None, None, None]
         xt = al * x0 + (1 - al) * mu + sg * eps
-        loss = F.mse_loss(net(xt, mu, t), eps)
+        loss = F.mse_loss(net(xt, mu, t.float()), eps)
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
-        if step % 100 == 0 or step == a.steps - 1:
-            log.append({"step": step, "loss": float(loss), "seconds": time.time() - start})
-            print(f"step {step:5d} loss {float(loss):.4f} {time.time() - start:.0f}s", flush=True)
+        running += loss.item()
+        if (step + 1) % 100 == 0 or step == a.steps - 1:
+            n = (step % 100) + 1
+            log.append({"step": step + 1, "loss": running / n, "seconds": time.time() - start})
+            print(f"step {step + 1:5d} loss {running / n:.5f} {time.time() - start:.0f}s",
+                  flush=True)
+            running = 0.0
     net.eval()
     weights = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
     save_file(weights, os.path.join(a.out, "model.safetensors"))
-    # Held-out evaluation crop (128x128 from the centre of chelsea).
-    _, h, w = held_out.shape
-    crop = held_out[:, (h - 128) // 2:(h - 128) // 2 + 128, (w - 128) // 2:(w - 128) // 2 + 128]
-    imsave(os.path.join(a.out, "eval.png"), (crop.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
-    # Parity sample for the Rust forward pass.
+    # Parity sample: odd sizes (the network pads to a multiple of 2^depth), two times.
     g = torch.Generator().manual_seed(2)
-    px = torch.rand((2, 3, 32, 48), generator=g)
-    pmu = torch.rand((2, 3, 32, 48), generator=g)
+    px = torch.rand((2, 3, 30, 45), generator=g)
+    pmu = torch.rand((2, 3, 30, 45), generator=g)
     pt = torch.tensor([37.5, 100.0])
     with torch.no_grad():
         pout = net(px, pmu, pt)
-    save_file({"x": px, "mu": pmu, "t": pt, "out": pout.contiguous()}, os.path.join(a.out, "parity.safetensors"))
+    save_file({"x": px, "mu": pmu, "t": pt, "out": pout.contiguous()},
+              os.path.join(a.out, "parity.safetensors"))
     n_params = sum(p.numel() for p in net.parameters())
+    args = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()}
+    args.pop("upstream")
     with open(os.path.join(a.out, "train_log.json"), "w") as f:
-        json.dump({"steps": a.steps, "batch": a.batch, "patch": a.patch, "params": n_params,
-                   "torch": torch.__version__, "log": log}, f, indent=1)
+        json.dump({"args": args, "params": n_params, "torch": torch.__version__,
+                   "seconds": time.time() - start, "log": log}, f, indent=1)
     print(f"saved {n_params} parameters to {a.out}")
 
 

@@ -20,8 +20,11 @@ use candle_core::{DType, Device, Tensor};
 use clap::{Parser, Subcommand, ValueEnum};
 use mrsampler_models::{Checkpoint, LoadOptions, Network, UpstreamOptions};
 
+mod eval;
 mod images;
+mod metrics;
 mod restore;
+mod sampling;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -88,6 +91,8 @@ enum Command {
     },
     /// Restore image files (or folders of them) with a checkpoint and a sampler.
     Restore(restore::RestoreArgs),
+    /// Compare samplers on (clean, degraded) image pairs: the shipped test set by default.
+    Eval(eval::EvalArgs),
 }
 
 /// A dtype of weights and computation.
@@ -186,6 +191,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Restore(args) => restore::run(args),
+        Command::Eval(args) => eval::run(args),
     }
 }
 

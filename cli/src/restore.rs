@@ -4,30 +4,14 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use mrsampler::schedule::{IrSdeSchedule, TimeGrid};
-use mrsampler::{
-    Baseline, BaselineSampler, MrSampler, Parameterization, PhiloxNoise, Sample, Sampler,
-    ScoreModel, Solver, StepView,
-};
-use mrsampler_models::{Network, TileSpec, Tiled, UpstreamOptions, preset};
+use mrsampler::{Parameterization, PhiloxNoise, StepView};
+use mrsampler_models::{Network, TileSpec, Tiled};
 
 use crate::images::{self, Picture};
+use crate::sampling::{Configured, Model, SamplerKind, SamplerSpec, schedule};
 use crate::{Precision, Result, load_options};
-
-/// The samplers `restore` offers.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum SamplerKind {
-    /// The MR Sampler on the probability-flow ODE.
-    MrsOde,
-    /// The MR Sampler on the reverse SDE.
-    MrsSde,
-    /// Posterior sampling (strided).
-    Posterior,
-    /// Euler–Maruyama on the reverse SDE (strided).
-    Euler,
-}
 
 /// `restore`'s options.
 #[derive(Args)]
@@ -106,108 +90,20 @@ fn parse_shard(s: &str) -> Result<(usize, usize)> {
     Ok((k, n))
 }
 
-/// The schedule: from the option file's `sde`, else the preset.
-fn schedule(options: Option<&UpstreamOptions>, preset_name: Option<&str>) -> Result<IrSdeSchedule> {
-    if let Some(sde) = options.and_then(|o| o.sde.as_ref()) {
-        return Ok(sde.schedule()?);
-    }
-    match preset_name {
-        Some(name) => Ok(preset(name)?.schedule()),
-        None => Err(
-            "the sampler needs the checkpoint's schedule: give --options (its `sde` section) or \
-             --preset NAME (an unknown name lists the known ones)"
-                .into(),
-        ),
-    }
-}
-
-/// The network on the whole image, or on tiles.
-enum Model {
-    Whole(Network),
-    Tiled(Tiled<Network>),
-}
-
-impl ScoreModel<Tensor> for Model {
-    fn fit_target(&self) -> mrsampler::FitTarget {
-        mrsampler::FitTarget::Noise
-    }
-
-    fn predict(
-        &mut self,
-        x: &Tensor,
-        mu: &Tensor,
-        t: f64,
-    ) -> std::result::Result<Tensor, mrsampler::ModelError> {
-        match self {
-            Model::Whole(n) => n.predict(x, mu, t),
-            Model::Tiled(n) => n.predict(x, mu, t),
-        }
-    }
-
-    fn input_rank(&self) -> Option<usize> {
-        Some(4)
-    }
-}
-
-enum Configured {
-    Mrs(MrSampler),
-    Baseline(BaselineSampler),
-}
-
-impl Configured {
-    fn build(args: &RestoreArgs, schedule: IrSdeSchedule) -> Result<Self> {
-        let range = Some((0.0, 1.0));
-        Ok(match args.sampler {
-            SamplerKind::MrsOde | SamplerKind::MrsSde => {
-                let solver = match args.sampler {
-                    SamplerKind::MrsOde => Solver::ode(args.order),
-                    _ => Solver::sde(args.order),
-                };
-                let param = match args.param.as_str() {
-                    "noise" => Parameterization::Noise,
-                    _ => Parameterization::Data,
-                };
-                Configured::Mrs(
-                    MrSampler::new(schedule, args.nfe)?
-                        .with_solver(solver)?
-                        .with_parameterization(param)?
-                        .with_grid(args.grid.parse::<TimeGrid>()?)?
-                        .with_data_range(range)?,
-                )
-            }
-            SamplerKind::Posterior | SamplerKind::Euler => {
-                let kind = match args.sampler {
-                    SamplerKind::Posterior => Baseline::Posterior,
-                    _ => Baseline::EulerMaruyama,
-                };
-                Configured::Baseline(
-                    BaselineSampler::new(schedule, kind, args.nfe)?.with_data_range(range)?,
-                )
-            }
-        })
-    }
-
-    fn run<M: ScoreModel<Tensor>>(
-        &self,
-        model: &mut M,
-        mu: &Tensor,
-        seed: u64,
-        bar: &ProgressBar,
-    ) -> Result<Sample<Tensor>> {
-        let mut noise = PhiloxNoise::new(seed);
-        let mut tick = |_: &StepView<'_, Tensor>| bar.inc(1);
-        Ok(match self {
-            Configured::Mrs(s) => s.sample_observed(model, mu, None, &mut noise, &mut tick)?,
-            Configured::Baseline(s) => s.sample_observed(model, mu, None, &mut noise, &mut tick)?,
-        })
-    }
-}
-
 /// Runs `restore`.
 pub fn run(args: RestoreArgs) -> Result<()> {
     let opts = load_options(args.options.clone(), &args.device, args.dtype.into())?;
     let schedule = schedule(opts.options.as_ref(), args.preset.as_deref())?;
-    let sampler = Configured::build(&args, schedule)?;
+    let spec = SamplerSpec {
+        kind: args.sampler,
+        order: args.order,
+        param: match args.param.as_str() {
+            "noise" => Parameterization::Noise,
+            _ => Parameterization::Data,
+        },
+        grid: args.grid.clone(),
+    };
+    let sampler = Configured::build(&spec, schedule, args.nfe)?;
     let shard = args.shard.as_deref().map(parse_shard).transpose()?;
     let spec = args
         .tile
@@ -286,10 +182,7 @@ fn restore_one(
         .into());
     }
     let mu = picture.tensor(device, DType::F32)?;
-    let nfe = match sampler {
-        Configured::Mrs(s) => s.plan(mrsampler::FitTarget::Noise)?.num_evaluations(),
-        Configured::Baseline(s) => s.num_steps(),
-    };
+    let nfe = sampler.plan()?.num_evaluations();
     let bar = if quiet {
         ProgressBar::hidden()
     } else {
@@ -307,7 +200,8 @@ fn restore_one(
         picture.height
     ));
     let start = Instant::now();
-    let out = sampler.run(model, &mu, seed, &bar)?;
+    let mut tick = |_: &StepView<'_, Tensor>| bar.inc(1);
+    let out = sampler.run(model, &mu, None, &mut PhiloxNoise::new(seed), &mut tick)?;
     bar.finish_and_clear();
     picture.write_png(&out.x, output)?;
     if !quiet {

@@ -20,7 +20,7 @@ mod philox;
 pub use burn_impl::BurnRandn;
 #[cfg(feature = "candle")]
 pub use candle_impl::CandleNoise;
-pub use noise::{NoNoise, NoiseSource, PhiloxNoise, ReplayNoise, SeededNoise};
+pub use noise::{CoupledNoise, NoNoise, NoiseSource, PhiloxNoise, ReplayNoise, SeededNoise};
 pub use philox::philox4x32_10;
 
 use std::borrow::Cow;

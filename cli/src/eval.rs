@@ -1,0 +1,674 @@
+//! `mrsampler eval`: every chosen sampler × NFE × seed on a set of (clean, degraded) image
+//! pairs; a table of PSNR, SSIM, distance to the sampler's own converged result, sharpness and
+//! time, with mean ± standard deviation over images and seeds; and a comparison picture.
+//!
+//! The distance to the converged result is taken against the same configuration at
+//! `--converged-nfe` evaluations from the same start state; for the SDE samplers the coarse
+//! run draws its noise on the converged run's Brownian path (`mrsampler::CoupledNoise`), so the
+//! distance measures discretisation error, not sampling variation. A baseline's converged
+//! result is its full `T`-step chain.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use mrsampler::schedule::{IrSdeSchedule, Schedule};
+use mrsampler::{CoupledNoise, NoiseSource, PhiloxNoise, StepView};
+use mrsampler_models::Network;
+
+use crate::images::{self, Picture};
+use crate::metrics::{gradient_energy_ratio, mean_sd, psnr, ssim};
+use crate::sampling::{Configured, Model, SamplerSpec, schedule};
+use crate::{Precision, Result, load_options, write_atomically};
+
+/// Where the shipped model and images are (the repository's `assets/`).
+const ASSETS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../assets");
+
+/// `eval`'s options.
+#[derive(Args)]
+pub struct EvalArgs {
+    /// Folder of clean images; pairs with `--degraded` by file name. Default: the shipped set.
+    #[arg(long, requires = "degraded")]
+    gt: Option<PathBuf>,
+    /// Folder of degraded images, named as in `--gt`.
+    #[arg(long, requires = "gt")]
+    degraded: Option<PathBuf>,
+    /// The shipped set used without `--gt`: `test` (where results are reported) or `val`
+    /// (where configurations are chosen).
+    #[arg(long, value_parser = ["test", "val"], default_value = "test")]
+    set: String,
+    /// The checkpoint. Default: the shipped network (`assets/restore/model.safetensors`).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// An upstream option file (network and schedule). Default with the shipped network: its
+    /// `assets/restore/options.yml`.
+    #[arg(long)]
+    options: Option<PathBuf>,
+    /// The schedule of a released checkpoint family, instead of `--options`.
+    #[arg(long)]
+    preset: Option<String>,
+    /// Samplers, comma-separated: `KIND[-ORDER][:PARAM][:GRID]` with KIND `mrs-ode`, `mrs-sde`,
+    /// `posterior` or `euler`.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "mrs-sde-2,mrs-ode-2,posterior"
+    )]
+    samplers: Vec<SamplerSpec>,
+    /// Evaluation counts of the MR Sampler rows.
+    #[arg(long, value_delimiter = ',', default_value = "5,10")]
+    nfe: Vec<usize>,
+    /// Step counts of the baseline rows (posterior, euler).
+    #[arg(long, value_delimiter = ',', default_value = "100")]
+    baseline_nfe: Vec<usize>,
+    /// Evaluations of the MR Sampler's converged reference: a multiple of every `--nfe` for the
+    /// SDE (the grids must nest).
+    #[arg(long, default_value_t = 40)]
+    converged_nfe: usize,
+    /// Seeds per image (start state and SDE noise).
+    #[arg(long, default_value_t = 3)]
+    seeds: usize,
+    /// First seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print one JSON object per table row instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// The comparison picture (first image, first seed: degraded, each row, ground truth).
+    #[arg(long, default_value = "target/eval.png")]
+    picture: PathBuf,
+    /// Most samples (images × seeds) per network call.
+    #[arg(long, default_value_t = 18)]
+    batch: usize,
+    /// `cpu`, `cuda:N` or `metal`.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Network weights and computation dtype.
+    #[arg(long, value_enum, default_value = "f32")]
+    dtype: Precision,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// One clean/degraded pair.
+struct Pair {
+    name: String,
+    gt: Picture,
+    degraded: Picture,
+}
+
+/// One table row and its per-(image, seed) measurements.
+struct Row {
+    spec: Option<SamplerSpec>,
+    nfe: usize,
+    /// The row is its sampler's converged reference (a baseline's full chain).
+    is_reference: bool,
+    psnr: Vec<f64>,
+    ssim: Vec<f64>,
+    to_converged: Vec<f64>,
+    sharpness: Vec<f64>,
+    seconds: f64,
+    note: Option<String>,
+}
+
+impl Row {
+    fn new(spec: Option<SamplerSpec>, nfe: usize) -> Self {
+        Self {
+            spec,
+            nfe,
+            is_reference: false,
+            psnr: Vec::new(),
+            ssim: Vec::new(),
+            to_converged: Vec::new(),
+            sharpness: Vec::new(),
+            seconds: 0.0,
+            note: None,
+        }
+    }
+
+    fn name(&self) -> String {
+        self.spec
+            .as_ref()
+            .map_or_else(|| "degraded input".to_owned(), ToString::to_string)
+    }
+}
+
+/// Runs `eval`.
+pub fn run(args: EvalArgs) -> Result<()> {
+    if args.seeds == 0 || args.batch == 0 {
+        return Err("--seeds and --batch must be at least 1".into());
+    }
+    if args.nfe.iter().chain(&args.baseline_nfe).any(|&n| n == 0) {
+        return Err("every --nfe and --baseline-nfe must be at least 1".into());
+    }
+    let assets = Path::new(ASSETS);
+    let (model_path, options) = match &args.model {
+        Some(m) => (m.clone(), args.options.clone()),
+        None => (
+            shipped(&assets.join("restore/model.safetensors"), "--model")?,
+            Some(
+                args.options
+                    .clone()
+                    .unwrap_or(shipped(&assets.join("restore/options.yml"), "--options")?),
+            ),
+        ),
+    };
+    let (gt_dir, degraded_dir) = match (&args.gt, &args.degraded) {
+        (Some(g), Some(d)) => (g.clone(), d.clone()),
+        _ => {
+            let root = shipped(&assets.join("eval").join(&args.set), "--gt and --degraded")?;
+            (root.join("gt"), root.join("degraded"))
+        }
+    };
+    let opts = load_options(options, &args.device, args.dtype.into())?;
+    let schedule = schedule(opts.options.as_ref(), args.preset.as_deref())?;
+    let net = Network::load(&model_path, &opts)?;
+    let pairs = load_pairs(&gt_dir, &degraded_dir, net.channels())?;
+    let device = opts.device.clone();
+    let mut model = Model::Whole(net);
+
+    // Rows: the degraded input, then every sampler × step count.
+    let mut rows = vec![Row::new(None, 0)];
+    for spec in &args.samplers {
+        let counts = if spec.is_mrs() {
+            &args.nfe
+        } else {
+            &args.baseline_nfe
+        };
+        for &nfe in counts {
+            // Build once here so that a bad configuration fails before any work.
+            Configured::build(spec, schedule.clone(), nfe)?;
+            rows.push(Row::new(Some(spec.clone()), nfe));
+        }
+    }
+    let t_steps = schedule.t_max().round() as usize;
+    let total = evaluations_per_sample(&rows, &args, &schedule, t_steps)?;
+    let bar = if args.quiet || args.json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new((total * pairs.len()) as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} image evaluations, {elapsed} ({eta} left)",
+        )
+        .map_err(|e| e.to_string())?,
+    );
+
+    // Images of one size share network calls; seeds ride along in the batch.
+    let mut groups: BTreeMap<(usize, usize), Vec<usize>> = BTreeMap::new();
+    for (i, p) in pairs.iter().enumerate() {
+        groups.entry((p.gt.height, p.gt.width)).or_default().push(i);
+    }
+    let per_call = (args.batch / args.seeds).max(1);
+    let mut picture: Vec<Tensor> = Vec::new();
+    for indices in groups.values() {
+        for chunk in indices.chunks(per_call) {
+            let ctx = Chunk::new(&pairs, chunk, &args, &device)?;
+            let first = picture.is_empty() && chunk.contains(&0);
+            if first {
+                picture.push(ctx.mu.get(0)?);
+            }
+            ctx.measure_degraded(&mut rows[0])?;
+            let mut k = 1;
+            while k < rows.len() {
+                let spec = rows[k].spec.clone().expect("sampler row");
+                let same: usize = rows[k..]
+                    .iter()
+                    .take_while(|r| r.spec.as_ref() == Some(&spec))
+                    .count();
+                let outs = ctx.run_spec(
+                    &spec,
+                    &mut rows[k..k + same],
+                    &schedule,
+                    t_steps,
+                    &args,
+                    &mut model,
+                    &bar,
+                )?;
+                if first {
+                    for o in outs {
+                        picture.push(o.get(0)?);
+                    }
+                }
+                k += same;
+            }
+            if first {
+                picture.push(ctx.gt.get(0)?);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    print_rows(&rows, &args, &pairs, &gt_dir, t_steps)?;
+    write_picture(&picture, &args.picture)?;
+    if !args.json {
+        let legend: Vec<String> = rows
+            .iter()
+            .map(|r| match &r.spec {
+                None => "degraded".to_owned(),
+                Some(s) => format!("{s} @{}", r.nfe),
+            })
+            .collect();
+        println!(
+            "\npicture ({}, seed {}): {}, ground truth -> {}",
+            pairs[0].name,
+            args.seed,
+            legend.join(", "),
+            args.picture.display()
+        );
+    }
+    Ok(())
+}
+
+/// A shipped asset, or an error naming the option that replaces it.
+fn shipped(path: &Path, option: &str) -> Result<PathBuf> {
+    if path.exists() {
+        Ok(path.to_path_buf())
+    } else {
+        Err(format!(
+            "the shipped asset {} is not there (this binary was moved from its source tree?); \
+             give {option}",
+            path.display()
+        )
+        .into())
+    }
+}
+
+/// Clean and degraded images paired by file stem, sorted by name.
+fn load_pairs(gt_dir: &Path, degraded_dir: &Path, channels: usize) -> Result<Vec<Pair>> {
+    let degraded: BTreeMap<String, PathBuf> = images::collect_inputs(&[degraded_dir.to_owned()])?
+        .into_iter()
+        .filter_map(|p| Some((p.file_stem()?.to_string_lossy().into_owned(), p)))
+        .collect();
+    let mut pairs = Vec::new();
+    for gt_path in images::collect_inputs(&[gt_dir.to_owned()])? {
+        let name = gt_path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let d_path = degraded.get(&name).ok_or_else(|| {
+            format!(
+                "{}: no degraded image named `{name}.*` in {}",
+                gt_path.display(),
+                degraded_dir.display()
+            )
+        })?;
+        let (gt, d) = (images::read(&gt_path)?, images::read(d_path)?);
+        if (gt.channels, gt.height, gt.width) != (d.channels, d.height, d.width) {
+            return Err(format!(
+                "`{name}`: the clean image is {}×{}×{} but the degraded one {}×{}×{} \
+                 (channels × height × width); they must match",
+                gt.channels, gt.height, gt.width, d.channels, d.height, d.width
+            )
+            .into());
+        }
+        if gt.channels != channels {
+            return Err(format!(
+                "`{name}`: the model takes {channels}-channel images; this one has {}",
+                gt.channels
+            )
+            .into());
+        }
+        pairs.push(Pair {
+            name,
+            gt,
+            degraded: d,
+        });
+    }
+    if pairs.is_empty() {
+        return Err(format!("{}: no PNG or JPEG images", gt_dir.display()).into());
+    }
+    pairs.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(pairs)
+}
+
+/// Network evaluations each sample goes through, references included.
+fn evaluations_per_sample(
+    rows: &[Row],
+    args: &EvalArgs,
+    schedule: &IrSdeSchedule,
+    t_steps: usize,
+) -> Result<usize> {
+    let mut total = 0;
+    let mut seen: Vec<&SamplerSpec> = Vec::new();
+    for r in rows {
+        let Some(spec) = &r.spec else { continue };
+        total += Configured::build(spec, schedule.clone(), r.nfe)?
+            .plan()?
+            .num_evaluations();
+        if !seen.contains(&spec) {
+            seen.push(spec);
+            if let Some(n) = reference_nfe(spec, rows, args, t_steps) {
+                total += Configured::build(spec, schedule.clone(), n)?
+                    .plan()?
+                    .num_evaluations();
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// The step count of `spec`'s converged run, if one has to be made (a baseline's row at `T`
+/// steps is its own reference).
+fn reference_nfe(
+    spec: &SamplerSpec,
+    rows: &[Row],
+    args: &EvalArgs,
+    t_steps: usize,
+) -> Option<usize> {
+    if spec.is_mrs() {
+        return Some(args.converged_nfe);
+    }
+    let needs = rows
+        .iter()
+        .any(|r| r.spec.as_ref() == Some(spec) && r.nfe != t_steps);
+    let has = rows
+        .iter()
+        .any(|r| r.spec.as_ref() == Some(spec) && r.nfe == t_steps);
+    (needs && !has).then_some(t_steps)
+}
+
+/// The images of one network batch: `[seeds · n, C, H, W]`, seed-major.
+struct Chunk<'a> {
+    pairs: Vec<&'a Pair>,
+    gt: Tensor,
+    gt_host: Vec<Vec<f64>>,
+    mu: Tensor,
+    /// Standard-normal start draws.
+    z: Tensor,
+    /// One seed per sample.
+    seeds: Vec<u64>,
+    dims: (usize, usize, usize),
+}
+
+impl<'a> Chunk<'a> {
+    fn new(pairs: &'a [Pair], chunk: &[usize], args: &EvalArgs, device: &Device) -> Result<Self> {
+        let pairs: Vec<&Pair> = chunk.iter().map(|&i| &pairs[i]).collect();
+        let (c, h, w) = (pairs[0].gt.channels, pairs[0].gt.height, pairs[0].gt.width);
+        let stack = |f: &dyn Fn(&Pair) -> &Picture| -> Result<Tensor> {
+            let mut v = Vec::new();
+            for _ in 0..args.seeds {
+                for p in &pairs {
+                    v.push(f(p).tensor(device, DType::F32)?);
+                }
+            }
+            Ok(Tensor::cat(&v, 0)?)
+        };
+        let gt = stack(&|p| &p.gt)?;
+        let mu = stack(&|p| &p.degraded)?;
+        let seeds: Vec<u64> = (0..args.seeds as u64)
+            .flat_map(|s| {
+                chunk
+                    .iter()
+                    .map(move |&i| (args.seed + s) * 1_000_003 + i as u64)
+            })
+            .collect();
+        let mut z = mu.zeros_like()?;
+        PhiloxNoise::per_sample(seeds.iter().map(|s| s ^ 0x5eed_0f_57a7).collect())
+            .fill_standard_normal(&mut z, Default::default())?;
+        let gt_host = pairs
+            .iter()
+            .map(|p| p.gt.pixels.iter().map(|&v| v as f64).collect())
+            .collect();
+        Ok(Self {
+            pairs,
+            gt,
+            gt_host,
+            mu,
+            z,
+            seeds,
+            dims: (c, h, w),
+        })
+    }
+
+    /// Every sample of `x` as host `f64` planes, sample-major.
+    fn host(&self, x: &Tensor) -> Result<Vec<Vec<f64>>> {
+        let v = x.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+        let (c, h, w) = self.dims;
+        Ok(v.chunks(c * h * w).map(<[f64]>::to_vec).collect())
+    }
+
+    fn measure_degraded(&self, row: &mut Row) -> Result<()> {
+        let mu = self.host(&self.mu.clamp(0f32, 1f32)?)?;
+        let (c, h, w) = self.dims;
+        // The degraded input does not depend on the seed: one entry per image.
+        for (j, gt) in self.gt_host.iter().enumerate() {
+            row.psnr.push(psnr(&mu[j], gt));
+            row.ssim.push(ssim(&mu[j], gt, c, h, w));
+            row.sharpness
+                .push(gradient_energy_ratio(&mu[j], gt, c, h, w));
+        }
+        Ok(())
+    }
+
+    /// Runs one sampler configuration at its reference and at every row's count; returns the
+    /// rows' outputs.
+    #[allow(clippy::too_many_arguments)] // one configuration's whole context
+    fn run_spec(
+        &self,
+        spec: &SamplerSpec,
+        rows: &mut [Row],
+        schedule: &IrSdeSchedule,
+        t_steps: usize,
+        args: &EvalArgs,
+        model: &mut Model,
+        bar: &ProgressBar,
+    ) -> Result<Vec<Tensor>> {
+        let mut tick = |_: &StepView<'_, Tensor>| bar.inc(self.pairs.len() as u64);
+        let noise = || PhiloxNoise::per_sample(self.seeds.clone());
+        let ref_nfe = reference_nfe(spec, rows, args, t_steps).unwrap_or(t_steps);
+        let reference = Configured::build(spec, schedule.clone(), ref_nfe)?;
+        let start = reference.prior_state(&self.mu, &self.z)?;
+        let ref_plan = reference.plan()?;
+        let converged = match reference_nfe(spec, rows, args, t_steps) {
+            Some(_) => Some(
+                reference
+                    .run(
+                        model,
+                        &self.mu,
+                        Some(start.clone()),
+                        &mut noise(),
+                        &mut tick,
+                    )?
+                    .x,
+            ),
+            None => None,
+        };
+        // A baseline's full-chain row is its reference: run it first.
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        order.sort_by_key(|&i| !(!spec.is_mrs() && rows[i].nfe == t_steps));
+        let mut converged = converged;
+        let mut outs: Vec<Option<Tensor>> = vec![None; rows.len()];
+        for i in order {
+            let row = &mut rows[i];
+            let cfg = Configured::build(spec, schedule.clone(), row.nfe)?;
+            let begin = Instant::now();
+            let mut coupled = true;
+            let x = if !spec.is_stochastic() {
+                cfg.run(
+                    model,
+                    &self.mu,
+                    Some(start.clone()),
+                    &mut noise(),
+                    &mut tick,
+                )?
+            } else {
+                match CoupledNoise::new(&cfg.plan()?, &ref_plan, noise()) {
+                    Ok(mut c) => {
+                        cfg.run(model, &self.mu, Some(start.clone()), &mut c, &mut tick)?
+                    }
+                    Err(e) => {
+                        row.note = Some(format!("no coupling to the converged run: {e}"));
+                        coupled = false;
+                        cfg.run(
+                            model,
+                            &self.mu,
+                            Some(start.clone()),
+                            &mut noise(),
+                            &mut tick,
+                        )?
+                    }
+                }
+            }
+            .x;
+            row.seconds += begin.elapsed().as_secs_f64();
+            row.is_reference = !spec.is_mrs() && row.nfe == t_steps;
+            if row.is_reference {
+                converged = Some(x.clone());
+                self.measure(row, &x, None)?;
+            } else {
+                self.measure(row, &x, converged.as_ref().filter(|_| coupled))?;
+            }
+            outs[i] = Some(x);
+        }
+        Ok(outs.into_iter().flatten().collect())
+    }
+
+    fn measure(&self, row: &mut Row, x: &Tensor, converged: Option<&Tensor>) -> Result<()> {
+        let (c, h, w) = self.dims;
+        let xs = self.host(x)?;
+        let refs = converged.map(|r| self.host(r)).transpose()?;
+        let n = self.pairs.len();
+        for (e, xe) in xs.iter().enumerate() {
+            let gt = &self.gt_host[e % n];
+            row.psnr.push(psnr(xe, gt));
+            row.ssim.push(ssim(xe, gt, c, h, w));
+            row.sharpness.push(gradient_energy_ratio(xe, gt, c, h, w));
+            if let Some(r) = &refs {
+                row.to_converged.push(psnr(xe, &r[e]));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes the table (or JSON lines) to stdout.
+fn print_rows(
+    rows: &[Row],
+    args: &EvalArgs,
+    pairs: &[Pair],
+    gt_dir: &Path,
+    t_steps: usize,
+) -> Result<()> {
+    let images = pairs.len();
+    let samples = (images * args.seeds) as f64;
+    if !args.json {
+        println!(
+            "{} image pairs from {} ({}), {} seed(s) each; mean ± sd over images and seeds; \
+             converged: the same sampler at {} evaluations (MR Sampler) or its {}-step chain \
+             (baselines)\n",
+            images,
+            gt_dir.display(),
+            pairs
+                .iter()
+                .map(|p| format!("{} {}×{}", p.name, p.gt.width, p.gt.height))
+                .collect::<Vec<_>>()
+                .join(", "),
+            args.seeds,
+            args.converged_nfe,
+            t_steps
+        );
+        println!(
+            "| sampler | NFE | PSNR (dB) | SSIM | PSNR vs converged (dB) | sharpness | s/image |"
+        );
+        println!("|---|---|---|---|---|---|---|");
+    }
+    for r in rows {
+        let (p, p_sd) = mean_sd(&r.psnr);
+        let (s, s_sd) = mean_sd(&r.ssim);
+        let (g, g_sd) = mean_sd(&r.sharpness);
+        let conv = (!r.to_converged.is_empty()).then(|| mean_sd(&r.to_converged));
+        let seconds = (r.spec.is_some()).then_some(r.seconds / samples);
+        if args.json {
+            let line = serde_json::json!({
+                "sampler": r.name(),
+                "nfe": r.nfe,
+                "psnr": finite(p),
+                "psnr_sd": finite(p_sd),
+                "ssim": finite(s),
+                "ssim_sd": finite(s_sd),
+                "psnr_vs_converged": conv.and_then(|c| finite(c.0)),
+                "psnr_vs_converged_sd": conv.and_then(|c| finite(c.1)),
+                "is_converged_reference": r.is_reference,
+                "sharpness": finite(g),
+                "sharpness_sd": finite(g_sd),
+                "seconds": seconds,
+                "images": images,
+                "seeds": if r.spec.is_some() { args.seeds } else { 1 },
+            });
+            println!("{line}");
+        } else {
+            let conv = match (conv, r.is_reference, &r.note) {
+                (Some((c, c_sd)), ..) => format!("{c:.2} ± {c_sd:.2}"),
+                (None, true, _) => "(is the reference)".to_owned(),
+                (None, false, Some(_)) => "(not coupled)".to_owned(),
+                (None, false, None) => "–".to_owned(),
+            };
+            println!(
+                "| {} | {} | {p:.2} ± {p_sd:.2} | {s:.4} ± {s_sd:.4} | {conv} | {g:.2} ± {g_sd:.2} | {} |",
+                r.name(),
+                if r.spec.is_some() {
+                    r.nfe.to_string()
+                } else {
+                    "–".to_owned()
+                },
+                seconds.map_or("–".to_owned(), |t| format!("{t:.3}")),
+            );
+        }
+    }
+    for r in rows {
+        if let Some(note) = &r.note {
+            eprintln!("note: {} @{}: {note}", r.name(), r.nfe);
+        }
+    }
+    Ok(())
+}
+
+/// `x`, or `None` (JSON `null`) when it is not finite.
+fn finite(x: f64) -> Option<f64> {
+    x.is_finite().then_some(x)
+}
+
+/// Writes the images `[C, H, W]` side by side with a white gap.
+fn write_picture(images: &[Tensor], path: &Path) -> Result<()> {
+    let Some(first) = images.first() else {
+        return Ok(());
+    };
+    let (c, h, w) = first.dims3()?;
+    let pad = 4;
+    let mut grid = image::RgbImage::from_pixel(
+        (images.len() * (w + pad) + pad) as u32,
+        (h + 2 * pad) as u32,
+        image::Rgb([255, 255, 255]),
+    );
+    for (k, img) in images.iter().enumerate() {
+        let v = img
+            .clamp(0f32, 1f32)?
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        for y in 0..h {
+            for x in 0..w {
+                let px: [u8; 3] = std::array::from_fn(|ch| {
+                    (v[ch.min(c - 1) * h * w + y * w + x] * 255.0).round() as u8
+                });
+                grid.put_pixel(
+                    (pad + k * (w + pad) + x) as u32,
+                    (pad + y) as u32,
+                    image::Rgb(px),
+                );
+            }
+        }
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    write_atomically(path, |tmp| {
+        grid.save_with_format(tmp, image::ImageFormat::Png)
+            .map_err(|e| format!("{}: {e}", path.display()).into())
+    })
+}

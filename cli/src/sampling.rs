@@ -1,0 +1,241 @@
+//! The samplers the tool offers, the schedule and the network as a score model: shared by
+//! `restore` and `eval`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use candle_core::Tensor;
+use clap::ValueEnum;
+use mrsampler::schedule::{IrSdeSchedule, TimeGrid};
+use mrsampler::{
+    Baseline, BaselineSampler, FitTarget, MrSampler, NoiseSource, Observer, Parameterization, Plan,
+    Sample, Sampler, ScoreModel, Solver,
+};
+use mrsampler_models::{Network, Tiled, UpstreamOptions, preset};
+
+use crate::Result;
+
+/// The sampler families.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SamplerKind {
+    /// The MR Sampler on the probability-flow ODE.
+    MrsOde,
+    /// The MR Sampler on the reverse SDE.
+    MrsSde,
+    /// Posterior sampling (strided), DA-CLIP's and IR-SDE's sampler.
+    Posterior,
+    /// Euler–Maruyama on the reverse SDE (strided).
+    Euler,
+}
+
+/// A sampler configuration without its step count: `KIND[-ORDER][:PARAM][:GRID]`, e.g.
+/// `mrs-sde-2`, `mrs-ode-3:noise:uniform-lambda`, `posterior`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SamplerSpec {
+    /// The family.
+    pub kind: SamplerKind,
+    /// The MR Sampler's order (ODE 1–3, SDE 1–2).
+    pub order: usize,
+    /// The MR Sampler's parameterization.
+    pub param: Parameterization,
+    /// The MR Sampler's time grid, as `TimeGrid` parses it.
+    pub grid: String,
+}
+
+impl SamplerSpec {
+    /// Whether the sampler draws noise after its start state.
+    pub fn is_stochastic(&self) -> bool {
+        self.kind != SamplerKind::MrsOde
+    }
+
+    /// Whether it is one of the MR Sampler's configurations.
+    pub fn is_mrs(&self) -> bool {
+        matches!(self.kind, SamplerKind::MrsOde | SamplerKind::MrsSde)
+    }
+}
+
+impl FromStr for SamplerSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let usage = || {
+            format!(
+                "sampler `{s}`: expected KIND[-ORDER][:PARAM][:GRID] with KIND mrs-ode, mrs-sde, \
+                 posterior or euler, PARAM data or noise, GRID a time grid (linspace, \
+                 uniform-lambda, karras-t, ...), e.g. mrs-sde-2:data:linspace"
+            )
+        };
+        let mut parts = s.split(':');
+        let head = parts.next().unwrap_or_default();
+        let (kind, order) = match head {
+            "posterior" => (SamplerKind::Posterior, 1),
+            "euler" => (SamplerKind::Euler, 1),
+            _ => {
+                let (k, order) = match head.rsplit_once('-') {
+                    Some((k, o)) if o.chars().all(|c| c.is_ascii_digit()) && !o.is_empty() => {
+                        (k, o.parse().map_err(|_| usage())?)
+                    }
+                    _ => (head, 2),
+                };
+                let kind = match k {
+                    "mrs-ode" => SamplerKind::MrsOde,
+                    "mrs-sde" => SamplerKind::MrsSde,
+                    _ => return Err(usage()),
+                };
+                (kind, order)
+            }
+        };
+        let param = match parts.next() {
+            None | Some("data") => Parameterization::Data,
+            Some("noise") => Parameterization::Noise,
+            Some(_) => return Err(usage()),
+        };
+        let grid = parts.next().unwrap_or("linspace").to_owned();
+        grid.parse::<TimeGrid>()
+            .map_err(|e| format!("sampler `{s}`: {e}"))?;
+        if parts.next().is_some()
+            || (!matches!(kind, SamplerKind::MrsOde | SamplerKind::MrsSde) && s != head)
+        {
+            return Err(usage());
+        }
+        Ok(Self {
+            kind,
+            order,
+            param,
+            grid,
+        })
+    }
+}
+
+impl fmt::Display for SamplerSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let param = match self.param {
+            Parameterization::Noise => "noise",
+            _ => "data",
+        };
+        match self.kind {
+            SamplerKind::Posterior => write!(f, "posterior"),
+            SamplerKind::Euler => write!(f, "euler"),
+            SamplerKind::MrsOde => write!(f, "mrs-ode-{}:{param}:{}", self.order, self.grid),
+            SamplerKind::MrsSde => write!(f, "mrs-sde-{}:{param}:{}", self.order, self.grid),
+        }
+    }
+}
+
+/// The schedule: from the option file's `sde` section, else the preset.
+pub fn schedule(
+    options: Option<&UpstreamOptions>,
+    preset_name: Option<&str>,
+) -> Result<IrSdeSchedule> {
+    if let Some(sde) = options.and_then(|o| o.sde.as_ref()) {
+        return Ok(sde.schedule()?);
+    }
+    match preset_name {
+        Some(name) => Ok(preset(name)?.schedule()),
+        None => Err(
+            "the sampler needs the checkpoint's schedule: give --options (its `sde` section) or \
+             --preset NAME (an unknown name lists the known ones)"
+                .into(),
+        ),
+    }
+}
+
+/// The network on the whole image, or on tiles.
+pub enum Model {
+    /// One network call per evaluation.
+    Whole(Network),
+    /// Overlapping tiles, batched.
+    Tiled(Tiled<Network>),
+}
+
+impl ScoreModel<Tensor> for Model {
+    fn fit_target(&self) -> FitTarget {
+        FitTarget::Noise
+    }
+
+    fn predict(
+        &mut self,
+        x: &Tensor,
+        mu: &Tensor,
+        t: f64,
+    ) -> std::result::Result<Tensor, mrsampler::ModelError> {
+        match self {
+            Model::Whole(n) => n.predict(x, mu, t),
+            Model::Tiled(n) => n.predict(x, mu, t),
+        }
+    }
+
+    fn input_rank(&self) -> Option<usize> {
+        Some(4)
+    }
+}
+
+/// A configured sampler of either kind.
+pub enum Configured {
+    /// The MR Sampler.
+    Mrs(MrSampler),
+    /// A baseline.
+    Baseline(BaselineSampler),
+}
+
+impl Configured {
+    /// `spec` with `nfe` evaluations on `schedule`, its output clamped to `[0, 1]`.
+    pub fn build(spec: &SamplerSpec, schedule: IrSdeSchedule, nfe: usize) -> Result<Self> {
+        let range = Some((0.0, 1.0));
+        Ok(match spec.kind {
+            SamplerKind::MrsOde | SamplerKind::MrsSde => {
+                let solver = match spec.kind {
+                    SamplerKind::MrsOde => Solver::ode(spec.order),
+                    _ => Solver::sde(spec.order),
+                };
+                Configured::Mrs(
+                    MrSampler::new(schedule, nfe)?
+                        .with_solver(solver)?
+                        .with_parameterization(spec.param)?
+                        .with_grid(spec.grid.parse::<TimeGrid>()?)?
+                        .with_data_range(range)?,
+                )
+            }
+            SamplerKind::Posterior | SamplerKind::Euler => {
+                let kind = match spec.kind {
+                    SamplerKind::Posterior => Baseline::Posterior,
+                    _ => Baseline::EulerMaruyama,
+                };
+                Configured::Baseline(
+                    BaselineSampler::new(schedule, kind, nfe)?.with_data_range(range)?,
+                )
+            }
+        })
+    }
+
+    /// The compiled pass.
+    pub fn plan(&self) -> Result<Plan> {
+        Ok(match self {
+            Configured::Mrs(s) => s.plan(FitTarget::Noise)?,
+            Configured::Baseline(s) => s.plan(FitTarget::Noise)?,
+        })
+    }
+
+    /// The start state `μ + σ·z` this sampler would draw from `z`.
+    pub fn prior_state(&self, mu: &Tensor, z: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Configured::Mrs(s) => s.prior_state(mu, z)?,
+            Configured::Baseline(s) => s.prior_state(mu, z)?,
+        })
+    }
+
+    /// One pass from `x_start` (or a drawn prior), reporting every step to `observer`.
+    pub fn run<M: ScoreModel<Tensor>, N: NoiseSource<Tensor>, O: Observer<Tensor>>(
+        &self,
+        model: &mut M,
+        mu: &Tensor,
+        x_start: Option<Tensor>,
+        noise: &mut N,
+        observer: &mut O,
+    ) -> Result<Sample<Tensor>> {
+        Ok(match self {
+            Configured::Mrs(s) => s.sample_observed(model, mu, x_start, noise, observer)?,
+            Configured::Baseline(s) => s.sample_observed(model, mu, x_start, noise, observer)?,
+        })
+    }
+}
