@@ -165,8 +165,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
         }
     };
     let opts = load_options(options, &args.device, args.dtype.into())?;
-    let schedule = schedule(opts.options.as_ref(), args.preset.as_deref())?;
     let net = Network::load(&model_path, &opts)?;
+    let schedule = schedule(opts.options.as_ref(), args.preset.as_deref())?;
     let pairs = load_pairs(&gt_dir, &degraded_dir, net.channels())?;
     let device = opts.device.clone();
     let mut model = Model::Whole(net);
@@ -408,7 +408,7 @@ impl<'a> Chunk<'a> {
             })
             .collect();
         let mut z = mu.zeros_like()?;
-        PhiloxNoise::per_sample(seeds.iter().map(|s| s ^ 0x5eed_0f_57a7).collect())
+        PhiloxNoise::per_sample(seeds.iter().map(|s| s ^ 0x005e_ed0f_57a7).collect())
             .fill_standard_normal(&mut z, Default::default())?;
         let gt_host = pairs
             .iter()
@@ -480,7 +480,7 @@ impl<'a> Chunk<'a> {
         };
         // A baseline's full-chain row is its reference: run it first.
         let mut order: Vec<usize> = (0..rows.len()).collect();
-        order.sort_by_key(|&i| !(!spec.is_mrs() && rows[i].nfe == t_steps));
+        order.sort_by_key(|&i| spec.is_mrs() || rows[i].nfe != t_steps);
         let mut converged = converged;
         let mut outs: Vec<Option<Tensor>> = vec![None; rows.len()];
         for i in order {

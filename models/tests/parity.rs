@@ -197,3 +197,25 @@ fn a_loaded_network_is_a_score_model_in_any_float_dtype() {
     let finite = out.x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     assert!(finite.iter().all(|v| v.is_finite()));
 }
+
+/// The shipped network (`assets/restore/`, trained by `tools/train_restore.py` with the upstream
+/// module) reproduces the PyTorch output recorded at training time, loaded with its option
+/// file as a released checkpoint is: odd image size (padding), a fractional and an integer time.
+#[test]
+fn the_shipped_network_matches_its_pytorch_output() {
+    use mrsampler_models::UpstreamOptions;
+    let assets = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets/restore");
+    let opts = LoadOptions {
+        options: Some(UpstreamOptions::load(assets.join("options.yml")).unwrap()),
+        ..LoadOptions::default()
+    };
+    let net = Network::load(assets.join("model.safetensors"), &opts).unwrap();
+    let io =
+        candle_core::safetensors::load(assets.join("parity.safetensors"), &Device::Cpu).unwrap();
+    let t: Vec<f32> = io["t"].to_vec1().unwrap();
+    let out = net.forward(&io["x"], &io["mu"], &t).unwrap();
+    let err = rel_err(&out, &io["out"]);
+    assert!(err <= TOL, "relative error {err:.2e}");
+    let sde = opts.options.unwrap().sde.unwrap().schedule().unwrap();
+    assert_eq!(sde, mrsampler::schedule::IrSdeSchedule::da_clip());
+}

@@ -1,5 +1,7 @@
 //! Helpers shared by the `mrsampler` binary's tests.
 
+#![allow(dead_code)] // each test binary uses a subset
+
 use std::path::PathBuf;
 use std::process::Command;
 
