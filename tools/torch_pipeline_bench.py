@@ -83,7 +83,7 @@ def main():
     ap.add_argument("--nfe", type=int, nargs="+", default=[5, 10, 20])
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    unet = build(a.irsde, nf=4, depth=3, heads=4, head_dim=4)
+    unet = build(a.irsde, nf=8, depth=3, heads=4, head_dim=4)
     unet.load_state_dict(load_file(str(a.weights)))
     net = Net(unet).eval()
     sde_utils, sampler = import_official(a.mrs)

@@ -51,18 +51,16 @@ pub struct EvalArgs {
     #[arg(long)]
     preset: Option<String>,
     /// Samplers, comma-separated: `KIND[-ORDER][:PARAM][:GRID]` with KIND `mrs-ode`, `mrs-sde`,
-    /// `posterior` or `euler`.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "mrs-sde-2,mrs-ode-2,posterior"
-    )]
+    /// `posterior` or `euler`. The default MR Sampler configuration is the one that scored best
+    /// at 10 NFE on the shipped validation set (`docs/benchmarks.md`).
+    #[arg(long, value_delimiter = ',', default_value = "mrs-sde-2,posterior")]
     samplers: Vec<SamplerSpec>,
     /// Evaluation counts of the MR Sampler rows.
     #[arg(long, value_delimiter = ',', default_value = "5,10")]
     nfe: Vec<usize>,
-    /// Step counts of the baseline rows (posterior, euler).
-    #[arg(long, value_delimiter = ',', default_value = "100")]
+    /// Step counts of the baseline rows (posterior, euler); a row at the schedule's `T` steps
+    /// (the full chain) is the converged reference of the baseline's other rows.
+    #[arg(long, value_delimiter = ',', default_value = "10")]
     baseline_nfe: Vec<usize>,
     /// Evaluations of the MR Sampler's converged reference: a multiple of every `--nfe` for the
     /// SDE (the grids must nest).
@@ -186,7 +184,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         }
     }
     let t_steps = schedule.t_max().round() as usize;
-    let total = evaluations_per_sample(&rows, &args, &schedule, t_steps)?;
+    let total = evaluations_per_sample(&rows, &args, &schedule)?;
     let bar = if args.quiet || args.json {
         ProgressBar::hidden()
     } else {
@@ -331,7 +329,6 @@ fn evaluations_per_sample(
     rows: &[Row],
     args: &EvalArgs,
     schedule: &IrSdeSchedule,
-    t_steps: usize,
 ) -> Result<usize> {
     let mut total = 0;
     let mut seen: Vec<&SamplerSpec> = Vec::new();
@@ -342,7 +339,7 @@ fn evaluations_per_sample(
             .num_evaluations();
         if !seen.contains(&spec) {
             seen.push(spec);
-            if let Some(n) = reference_nfe(spec, rows, args, t_steps) {
+            if let Some(n) = reference_nfe(spec, args) {
                 total += Configured::build(spec, schedule.clone(), n)?
                     .plan()?
                     .num_evaluations();
@@ -352,24 +349,11 @@ fn evaluations_per_sample(
     Ok(total)
 }
 
-/// The step count of `spec`'s converged run, if one has to be made (a baseline's row at `T`
-/// steps is its own reference).
-fn reference_nfe(
-    spec: &SamplerSpec,
-    rows: &[Row],
-    args: &EvalArgs,
-    t_steps: usize,
-) -> Option<usize> {
-    if spec.is_mrs() {
-        return Some(args.converged_nfe);
-    }
-    let needs = rows
-        .iter()
-        .any(|r| r.spec.as_ref() == Some(spec) && r.nfe != t_steps);
-    let has = rows
-        .iter()
-        .any(|r| r.spec.as_ref() == Some(spec) && r.nfe == t_steps);
-    (needs && !has).then_some(t_steps)
+/// The step count of `spec`'s converged run, if one has to be made: the MR Sampler's
+/// configurations at `--converged-nfe`. A baseline's converged result is its full `T`-step
+/// chain, which is only run as a row of its own (`--baseline-nfe` including `T`).
+fn reference_nfe(spec: &SamplerSpec, args: &EvalArgs) -> Option<usize> {
+    spec.is_mrs().then_some(args.converged_nfe)
 }
 
 /// The images of one network batch: `[seeds · n, C, H, W]`, seed-major.
@@ -460,11 +444,11 @@ impl<'a> Chunk<'a> {
     ) -> Result<Vec<Tensor>> {
         let mut tick = |_: &StepView<'_, Tensor>| bar.inc(self.pairs.len() as u64);
         let noise = || PhiloxNoise::per_sample(self.seeds.clone());
-        let ref_nfe = reference_nfe(spec, rows, args, t_steps).unwrap_or(t_steps);
+        let ref_nfe = reference_nfe(spec, args).unwrap_or(t_steps);
         let reference = Configured::build(spec, schedule.clone(), ref_nfe)?;
         let start = reference.prior_state(&self.mu, &self.z)?;
         let ref_plan = reference.plan()?;
-        let converged = match reference_nfe(spec, rows, args, t_steps) {
+        let converged = match reference_nfe(spec, args) {
             Some(_) => Some(
                 reference
                     .run(
