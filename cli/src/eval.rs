@@ -21,11 +21,8 @@ use mrsampler_models::Network;
 
 use crate::images::{self, Picture};
 use crate::metrics::{gradient_energy_ratio, mean_sd, psnr, ssim};
-use crate::sampling::{Configured, Model, SamplerSpec, schedule};
+use crate::sampling::{ASSETS, Configured, Model, SamplerSpec, schedule, shipped, shipped_model};
 use crate::{Precision, Result, load_options, write_atomically};
-
-/// Where the shipped model and images are (the repository's `assets/`).
-const ASSETS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../assets");
 
 /// `eval`'s options.
 #[derive(Args)]
@@ -143,22 +140,14 @@ pub fn run(args: EvalArgs) -> Result<()> {
     if args.nfe.iter().chain(&args.baseline_nfe).any(|&n| n == 0) {
         return Err("every --nfe and --baseline-nfe must be at least 1".into());
     }
-    let assets = Path::new(ASSETS);
-    let (model_path, options) = match &args.model {
-        Some(m) => (m.clone(), args.options.clone()),
-        None => (
-            shipped(&assets.join("restore/model.safetensors"), "--model")?,
-            Some(
-                args.options
-                    .clone()
-                    .unwrap_or(shipped(&assets.join("restore/options.yml"), "--options")?),
-            ),
-        ),
-    };
+    let (model_path, options) = shipped_model(args.model.as_ref(), args.options.as_ref())?;
     let (gt_dir, degraded_dir) = match (&args.gt, &args.degraded) {
         (Some(g), Some(d)) => (g.clone(), d.clone()),
         _ => {
-            let root = shipped(&assets.join("eval").join(&args.set), "--gt and --degraded")?;
+            let root = shipped(
+                &Path::new(ASSETS).join("eval").join(&args.set),
+                "--gt and --degraded",
+            )?;
             (root.join("gt"), root.join("degraded"))
         }
     };
@@ -260,20 +249,6 @@ pub fn run(args: EvalArgs) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// A shipped asset, or an error naming the option that replaces it.
-fn shipped(path: &Path, option: &str) -> Result<PathBuf> {
-    if path.exists() {
-        Ok(path.to_path_buf())
-    } else {
-        Err(format!(
-            "the shipped asset {} is not there (this binary was moved from its source tree?); \
-             give {option}",
-            path.display()
-        )
-        .into())
-    }
 }
 
 /// Clean and degraded images paired by file stem, sorted by name.

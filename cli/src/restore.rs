@@ -10,7 +10,7 @@ use mrsampler::{Parameterization, PhiloxNoise, StepView};
 use mrsampler_models::{Network, TileSpec, Tiled};
 
 use crate::images::{self, Picture};
-use crate::sampling::{Configured, Model, SamplerKind, SamplerSpec, schedule};
+use crate::sampling::{Configured, Model, SamplerKind, SamplerSpec, schedule, shipped_model};
 use crate::{Precision, Result, load_options};
 
 /// `restore`'s options.
@@ -24,8 +24,9 @@ pub struct RestoreArgs {
     #[arg(long)]
     out: PathBuf,
     /// The checkpoint (`.pth` or safetensors) of any architecture the models crate loads.
+    /// Default: the shipped denoising network with its option file.
     #[arg(long)]
-    model: PathBuf,
+    model: Option<PathBuf>,
     /// An upstream option file: its `network_G` states the network, its `sde` the schedule.
     #[arg(long)]
     options: Option<PathBuf>,
@@ -92,7 +93,8 @@ fn parse_shard(s: &str) -> Result<(usize, usize)> {
 
 /// Runs `restore`.
 pub fn run(args: RestoreArgs) -> Result<()> {
-    let opts = load_options(args.options.clone(), &args.device, args.dtype.into())?;
+    let (model_path, options) = shipped_model(args.model.as_ref(), args.options.as_ref())?;
+    let opts = load_options(options, &args.device, args.dtype.into())?;
     let schedule = schedule(opts.options.as_ref(), args.preset.as_deref())?;
     let spec = SamplerSpec {
         kind: args.sampler,
@@ -118,7 +120,7 @@ pub fn run(args: RestoreArgs) -> Result<()> {
             .map(|(_, f)| f)
             .collect();
     }
-    let net = Network::load(&args.model, &opts)?;
+    let net = Network::load(&model_path, &opts)?;
     let channels = net.channels();
     let device = opts.device.clone();
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;

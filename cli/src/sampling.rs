@@ -2,6 +2,7 @@
 //! `restore` and `eval`.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use candle_core::Tensor;
@@ -14,6 +15,45 @@ use mrsampler::{
 use mrsampler_models::{Network, Tiled, UpstreamOptions, preset};
 
 use crate::Result;
+
+/// Where the shipped model and images are (the repository's `assets/`).
+pub const ASSETS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../assets");
+
+/// A shipped asset, or an error naming the option that replaces it.
+pub fn shipped(path: &Path, option: &str) -> Result<PathBuf> {
+    if path.exists() {
+        Ok(path.to_path_buf())
+    } else {
+        Err(format!(
+            "the shipped asset {} is not there (this binary was moved from its source tree?); \
+             give {option}",
+            path.display()
+        )
+        .into())
+    }
+}
+
+/// The checkpoint and option file to load: the given ones, or the shipped network
+/// (`assets/restore/model.safetensors`) with its option file when no model is given.
+pub fn shipped_model(
+    model: Option<&PathBuf>,
+    options: Option<&PathBuf>,
+) -> Result<(PathBuf, Option<PathBuf>)> {
+    match model {
+        Some(m) => Ok((m.clone(), options.cloned())),
+        None => {
+            let root = Path::new(ASSETS).join("restore");
+            let options = match options {
+                Some(o) => o.clone(),
+                None => shipped(&root.join("options.yml"), "--options")?,
+            };
+            Ok((
+                shipped(&root.join("model.safetensors"), "--model")?,
+                Some(options),
+            ))
+        }
+    }
+}
 
 /// The sampler families.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

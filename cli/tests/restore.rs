@@ -211,3 +211,23 @@ fn bad_inputs_are_refused_without_partial_outputs() {
     ]);
     assert!(!ok && text.contains("--preset"), "{text}");
 }
+
+#[test]
+fn without_a_model_the_shipped_network_restores() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("photo.png");
+    rgb(&img, 20, 12);
+    let out = dir.path().join("out");
+    let (ok, text) = mrsampler(&[
+        "restore",
+        &img.to_string_lossy(),
+        "--out",
+        &out.to_string_lossy(),
+        "--nfe",
+        "2",
+        "--quiet",
+    ]);
+    assert!(ok, "{text}");
+    let restored = image::open(out.join("photo.png")).unwrap();
+    assert_eq!((restored.width(), restored.height()), (20, 12));
+}
