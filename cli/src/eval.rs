@@ -17,16 +17,17 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use mrsampler::schedule::{IrSdeSchedule, Schedule};
 use mrsampler::{CoupledNoise, NoiseSource, PhiloxNoise, StepView};
-use mrsampler_models::Network;
 
 use crate::images::{self, Picture};
 use crate::metrics::{gradient_energy_ratio, mean_sd, psnr, ssim};
-use crate::sampling::{ASSETS, Configured, Model, SamplerSpec, schedule, shipped, shipped_model};
-use crate::{Precision, Result, load_options, write_atomically};
+use crate::sampling::{ASSETS, Configured, Model, ModelArgs, SamplerSpec, shipped};
+use crate::{Result, write_atomically};
 
 /// `eval`'s options.
 #[derive(Args)]
 pub struct EvalArgs {
+    #[command(flatten)]
+    model: ModelArgs,
     /// Folder of clean images; pairs with `--degraded` by file name. Default: the shipped set.
     #[arg(long, requires = "degraded")]
     gt: Option<PathBuf>,
@@ -37,16 +38,6 @@ pub struct EvalArgs {
     /// (where configurations are chosen).
     #[arg(long, value_parser = ["test", "val"], default_value = "test")]
     set: String,
-    /// The checkpoint. Default: the shipped network (`assets/restore/model.safetensors`).
-    #[arg(long)]
-    model: Option<PathBuf>,
-    /// An upstream option file (network and schedule). Default with the shipped network: its
-    /// `assets/restore/options.yml`.
-    #[arg(long)]
-    options: Option<PathBuf>,
-    /// The schedule of a released checkpoint family, instead of `--options`.
-    #[arg(long)]
-    preset: Option<String>,
     /// Samplers, comma-separated: `KIND[-ORDER][:PARAM][:GRID]` with KIND `mrs-ode`, `mrs-sde`,
     /// `posterior` or `euler`. The default MR Sampler configuration is the one that scored best
     /// at 10 NFE on the shipped validation set (`docs/benchmarks.md`).
@@ -78,12 +69,6 @@ pub struct EvalArgs {
     /// Most samples (images × seeds) per network call.
     #[arg(long, default_value_t = 18)]
     batch: usize,
-    /// `cpu`, `cuda:N` or `metal`.
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    /// Network weights and computation dtype.
-    #[arg(long, value_enum, default_value = "f32")]
-    dtype: Precision,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -140,7 +125,6 @@ pub fn run(args: EvalArgs) -> Result<()> {
     if args.nfe.iter().chain(&args.baseline_nfe).any(|&n| n == 0) {
         return Err("every --nfe and --baseline-nfe must be at least 1".into());
     }
-    let (model_path, options) = shipped_model(args.model.as_ref(), args.options.as_ref())?;
     let (gt_dir, degraded_dir) = match (&args.gt, &args.degraded) {
         (Some(g), Some(d)) => (g.clone(), d.clone()),
         _ => {
@@ -151,11 +135,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
             (root.join("gt"), root.join("degraded"))
         }
     };
-    let opts = load_options(options, &args.device, args.dtype.into())?;
-    let net = Network::load(&model_path, &opts)?;
-    let schedule = schedule(opts.options.as_ref(), args.preset.as_deref())?;
+    let (net, schedule) = args.model.load()?;
     let pairs = load_pairs(&gt_dir, &degraded_dir, net.channels())?;
-    let device = opts.device.clone();
+    let device = net.device().clone();
     let mut model = Model::Whole(net);
 
     // Rows: the degraded input, then every sampler × step count.
@@ -423,54 +405,41 @@ impl<'a> Chunk<'a> {
         let reference = Configured::build(spec, schedule.clone(), ref_nfe)?;
         let start = reference.prior_state(&self.mu, &self.z)?;
         let ref_plan = reference.plan()?;
-        let converged = match reference_nfe(spec, args) {
-            Some(_) => Some(
-                reference
-                    .run(
-                        model,
-                        &self.mu,
-                        Some(start.clone()),
-                        &mut noise(),
-                        &mut tick,
-                    )?
-                    .x,
-            ),
-            None => None,
-        };
-        // A baseline's full-chain row is its reference: run it first.
-        let mut order: Vec<usize> = (0..rows.len()).collect();
-        order.sort_by_key(|&i| spec.is_mrs() || rows[i].nfe != t_steps);
-        let mut converged = converged;
-        let mut outs: Vec<Option<Tensor>> = vec![None; rows.len()];
-        for i in order {
-            let row = &mut rows[i];
-            let cfg = Configured::build(spec, schedule.clone(), row.nfe)?;
-            let begin = Instant::now();
-            let mut coupled = true;
-            let x = if !spec.is_stochastic() {
-                cfg.run(
+        let mut converged = match reference_nfe(spec, args) {
+            Some(_) => {
+                let x = reference.run(
                     model,
                     &self.mu,
                     Some(start.clone()),
                     &mut noise(),
                     &mut tick,
-                )?
-            } else {
-                match CoupledNoise::new(&cfg.plan()?, &ref_plan, noise()) {
-                    Ok(mut c) => {
-                        cfg.run(model, &self.mu, Some(start.clone()), &mut c, &mut tick)?
-                    }
-                    Err(e) => {
-                        row.note = Some(format!("no coupling to the converged run: {e}"));
-                        coupled = false;
-                        cfg.run(
-                            model,
-                            &self.mu,
-                            Some(start.clone()),
-                            &mut noise(),
-                            &mut tick,
-                        )?
-                    }
+                )?;
+                Some(x.x)
+            }
+            None => None,
+        };
+        // A baseline's full-chain row is its reference: run it first.
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        order.sort_by_key(|&i| spec.is_mrs() || rows[i].nfe != t_steps);
+        let mut outs: Vec<Option<Tensor>> = vec![None; rows.len()];
+        for i in order {
+            let row = &mut rows[i];
+            let cfg = Configured::build(spec, schedule.clone(), row.nfe)?;
+            let begin = Instant::now();
+            // Stochastic rows draw on the converged run's Brownian path where the grids nest.
+            let plan = cfg.plan()?;
+            let coupling = spec
+                .is_stochastic()
+                .then(|| CoupledNoise::new(&plan, &ref_plan, noise()))
+                .transpose();
+            let coupled = coupling.is_ok();
+            let start_state = Some(start.clone());
+            let x = match coupling {
+                Ok(Some(mut c)) => cfg.run(model, &self.mu, start_state, &mut c, &mut tick)?,
+                Ok(None) => cfg.run(model, &self.mu, start_state, &mut noise(), &mut tick)?,
+                Err(e) => {
+                    row.note = Some(format!("no coupling to the converged run: {e}"));
+                    cfg.run(model, &self.mu, start_state, &mut noise(), &mut tick)?
                 }
             }
             .x;

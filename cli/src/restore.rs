@@ -7,11 +7,11 @@ use candle_core::{DType, Device, Tensor};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use mrsampler::{Parameterization, PhiloxNoise, StepView};
-use mrsampler_models::{Network, TileSpec, Tiled};
+use mrsampler_models::{TileSpec, Tiled};
 
+use crate::Result;
 use crate::images::{self, Picture};
-use crate::sampling::{Configured, Model, SamplerKind, SamplerSpec, schedule, shipped_model};
-use crate::{Precision, Result, load_options};
+use crate::sampling::{Configured, Model, ModelArgs, SamplerKind, SamplerSpec};
 
 /// `restore`'s options.
 #[derive(Args)]
@@ -23,16 +23,8 @@ pub struct RestoreArgs {
     /// The folder the restored PNG files are written to (created if missing).
     #[arg(long)]
     out: PathBuf,
-    /// The checkpoint (`.pth` or safetensors) of any architecture the models crate loads.
-    /// Default: the shipped denoising network with its option file.
-    #[arg(long)]
-    model: Option<PathBuf>,
-    /// An upstream option file: its `network_G` states the network, its `sde` the schedule.
-    #[arg(long)]
-    options: Option<PathBuf>,
-    /// The schedule of a released checkpoint family (`docs/models.md` lists them).
-    #[arg(long)]
-    preset: Option<String>,
+    #[command(flatten)]
+    model: ModelArgs,
     /// The sampler.
     #[arg(long, value_enum, default_value = "mrs-sde")]
     sampler: SamplerKind,
@@ -52,12 +44,6 @@ pub struct RestoreArgs {
     /// Seed of the prior draw and the SDE noise (per image: seed + the image's index).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// `cpu`, `cuda:N` or `metal`.
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    /// Network weights and computation dtype.
-    #[arg(long, value_enum, default_value = "f32")]
-    dtype: Precision,
     /// Evaluate the network on tiles of this side (pixels) when the image is larger; the whole
     /// image otherwise.
     #[arg(long)]
@@ -93,9 +79,7 @@ fn parse_shard(s: &str) -> Result<(usize, usize)> {
 
 /// Runs `restore`.
 pub fn run(args: RestoreArgs) -> Result<()> {
-    let (model_path, options) = shipped_model(args.model.as_ref(), args.options.as_ref())?;
-    let opts = load_options(options, &args.device, args.dtype.into())?;
-    let schedule = schedule(opts.options.as_ref(), args.preset.as_deref())?;
+    let (net, schedule) = args.model.load()?;
     let spec = SamplerSpec {
         kind: args.sampler,
         order: args.order,
@@ -120,9 +104,8 @@ pub fn run(args: RestoreArgs) -> Result<()> {
             .map(|(_, f)| f)
             .collect();
     }
-    let net = Network::load(&model_path, &opts)?;
     let channels = net.channels();
-    let device = opts.device.clone();
+    let device = net.device().clone();
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     let mut model = match spec {
         Some(s) => Model::Tiled(Tiled::new(net, s)),

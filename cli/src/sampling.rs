@@ -14,7 +14,7 @@ use mrsampler::{
 };
 use mrsampler_models::{Network, Tiled, UpstreamOptions, preset};
 
-use crate::Result;
+use crate::{Precision, Result, load_options};
 
 /// Where the shipped model and images are (the repository's `assets/`).
 pub const ASSETS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../assets");
@@ -35,7 +35,7 @@ pub fn shipped(path: &Path, option: &str) -> Result<PathBuf> {
 
 /// The checkpoint and option file to load: the given ones, or the shipped network
 /// (`assets/restore/model.safetensors`) with its option file when no model is given.
-pub fn shipped_model(
+fn shipped_model(
     model: Option<&PathBuf>,
     options: Option<&PathBuf>,
 ) -> Result<(PathBuf, Option<PathBuf>)> {
@@ -52,6 +52,40 @@ pub fn shipped_model(
                 Some(options),
             ))
         }
+    }
+}
+
+/// Which network to load and how: shared by `restore` and `eval`.
+#[derive(clap::Args)]
+pub struct ModelArgs {
+    /// The checkpoint (`.pth` or safetensors) of any architecture the models crate loads.
+    /// Default: the shipped denoising network with its option file.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// An upstream option file: its `network_G` states the network, its `sde` the schedule.
+    #[arg(long)]
+    options: Option<PathBuf>,
+    /// The schedule of a released checkpoint family (`docs/models.md` lists them).
+    #[arg(long)]
+    preset: Option<String>,
+    /// `cpu`, `cuda:N` or `metal`.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Network weights and computation dtype.
+    #[arg(long, value_enum, default_value = "f32")]
+    dtype: Precision,
+}
+
+impl ModelArgs {
+    /// The network and the schedule it was trained with.
+    pub fn load(&self) -> Result<(Network, IrSdeSchedule)> {
+        let (path, options) = shipped_model(self.model.as_ref(), self.options.as_ref())?;
+        let opts = load_options(options, &self.device, self.dtype.into())?;
+        let net = Network::load(&path, &opts)?;
+        Ok((
+            net,
+            schedule(opts.options.as_ref(), self.preset.as_deref())?,
+        ))
     }
 }
 
@@ -163,7 +197,7 @@ impl fmt::Display for SamplerSpec {
 }
 
 /// The schedule: from the option file's `sde` section, else the preset.
-pub fn schedule(
+fn schedule(
     options: Option<&UpstreamOptions>,
     preset_name: Option<&str>,
 ) -> Result<IrSdeSchedule> {
