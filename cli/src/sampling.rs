@@ -197,10 +197,7 @@ impl fmt::Display for SamplerSpec {
 }
 
 /// The schedule: from the option file's `sde` section, else the preset.
-fn schedule(
-    options: Option<&UpstreamOptions>,
-    preset_name: Option<&str>,
-) -> Result<IrSdeSchedule> {
+fn schedule(options: Option<&UpstreamOptions>, preset_name: Option<&str>) -> Result<IrSdeSchedule> {
     if let Some(sde) = options.and_then(|o| o.sde.as_ref()) {
         return Ok(sde.schedule()?);
     }
