@@ -5,6 +5,7 @@
 //! * [`multistep`]: the MR Sampler's multistep ODE/SDE (order rules, the UniC corrector).
 //! * [`singlestep`]: the MR Sampler's singlestep ODE.
 //! * [`baseline`]: Euler–Maruyama, Euler-ODE, posterior sampling and Heun.
+//! * [`calibrate`]: the grid search that fits a `K`-step grid to a recorded teacher pass.
 //! * [`coupling`]: the weights that put a coarse stochastic pass on a fine pass's Brownian path.
 //! * [`adaptive`]: the controller of the adaptive sampler, whose plan grows as steps are
 //!   accepted.
@@ -14,6 +15,7 @@
 
 pub(crate) mod adaptive;
 pub(crate) mod baseline;
+pub(crate) mod calibrate;
 pub(crate) mod coupling;
 pub(crate) mod multistep;
 pub(crate) mod singlestep;

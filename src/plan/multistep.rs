@@ -7,7 +7,7 @@ use crate::param::{FitTarget, Parameterization};
 use crate::sampler::{Mode, MrSampler, OrderRule, Solver};
 use crate::schedule::build_grid;
 use crate::solver::unic_corrected_state;
-use crate::solver::{Equation, Node, ThirdOrder, multistep_coefficients};
+use crate::solver::{Equation, Node, SecondOrder, ThirdOrder, multistep_coefficients};
 
 /// Compiles a multistep [`MrSampler`] (ODE or SDE) for a network trained on `fit`.
 pub(crate) fn plan(cfg: &MrSampler, fit: FitTarget) -> Result<Plan> {
@@ -30,19 +30,12 @@ pub(crate) fn plan(cfg: &MrSampler, fit: FitTarget) -> Result<Plan> {
     let nodes: Vec<Node> = tau.iter().map(|&t| frame.node(t)).collect();
     let lambdas: Vec<f64> = nodes.iter().map(|n| n.lambda).collect();
     let orders = orders(cfg.mode, &cfg.solver, m, &lambdas);
-    let (equation, second, third, corrector) = match cfg.solver {
-        Solver::Ode(o) => (
-            Equation::Ode,
-            o.second_order,
-            o.third_order.unwrap_or(match cfg.mode {
-                Mode::Exact => ThirdOrder::Taylor,
-                Mode::Reference => ThirdOrder::HalfD2,
-            }),
-            o.corrector,
-        ),
-        Solver::Sde(s) => (Equation::Sde, s.second_order, ThirdOrder::Taylor, false),
-        Solver::OdeSinglestep { .. } => unreachable!("singlestep has its own planner"),
-    };
+    let Forms {
+        equation,
+        second,
+        third,
+        corrector,
+    } = Forms::of(cfg);
     let mut steps = Vec::with_capacity(m);
     for k in 1..=m {
         let times = (tau[k - 1], tau[k]);
@@ -94,6 +87,47 @@ pub(crate) fn plan(cfg: &MrSampler, fit: FitTarget) -> Result<Plan> {
     Ok(cfg.finish_plan(tau, steps, prior_std, p + usize::from(corrector)))
 }
 
+/// The solver forms a multistep configuration's steps are built with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Forms {
+    pub equation: Equation,
+    pub second: SecondOrder,
+    pub third: ThirdOrder,
+    /// Whether the UniC corrector is folded into the steps.
+    pub corrector: bool,
+}
+
+impl Forms {
+    /// The forms of a multistep `cfg` (not singlestep).
+    pub(crate) fn of(cfg: &MrSampler) -> Self {
+        let (equation, second, third, corrector) = match cfg.solver {
+            Solver::Ode(o) => (
+                Equation::Ode,
+                o.second_order,
+                o.third_order.unwrap_or(match cfg.mode {
+                    Mode::Exact => ThirdOrder::Taylor,
+                    Mode::Reference => ThirdOrder::HalfD2,
+                }),
+                o.corrector,
+            ),
+            Solver::Sde(s) => (Equation::Sde, s.second_order, ThirdOrder::Taylor, false),
+            Solver::OdeSinglestep { .. } => unreachable!("singlestep has its own planner"),
+        };
+        Self {
+            equation,
+            second,
+            third,
+            corrector,
+        }
+    }
+}
+
+/// [`OrderRule::StepRatio`]'s test: whether the λ-step `h = λ_t − λ_s` is more than
+/// `max_ratio` times the previous one `h_prev = λ_s − λ_r`.
+pub(crate) fn step_too_long(max_ratio: f64, h: f64, h_prev: f64) -> bool {
+    h / h_prev > max_ratio
+}
+
 /// Orders per step: the reference's rule (`docs/math.md` §5.1) or exact mode's warm-up plus
 /// [`OrderRule`] (§5.2). `lambdas` (the grid's λ, `M + 1` values) is read by
 /// [`OrderRule::StepRatio`].
@@ -120,12 +154,14 @@ pub(crate) fn orders(mode: Mode, solver: &Solver, m: usize, lambdas: &[f64]) -> 
                     OrderRule::StepRatio { max_ratio } => {
                         // An extrapolation over a step much longer (in λ) than the previous one
                         // falls back to first order.
-                        let ratio = if k >= 2 && lambdas.len() > k {
-                            (lambdas[k] - lambdas[k - 1]) / (lambdas[k - 1] - lambdas[k - 2])
-                        } else {
-                            1.0
-                        };
-                        if ratio > max_ratio { 1 } else { lower_final }
+                        let too_long = k >= 2
+                            && lambdas.len() > k
+                            && step_too_long(
+                                max_ratio,
+                                lambdas[k] - lambdas[k - 1],
+                                lambdas[k - 1] - lambdas[k - 2],
+                            );
+                        if too_long { 1 } else { lower_final }
                     }
                 }
             }
