@@ -34,8 +34,11 @@ pub(crate) struct Trajectory {
     pub mu: Vec<f64>,
     /// Per teacher step `n = 1 … N` (from `τ_{n−1}` to `τ_n`): its state weight, its noise
     /// weight and its draw (`None` for a deterministic step).
-    pub noise: Vec<Option<(f64, f64, Vec<f64>)>>,
+    pub noise: Vec<Option<NoisyStep>>,
 }
+
+/// A teacher step's state weight, noise weight and draw.
+pub(crate) type NoisyStep = (f64, f64, Vec<f64>);
 
 /// What the search needs of the sampler.
 #[derive(Debug, Clone, Copy)]
@@ -217,7 +220,7 @@ pub(crate) fn search(
                 let slot = next.entry(state).or_insert((f64::INFINITY, hist));
                 // Ties keep the first path found; the iteration order of `HashMap` is not
                 // fixed, so compare the predecessor too to stay deterministic.
-                if total < slot.0 || (total == slot.0 && hist < slot.1) {
+                if total.total_cmp(&slot.0).then(hist.cmp(&slot.1)).is_lt() {
                     *slot = (total, hist);
                 }
             }
@@ -260,8 +263,7 @@ pub(crate) fn path_cost(t: &Trajectory, rules: &Rules, path: &[usize]) -> Result
     let base = orders(Mode::Exact, &rules.solver, m, &[]);
     let mut hist = [path[0], NONE, NONE];
     let mut total = 0.0;
-    for k in 1..=m {
-        let j = path[k];
+    for (k, &j) in path.iter().enumerate().skip(1) {
         let order = step_order(rules, &base, k, hist, j, t);
         total += t.local_error(rules, order, hist, j);
         hist = [j, hist[0], hist[1]];
@@ -430,7 +432,7 @@ mod tests {
         let norm = (c[0] * c[0] + c[1] * c[1]).sqrt();
         let want = [
             (c[0] * 1.0 + c[1] * 2.0) / norm,
-            (c[0] * -1.0 + c[1] * 0.5) / norm,
+            (-c[0] + c[1] * 0.5) / norm,
         ];
         assert!((z[0] - want[0]).abs() < 1e-15 && (z[1] - want[1]).abs() < 1e-15);
     }

@@ -8,7 +8,7 @@ use rand::rngs::StdRng;
 use super::{Mode, MrSampler, Sampler, Solver};
 use crate::error::{Error, Result};
 use crate::model::ScoreModel;
-use crate::plan::calibrate::{Path, Rules, Trajectory, search};
+use crate::plan::calibrate::{NoisyStep, Path, Rules, Trajectory, search};
 use crate::plan::multistep::Forms;
 use crate::plan::{Plan, Update, node};
 use crate::schedule::{TimeGrid, build_grid};
@@ -132,6 +132,9 @@ pub struct Calibrator {
     seed: u64,
 }
 
+/// A candidate grid: its name and times.
+type Named = (String, Vec<f64>);
+
 /// The named grids every calibration considers.
 fn named_grids() -> [TimeGrid; 6] {
     [
@@ -246,13 +249,13 @@ impl Calibrator {
     }
 
     /// The teacher's grid and the named (and configured custom) candidate grids at `K`.
-    fn grids(&self, sampler: &MrSampler) -> Result<(Vec<f64>, Vec<(String, Vec<f64>)>)> {
+    fn grids(&self, sampler: &MrSampler) -> Result<(Vec<f64>, Vec<Named>)> {
         self.check(sampler)?;
         let view = sampler.model_schedule()?;
         let build = |grid: &TimeGrid, steps| {
             build_grid(grid, steps, sampler.lambda_min, Mode::Exact, &*view)
         };
-        let mut candidates: Vec<(String, Vec<f64>)> = Vec::new();
+        let mut candidates: Vec<Named> = Vec::new();
         for grid in named_grids() {
             // A named grid that cannot be built at K (e.g. too few steps) is not a candidate.
             if let Ok(times) = build(&grid, self.steps) {
@@ -431,7 +434,7 @@ fn grid_name(grid: &TimeGrid) -> String {
 /// The teacher grid: every candidate's times, and the fine families' times that are not
 /// within a third of their own spacing of a time already taken (so the teacher has no
 /// needlessly tiny steps), strictly decreasing.
-fn merge(candidates: &[(String, Vec<f64>)], fine: &[Vec<f64>]) -> Vec<f64> {
+fn merge(candidates: &[Named], fine: &[Vec<f64>]) -> Vec<f64> {
     let close = |a: f64, b: f64, tol: f64| (a - b).abs() <= tol;
     let mut taken: Vec<f64> = Vec::new();
     for (_, times) in candidates {
@@ -483,7 +486,7 @@ fn rms_distance(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// Per teacher step, its `(state weight, noise weight, draw)` when it draws noise.
-fn noise_weights(plan: &Plan, draws: Vec<Vec<f64>>) -> Result<Vec<Option<(f64, f64, Vec<f64>)>>> {
+fn noise_weights(plan: &Plan, draws: Vec<Vec<f64>>) -> Result<Vec<Option<NoisyStep>>> {
     let mut draws = draws.into_iter();
     plan.steps
         .iter()
