@@ -108,10 +108,10 @@ pub use error::{Error, ModelError, Result};
 pub use model::{CountingModel, FnModel, ScoreModel};
 pub use param::{FitTarget, Parameterization};
 pub use sampler::{
-    AdaptiveSampler, Baseline, BaselineSampler, Calibration, CalibrationProgress, Calibrator,
-    EmbeddedPair, GridScore, Mode, MrSampler, Observer, OdeMultistep, OrderRule, Pending, Plan,
-    Run, Sample, Sampler, SdeMultistep, SecondOrder, Solver, Stats, StepView, ThirdOrder,
-    Thresholding,
+    AdaptiveSampler, Baseline, BaselineSampler, Calibration, CalibrationCost, CalibrationProgress,
+    Calibrator, EmbeddedPair, GridScore, Mode, MrSampler, Observer, OdeMultistep, OrderRule,
+    Pending, Plan, Run, Sample, Sampler, SdeMultistep, SecondOrder, Solver, Stats, StepView,
+    ThirdOrder, Thresholding,
 };
 pub use tensor::{
     CoupledNoise, NoNoise, NoiseSource, Parallelism, PhiloxNoise, ReplayNoise, SamplerTensor,

@@ -3,7 +3,8 @@
 //! time, with mean ± standard deviation over images and seeds; and a comparison picture.
 //!
 //! The distance to the converged result is taken against the same configuration at
-//! `--converged-nfe` evaluations from the same start state; for the SDE samplers the coarse
+//! `--converged-nfe` evaluations (a calibrated grid: on the teacher grid it was chosen from)
+//! from the same start state; for the SDE samplers the coarse
 //! run draws its noise on the converged run's Brownian path (`mrsampler::CoupledNoise`), so the
 //! distance measures discretisation error, not sampling variation. A baseline's converged
 //! result is its full `T`-step chain.
@@ -39,7 +40,7 @@ pub struct EvalArgs {
     #[arg(long, value_parser = ["test", "val"], default_value = "test")]
     set: String,
     /// Samplers, comma-separated: `KIND[-ORDER][:PARAM][:GRID]` with KIND `mrs-ode`, `mrs-sde`,
-    /// `posterior` or `euler`. The default MR Sampler configuration is the one that scored best
+    /// `posterior` or `euler`, or a grid file from `mrsampler calibrate` (one row, at its NFE). The default MR Sampler configuration is the one that scored best
     /// at 10 NFE on the shipped validation set (`docs/benchmarks.md`).
     #[arg(long, value_delimiter = ',', default_value = "mrs-sde-2,posterior")]
     samplers: Vec<SamplerSpec>,
@@ -143,10 +144,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
     // Rows: the degraded input, then every sampler × step count.
     let mut rows = vec![Row::new(None, 0)];
     for spec in &args.samplers {
-        let counts = if spec.is_mrs() {
-            &args.nfe
-        } else {
-            &args.baseline_nfe
+        let calibrated = Configured::calibrated_steps(spec)?.map(|k| vec![k]);
+        let counts = match &calibrated {
+            Some(own) => own,
+            None if spec.is_mrs() => &args.nfe,
+            None => &args.baseline_nfe,
         };
         for &nfe in counts {
             // Build once here so that a bad configuration fails before any work.
@@ -297,7 +299,7 @@ fn evaluations_per_sample(
         if !seen.contains(&spec) {
             seen.push(spec);
             if let Some(n) = reference_nfe(spec, args) {
-                total += Configured::build(spec, schedule.clone(), n)?
+                total += Configured::reference(spec, schedule.clone(), n)?
                     .plan()?
                     .num_evaluations();
             }
@@ -307,7 +309,7 @@ fn evaluations_per_sample(
 }
 
 /// The step count of `spec`'s converged run, if one has to be made: the MR Sampler's
-/// configurations at `--converged-nfe`. A baseline's converged result is its full `T`-step
+/// configurations at `--converged-nfe` (a calibrated grid's: its teacher grid). A baseline's converged result is its full `T`-step
 /// chain, which is only run as a row of its own (`--baseline-nfe` including `T`).
 fn reference_nfe(spec: &SamplerSpec, args: &EvalArgs) -> Option<usize> {
     spec.is_mrs().then_some(args.converged_nfe)
@@ -402,7 +404,7 @@ impl<'a> Chunk<'a> {
         let mut tick = |_: &StepView<'_, Tensor>| bar.inc(self.pairs.len() as u64);
         let noise = || PhiloxNoise::per_sample(self.seeds.clone());
         let ref_nfe = reference_nfe(spec, args).unwrap_or(t_steps);
-        let reference = Configured::build(spec, schedule.clone(), ref_nfe)?;
+        let reference = Configured::reference(spec, schedule.clone(), ref_nfe)?;
         let start = reference.prior_state(&self.mu, &self.z)?;
         let ref_plan = reference.plan()?;
         let mut converged = match reference_nfe(spec, args) {

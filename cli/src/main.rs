@@ -20,6 +20,7 @@ use candle_core::{DType, Device, Tensor};
 use clap::{Parser, Subcommand, ValueEnum};
 use mrsampler_models::{Checkpoint, LoadOptions, Network, UpstreamOptions};
 
+mod calibrate;
 mod eval;
 mod images;
 mod metrics;
@@ -93,6 +94,9 @@ enum Command {
     Restore(restore::RestoreArgs),
     /// Compare samplers on (clean, degraded) image pairs: the shipped test set by default.
     Eval(eval::EvalArgs),
+    /// Fit a sampler's time grid to the network on a few images; write it as a grid file for
+    /// `restore --grid` and `eval --samplers`.
+    Calibrate(calibrate::CalibrateArgs),
 }
 
 /// A dtype of weights and computation.
@@ -192,6 +196,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Restore(args) => restore::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Calibrate(args) => calibrate::run(args),
     }
 }
 

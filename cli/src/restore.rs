@@ -35,12 +35,13 @@ pub struct RestoreArgs {
     #[arg(long, value_parser = ["data", "noise"], default_value = "data")]
     param: String,
     /// The MR Sampler's time grid (linspace, uniform-lambda, karras-n, karras-t, trailing,
-    /// leading).
+    /// leading), or a grid file from `mrsampler calibrate` (`….json`: its sampler and NFE are
+    /// used).
     #[arg(long, default_value = "linspace")]
     grid: String,
-    /// Network evaluations per image.
-    #[arg(long, default_value_t = 10)]
-    nfe: usize,
+    /// Network evaluations per image (default 10; a grid file's own with `--grid FILE`).
+    #[arg(long)]
+    nfe: Option<usize>,
     /// Seed of the prior draw and the SDE noise (per image: seed + the image's index).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -80,16 +81,32 @@ fn parse_shard(s: &str) -> Result<(usize, usize)> {
 /// Runs `restore`.
 pub fn run(args: RestoreArgs) -> Result<()> {
     let (net, schedule) = args.model.load()?;
-    let spec = SamplerSpec {
-        kind: args.sampler,
-        order: args.order,
-        param: match args.param.as_str() {
-            "noise" => Parameterization::Noise,
-            _ => Parameterization::Data,
-        },
-        grid: args.grid.clone(),
+    let (spec, nfe) = if args.grid.ends_with(".json") {
+        let spec: SamplerSpec = args.grid.parse()?;
+        let steps = Configured::calibrated_steps(&spec)?.unwrap_or_default();
+        if args.nfe.is_some_and(|n| n != steps) {
+            return Err(format!(
+                "--nfe {}: the grid file {} has {steps} steps; leave --nfe out or calibrate for \
+                 that NFE",
+                args.nfe.unwrap_or_default(),
+                args.grid
+            )
+            .into());
+        }
+        (spec, steps)
+    } else {
+        let spec = SamplerSpec {
+            kind: args.sampler,
+            order: args.order,
+            param: match args.param.as_str() {
+                "noise" => Parameterization::Noise,
+                _ => Parameterization::Data,
+            },
+            grid: args.grid.clone(),
+        };
+        (spec, args.nfe.unwrap_or(10))
     };
-    let sampler = Configured::build(&spec, schedule, args.nfe)?;
+    let sampler = Configured::build(&spec, schedule, nfe)?;
     let shard = args.shard.as_deref().map(parse_shard).transpose()?;
     let spec = args
         .tile

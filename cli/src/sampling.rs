@@ -14,6 +14,7 @@ use mrsampler::{
 };
 use mrsampler_models::{Network, Tiled, UpstreamOptions, preset};
 
+use crate::calibrate::GridFile;
 use crate::{Precision, Result, load_options};
 
 /// Where the shipped model and images are (the repository's `assets/`).
@@ -77,6 +78,13 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
+    /// The checkpoint's path, or `shipped`.
+    pub fn describe(&self) -> String {
+        self.model
+            .as_ref()
+            .map_or_else(|| "shipped".to_owned(), |p| p.display().to_string())
+    }
+
     /// The network and the schedule it was trained with.
     pub fn load(&self) -> Result<(Network, IrSdeSchedule)> {
         let (path, options) = shipped_model(self.model.as_ref(), self.options.as_ref())?;
@@ -103,7 +111,9 @@ pub enum SamplerKind {
 }
 
 /// A sampler configuration without its step count: `KIND[-ORDER][:PARAM][:GRID]`, e.g.
-/// `mrs-sde-2`, `mrs-ode-3:noise:uniform-lambda`, `posterior`.
+/// `mrs-sde-2`, `mrs-ode-3:noise:uniform-lambda`, `posterior`; GRID may be a grid file
+/// written by `mrsampler calibrate` (`….json`), and the whole spec may be just that file
+/// (the sampler it was calibrated for).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SamplerSpec {
     /// The family.
@@ -112,7 +122,7 @@ pub struct SamplerSpec {
     pub order: usize,
     /// The MR Sampler's parameterization.
     pub param: Parameterization,
-    /// The MR Sampler's time grid, as `TimeGrid` parses it.
+    /// The MR Sampler's time grid, as `TimeGrid` parses it, or the path of a grid file.
     pub grid: String,
 }
 
@@ -126,12 +136,38 @@ impl SamplerSpec {
     pub fn is_mrs(&self) -> bool {
         matches!(self.kind, SamplerKind::MrsOde | SamplerKind::MrsSde)
     }
+
+    /// The grid file, when the grid is one.
+    pub fn grid_file(&self) -> Option<&Path> {
+        is_grid_file(&self.grid).then(|| Path::new(&self.grid))
+    }
+
+    /// `KIND-ORDER:PARAM` (the MR Sampler) or `KIND` (a baseline).
+    pub fn without_grid(&self) -> String {
+        let s = self.to_string();
+        match s.rsplit_once(':') {
+            Some((head, _)) if self.is_mrs() => head.to_owned(),
+            _ => s,
+        }
+    }
+}
+
+/// Whether a grid argument names a grid file rather than a grid.
+fn is_grid_file(grid: &str) -> bool {
+    grid.ends_with(".json")
 }
 
 impl FromStr for SamplerSpec {
     type Err = String;
 
     fn from_str(s: &str) -> std::result::Result<Self, String> {
+        if is_grid_file(s) && !s.starts_with("mrs-") {
+            // A grid file alone: the sampler it was calibrated for.
+            let file = GridFile::load(Path::new(s)).map_err(|e| e.to_string())?;
+            let mut spec: SamplerSpec = file.sampler.parse()?;
+            spec.grid = s.to_owned();
+            return Ok(spec);
+        }
         let usage = || {
             format!(
                 "sampler `{s}`: expected KIND[-ORDER][:PARAM][:GRID] with KIND mrs-ode, mrs-sde, \
@@ -164,12 +200,30 @@ impl FromStr for SamplerSpec {
             Some("noise") => Parameterization::Noise,
             Some(_) => return Err(usage()),
         };
-        let grid = parts.next().unwrap_or("linspace").to_owned();
-        grid.parse::<TimeGrid>()
-            .map_err(|e| format!("sampler `{s}`: {e}"))?;
-        if parts.next().is_some()
-            || (!matches!(kind, SamplerKind::MrsOde | SamplerKind::MrsSde) && s != head)
-        {
+        let grid = parts.collect::<Vec<_>>().join(":");
+        let grid = if grid.is_empty() {
+            "linspace".to_owned()
+        } else {
+            grid
+        };
+        if is_grid_file(&grid) {
+            let file = GridFile::load(Path::new(&grid)).map_err(|e| e.to_string())?;
+            let head = s.rsplit_once(':').map_or(s, |(h, _)| h);
+            let own: SamplerSpec = file.sampler.parse()?;
+            let given: SamplerSpec = head.parse()?;
+            if own != given {
+                return Err(format!(
+                    "sampler `{s}`: the grid file was calibrated for {}, not {}; give the file \
+                     alone to use its sampler",
+                    file.sampler,
+                    given.without_grid()
+                ));
+            }
+        } else {
+            grid.parse::<TimeGrid>()
+                .map_err(|e| format!("sampler `{s}`: {e}"))?;
+        }
+        if !matches!(kind, SamplerKind::MrsOde | SamplerKind::MrsSde) && s != head {
             return Err(usage());
         }
         Ok(Self {
@@ -259,11 +313,28 @@ impl Configured {
                     SamplerKind::MrsOde => Solver::ode(spec.order),
                     _ => Solver::sde(spec.order),
                 };
+                let grid = match spec.grid_file() {
+                    Some(path) => {
+                        let file = GridFile::load(path)?;
+                        file.check_schedule(&schedule, path)?;
+                        if file.steps != nfe {
+                            return Err(format!(
+                                "{}: the grid has {} steps; {nfe} were asked for (a calibrated \
+                                 grid runs at the NFE it was calibrated for)",
+                                path.display(),
+                                file.steps
+                            )
+                            .into());
+                        }
+                        TimeGrid::Custom(file.times)
+                    }
+                    None => spec.grid.parse::<TimeGrid>()?,
+                };
                 Configured::Mrs(
                     MrSampler::new(schedule, nfe)?
                         .with_solver(solver)?
                         .with_parameterization(spec.param)?
-                        .with_grid(spec.grid.parse::<TimeGrid>()?)?
+                        .with_grid(grid)?
                         .with_data_range(range)?,
                 )
             }
@@ -277,6 +348,35 @@ impl Configured {
                 )
             }
         })
+    }
+
+    /// The converged reference of `spec`'s rows: the MR Sampler at `converged_nfe` on its
+    /// grid, or, for a calibrated grid, on the teacher's grid it was chosen from (so an SDE's
+    /// grid nests in its reference's).
+    pub fn reference(
+        spec: &SamplerSpec,
+        schedule: IrSdeSchedule,
+        converged_nfe: usize,
+    ) -> Result<Self> {
+        match spec.grid_file() {
+            Some(path) => {
+                let file = GridFile::load(path)?;
+                let Configured::Mrs(s) = Self::build(spec, schedule, file.steps)? else {
+                    unreachable!("a grid file is an MR Sampler's")
+                };
+                Ok(Configured::Mrs(
+                    s.with_grid(TimeGrid::Custom(file.teacher_grid))?,
+                ))
+            }
+            None => Self::build(spec, schedule, converged_nfe),
+        }
+    }
+
+    /// The step count of a calibrated spec's rows, `None` for others.
+    pub fn calibrated_steps(spec: &SamplerSpec) -> Result<Option<usize>> {
+        spec.grid_file()
+            .map(|p| GridFile::load(p).map(|f| f.steps))
+            .transpose()
     }
 
     /// The compiled pass.

@@ -1,6 +1,6 @@
-//! [`Calibrator`]: fits an [`MrSampler`]'s `K`-step time grid to a network (`docs/math.md` §9).
-//! The search itself is pure `f64` (the private `plan::calibrate`); this is the driver that
-//! runs the network.
+//! [`Calibrator`]: fits an [`MrSampler`]'s `K`-step time grid to a network (`docs/math.md` §10).
+//! The step weights are pure `f64` (the private `plan::calibrate`); this is the driver that
+//! runs the teacher, the search and the checks.
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -8,10 +8,12 @@ use rand::rngs::StdRng;
 use super::{Mode, MrSampler, Sampler, Solver};
 use crate::error::{Error, Result};
 use crate::model::ScoreModel;
-use crate::plan::calibrate::{NoisyStep, Path, Rules, Trajectory, search};
+use crate::plan::calibrate::{Rules, StudentStep, coupled_weights};
 use crate::plan::multistep::Forms;
+use crate::plan::multistep::orders;
 use crate::plan::{Plan, Update, node};
 use crate::schedule::{TimeGrid, build_grid};
+use crate::solver::Node;
 use crate::tensor::{CoupledNoise, NoiseSource, Parallelism, SamplerTensor, lincomb};
 
 /// What a calibration is doing, for a progress display.
@@ -40,6 +42,27 @@ pub enum CalibrationProgress {
     },
 }
 
+/// The network evaluations a calibration makes ([`Calibrator::cost`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CalibrationCost {
+    /// Evaluations of the teacher pass.
+    pub teacher: usize,
+    /// Evaluations of the search: one per teacher time it can place each of steps
+    /// `1 … K − 1` at, `(K − 1)(N − K + 1)` for a teacher of `N` steps.
+    pub search: usize,
+    /// Candidate grids checked (the searched one and the named ones).
+    pub candidates: usize,
+    /// Steps `K` of each check.
+    pub steps: usize,
+}
+
+impl CalibrationCost {
+    /// All evaluations: the teacher's, the search's and `K` per candidate.
+    pub fn total(&self) -> usize {
+        self.teacher + self.search + self.candidates * self.steps
+    }
+}
+
 /// One candidate grid's scores in a [`Calibration`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct GridScore {
@@ -48,9 +71,6 @@ pub struct GridScore {
     pub name: String,
     /// Its times `τ_0 > … > τ_K`.
     pub times: Vec<f64>,
-    /// The search's objective: the summed root-mean-square local error of its steps started
-    /// on the teacher's trajectory.
-    pub local_error: f64,
     /// Root-mean-square distance of its `K`-step result to the teacher's result, over the
     /// calibration inputs.
     pub distance: f64,
@@ -67,9 +87,14 @@ pub struct Calibration {
     /// The candidates: the searched grid first, then the named grids and any custom grid the
     /// sampler was configured with.
     pub scores: Vec<GridScore>,
+    /// The search's own distance of the searched grid's result to the teacher's, at the
+    /// recorded coordinates and before the output clamp (the check's
+    /// [`GridScore::distance`] re-runs the grid; the two agree when every coordinate is
+    /// recorded and the sampler does not clamp).
+    pub search_distance: f64,
     /// The teacher's grid, whose times every candidate is made of.
     pub teacher_grid: Vec<f64>,
-    /// Network evaluations used (as [`Calibrator::evaluations`] announced).
+    /// Network evaluations used (as [`Calibrator::cost`] announced).
     pub evaluations: usize,
 }
 
@@ -81,22 +106,23 @@ impl Calibration {
 }
 
 /// Fits the `K`-step time grid of an [`MrSampler`] to a network, on a few calibration inputs
-/// (`docs/math.md` §9).
+/// (`docs/math.md` §10).
 ///
 /// 1. A **teacher** pass: the same solver on a fine grid made of the named grids at `K` steps
 ///    (linspace, uniform-λ, karras-t, karras-n, trailing, leading) and `fine` steps each of
 ///    linspace and uniform-λ, from start states drawn once.
-/// 2. A **search** (no network evaluation): among the teacher's times, the `K`-step grid whose
-///    steps, each started on the teacher's trajectory with the teacher's outputs as its
-///    history, have the least summed local error; a step's order follows the sampler's order
-///    rule, the SDE's noise is the teacher's Brownian path.
-/// 3. **Checks**: the searched grid and every named grid run `K` steps from the same start
-///    states (an SDE on the teacher's Brownian path through [`CoupledNoise`]); the grid whose
-///    result is closest to the teacher's is chosen. So on the calibration inputs the result is
-///    never worse than the best named grid.
+/// 2. A **search** that follows real student states: layer by layer, for every teacher time,
+///    the `k`-step student state closest to the teacher's there, each proposed from the best
+///    states of the layer before with that path's own outputs as its multistep history, the
+///    order the sampler's order rule gives step `k` of `K`, and (SDE) noise on the teacher's
+///    Brownian path; the network is evaluated at every kept state.
+/// 3. **Checks**: the searched grid and every named grid run `K` steps from the same draw
+///    (an SDE on the teacher's Brownian path through [`CoupledNoise`]); the grid whose result is
+///    closest to the teacher's is chosen. So on the calibration inputs the result is never
+///    worse than the best named grid.
 ///
-/// The cost, stated before anything runs, is [`evaluations`](Self::evaluations): the
-/// teacher's steps plus `K` per candidate, each one network call on the calibration batch.
+/// The cost, stated before anything runs, is [`cost`](Self::cost): `N + (K − 1)(N − K + 1) +
+/// K·C` network calls on the calibration batch for a teacher of `N` steps and `C` candidates.
 /// Deterministic for a given model, inputs, noise source and settings.
 ///
 /// Supported: exact mode, multistep ODE (orders 1–3) and SDE (orders 1–2), data or noise
@@ -116,7 +142,7 @@ impl Calibration {
 /// });
 /// let mu = ArrayD::<f32>::from_elem(vec![2, 1, 4, 4], 0.5);
 /// let calibrator = Calibrator::new(5)?.with_fine_steps(8)?;
-/// let nfe = calibrator.evaluations(&sampler)?;
+/// let nfe = calibrator.cost(&sampler)?.total();
 /// let cal = calibrator.calibrate(&sampler, &mut net, &mu, &mut PhiloxNoise::new(7), |_| {})?;
 /// assert_eq!(cal.evaluations, nfe);
 /// assert_eq!(cal.grid.len(), 6);
@@ -193,11 +219,17 @@ impl Calibrator {
         self.steps
     }
 
-    /// Network evaluations a calibration of `sampler` will make (each one call on the whole
-    /// calibration batch): the teacher's steps plus `K` for each candidate grid.
-    pub fn evaluations(&self, sampler: &MrSampler) -> Result<usize> {
-        let (teacher, candidates) = self.grids(sampler)?;
-        Ok(teacher.len() - 1 + self.steps * (candidates.len() + 1))
+    /// What a calibration of `sampler` will cost, in network evaluations (each one call on the
+    /// whole calibration batch), before anything runs.
+    pub fn cost(&self, sampler: &MrSampler) -> Result<CalibrationCost> {
+        let (teacher, named) = self.grids(sampler)?;
+        let n = teacher.len() - 1;
+        Ok(CalibrationCost {
+            teacher: n,
+            search: (self.steps - 1) * (n + 1 - self.steps),
+            candidates: named.len() + 1,
+            steps: self.steps,
+        })
     }
 
     /// Checks that `sampler` can be calibrated; its settings other than the grid are kept.
@@ -304,17 +336,23 @@ impl Calibrator {
         M: ScoreModel<T>,
         N: NoiseSource<T> + Clone,
     {
+        let cost = self.cost(sampler)?;
         let (teacher_grid, named) = self.grids(sampler)?;
-        let k = self.steps;
         let base = sampler.clone().with_lambda_min(None)?;
         let with_grid = |times: &[f64]| -> Result<MrSampler> {
-            base.clone()
-                .with_num_steps(times.len() - 1)?
-                .with_grid(TimeGrid::Custom(times.to_vec()))
+            base.clone().with_grid(TimeGrid::Custom(times.to_vec()))
         };
         let teacher = with_grid(&teacher_grid)?;
         let fit = model.fit_target();
         let teacher_plan = teacher.plan(fit)?;
+        let view = teacher.model_schedule()?;
+        let rules = Rules {
+            forms: Forms::of(sampler),
+            param: sampler.parameterization,
+            solver: sampler.solver,
+            fit,
+            sigma_inf: view.sigma_inf(),
+        };
 
         // Start states, drawn once.
         let mut z = lincomb(&[(0.0, mu)], Parallelism::Sequential)?;
@@ -322,64 +360,68 @@ impl Calibrator {
         let x_start = teacher.prior_state(mu, &z)?;
         let brownian = noise.clone();
 
-        // The teacher pass, recorded at a fixed subset of coordinates.
-        let len = crate::tensor::numel(mu);
-        let picks = coordinates(len, self.coordinates, self.seed);
+        // The teacher pass: its states at the recorded coordinates, its first output, its draws.
+        let picks = coordinates(crate::tensor::numel(mu), self.coordinates, self.seed);
         let pick = |v: &T| -> Result<Vec<f64>> {
             let host = v.to_host_f64()?;
             Ok(picks.iter().map(|&i| host[i]).collect())
         };
-        let view = teacher.model_schedule()?;
-        let mut traj = Trajectory {
-            nodes: teacher_grid.iter().map(|&t| node(&*view, t)).collect(),
-            x: vec![pick(&x_start)?],
-            mu: pick(mu)?,
-            ..Trajectory::default()
-        };
+        let mut teacher_x = vec![pick(&x_start)?];
+        let mut first_output: Option<T> = None;
+        let mut failure: Option<Error> = None;
         let mut recorder = Recorder {
             inner: noise,
-            picks: &picks,
             draws: Vec::new(),
         };
-        let steps_total = teacher_plan.num_evaluations();
-        let mut failure: Option<Error> = None;
         let teacher_out = teacher.sample_observed(
             model,
             mu,
-            Some(lincomb(&[(1.0, &x_start)], Parallelism::Sequential)?),
+            Some(copy(&x_start)?),
             &mut recorder,
             &mut |view: &super::StepView<'_, T>| {
-                match (pick(view.x), pick(view.model_output)) {
-                    (Ok(x), Ok(q)) => {
-                        traj.x.push(x);
-                        traj.q.push(q);
-                    }
-                    (Err(e), _) | (_, Err(e)) => failure = failure.take().or(Some(e)),
+                if first_output.is_none() {
+                    first_output = copy(view.model_output).map_err(|e| failure = Some(e)).ok();
+                }
+                match pick(view.x) {
+                    Ok(x) => teacher_x.push(x),
+                    Err(e) => failure = failure.take().or(Some(e)),
                 }
                 progress(CalibrationProgress::Teacher {
                     done: view.step,
-                    of: steps_total,
+                    of: cost.teacher,
                 });
             },
         )?;
         if let Some(e) = failure {
             return Err(e);
         }
-        traj.noise = noise_weights(&teacher_plan, recorder.draws)?;
-
-        // The search.
-        let rules = Rules {
-            forms: Forms::of(sampler),
-            param: sampler.parameterization,
-            solver: sampler.solver,
-            sigma_inf: view.sigma_inf(),
-        };
-        let Path { nodes, cost } = search(&traj, &rules, k, |done| {
-            progress(CalibrationProgress::Search { done, of: k });
+        let first_output = first_output.ok_or(Error::StepOrder {
+            what: "the teacher pass made no evaluation",
         })?;
-        let searched: Vec<f64> = nodes.iter().map(|&n| teacher_grid[n]).collect();
+        let (teacher_steps, draws) = teacher_noise(&teacher_plan, recorder.draws)?;
+        let search = Search {
+            rules,
+            nodes: teacher_grid.iter().map(|&t| node(&*view, t)).collect(),
+            times: &teacher_grid,
+            teacher_x,
+            mu_picked: pick(mu)?,
+            teacher_steps,
+            draws_picked: draws
+                .iter()
+                .map(|d| d.as_ref().map(&pick).transpose())
+                .collect::<Result<_>>()?,
+            draws,
+            picks: &picks,
+        };
+        let (searched, search_distance) =
+            search.run(model, mu, x_start, first_output, self.steps, &mut |done| {
+                progress(CalibrationProgress::Search {
+                    done,
+                    of: self.steps,
+                })
+            })?;
 
-        // The checks, every candidate from the same start states.
+        // The checks, every candidate from the same draw z.
         let mut candidates = vec![("searched".to_owned(), searched)];
         candidates.extend(named);
         let reference = teacher_out.x.to_host_f64()?;
@@ -387,7 +429,7 @@ impl Calibrator {
         let of = candidates.len();
         for (done, (name, times)) in candidates.into_iter().enumerate() {
             let student = with_grid(&times)?;
-            let start = Some(lincomb(&[(1.0, &x_start)], Parallelism::Sequential)?);
+            let start = Some(student.prior_state(mu, &z)?);
             let out = if student.solver.is_stochastic() {
                 let plan: Plan = student.plan(fit)?;
                 let mut coupled = CoupledNoise::new(&plan, &teacher_plan, brownian.clone())?;
@@ -396,30 +438,296 @@ impl Calibrator {
                 student.sample(model, mu, start, &mut brownian.clone())?
             };
             let distance = rms_distance(&out.x.to_host_f64()?, &reference);
-            let path: Vec<usize> = times
-                .iter()
-                .map(|&t| position(&teacher_grid, t))
-                .collect::<Result<_>>()?;
-            let local_error = crate::plan::calibrate::path_cost(&traj, &rules, &path)?;
             scores.push(GridScore {
                 name,
                 times,
-                local_error,
                 distance,
             });
             progress(CalibrationProgress::Check { done: done + 1, of });
         }
-        debug_assert!((scores[0].local_error - cost).abs() <= 1e-9 * cost.max(1.0));
         let chosen = (0..scores.len())
             .min_by(|&a, &b| scores[a].distance.total_cmp(&scores[b].distance))
             .unwrap_or(0);
         Ok(Calibration {
             grid: scores[chosen].times.clone(),
             chosen,
-            evaluations: steps_total + k * scores.len(),
+            evaluations: cost.total(),
+            search_distance,
             scores,
             teacher_grid,
         })
+    }
+}
+
+/// A tensor the search still holds.
+fn live<T>(t: &Option<T>) -> Result<&T> {
+    t.as_ref().ok_or(Error::StepOrder {
+        what: "calibration history was released too early",
+    })
+}
+
+/// A copy of `x`.
+fn copy<T: SamplerTensor>(x: &T) -> Result<T> {
+    lincomb(&[(1.0, x)], Parallelism::Sequential)
+}
+
+/// The search through the teacher's grid times (`docs/math.md` §10.2).
+struct Search<'a, T> {
+    rules: Rules,
+    nodes: Vec<Node>,
+    times: &'a [f64],
+    /// Teacher states at every node, at the recorded coordinates.
+    teacher_x: Vec<Vec<f64>>,
+    mu_picked: Vec<f64>,
+    /// Teacher step `f`'s `(state weight, noise weight)` when it draws noise.
+    teacher_steps: Vec<Option<(f64, f64)>>,
+    /// Teacher step `f`'s draw, when it draws one.
+    draws: Vec<Option<T>>,
+    draws_picked: Vec<Option<Vec<f64>>>,
+    picks: &'a [usize],
+}
+
+/// A proposed student step onto a teacher time.
+struct Proposal {
+    /// RMS distance of its result to the teacher's state, at the recorded coordinates.
+    distance: f64,
+    /// The teacher time it starts from.
+    from: usize,
+    x_picked: Vec<f64>,
+    step: StudentStep,
+    /// Its history cells `(layer, time)`, most recent first.
+    hist: Vec<(usize, usize)>,
+}
+
+/// The best student state found at one node after `k` steps.
+struct Cell<T> {
+    /// The node it came from after `k − 1` steps.
+    parent: usize,
+    /// Its state, until the next layer is built.
+    x: Option<T>,
+    /// Its converted output, while a later step can read it.
+    q: Option<T>,
+    x_picked: Vec<f64>,
+    q_picked: Vec<f64>,
+}
+
+impl<T: SamplerTensor> Search<'_, T> {
+    /// The student's history nodes ending at `(k, i)`, most recent first: `(layer, node)`.
+    fn history(
+        layers: &[Vec<Option<Cell<T>>>],
+        k: usize,
+        i: usize,
+        len: usize,
+    ) -> Vec<(usize, usize)> {
+        let mut out = vec![(k, i)];
+        let (mut k, mut i) = (k, i);
+        while out.len() < len && k > 0 {
+            i = layers[k][i].as_ref().map_or(0, |c| c.parent);
+            k -= 1;
+            out.push((k, i));
+        }
+        out
+    }
+
+    /// The student step `(k − 1, i) → (k, j)` at the recorded coordinates, and its weights.
+    fn candidate(
+        &self,
+        layers: &[Vec<Option<Cell<T>>>],
+        base: &[usize],
+        k: usize,
+        i: usize,
+        j: usize,
+    ) -> Proposal {
+        let hist = Self::history(layers, k - 1, i, 3);
+        let hist_nodes: Vec<Node> = hist.iter().map(|&(_, n)| self.nodes[n]).collect();
+        let step = self.rules.step(base, k, &hist_nodes, self.nodes[j]);
+        let cell = |(l, n): (usize, usize)| layers[l][n].as_ref().expect("a live history cell");
+        let from = cell(hist[0]);
+        let mut x: Vec<f64>;
+        match step {
+            StudentStep::Limit(a) => {
+                x = from.q_picked.iter().map(|q| a.net * q).collect();
+                for ((v, xs), m) in x.iter_mut().zip(&from.x_picked).zip(&self.mu_picked) {
+                    *v += a.x * xs + a.mu * m;
+                }
+            }
+            StudentStep::Linear { coeffs, order } => {
+                x = from
+                    .x_picked
+                    .iter()
+                    .zip(&self.mu_picked)
+                    .map(|(xs, m)| coeffs.x * xs + coeffs.mu * m)
+                    .collect();
+                for (l, &h) in hist.iter().take(order).enumerate() {
+                    for (v, q) in x.iter_mut().zip(&cell(h).q_picked) {
+                        *v += coeffs.q[l] * q;
+                    }
+                }
+                if let Some(w) = coeffs.noise {
+                    for (f, v_f) in coupled_weights(&self.teacher_steps, i, j, w) {
+                        let z = self.draws_picked[f].as_deref().unwrap_or_default();
+                        for (v, z) in x.iter_mut().zip(z) {
+                            *v += v_f * z;
+                        }
+                    }
+                }
+            }
+        }
+        Proposal {
+            distance: rms_distance(&x, &self.teacher_x[j]),
+            from: i,
+            x_picked: x,
+            step,
+            hist,
+        }
+    }
+
+    /// The full student state of a chosen step.
+    fn state(
+        &self,
+        layers: &[Vec<Option<Cell<T>>>],
+        mu: &T,
+        step: StudentStep,
+        hist: &[(usize, usize)],
+        i: usize,
+        j: usize,
+    ) -> Result<T> {
+        let cell = |(l, n): (usize, usize)| layers[l][n].as_ref().expect("a live history cell");
+        let from = cell(hist[0]);
+        let (x, q0) = (live(&from.x)?, live(&from.q)?);
+        match step {
+            StudentStep::Limit(a) => lincomb(
+                &[(a.net, q0), (a.x, x), (a.mu, mu)],
+                Parallelism::Sequential,
+            ),
+            StudentStep::Linear { coeffs, order } => {
+                let mut terms: Vec<(f64, &T)> = vec![(coeffs.x, x), (coeffs.mu, mu)];
+                for (l, &h) in hist.iter().take(order).enumerate() {
+                    terms.push((coeffs.q[l], live(&cell(h).q)?));
+                }
+                let noise = coeffs
+                    .noise
+                    .map(|w| coupled_weights(&self.teacher_steps, i, j, w))
+                    .unwrap_or_default();
+                for (f, v) in noise {
+                    if let Some(z) = &self.draws[f] {
+                        terms.push((v, z));
+                    }
+                }
+                lincomb(&terms, Parallelism::Sequential)
+            }
+        }
+    }
+
+    /// Builds, layer by layer, the student state closest to the teacher's at every node, each
+    /// from the best state of the layer before; returns the `m`-step path ending at the last
+    /// node. Network evaluations: one per node of layers `1 … m − 1`.
+    fn run<M: ScoreModel<T>>(
+        &self,
+        model: &mut M,
+        mu: &T,
+        x_start: T,
+        first_output: T,
+        m: usize,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<(Vec<f64>, f64)> {
+        let last = self.nodes.len() - 1;
+        let base = orders(Mode::Exact, &self.rules.solver, m, &[]);
+        let mut layers: Vec<Vec<Option<Cell<T>>>> = Vec::with_capacity(m + 1);
+        let mut start: Vec<Option<Cell<T>>> = (0..=last).map(|_| None).collect();
+        start[0] = Some(Cell {
+            parent: 0,
+            x_picked: self.teacher_x[0].clone(),
+            q_picked: first_output
+                .to_host_f64()
+                .map(|h| self.picks.iter().map(|&i| h[i]).collect())?,
+            x: Some(x_start),
+            q: Some(first_output),
+        });
+        layers.push(start);
+        for k in 1..=m {
+            let (lo, hi) = if k == m {
+                (last, last)
+            } else {
+                (k, last - (m - k))
+            };
+            let mut layer: Vec<Option<Cell<T>>> = (0..=last).map(|_| None).collect();
+            for (j, slot) in layer.iter_mut().enumerate().take(hi + 1).skip(lo) {
+                let mut best: Option<Proposal> = None;
+                for i in 0..j {
+                    if layers[k - 1][i].is_none() {
+                        continue;
+                    }
+                    let p = self.candidate(&layers, &base, k, i, j);
+                    if best.as_ref().is_none_or(|b| p.distance < b.distance) {
+                        best = Some(p);
+                    }
+                }
+                let Some(Proposal {
+                    distance,
+                    from: i,
+                    x_picked,
+                    step,
+                    hist,
+                }) = best
+                else {
+                    continue;
+                };
+                if !distance.is_finite() {
+                    return Err(Error::NonFinite {
+                        what: "state",
+                        step: k,
+                        time: self.times[j],
+                    });
+                }
+                let x = self.state(&layers, mu, step, &hist, i, j)?;
+                let (q, q_picked) = if k < m {
+                    let net =
+                        model
+                            .predict(&x, mu, self.times[j])
+                            .map_err(|source| Error::Model {
+                                step: k + 1,
+                                time: self.times[j],
+                                source,
+                            })?;
+                    let c = self.rules.convert(self.nodes[j]);
+                    let q = lincomb(
+                        &[(c.net, &net), (c.x, &x), (c.mu, mu)],
+                        Parallelism::Sequential,
+                    )?;
+                    let host = q.to_host_f64()?;
+                    (Some(q), self.picks.iter().map(|&p| host[p]).collect())
+                } else {
+                    (None, Vec::new())
+                };
+                *slot = Some(Cell {
+                    parent: i,
+                    x: Some(x),
+                    q,
+                    x_picked,
+                    q_picked,
+                });
+            }
+            layers.push(layer);
+            // States of layer k − 1 and outputs older than the longest history are done with.
+            for cell in layers[k - 1].iter_mut().flatten() {
+                cell.x = None;
+            }
+            if k >= 3 {
+                for cell in layers[k - 3].iter_mut().flatten() {
+                    cell.q = None;
+                }
+            }
+            progress(k);
+        }
+        let end = layers[m][last].as_ref().ok_or(Error::StepOrder {
+            what: "the calibration search did not reach the teacher's last time",
+        })?;
+        let distance = rms_distance(&end.x_picked, &self.teacher_x[last]);
+        let path = Self::history(&layers, m, last, m + 1);
+        let mut times: Vec<f64> = path.iter().map(|&(_, n)| self.times[n]).collect();
+        times.reverse();
+        Ok((times, distance))
     }
 }
 
@@ -461,13 +769,6 @@ fn merge(candidates: &[Named], fine: &[Vec<f64>]) -> Vec<f64> {
     taken
 }
 
-/// The index of `t` in `grid` (it is one of the grid's times).
-fn position(grid: &[f64], t: f64) -> Result<usize> {
-    grid.iter()
-        .position(|&u| (u - t).abs() <= 1e-9 * (1.0 + t.abs()))
-        .ok_or_else(|| Error::grid(format!("time {t} is not on the teacher's grid")))
-}
-
 /// `count` distinct coordinates of `len`, sorted, from `seed` (all when `count ≥ len`).
 fn coordinates(len: usize, count: usize, seed: u64) -> Vec<usize> {
     if count >= len {
@@ -485,39 +786,41 @@ fn rms_distance(a: &[f64], b: &[f64]) -> f64 {
     (sum / a.len().max(1) as f64).sqrt()
 }
 
-/// Per teacher step, its `(state weight, noise weight, draw)` when it draws noise.
-fn noise_weights(plan: &Plan, draws: Vec<Vec<f64>>) -> Result<Vec<Option<NoisyStep>>> {
+/// Per teacher step, its `(state weight, noise weight)` and its draw, when it draws noise.
+type TeacherNoise<T> = (Vec<Option<(f64, f64)>>, Vec<Option<T>>);
+
+/// The teacher's stochastic steps and their draws, by step.
+fn teacher_noise<T>(plan: &Plan, draws: Vec<T>) -> Result<TeacherNoise<T>> {
     let mut draws = draws.into_iter();
-    plan.steps
-        .iter()
-        .map(|s| match s.update {
-            Update::Linear { coeffs, .. } => match coeffs.noise {
-                Some(n) => draws
-                    .next()
-                    .map(|z| Some((coeffs.x, n, z)))
-                    .ok_or(Error::StepOrder {
-                        what: "the teacher pass drew fewer noise tensors than it has stochastic steps",
-                    }),
-                None => Ok(None),
-            },
-            _ => Ok(None),
-        })
-        .collect()
+    let mut weights = Vec::with_capacity(plan.steps.len());
+    let mut by_step = Vec::with_capacity(plan.steps.len());
+    for s in &plan.steps {
+        let w = match s.update {
+            Update::Linear { coeffs, .. } => coeffs.noise.map(|n| (coeffs.x, n)),
+            _ => None,
+        };
+        let draw = match w {
+            Some(_) => Some(draws.next().ok_or(Error::StepOrder {
+                what: "the teacher pass drew fewer noise tensors than it has stochastic steps",
+            })?),
+            None => None,
+        };
+        weights.push(w);
+        by_step.push(draw);
+    }
+    Ok((weights, by_step))
 }
 
-/// A noise source that keeps the recorded coordinates of every draw.
-struct Recorder<'a, N> {
+/// A noise source that keeps a copy of every draw.
+struct Recorder<'a, N, T> {
     inner: &'a mut N,
-    picks: &'a [usize],
-    draws: Vec<Vec<f64>>,
+    draws: Vec<T>,
 }
 
-impl<T: SamplerTensor, N: NoiseSource<T>> NoiseSource<T> for Recorder<'_, N> {
+impl<T: SamplerTensor, N: NoiseSource<T>> NoiseSource<T> for Recorder<'_, N, T> {
     fn fill_standard_normal(&mut self, out: &mut T, par: Parallelism) -> Result<()> {
         self.inner.fill_standard_normal(out, par)?;
-        let host = out.to_host_f64()?;
-        self.draws
-            .push(self.picks.iter().map(|&i| host[i]).collect());
+        self.draws.push(copy(out)?);
         Ok(())
     }
 }

@@ -14,7 +14,7 @@ mod run;
 
 pub use adaptive::{AdaptiveSampler, EmbeddedPair};
 pub use baseline::{Baseline, BaselineSampler};
-pub use calibrate::{Calibration, CalibrationProgress, Calibrator, GridScore};
+pub use calibrate::{Calibration, CalibrationCost, CalibrationProgress, Calibrator, GridScore};
 pub use config::{Mode, OdeMultistep, OrderRule, SdeMultistep, Solver, Thresholding};
 pub use mrs::MrSampler;
 pub use run::{Pending, Run, Sample, Stats};

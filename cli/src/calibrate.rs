@@ -1,0 +1,361 @@
+//! `mrsampler calibrate`: fits a sampler's `K`-step time grid to a network on a few images
+//! (`mrsampler::Calibrator`) and writes it as a grid file that `restore --grid` and `eval
+//! --samplers` read.
+//!
+//! The grid file (`mrsampler-grid-v1`, JSON) holds the sampler it was calibrated for, its
+//! times, the teacher's grid (the converged reference `eval` compares it with), the schedule it
+//! belongs to, every candidate's scores and how the calibration was made.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Tensor};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use mrsampler::schedule::{IrSdeSchedule, Schedule};
+use mrsampler::{CalibrationProgress, Calibrator, PhiloxNoise};
+use serde::{Deserialize, Serialize};
+
+use crate::images;
+use crate::sampling::{ASSETS, Configured, Model, ModelArgs, SamplerSpec, shipped};
+use crate::{Result, write_atomically};
+
+/// The grid file's format name.
+pub const FORMAT: &str = "mrsampler-grid-v1";
+
+/// `calibrate`'s options.
+#[derive(Args)]
+pub struct CalibrateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Calibration images (degraded inputs) or folders of them, all of one size. Default: the
+    /// shipped validation set's degraded images. Never calibrate on the images you report on.
+    #[arg(long, num_args = 1..)]
+    images: Vec<PathBuf>,
+    /// The sampler to calibrate, `KIND[-ORDER][:PARAM]` with KIND `mrs-ode` or `mrs-sde`.
+    #[arg(long, default_value = "mrs-sde-2:data")]
+    sampler: SamplerSpec,
+    /// Network evaluations (steps) of the calibrated grid.
+    #[arg(long)]
+    nfe: usize,
+    /// Where to write the grid file (JSON).
+    #[arg(long)]
+    out: PathBuf,
+    /// Start states (and SDE noise paths) per image.
+    #[arg(long, default_value_t = 1)]
+    seeds: usize,
+    /// First seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Steps of each of the teacher's fine grid families (linspace and uniform-λ).
+    #[arg(long, default_value_t = 32)]
+    fine_steps: usize,
+    /// Coordinates the search scores steps on (over all images and seeds).
+    #[arg(long, default_value_t = 4096)]
+    coordinates: usize,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// The schedule a grid belongs to: its times only mean something on it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ScheduleStamp {
+    /// The end of the schedule (`T`).
+    pub t_max: f64,
+    /// The stationary std `σ∞`.
+    pub sigma_inf: f64,
+    /// `σ` at `T/2`, which tells the θ schedules apart.
+    pub sigma_mid: f64,
+}
+
+impl ScheduleStamp {
+    /// The stamp of `schedule`.
+    pub fn of(schedule: &IrSdeSchedule) -> Self {
+        let t = schedule.t_max();
+        Self {
+            t_max: t,
+            sigma_inf: schedule.sigma_inf(),
+            sigma_mid: schedule.sigma(t / 2.0),
+        }
+    }
+
+    fn matches(&self, other: &Self) -> bool {
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * (1.0 + a.abs());
+        close(self.t_max, other.t_max)
+            && close(self.sigma_inf, other.sigma_inf)
+            && close(self.sigma_mid, other.sigma_mid)
+    }
+}
+
+/// One candidate grid's scores.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct Candidate {
+    /// `searched`, or the named grid.
+    pub name: String,
+    /// RMS distance of its result to the teacher's on the calibration images.
+    pub distance: f64,
+    /// Its times.
+    pub times: Vec<f64>,
+}
+
+/// How the grid was made.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct Provenance {
+    /// The checkpoint (`shipped` for the shipped network).
+    pub model: String,
+    /// The calibration images' file names.
+    pub images: Vec<String>,
+    /// Start states per image, first seed.
+    pub seeds: usize,
+    /// First seed.
+    pub seed: u64,
+    /// The teacher's fine steps per family.
+    pub fine_steps: usize,
+    /// Coordinates the search scored.
+    pub coordinates: usize,
+    /// Network evaluations (each on the whole calibration batch).
+    pub evaluations: usize,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// A calibrated grid file.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct GridFile {
+    /// [`FORMAT`].
+    pub format: String,
+    /// The sampler, `KIND-ORDER:PARAM`.
+    pub sampler: String,
+    /// Steps (network evaluations).
+    pub steps: usize,
+    /// The grid `τ_0 > … > τ_K`.
+    pub times: Vec<f64>,
+    /// Which candidate was chosen.
+    pub chosen: String,
+    /// The search's own RMS distance of the searched grid's result to the teacher's (at the
+    /// recorded coordinates, before the output clamp).
+    pub search_distance: f64,
+    /// The teacher's grid: the converged reference.
+    pub teacher_grid: Vec<f64>,
+    /// The schedule it belongs to.
+    pub schedule: ScheduleStamp,
+    /// Every candidate, the searched grid first.
+    pub candidates: Vec<Candidate>,
+    /// How it was made.
+    pub provenance: Provenance,
+}
+
+impl GridFile {
+    /// Reads and checks a grid file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let file: GridFile = serde_json::from_str(&text)
+            .map_err(|e| format!("{}: not a grid file ({e})", path.display()))?;
+        if file.format != FORMAT {
+            return Err(format!(
+                "{}: format `{}`, expected `{FORMAT}` (written by `mrsampler calibrate`)",
+                path.display(),
+                file.format
+            )
+            .into());
+        }
+        if file.times.len() != file.steps + 1 || file.teacher_grid.len() < 2 {
+            return Err(format!(
+                "{}: {} times for {} steps (a K-step grid has K + 1 times)",
+                path.display(),
+                file.times.len(),
+                file.steps
+            )
+            .into());
+        }
+        Ok(file)
+    }
+
+    /// An error unless the grid belongs to `schedule`.
+    pub fn check_schedule(&self, schedule: &IrSdeSchedule, path: &Path) -> Result<()> {
+        if self.schedule.matches(&ScheduleStamp::of(schedule)) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{}: calibrated for another schedule ({:?}); this model's is {:?}: calibrate \
+                 again for this model",
+                path.display(),
+                self.schedule,
+                ScheduleStamp::of(schedule)
+            )
+            .into())
+        }
+    }
+}
+
+/// Runs `calibrate`.
+pub fn run(args: CalibrateArgs) -> Result<()> {
+    if !args.sampler.is_mrs() || args.sampler.grid_file().is_some() {
+        return Err(format!(
+            "--sampler {}: calibration fits the MR Sampler's grid; give mrs-ode-ORDER:PARAM or \
+             mrs-sde-ORDER:PARAM",
+            args.sampler
+        )
+        .into());
+    }
+    if args.seeds == 0 {
+        return Err("--seeds must be at least 1".into());
+    }
+    let (net, schedule) = args.model.load()?;
+    let files = if args.images.is_empty() {
+        let dir = shipped(
+            &Path::new(ASSETS).join("eval").join("val").join("degraded"),
+            "--images",
+        )?;
+        images::collect_inputs(&[dir])?
+    } else {
+        images::collect_inputs(&args.images)?
+    };
+    let device = net.device().clone();
+    let mut planes = Vec::new();
+    let mut names = Vec::new();
+    let mut size = None;
+    for f in &files {
+        let p = images::read(f)?;
+        let dims = (p.channels, p.height, p.width);
+        if *size.get_or_insert(dims) != dims {
+            return Err(format!(
+                "{}: {}×{}×{}, but the first image is {:?} (channels, height, width); the \
+                 calibration batch needs one size: crop the images to it",
+                f.display(),
+                p.channels,
+                p.height,
+                p.width,
+                size.unwrap_or(dims)
+            )
+            .into());
+        }
+        if p.channels != net.channels() {
+            return Err(format!(
+                "{}: the model takes {}-channel images; this one has {}",
+                f.display(),
+                net.channels(),
+                p.channels
+            )
+            .into());
+        }
+        names.push(
+            f.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
+        planes.push(p.tensor(&device, DType::F32)?);
+    }
+    let one = Tensor::cat(&planes, 0)?;
+    let mu = Tensor::cat(&vec![one; args.seeds], 0)?;
+    let Configured::Mrs(sampler) = Configured::build(&args.sampler, schedule.clone(), args.nfe)?
+    else {
+        unreachable!("checked to be an MR Sampler above")
+    };
+    let calibrator = Calibrator::new(args.nfe)?
+        .with_fine_steps(args.fine_steps)?
+        .with_coordinates(args.coordinates)?
+        .with_seed(args.seed);
+    let cost = calibrator.cost(&sampler)?;
+    let evaluations = cost.total();
+    let batch = mu.dim(0)?;
+    if !args.quiet {
+        eprintln!(
+            "calibrating {} at {} NFE on {} image(s) × {} seed(s): {evaluations} network \
+             evaluations of a batch of {batch}",
+            args.sampler.without_grid(),
+            args.nfe,
+            files.len(),
+            args.seeds
+        );
+    }
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(evaluations as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} evaluations, {elapsed}")
+            .map_err(|e| e.to_string())?
+            .progress_chars("=> "),
+    );
+    let seeds: Vec<u64> = (0..batch as u64)
+        .map(|i| (args.seed + i) ^ 0x00ca_11b7)
+        .collect();
+    let mut noise = PhiloxNoise::per_sample(seeds);
+    let mut model = Model::Whole(net);
+    let begin = Instant::now();
+    let mut checks_done = 0;
+    let cal = calibrator.calibrate(&sampler, &mut model, &mu, &mut noise, |p| match p {
+        CalibrationProgress::Teacher { done, .. } => {
+            bar.set_message("teacher");
+            bar.set_position(done as u64);
+        }
+        CalibrationProgress::Search { done, .. } => {
+            bar.set_message("search");
+            bar.set_position((cost.teacher + done * cost.search / cost.steps.max(1)) as u64);
+        }
+        CalibrationProgress::Check { done, .. } => {
+            checks_done = done;
+            bar.set_message("checks");
+            bar.set_position((cost.teacher + cost.search + done * cost.steps) as u64);
+        }
+    })?;
+    bar.finish_and_clear();
+    let seconds = begin.elapsed().as_secs_f64();
+    let candidates: Vec<Candidate> = cal
+        .scores
+        .iter()
+        .map(|s| Candidate {
+            name: s.name.clone(),
+            distance: s.distance,
+            times: s.times.clone(),
+        })
+        .collect();
+    let file = GridFile {
+        format: FORMAT.to_owned(),
+        sampler: args.sampler.without_grid(),
+        steps: args.nfe,
+        times: cal.grid.clone(),
+        chosen: cal.best().name.clone(),
+        search_distance: cal.search_distance,
+        teacher_grid: cal.teacher_grid.clone(),
+        schedule: ScheduleStamp::of(&schedule),
+        candidates,
+        provenance: Provenance {
+            model: args.model.describe(),
+            images: names,
+            seeds: args.seeds,
+            seed: args.seed,
+            fine_steps: args.fine_steps,
+            coordinates: args.coordinates,
+            evaluations: cal.evaluations,
+            seconds,
+        },
+    };
+    let text = serde_json::to_string_pretty(&file)?;
+    write_atomically(&args.out, |tmp| {
+        std::fs::write(tmp, text.as_bytes()).map_err(|e| format!("{}: {e}", tmp.display()).into())
+    })?;
+    if !args.quiet {
+        println!("{:<16} {:>14}  times", "candidate", "RMS to teacher");
+        for (i, s) in cal.scores.iter().enumerate() {
+            let mark = if i == cal.chosen { "*" } else { " " };
+            let times: Vec<String> = s.times.iter().map(|t| format!("{t:.2}")).collect();
+            println!(
+                "{mark}{:<15} {:>14.3e}  {}",
+                s.name,
+                s.distance,
+                times.join(" ")
+            );
+        }
+        println!(
+            "\n{} evaluations ({} checks), {seconds:.1} s -> {}",
+            cal.evaluations,
+            checks_done,
+            args.out.display()
+        );
+    }
+    Ok(())
+}
