@@ -34,6 +34,9 @@
 //!   their names);
 //! * `--midpoint`: the midpoint second-order form (`SecondOrder`);
 //! * `--grid NAME|custom:t0,t1,…` (repeatable): the grids, instead of the standard four.
+//! * `--calibrate`: instead of named grids, each MR Sampler row at each NFE ≤ 20 runs on a grid
+//!   calibrated for it (`mrsampler::Calibrator`, `docs/math.md` §10) on 1024 start states of
+//!   its own (seed 2024), disjoint from the evaluation's; rows are named `…-calibrated-…`.
 //!
 //! Markdown tables go to stdout; with `--json` one JSON object per line instead:
 //! `{"oracle", "sampler", "nfe", "error"}` and `{"oracle", "sampler", "nfe_to_match_posterior100"}`.
@@ -43,8 +46,9 @@ use std::sync::Arc;
 use mrsampler::oracle::{GaussianOracle, GmmOracle, gaussian_output_law};
 use mrsampler::schedule::{IrSdeSchedule, Schedule, TimeGrid};
 use mrsampler::{
-    AdaptiveSampler, Baseline, BaselineSampler, EmbeddedPair, Mode, MrSampler, OdeMultistep,
-    Parameterization, Sampler, SamplerTensor, SdeMultistep, SecondOrder, SeededNoise, Solver,
+    AdaptiveSampler, Baseline, BaselineSampler, Calibrator, EmbeddedPair, Mode, MrSampler,
+    OdeMultistep, Parameterization, PhiloxNoise, Sampler, SamplerTensor, SdeMultistep, SecondOrder,
+    SeededNoise, Solver,
 };
 use ndarray::{ArrayD, IxDyn};
 use rand::SeedableRng;
@@ -86,6 +90,7 @@ impl Spec {
                 },
                 match grid {
                     TimeGrid::UniformLambda => "uniform-lambda",
+                    _ if calibrating() => "calibrated",
                     g => g.name(),
                 },
                 mode_name(*mode)
@@ -106,9 +111,11 @@ impl Spec {
         }
     }
 
-    /// Whether this sampler has an `nfe`-step configuration (a custom grid has only its own).
+    /// Whether this sampler has an `nfe`-step configuration (a custom grid has only its own;
+    /// calibrated rows run up to 20 steps).
     fn runs_at(&self, nfe: usize) -> bool {
         match self {
+            Spec::Mrs { .. } if calibrating() => nfe <= 20,
             Spec::Mrs {
                 grid: TimeGrid::Custom(v),
                 ..
@@ -181,6 +188,47 @@ fn configured(mode: Mode, solver: Solver, param: Parameterization) -> Solver {
     })
 }
 
+/// Whether MR Sampler rows run on calibrated grids (`--calibrate`).
+static CALIBRATE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+fn calibrating() -> bool {
+    CALIBRATE.get().copied().unwrap_or(false)
+}
+
+/// `spec` with its grid calibrated for `model` at `nfe` steps (`--calibrate`), else `spec`.
+fn calibrated<M: mrsampler::ScoreModel<ArrayD<f64>>>(
+    spec: &Spec,
+    schedule: &Arc<dyn Schedule>,
+    nfe: usize,
+    model: &mut M,
+) -> Result<Spec, mrsampler::Error> {
+    let (Spec::Mrs { .. }, true) = (spec, calibrating()) else {
+        return Ok(spec.clone());
+    };
+    let Built::Mrs(sampler) = build(spec, schedule, nfe)? else {
+        unreachable!("an MR Sampler row")
+    };
+    let mu = ArrayD::from_shape_fn(IxDyn(&[1024, 4]), |i| MU[i[1]]);
+    let cal = Calibrator::new(nfe)?.calibrate(
+        &sampler,
+        model,
+        &mu,
+        &mut PhiloxNoise::new(2024),
+        |_| {},
+    )?;
+    eprintln!(
+        "{} at {nfe}: chose {} ({} evaluations of 1024 samples)",
+        spec.name(),
+        cal.best().name,
+        cal.evaluations
+    );
+    let mut out = spec.clone();
+    if let Spec::Mrs { grid, .. } = &mut out {
+        *grid = TimeGrid::Custom(cal.grid);
+    }
+    Ok(out)
+}
+
 /// Whether exact-mode MR Sampler rows use the midpoint second-order form (`--midpoint`).
 static MIDPOINT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 
@@ -236,7 +284,8 @@ fn gaussian_error(
     schedule: &Arc<dyn Schedule>,
     nfe: usize,
 ) -> Result<f64, mrsampler::Error> {
-    let oracle = GaussianOracle::new(GAUSS_M.to_vec(), GAUSS_C.to_vec(), view(spec, schedule))?;
+    let mut oracle = GaussianOracle::new(GAUSS_M.to_vec(), GAUSS_C.to_vec(), view(spec, schedule))?;
+    let spec = &calibrated(spec, schedule, nfe, &mut oracle)?;
     let law = match build(spec, schedule, nfe)? {
         Built::Mrs(s) => gaussian_output_law(&s, &oracle, &MU)?,
         Built::Base(s) => gaussian_output_law(&s, &oracle, &MU)?,
@@ -355,6 +404,7 @@ impl GmmBench {
         nfe: usize,
     ) -> Result<f64, mrsampler::Error> {
         let mut oracle = gmm(view(spec, schedule));
+        let spec = &calibrated(spec, schedule, nfe, &mut oracle)?;
         let mu = ArrayD::from_shape_fn(IxDyn(&[self.n, 4]), |i| MU[i[1]]);
         let mut noise = SeededNoise::new(7);
         let out = match build(spec, schedule, nfe)? {
@@ -431,12 +481,15 @@ fn specs(quick: bool) -> Vec<Spec> {
             kind: Baseline::EulerOde,
         },
     ];
-    let modes: &[Mode] = if quick {
+    let modes: &[Mode] = if quick || calibrating() {
         &[Mode::Exact]
     } else {
         &[Mode::Exact, Mode::Reference]
     };
-    let grids = if let Some(g) = GRIDS.get() {
+    let grids = if calibrating() {
+        // One row per solver; the grid is replaced by the calibrated one per NFE.
+        vec![TimeGrid::Linspace]
+    } else if let Some(g) = GRIDS.get() {
         g.clone()
     } else if quick {
         vec![TimeGrid::Linspace, TimeGrid::UniformLambda]
@@ -523,6 +576,9 @@ fn parse_args() -> Result<Args, String> {
             }
             "--prior-correction" => {
                 let _ = PRIOR_CORRECTION.set(true);
+            }
+            "--calibrate" => {
+                let _ = CALIBRATE.set(true);
             }
             "--grid" => {
                 let v = it
