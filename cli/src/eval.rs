@@ -17,7 +17,7 @@ use candle_core::{DType, Device, Tensor};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use mrsampler::schedule::{IrSdeSchedule, Schedule};
-use mrsampler::{CoupledNoise, NoiseSource, PhiloxNoise, StepView};
+use mrsampler::{CoupledNoise, NoiseSource, PhiloxNoise, Plan, StepView};
 
 use crate::images::{self, Picture};
 use crate::metrics::{gradient_energy_ratio, mean_sd, psnr, ssim};
@@ -51,10 +51,16 @@ pub struct EvalArgs {
     /// (the full chain) is the converged reference of the baseline's other rows.
     #[arg(long, value_delimiter = ',', default_value = "10")]
     baseline_nfe: Vec<usize>,
-    /// Evaluations of the MR Sampler's converged reference: a multiple of every `--nfe` for the
-    /// SDE (the grids must nest).
+    /// Evaluations of the MR Sampler's converged reference (`--converged own`): a multiple of
+    /// every `--nfe` for the SDE (the grids must nest).
     #[arg(long, default_value_t = 40)]
     converged_nfe: usize,
+    /// The MR Sampler's converged reference: `own` (the row's configuration at
+    /// `--converged-nfe`) or `teacher` (the calibration teacher grid at the row's NFE: one
+    /// reference shared by every grid of a solver at one NFE, in which each of them nests).
+    /// A calibrated grid's reference is always its teacher.
+    #[arg(long, value_enum, default_value = "own")]
+    converged: Converged,
     /// Seeds per image (start state and SDE noise).
     #[arg(long, default_value_t = 3)]
     seeds: usize,
@@ -73,6 +79,15 @@ pub struct EvalArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+}
+
+/// Which converged run an MR Sampler row is measured against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Converged {
+    /// The row's own configuration at `--converged-nfe`.
+    Own,
+    /// The calibration teacher grid at the row's NFE (`mrsampler::Calibrator::teacher_grid`).
+    Teacher,
 }
 
 /// One clean/degraded pair.
@@ -185,6 +200,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 picture.push(ctx.mu.get(0)?);
             }
             ctx.measure_degraded(&mut rows[0])?;
+            let mut references = References::new();
             let mut k = 1;
             while k < rows.len() {
                 let spec = rows[k].spec.clone().expect("sampler row");
@@ -200,6 +216,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
                     &args,
                     &mut model,
                     &bar,
+                    &mut references,
                 )?;
                 if first {
                     for o in outs {
@@ -290,29 +307,59 @@ fn evaluations_per_sample(
     schedule: &IrSdeSchedule,
 ) -> Result<usize> {
     let mut total = 0;
-    let mut seen: Vec<&SamplerSpec> = Vec::new();
+    let mut seen: Vec<ReferenceKey> = Vec::new();
     for r in rows {
         let Some(spec) = &r.spec else { continue };
         total += Configured::build(spec, schedule.clone(), r.nfe)?
             .plan()?
             .num_evaluations();
-        if !seen.contains(&spec) {
-            seen.push(spec);
-            if let Some(n) = reference_nfe(spec, args) {
-                total += Configured::reference(spec, schedule.clone(), n)?
-                    .plan()?
-                    .num_evaluations();
+        if let Some(reference) = reference_for(spec, r.nfe, schedule, args)? {
+            let plan = reference.plan()?;
+            let key = reference_key(spec, &plan);
+            if !seen.contains(&key) {
+                total += plan.num_evaluations();
+                seen.push(key);
             }
         }
     }
     Ok(total)
 }
 
-/// The step count of `spec`'s converged run, if one has to be made: the MR Sampler's
-/// configurations at `--converged-nfe` (a calibrated grid's: its teacher grid). A baseline's converged result is its full `T`-step
-/// chain, which is only run as a row of its own (`--baseline-nfe` including `T`).
-fn reference_nfe(spec: &SamplerSpec, args: &EvalArgs) -> Option<usize> {
-    spec.is_mrs().then_some(args.converged_nfe)
+/// What a converged run is: the solver (kind, order, parameterization; not the grid) and the
+/// reference's times. Rows with equal keys share one run.
+type ReferenceKey = (String, Vec<f64>);
+
+fn reference_key(spec: &SamplerSpec, plan: &Plan) -> ReferenceKey {
+    let solver = SamplerSpec {
+        grid: "linspace".to_owned(),
+        ..spec.clone()
+    };
+    (solver.without_grid(), plan.timesteps().to_vec())
+}
+
+/// Converged runs already made for a chunk, by [`ReferenceKey`].
+type References = Vec<(ReferenceKey, Plan, Tensor)>;
+
+/// The converged run an MR Sampler row of `spec` at `nfe` is measured against (`--converged`;
+/// a calibrated grid's teacher). `None` for a baseline, whose converged result is its full
+/// `T`-step chain, run only as a row of its own (`--baseline-nfe` including `T`).
+fn reference_for(
+    spec: &SamplerSpec,
+    nfe: usize,
+    schedule: &IrSdeSchedule,
+    args: &EvalArgs,
+) -> Result<Option<Configured>> {
+    if !spec.is_mrs() {
+        return Ok(None);
+    }
+    Configured::reference(
+        spec,
+        schedule.clone(),
+        nfe,
+        args.converged_nfe,
+        args.converged == Converged::Teacher,
+    )
+    .map(Some)
 }
 
 /// The images of one network batch: `[seeds · n, C, H, W]`, seed-major.
@@ -400,42 +447,52 @@ impl<'a> Chunk<'a> {
         args: &EvalArgs,
         model: &mut Model,
         bar: &ProgressBar,
+        references: &mut References,
     ) -> Result<Vec<Tensor>> {
         let mut tick = |_: &StepView<'_, Tensor>| bar.inc(self.pairs.len() as u64);
         let noise = || PhiloxNoise::per_sample(self.seeds.clone());
-        let ref_nfe = reference_nfe(spec, args).unwrap_or(t_steps);
-        let reference = Configured::reference(spec, schedule.clone(), ref_nfe)?;
-        let start = reference.prior_state(&self.mu, &self.z)?;
-        let ref_plan = reference.plan()?;
-        let mut converged = match reference_nfe(spec, args) {
-            Some(_) => {
-                let x = reference.run(
-                    model,
-                    &self.mu,
-                    Some(start.clone()),
-                    &mut noise(),
-                    &mut tick,
-                )?;
-                Some(x.x)
-            }
-            None => None,
-        };
         // A baseline's full-chain row is its reference: run it first.
         let mut order: Vec<usize> = (0..rows.len()).collect();
         order.sort_by_key(|&i| spec.is_mrs() || rows[i].nfe != t_steps);
+        let full_chain = match spec.is_mrs() {
+            true => None,
+            false => Some(Configured::build(spec, schedule.clone(), t_steps)?.plan()?),
+        };
+        let mut chain: Option<(&Plan, Tensor)> = None;
         let mut outs: Vec<Option<Tensor>> = vec![None; rows.len()];
         for i in order {
             let row = &mut rows[i];
             let cfg = Configured::build(spec, schedule.clone(), row.nfe)?;
+            let plan = cfg.plan()?;
+            let reference: Option<(&Plan, &Tensor)> =
+                match reference_for(spec, row.nfe, schedule, args)? {
+                    Some(r) => {
+                        let r_plan = r.plan()?;
+                        let key = reference_key(spec, &r_plan);
+                        let at = match references.iter().position(|c| c.0 == key) {
+                            Some(at) => at,
+                            None => {
+                                let start = r.prior_state(&self.mu, &self.z)?;
+                                let x = r
+                                    .run(model, &self.mu, Some(start), &mut noise(), &mut tick)?
+                                    .x;
+                                references.push((key, r_plan, x));
+                                references.len() - 1
+                            }
+                        };
+                        Some((&references[at].1, &references[at].2))
+                    }
+                    None => chain.as_ref().map(|(p, x)| (*p, x)),
+                };
             let begin = Instant::now();
             // Stochastic rows draw on the converged run's Brownian path where the grids nest.
-            let plan = cfg.plan()?;
-            let coupling = spec
-                .is_stochastic()
-                .then(|| CoupledNoise::new(&plan, &ref_plan, noise()))
-                .transpose();
+            let ref_plan = reference.map(|r| r.0).or(full_chain.as_ref());
+            let coupling = match (spec.is_stochastic(), ref_plan) {
+                (true, Some(r)) => CoupledNoise::new(&plan, r, noise()).map(Some),
+                _ => Ok(None),
+            };
             let coupled = coupling.is_ok();
-            let start_state = Some(start.clone());
+            let start_state = Some(cfg.prior_state(&self.mu, &self.z)?);
             let x = match coupling {
                 Ok(Some(mut c)) => cfg.run(model, &self.mu, start_state, &mut c, &mut tick)?,
                 Ok(None) => cfg.run(model, &self.mu, start_state, &mut noise(), &mut tick)?,
@@ -448,10 +505,10 @@ impl<'a> Chunk<'a> {
             row.seconds += begin.elapsed().as_secs_f64();
             row.is_reference = !spec.is_mrs() && row.nfe == t_steps;
             if row.is_reference {
-                converged = Some(x.clone());
                 self.measure(row, &x, None)?;
+                chain = full_chain.as_ref().map(|p| (p, x.clone()));
             } else {
-                self.measure(row, &x, converged.as_ref().filter(|_| coupled))?;
+                self.measure(row, &x, reference.map(|r| r.1).filter(|_| coupled))?;
             }
             outs[i] = Some(x);
         }
@@ -489,8 +546,7 @@ fn print_rows(
     if !args.json {
         println!(
             "{} image pairs from {} ({}), {} seed(s) each; mean ± sd over images and seeds; \
-             converged: the same sampler at {} evaluations (MR Sampler) or its {}-step chain \
-             (baselines)\n",
+             converged: {} (MR Sampler) or its {}-step chain (baselines)\n",
             images,
             gt_dir.display(),
             pairs
@@ -499,7 +555,13 @@ fn print_rows(
                 .collect::<Vec<_>>()
                 .join(", "),
             args.seeds,
-            args.converged_nfe,
+            match args.converged {
+                Converged::Own => format!(
+                    "the same sampler at {} evaluations (a calibrated grid: its teacher)",
+                    args.converged_nfe
+                ),
+                Converged::Teacher => "the calibration teacher grid at the row's NFE".to_owned(),
+            },
             t_steps
         );
         println!(

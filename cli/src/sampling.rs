@@ -9,8 +9,8 @@ use candle_core::Tensor;
 use clap::ValueEnum;
 use mrsampler::schedule::{IrSdeSchedule, TimeGrid};
 use mrsampler::{
-    Baseline, BaselineSampler, FitTarget, MrSampler, NoiseSource, Observer, Parameterization, Plan,
-    Sample, Sampler, ScoreModel, Solver,
+    Baseline, BaselineSampler, Calibrator, FitTarget, MrSampler, NoiseSource, Observer,
+    Parameterization, Plan, Sample, Sampler, ScoreModel, Solver,
 };
 use mrsampler_models::{Network, Tiled, UpstreamOptions, preset};
 
@@ -350,24 +350,28 @@ impl Configured {
         })
     }
 
-    /// The converged reference of `spec`'s rows: the MR Sampler at `converged_nfe` on its
-    /// grid, or, for a calibrated grid, on the teacher's grid it was chosen from (so an SDE's
-    /// grid nests in its reference's).
+    /// The converged reference of `spec`'s rows at `nfe`: the MR Sampler at `converged_nfe` on
+    /// its grid, or with `teacher` on the calibration teacher grid at `nfe` (every named grid at
+    /// `nfe` nests in it), or, for a calibrated grid, on the teacher's grid it was chosen from.
     pub fn reference(
         spec: &SamplerSpec,
         schedule: IrSdeSchedule,
+        nfe: usize,
         converged_nfe: usize,
+        teacher: bool,
     ) -> Result<Self> {
-        match spec.grid_file() {
-            Some(path) => {
-                let file = GridFile::load(path)?;
-                let Configured::Mrs(s) = Self::build(spec, schedule, file.steps)? else {
-                    unreachable!("a grid file is an MR Sampler's")
-                };
-                Ok(Configured::Mrs(
-                    s.with_grid(TimeGrid::Custom(file.teacher_grid))?,
-                ))
+        let steps = Self::calibrated_steps(spec)?.unwrap_or(nfe);
+        let own = Self::build(spec, schedule.clone(), steps)?;
+        let grid = match (spec.grid_file(), own) {
+            (Some(path), Configured::Mrs(s)) => Some((s, GridFile::load(path)?.teacher_grid)),
+            (None, Configured::Mrs(s)) if teacher => {
+                let grid = Calibrator::new(nfe)?.teacher_grid(&s)?;
+                Some((s, grid))
             }
+            _ => None,
+        };
+        match grid {
+            Some((s, times)) => Ok(Configured::Mrs(s.with_grid(TimeGrid::Custom(times))?)),
             None => Self::build(spec, schedule, converged_nfe),
         }
     }

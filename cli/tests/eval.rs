@@ -211,3 +211,39 @@ fn bad_inputs_are_refused_with_a_reason() {
     let (ok, text) = mrsampler(&["eval", "--model", "/nonexistent/model.safetensors"]);
     assert!(!ok && text.contains("nonexistent"), "{text}");
 }
+
+#[test]
+fn teacher_references_couple_every_grid_at_every_nfe() {
+    // 3 and 7 steps do not divide the default 40-step reference, so `own` cannot couple the SDE
+    // rows; the calibration teacher grid at each NFE contains every named grid's times.
+    let dir = tempfile::tempdir().unwrap();
+    pairs(dir.path(), 1, 16, 12);
+    let run = |converged: &str| {
+        let (ok, text) = eval(
+            dir.path(),
+            &[
+                "--json",
+                "--samplers",
+                "mrs-sde-2:data:karras-t,mrs-sde-2:data:linspace",
+                "--nfe",
+                "3,7",
+                "--seeds",
+                "1",
+                "--converged",
+                converged,
+            ],
+        );
+        assert!(ok, "{text}");
+        rows(&text)[1..]
+            .iter()
+            .map(|r| r["psnr_vs_converged"].as_f64())
+            .collect::<Vec<_>>()
+    };
+    let teacher = run("teacher");
+    assert_eq!(teacher.len(), 4);
+    assert!(
+        teacher.iter().all(|d| d.is_some_and(f64::is_finite)),
+        "{teacher:?}"
+    );
+    assert!(run("own").iter().all(Option::is_none));
+}

@@ -232,6 +232,13 @@ impl Calibrator {
         })
     }
 
+    /// The teacher's grid for `sampler` (`docs/math.md` §10.1): every named grid at `K` steps
+    /// and the fine families, merged. Every named grid at `K` nests in it, so it is also a fair
+    /// converged reference for comparing grids at `K` (an SDE on any of them couples to it).
+    pub fn teacher_grid(&self, sampler: &MrSampler) -> Result<Vec<f64>> {
+        Ok(self.grids(sampler)?.0)
+    }
+
     /// Checks that `sampler` can be calibrated; its settings other than the grid are kept.
     fn check(&self, sampler: &MrSampler) -> Result<()> {
         let refuse = |setting: &str, reason: &str| {
