@@ -286,7 +286,6 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
     let mut noise = PhiloxNoise::per_sample(seeds);
     let mut model = Model::Whole(net);
     let begin = Instant::now();
-    let mut checks_done = 0;
     let cal = calibrator.calibrate(&sampler, &mut model, &mu, &mut noise, |p| match p {
         CalibrationProgress::Teacher { done, .. } => {
             bar.set_message("teacher");
@@ -297,7 +296,6 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
             bar.set_position((cost.teacher + done * cost.search / cost.steps.max(1)) as u64);
         }
         CalibrationProgress::Check { done, .. } => {
-            checks_done = done;
             bar.set_message("checks");
             bar.set_position((cost.teacher + cost.search + done * cost.steps) as u64);
         }
@@ -353,7 +351,7 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
         println!(
             "\n{} evaluations ({} checks), {seconds:.1} s -> {}",
             cal.evaluations,
-            checks_done,
+            cal.scores.len(),
             args.out.display()
         );
     }

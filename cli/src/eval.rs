@@ -330,11 +330,7 @@ fn evaluations_per_sample(
 type ReferenceKey = (String, Vec<f64>);
 
 fn reference_key(spec: &SamplerSpec, plan: &Plan) -> ReferenceKey {
-    let solver = SamplerSpec {
-        grid: "linspace".to_owned(),
-        ..spec.clone()
-    };
-    (solver.without_grid(), plan.timesteps().to_vec())
+    (spec.without_grid(), plan.timesteps().to_vec())
 }
 
 /// Converged runs already made for a chunk, by [`ReferenceKey`].

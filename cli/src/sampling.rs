@@ -144,10 +144,15 @@ impl SamplerSpec {
 
     /// `KIND-ORDER:PARAM` (the MR Sampler) or `KIND` (a baseline).
     pub fn without_grid(&self) -> String {
-        let s = self.to_string();
-        match s.rsplit_once(':') {
-            Some((head, _)) if self.is_mrs() => head.to_owned(),
-            _ => s,
+        let param = match self.param {
+            Parameterization::Noise => "noise",
+            _ => "data",
+        };
+        match self.kind {
+            SamplerKind::Posterior => "posterior".to_owned(),
+            SamplerKind::Euler => "euler".to_owned(),
+            SamplerKind::MrsOde => format!("mrs-ode-{}:{param}", self.order),
+            SamplerKind::MrsSde => format!("mrs-sde-{}:{param}", self.order),
         }
     }
 }
@@ -237,15 +242,9 @@ impl FromStr for SamplerSpec {
 
 impl fmt::Display for SamplerSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let param = match self.param {
-            Parameterization::Noise => "noise",
-            _ => "data",
-        };
-        match self.kind {
-            SamplerKind::Posterior => write!(f, "posterior"),
-            SamplerKind::Euler => write!(f, "euler"),
-            SamplerKind::MrsOde => write!(f, "mrs-ode-{}:{param}:{}", self.order, self.grid),
-            SamplerKind::MrsSde => write!(f, "mrs-sde-{}:{param}:{}", self.order, self.grid),
+        match self.is_mrs() {
+            true => write!(f, "{}:{}", self.without_grid(), self.grid),
+            false => write!(f, "{}", self.without_grid()),
         }
     }
 }

@@ -5,20 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::mrsampler;
-use image::{ImageBuffer, Rgb};
-
-fn rgb(path: &Path, w: u32, h: u32, k: u32) {
-    ImageBuffer::from_fn(w, h, |x, y| {
-        Rgb([
-            ((x * 13 + k * 7) % 256) as u8,
-            ((y * 11 + k) % 256) as u8,
-            ((x * y + 40) % 256) as u8,
-        ])
-    })
-    .save(path)
-    .unwrap();
-}
+use common::{mrsampler, rgb};
 
 fn path(p: &Path) -> String {
     p.to_string_lossy().into_owned()
@@ -122,42 +109,27 @@ fn a_grid_file_states_its_calibration_and_runs_in_eval_and_restore() {
 
     // restore --grid FILE: the file's sampler and NFE.
     let out = dir.path().join("out");
-    let (ok, text) = mrsampler(&[
-        "restore",
-        &path(&dir.path().join("degraded/e.png")),
-        "--out",
-        &path(&out),
-        "--grid",
-        &path(&file),
-    ]);
+    let restore = |grid: &Path, extra: &[&str]| {
+        let (input, out) = (path(&dir.path().join("degraded/e.png")), path(&out));
+        let mut args = vec!["restore", &input, "--out", &out, "--grid"];
+        let grid = path(grid);
+        args.push(&grid);
+        args.extend_from_slice(extra);
+        mrsampler(&args)
+    };
+    let (ok, text) = restore(&file, &[]);
     assert!(ok, "{text}");
     assert!(text.contains("3 evaluations"), "{text}");
     assert!(out.join("e.png").exists());
 
     // Refusals: another NFE, another schedule, another sampler.
-    let (ok, text) = mrsampler(&[
-        "restore",
-        &path(&dir.path().join("degraded/e.png")),
-        "--out",
-        &path(&out),
-        "--grid",
-        &path(&file),
-        "--nfe",
-        "5",
-    ]);
+    let (ok, text) = restore(&file, &["--nfe", "5"]);
     assert!(!ok && text.contains("3 steps"), "{text}");
     let mut other = json.clone();
     other["schedule"]["t_max"] = serde_json::json!(50.0);
     let other_file = dir.path().join("other.json");
     std::fs::write(&other_file, other.to_string()).unwrap();
-    let (ok, text) = mrsampler(&[
-        "restore",
-        &path(&dir.path().join("degraded/e.png")),
-        "--out",
-        &path(&out),
-        "--grid",
-        &path(&other_file),
-    ]);
+    let (ok, text) = restore(&other_file, &[]);
     assert!(!ok && text.contains("another schedule"), "{text}");
     let spec = format!("mrs-ode-2:data:{}", path(&file));
     let (ok, text) = mrsampler(&["eval", "--samplers", &spec, "--quiet"]);

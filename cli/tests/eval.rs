@@ -6,20 +6,8 @@ mod common;
 
 use std::path::Path;
 
-use common::mrsampler;
-use image::{ImageBuffer, Luma, Rgb};
-
-fn rgb(path: &Path, w: u32, h: u32, k: u32) {
-    ImageBuffer::from_fn(w, h, |x, y| {
-        Rgb([
-            ((x * 13 + k * 7) % 256) as u8,
-            ((y * 11 + k) % 256) as u8,
-            ((x * y + 40) % 256) as u8,
-        ])
-    })
-    .save(path)
-    .unwrap();
-}
+use common::{mrsampler, rgb};
+use image::{ImageBuffer, Luma};
 
 /// `gt/` and `degraded/` folders with `n` RGB pairs of `w × h`.
 fn pairs(dir: &Path, n: u32, w: u32, h: u32) {

@@ -466,6 +466,26 @@ impl Calibrator {
     }
 }
 
+/// What a student step's weight multiplies.
+#[derive(Debug, Clone, Copy)]
+enum Term {
+    /// The state of a history cell `(layer, time)`.
+    X((usize, usize)),
+    /// The converted output of a history cell.
+    Q((usize, usize)),
+    /// The mean `μ`.
+    Mu,
+    /// Teacher step `f`'s draw.
+    Draw(usize),
+}
+
+/// A live cell of the search.
+fn cell<T>(layers: &[Vec<Option<Cell<T>>>], layer: usize, time: usize) -> &Cell<T> {
+    layers[layer][time]
+        .as_ref()
+        .expect("history cells are live")
+}
+
 /// A tensor the search still holds.
 fn live<T>(t: &Option<T>) -> Result<&T> {
     t.as_ref().ok_or(Error::StepOrder {
@@ -536,7 +556,37 @@ impl<T: SamplerTensor> Search<'_, T> {
         out
     }
 
-    /// The student step `(k − 1, i) → (k, j)` at the recorded coordinates, and its weights.
+    /// The weighted terms of the student step `hist[0] → j` (teacher times `i → j`): the
+    /// state, outputs and `μ` of its history cells and, for the SDE, the teacher's draws.
+    fn terms(
+        &self,
+        step: StudentStep,
+        hist: &[(usize, usize)],
+        i: usize,
+        j: usize,
+    ) -> Vec<(f64, Term)> {
+        match step {
+            StudentStep::Limit(a) => vec![
+                (a.net, Term::Q(hist[0])),
+                (a.x, Term::X(hist[0])),
+                (a.mu, Term::Mu),
+            ],
+            StudentStep::Linear { coeffs, order } => {
+                let mut terms = vec![(coeffs.x, Term::X(hist[0])), (coeffs.mu, Term::Mu)];
+                for (l, &h) in hist.iter().take(order).enumerate() {
+                    terms.push((coeffs.q[l], Term::Q(h)));
+                }
+                if let Some(w) = coeffs.noise {
+                    for (f, v) in coupled_weights(&self.teacher_steps, i, j, w) {
+                        terms.push((v, Term::Draw(f)));
+                    }
+                }
+                terms
+            }
+        }
+    }
+
+    /// The student step `(k − 1, i) → (k, j)` at the recorded coordinates.
     fn candidate(
         &self,
         layers: &[Vec<Option<Cell<T>>>],
@@ -548,36 +598,16 @@ impl<T: SamplerTensor> Search<'_, T> {
         let hist = Self::history(layers, k - 1, i, 3);
         let hist_nodes: Vec<Node> = hist.iter().map(|&(_, n)| self.nodes[n]).collect();
         let step = self.rules.step(base, k, &hist_nodes, self.nodes[j]);
-        let cell = |(l, n): (usize, usize)| layers[l][n].as_ref().expect("a live history cell");
-        let from = cell(hist[0]);
-        let mut x: Vec<f64>;
-        match step {
-            StudentStep::Limit(a) => {
-                x = from.q_picked.iter().map(|q| a.net * q).collect();
-                for ((v, xs), m) in x.iter_mut().zip(&from.x_picked).zip(&self.mu_picked) {
-                    *v += a.x * xs + a.mu * m;
-                }
-            }
-            StudentStep::Linear { coeffs, order } => {
-                x = from
-                    .x_picked
-                    .iter()
-                    .zip(&self.mu_picked)
-                    .map(|(xs, m)| coeffs.x * xs + coeffs.mu * m)
-                    .collect();
-                for (l, &h) in hist.iter().take(order).enumerate() {
-                    for (v, q) in x.iter_mut().zip(&cell(h).q_picked) {
-                        *v += coeffs.q[l] * q;
-                    }
-                }
-                if let Some(w) = coeffs.noise {
-                    for (f, v_f) in coupled_weights(&self.teacher_steps, i, j, w) {
-                        let z = self.draws_picked[f].as_deref().unwrap_or_default();
-                        for (v, z) in x.iter_mut().zip(z) {
-                            *v += v_f * z;
-                        }
-                    }
-                }
+        let mut x = vec![0.0; self.mu_picked.len()];
+        for (w, term) in self.terms(step, &hist, i, j) {
+            let v: &[f64] = match term {
+                Term::X((l, n)) => &cell(layers, l, n).x_picked,
+                Term::Q((l, n)) => &cell(layers, l, n).q_picked,
+                Term::Mu => &self.mu_picked,
+                Term::Draw(f) => self.draws_picked[f].as_deref().unwrap_or_default(),
+            };
+            for (out, v) in x.iter_mut().zip(v) {
+                *out += w * v;
             }
         }
         Proposal {
@@ -599,31 +629,17 @@ impl<T: SamplerTensor> Search<'_, T> {
         i: usize,
         j: usize,
     ) -> Result<T> {
-        let cell = |(l, n): (usize, usize)| layers[l][n].as_ref().expect("a live history cell");
-        let from = cell(hist[0]);
-        let (x, q0) = (live(&from.x)?, live(&from.q)?);
-        match step {
-            StudentStep::Limit(a) => lincomb(
-                &[(a.net, q0), (a.x, x), (a.mu, mu)],
-                Parallelism::Sequential,
-            ),
-            StudentStep::Linear { coeffs, order } => {
-                let mut terms: Vec<(f64, &T)> = vec![(coeffs.x, x), (coeffs.mu, mu)];
-                for (l, &h) in hist.iter().take(order).enumerate() {
-                    terms.push((coeffs.q[l], live(&cell(h).q)?));
-                }
-                let noise = coeffs
-                    .noise
-                    .map(|w| coupled_weights(&self.teacher_steps, i, j, w))
-                    .unwrap_or_default();
-                for (f, v) in noise {
-                    if let Some(z) = &self.draws[f] {
-                        terms.push((v, z));
-                    }
-                }
-                lincomb(&terms, Parallelism::Sequential)
-            }
+        let mut terms: Vec<(f64, &T)> = Vec::new();
+        for (w, term) in self.terms(step, hist, i, j) {
+            let t = match term {
+                Term::X((l, n)) => live(&cell(layers, l, n).x)?,
+                Term::Q((l, n)) => live(&cell(layers, l, n).q)?,
+                Term::Mu => mu,
+                Term::Draw(f) => live(&self.draws[f])?,
+            };
+            terms.push((w, t));
         }
+        lincomb(&terms, Parallelism::Sequential)
     }
 
     /// Builds, layer by layer, the student state closest to the teacher's at every node, each
