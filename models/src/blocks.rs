@@ -1,4 +1,5 @@
-//! Layers shared by the networks: convolution, linear, channel LayerNorm, the sinusoidal time
+//! Layers shared by the networks: convolution, linear, the normalisations (channel
+//! LayerNorm, LayerNorm, GroupNorm), memory-bounded attention, the sinusoidal time
 //! embedding, padding, pixel shuffle, softmax and the gates.
 //!
 //! Each layer is built from [`Weights`] under its upstream state-dict prefix, so the names in
@@ -95,24 +96,155 @@ fn pointwise(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
     Ok(w.broadcast_matmul(&x)?.reshape((b, cout, h, wd))?)
 }
 
-/// A fully connected layer (`torch.nn.Linear`) on `[B, in]`.
+/// A fully connected layer (`torch.nn.Linear`) on `[…, in]` (any leading dimensions).
 #[derive(Debug, Clone)]
 pub(crate) struct Linear {
     weight: Tensor,
-    bias: Tensor,
+    bias: Option<Tensor>,
 }
 
 impl Linear {
     pub(crate) fn new(w: &Weights, prefix: &str, cin: usize, cout: usize) -> Result<Self> {
         Ok(Self {
             weight: w.take(&format!("{prefix}.weight"), &[cout, cin])?,
-            bias: w.take(&format!("{prefix}.bias"), &[cout])?,
+            bias: Some(w.take(&format!("{prefix}.bias"), &[cout])?),
+        })
+    }
+
+    /// A layer built with `bias=False`.
+    pub(crate) fn without_bias(w: &Weights, prefix: &str, cin: usize, cout: usize) -> Result<Self> {
+        Ok(Self {
+            weight: w.take(&format!("{prefix}.weight"), &[cout, cin])?,
+            bias: None,
+        })
+    }
+
+    /// A layer from a weight `[out, in]` and bias `[out]` taken apart by the caller (packed
+    /// projections).
+    pub(crate) fn from_parts(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self { weight, bias }
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let (cout, cin) = self.weight.dims2()?;
+        let rows: usize = dims[..dims.len() - 1].iter().product();
+        let y = x
+            .contiguous()?
+            .reshape((rows, cin))?
+            .matmul(&self.weight.t()?)?;
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let mut out = dims;
+        *out.last_mut().expect("rank ≥ 1") = cout;
+        Ok(y.reshape(out)?)
+    }
+}
+
+/// `torch.nn.LayerNorm` over the last dimension, with weight and bias.
+#[derive(Debug, Clone)]
+pub(crate) struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub(crate) fn new(w: &Weights, prefix: &str, dim: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: w.take(&format!("{prefix}.weight"), &[dim])?,
+            bias: w.take(&format!("{prefix}.bias"), &[dim])?,
+            eps,
         })
     }
 
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?)
+        let last = x.rank() - 1;
+        let mean = x.mean_keepdim(last)?;
+        let centred = x.broadcast_sub(&mean)?;
+        let var = centred.sqr()?.mean_keepdim(last)?;
+        let inv = (var + self.eps)?.sqrt()?.recip()?;
+        Ok(centred
+            .broadcast_mul(&inv)?
+            .broadcast_mul(&self.weight)?
+            .broadcast_add(&self.bias)?)
     }
+}
+
+/// `torch.nn.GroupNorm` on `[B, C, H, W]`, with weight and bias.
+#[derive(Debug, Clone)]
+pub(crate) struct GroupNorm {
+    weight: Tensor,
+    bias: Tensor,
+    groups: usize,
+    eps: f64,
+}
+
+impl GroupNorm {
+    pub(crate) fn new(
+        w: &Weights,
+        prefix: &str,
+        channels: usize,
+        groups: usize,
+        eps: f64,
+    ) -> Result<Self> {
+        if groups == 0 || channels % groups != 0 {
+            return Err(Error::config(format!(
+                "GroupNorm `{prefix}`: {channels} channels cannot form {groups} groups"
+            )));
+        }
+        Ok(Self {
+            weight: w.take(&format!("{prefix}.weight"), &[channels])?,
+            bias: w.take(&format!("{prefix}.bias"), &[channels])?,
+            groups,
+            eps,
+        })
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, c, h, w) = x.dims4()?;
+        let g = x
+            .contiguous()?
+            .reshape((b, self.groups, (c / self.groups) * h * w))?;
+        let mean = g.mean_keepdim(2)?;
+        let centred = g.broadcast_sub(&mean)?;
+        let var = centred.sqr()?.mean_keepdim(2)?;
+        let inv = (var + self.eps)?.sqrt()?.recip()?;
+        let normed = centred.broadcast_mul(&inv)?.reshape((b, c, h, w))?;
+        Ok(normed
+            .broadcast_mul(&self.weight.reshape((1, c, 1, 1))?)?
+            .broadcast_add(&self.bias.reshape((1, c, 1, 1))?)?)
+    }
+}
+
+/// Scaled dot-product attention `softmax(q kᵀ · scale) v` on `[B, heads, N, d]` queries and
+/// `[B, heads, M, d]` keys and values, computed in blocks of queries so that no more than
+/// about `budget` bytes of scores exist at once (each query row is independent, so the
+/// blocks give exactly the full result; memory grows with `N`, not `N · M`).
+pub(crate) fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+    budget: usize,
+) -> Result<Tensor> {
+    let (b, heads, n, _) = q.dims4()?;
+    let m = k.dim(2)?;
+    let row_bytes = b * heads * m * q.dtype().size_in_bytes();
+    let block = (budget / row_bytes.max(1)).clamp(1, n.max(1));
+    let kt = k.t()?.contiguous()?;
+    let mut outs = Vec::with_capacity(n.div_ceil(block));
+    let mut start = 0;
+    while start < n {
+        let len = block.min(n - start);
+        let qc = q.narrow(2, start, len)?.contiguous()?;
+        let scores = (qc.matmul(&kt)? * scale)?;
+        outs.push(softmax(&scores, 3)?.matmul(v)?);
+        start += len;
+    }
+    Ok(Tensor::cat(&outs, 2)?)
 }
 
 /// The channel LayerNorm of IR-SDE: normalise over channels with the biased variance, scale

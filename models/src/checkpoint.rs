@@ -381,11 +381,21 @@ impl<'a> Weights<'a> {
         }
     }
 
+    pub(crate) fn dtype(&self) -> DType {
+        self.dtype
+    }
+
     /// Checks that every tensor of the checkpoint was used; returns the parameter count.
     pub(crate) fn finish(self) -> Result<usize> {
+        self.finish_where(|_| true)
+    }
+
+    /// Checks that every tensor of the checkpoint for which `owned` holds was used (the
+    /// checkpoint may hold other models' parts); returns the parameter count.
+    pub(crate) fn finish_where(self, owned: impl Fn(&str) -> bool) -> Result<usize> {
         if let Source::Checkpoint(ckpt) = self.source {
             let used = self.used.borrow();
-            if let Some(name) = ckpt.names().find(|n| !used.contains(*n)) {
+            if let Some(name) = ckpt.names().find(|n| owned(n) && !used.contains(*n)) {
                 return Err(Error::UnexpectedTensor {
                     name: name.to_owned(),
                     config: self.config,

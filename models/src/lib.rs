@@ -5,6 +5,9 @@
 //! * [`ConditionalUNet`]: IR-SDE's U-Net (deraining, deblurring, super-resolution,
 //!   inpainting, deshadowing; and the unconditional denoising variant).
 //! * [`ConditionalNafNet`]: Refusion's NAFNet.
+//! * DA-CLIP universal image restoration: its context-taking [`ConditionalUNet`] (spatial
+//!   transformers, degradation prompt), its image encoder [`DaClipEncoder`] (a CLIP ViT with
+//!   a controller), and [`DaClip`], the two as one score model.
 //!
 //! Checkpoints are read as users have them: PyTorch `.pth` state dicts (plain, wrapped in
 //! `state_dict` / `params`, with or without `module.` prefixes) or safetensors. The
@@ -26,7 +29,8 @@
 //!
 //! Layout: `checkpoint` (file formats, shape-checked weight access), `blocks` (layers shared
 //! by the networks), `kernels` (CPU convolution kernels), one module per
-//! architecture (`unet`, `nafnet`), `network` (detection and the common entry point),
+//! architecture (`unet` with its `transformer` blocks, `nafnet`, `clip` for the encoder,
+//! `daclip` for the pipeline), `network` (detection and the common entry point),
 //! `options` (upstream YAML), `preset` (schedules of the checkpoint families), `tiling`
 //! (large images: the network on overlapping tiles, blended).
 #![forbid(unsafe_code)]
@@ -34,6 +38,8 @@
 
 mod blocks;
 mod checkpoint;
+mod clip;
+mod daclip;
 mod error;
 mod kernels;
 mod nafnet;
@@ -41,9 +47,12 @@ mod network;
 mod options;
 mod preset;
 mod tiling;
+mod transformer;
 mod unet;
 
 pub use checkpoint::{Checkpoint, Format};
+pub use clip::{CLIP_MEAN, CLIP_STD, ClipVisionConfig, Contexts, DaClipEncoder};
+pub use daclip::DaClip;
 pub use error::{Error, Result};
 pub use kernels::depthwise_conv3x3;
 pub use nafnet::{ConditionalNafNet, NafNetConfig};
@@ -51,4 +60,4 @@ pub use network::{Architecture, LoadOptions, Network, NetworkConfig};
 pub use options::{NetworkOptions, SdeOptions, UpstreamOptions};
 pub use preset::{PRESETS, Preset, lookup as preset};
 pub use tiling::{TileSpec, Tiled, tile_origins};
-pub use unet::{Attention, ConditionalUNet, UNetConfig};
+pub use unet::{Attention, ConditionalUNet, Conditioning, DEFAULT_ATTENTION_BUDGET, UNetConfig};

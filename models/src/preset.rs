@@ -118,6 +118,12 @@ pub const PRESETS: &[Preset] = &[
         50.0,
         "codes/config/deshadow/options/test/refusion.yml",
     ),
+    preset(
+        "daclip",
+        UNet,
+        50.0,
+        "daclip-uir: universal-image-restoration/config/daclip-sde/options/test.yml",
+    ),
 ];
 
 /// Looks a preset up by name.

@@ -14,11 +14,12 @@ use std::fmt;
 use candle_core::{DType, Device, Tensor};
 
 use crate::blocks::{
-    ChannelNorm, Conv, ConvSpec, Linear, NetworkInput, chunks, modulate, network_input, pad_to,
-    reflect_pad, softmax, time_embedding,
+    ChannelNorm, Conv, ConvSpec, Linear, NetworkInput, attention, chunks, modulate, network_input,
+    pad_to, reflect_pad, softmax, time_embedding,
 };
 use crate::checkpoint::{Checkpoint, Weights};
 use crate::error::{Error, Result};
+use crate::transformer::SpatialTransformer;
 
 /// The attention block kind at one position of the U-Net.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +29,9 @@ pub enum Attention {
     Linear,
     /// Full softmax self-attention over pixels (the denoising configuration's middle block).
     Full,
+    /// DA-CLIP's spatial transformer: GroupNorm, self-attention over pixels, cross-attention
+    /// to the image context, GEGLU feed-forward (`dim / 32` heads of 32).
+    Transformer,
 }
 
 /// The configuration of a [`ConditionalUNet`].
@@ -52,8 +56,15 @@ pub struct UNetConfig {
     pub mid_attention: Attention,
     /// Attention heads (4 upstream).
     pub heads: usize,
-    /// Width of each head (32 upstream).
+    /// Width of each head of the linear and full attention blocks (32 upstream).
     pub head_dim: usize,
+    /// Width of the context vectors (DA-CLIP's 512): the image context the
+    /// [`Attention::Transformer`] blocks attend to and the degradation context of the prompt
+    /// path. `None` for IR-SDE's networks.
+    pub context_dim: Option<usize>,
+    /// Whether the degradation prompt path (`text_mlp`, `prompt`, `prompt_mlp`) adds the
+    /// degradation context to the time embedding (DA-CLIP's `use_degra_context`).
+    pub degradation_prompt: bool,
 }
 
 impl UNetConfig {
@@ -76,7 +87,58 @@ impl UNetConfig {
             mid_attention: Attention::Linear,
             heads: 4,
             head_dim: 32,
+            context_dim: None,
+            degradation_prompt: false,
         }
+    }
+
+    /// DA-CLIP's constructor arguments `(in_nc, out_nc, nf, ch_mult, context_dim,
+    /// use_degra_context, use_image_context)` with upstream's fixed choices: spatial
+    /// transformers at levels 3 and deeper and in the middle when the image context is used,
+    /// linear attention elsewhere. The released network is
+    /// `daclip(3, 3, 64, &[1, 2, 4, 8], 512, true, true)`.
+    ///
+    /// ```
+    /// use mrsampler_models::{Attention, UNetConfig};
+    /// let c = UNetConfig::daclip(3, 3, 64, &[1, 2, 4, 8], 512, true, true);
+    /// assert_eq!(c.level_attention[3], Attention::Transformer);
+    /// assert_eq!(c.mid_attention, Attention::Transformer);
+    /// ```
+    pub fn daclip(
+        in_nc: usize,
+        out_nc: usize,
+        nf: usize,
+        ch_mult: &[usize],
+        context_dim: usize,
+        use_degra_context: bool,
+        use_image_context: bool,
+    ) -> Self {
+        let image = use_image_context && context_dim > 0;
+        let kind = |i: usize| {
+            if image && i >= 3 {
+                Attention::Transformer
+            } else {
+                Attention::Linear
+            }
+        };
+        Self {
+            channel_mults: ch_mult.to_vec(),
+            level_attention: (0..ch_mult.len()).map(kind).collect(),
+            mid_attention: if image {
+                Attention::Transformer
+            } else {
+                Attention::Linear
+            },
+            context_dim: (context_dim > 0).then_some(context_dim),
+            degradation_prompt: use_degra_context && context_dim > 0,
+            ..Self::ir_sde(in_nc, out_nc, nf, ch_mult.len())
+        }
+    }
+
+    /// Whether the network takes an image context (it has spatial transformer blocks).
+    pub fn uses_image_context(&self) -> bool {
+        self.mid_attention == Attention::Transformer
+            || self.level_attention.contains(&Attention::Transformer)
     }
 
     /// Number of levels (`depth`).
@@ -131,14 +193,39 @@ impl UNetConfig {
             level_attention.push(attention_kind(ckpt, &format!("downs.{i}.2.fn.fn"))?);
         }
         let mid_attention = attention_kind(ckpt, "mid_attn.fn.fn")?;
-        let [qkv, ..] = shape4("mid_attn.fn.fn.to_qkv.weight")
-            .ok_or_else(|| unknown("mid_attn.fn.fn.to_qkv.weight"))?;
-        // The head count is not visible in any shape; upstream fixes it at 4.
+        // The head count is not visible in any shape; upstream fixes it at 4 (and the head
+        // width at 32, which is all a network of spatial transformers alone can say).
         let heads = 4;
+        let qkv = (0..depth)
+            .map(|i| format!("downs.{i}.2.fn.fn.to_qkv.weight"))
+            .chain(["mid_attn.fn.fn.to_qkv.weight".to_owned()])
+            .find_map(|name| shape4(&name))
+            .map_or(3 * heads * 32, |[qkv, ..]| qkv);
+        // The context width: the cross-attention's key projection or the prompt path's input.
+        let transformer = (0..depth)
+            .map(|i| format!("downs.{i}.2.fn.fn"))
+            .chain(["mid_attn.fn.fn".to_owned()])
+            .find(|p| ckpt.contains(&format!("{p}.proj_in.weight")));
+        let cross_dim = transformer.and_then(|p| {
+            ckpt.shape(&format!("{p}.transformer_blocks.0.attn2.to_k.weight"))
+                .and_then(|s| s.get(1).copied())
+        });
+        let degradation_prompt = ckpt.contains("prompt");
+        let prompt_dim = ckpt
+            .shape("text_mlp.0.weight")
+            .and_then(|s| s.get(1).copied());
+        if let (Some(a), Some(b)) = (cross_dim, prompt_dim) {
+            if a != b {
+                return Err(Error::config(format!(
+                    "the cross-attention takes {a}-wide contexts but the prompt path {b}-wide \
+                     ones"
+                )));
+            }
+        }
         // The stem sees `cat(x_t − μ, μ)` (2·in_nc channels) in every conditional module; the
         // unconditional one (denoising-sde) sees `x_t` and has full attention in the middle.
         let conditional =
-            cin % 2 == 0 && (cin == 2 * out_channels || mid_attention == Attention::Linear);
+            cin % 2 == 0 && (cin == 2 * out_channels || mid_attention != Attention::Full);
         let in_channels = if conditional { cin / 2 } else { cin };
         let config = Self {
             in_channels,
@@ -151,6 +238,8 @@ impl UNetConfig {
             mid_attention,
             heads,
             head_dim: qkv / 3 / heads,
+            context_dim: cross_dim.or(prompt_dim),
+            degradation_prompt,
         };
         config.validate()?;
         Ok(config)
@@ -189,6 +278,16 @@ impl UNetConfig {
                 "heads and head_dim must be positive and the stem kernel odd",
             ));
         }
+        if self.context_dim == Some(0) {
+            return Err(Error::config(
+                "context_dim = 0; use None for a network without contexts",
+            ));
+        }
+        if (self.uses_image_context() || self.degradation_prompt) && self.context_dim.is_none() {
+            return Err(Error::config(
+                "spatial transformer blocks and the degradation prompt need a context_dim",
+            ));
+        }
         Ok(())
     }
 }
@@ -207,17 +306,26 @@ impl fmt::Display for UNetConfig {
             } else {
                 " unconditional"
             },
-            if self.mid_attention == Attention::Full {
-                " mid_attn=full"
-            } else {
-                ""
+            match self.mid_attention {
+                Attention::Full => " mid_attn=full",
+                Attention::Transformer => " image_context",
+                Attention::Linear => "",
             }
-        )
+        )?;
+        if self.degradation_prompt {
+            f.write_str(" degra_context")?;
+        }
+        match self.context_dim {
+            Some(d) => write!(f, " context_dim={d}"),
+            None => Ok(()),
+        }
     }
 }
 
 fn attention_kind(ckpt: &Checkpoint, prefix: &str) -> Result<Attention> {
-    if ckpt.contains(&format!("{prefix}.to_out.1.g")) {
+    if ckpt.contains(&format!("{prefix}.proj_in.weight")) {
+        Ok(Attention::Transformer)
+    } else if ckpt.contains(&format!("{prefix}.to_out.1.g")) {
         Ok(Attention::Linear)
     } else if ckpt.contains(&format!("{prefix}.to_out.weight")) {
         Ok(Attention::Full)
@@ -276,89 +384,136 @@ impl ResBlock {
     }
 }
 
-/// `x + attention(norm(x))` (`Residual(PreNorm(dim, LinearAttention | Attention))`).
+/// `x + attention(norm(x))` (`Residual(PreNorm(dim, LinearAttention | Attention |
+/// SpatialTransformer))`).
 #[derive(Debug, Clone)]
 struct AttentionBlock {
-    kind: Attention,
     norm: ChannelNorm,
-    to_qkv: Conv,
-    to_out: Conv,
-    out_norm: Option<ChannelNorm>,
-    heads: usize,
-    head_dim: usize,
+    body: AttentionBody,
+}
+
+#[derive(Debug, Clone)]
+enum AttentionBody {
+    /// Linear or full attention over pixels from one packed `q, k, v` projection.
+    Pixels {
+        kind: Attention,
+        to_qkv: Conv,
+        to_out: Conv,
+        out_norm: Option<ChannelNorm>,
+        heads: usize,
+        head_dim: usize,
+    },
+    Transformer(Box<SpatialTransformer>),
 }
 
 impl AttentionBlock {
     fn new(w: &Weights, p: &str, dim: usize, kind: Attention, c: &UNetConfig) -> Result<Self> {
         let hidden = c.heads * c.head_dim;
         let norm = ChannelNorm::new(w, &format!("{p}.norm"), dim)?;
-        let to_qkv = Conv::new(
-            w,
-            &format!("{p}.fn.to_qkv"),
-            ConvSpec::same(dim, 3 * hidden, 1, false),
-        )?;
-        let (to_out, out_norm) = match kind {
-            Attention::Linear => (
-                Conv::new(
+        let pixels = |to_out: &str, out_norm: bool| -> Result<AttentionBody> {
+            Ok(AttentionBody::Pixels {
+                kind,
+                to_qkv: Conv::new(
                     w,
-                    &format!("{p}.fn.to_out.0"),
+                    &format!("{p}.fn.to_qkv"),
+                    ConvSpec::same(dim, 3 * hidden, 1, false),
+                )?,
+                to_out: Conv::new(
+                    w,
+                    &format!("{p}.fn.{to_out}"),
                     ConvSpec::same(hidden, dim, 1, true),
                 )?,
-                Some(ChannelNorm::new(w, &format!("{p}.fn.to_out.1"), dim)?),
-            ),
-            Attention::Full => (
-                Conv::new(
-                    w,
-                    &format!("{p}.fn.to_out"),
-                    ConvSpec::same(hidden, dim, 1, true),
-                )?,
-                None,
-            ),
+                out_norm: if out_norm {
+                    Some(ChannelNorm::new(w, &format!("{p}.fn.to_out.1"), dim)?)
+                } else {
+                    None
+                },
+                heads: c.heads,
+                head_dim: c.head_dim,
+            })
         };
-        Ok(Self {
-            kind,
-            norm,
-            to_qkv,
-            to_out,
-            out_norm,
-            heads: c.heads,
-            head_dim: c.head_dim,
-        })
+        let body = match kind {
+            Attention::Linear => pixels("to_out.0", true)?,
+            Attention::Full => pixels("to_out", false)?,
+            Attention::Transformer => {
+                let context_dim = c.context_dim.ok_or_else(|| {
+                    Error::config("a spatial transformer block needs a context_dim")
+                })?;
+                AttentionBody::Transformer(Box::new(SpatialTransformer::new(
+                    w,
+                    &format!("{p}.fn"),
+                    dim,
+                    context_dim,
+                )?))
+            }
+        };
+        Ok(Self { norm, body })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, _, h, w) = x.dims4()?;
-        let n = h * w;
-        let qkv = self.to_qkv.forward(&self.norm.forward(x)?)?;
-        let split = |i: usize| -> Result<Tensor> {
-            let hidden = self.heads * self.head_dim;
-            Ok(qkv
-                .narrow(1, i * hidden, hidden)?
-                .reshape((b, self.heads, self.head_dim, n))?)
-        };
-        let (q, k, v) = (split(0)?, split(1)?, split(2)?);
-        let scale = (self.head_dim as f64).powf(-0.5);
-        let out = match self.kind {
-            Attention::Linear => {
-                let q = (softmax(&q, 2)? * scale)?;
-                let k = softmax(&k, 3)?;
-                let v = (v / n as f64)?;
-                // context[d, e] = Σₙ k[d, n] v[e, n]; out[e, n] = Σ_d context[d, e] q[d, n].
-                let context = k.matmul(&v.t()?)?;
-                context.t()?.matmul(&q)?
-            }
-            Attention::Full => {
-                let q = (q * scale)?;
-                // sim[i, j] = Σ_d q[d, i] k[d, j]; out[d, i] = Σ_j attn[i, j] v[d, j].
-                let attn = softmax(&q.t()?.matmul(&k)?, 3)?;
-                v.matmul(&attn.t()?)?
-            }
-        };
-        let out = out.reshape((b, self.heads * self.head_dim, h, w))?;
-        let mut out = self.to_out.forward(&out)?;
-        if let Some(norm) = &self.out_norm {
-            out = norm.forward(&out)?;
+    /// The block's constant cross-attention term for one image context per image, if it has
+    /// a cross-attention.
+    fn cross(&self, image_context: &Tensor) -> Result<Option<Tensor>> {
+        match &self.body {
+            AttentionBody::Transformer(t) => Ok(Some(t.cross(image_context)?)),
+            AttentionBody::Pixels { .. } => Ok(None),
         }
+    }
+
+    fn forward(&self, x: &Tensor, cross: Option<&Tensor>, budget: usize) -> Result<Tensor> {
+        let normed = self.norm.forward(x)?;
+        let out = match &self.body {
+            AttentionBody::Transformer(t) => {
+                let cross = cross.ok_or_else(|| {
+                    Error::input(
+                        "this denoiser's spatial transformers need an image context: give one \
+                         to ConditionalUNet::condition (or use DaClip, which computes it)",
+                    )
+                })?;
+                t.forward(&normed, cross, budget)?
+            }
+            AttentionBody::Pixels {
+                kind,
+                to_qkv,
+                to_out,
+                out_norm,
+                heads,
+                head_dim,
+            } => {
+                let (b, _, h, w) = x.dims4()?;
+                let (heads, head_dim) = (*heads, *head_dim);
+                let n = h * w;
+                let qkv = to_qkv.forward(&normed)?;
+                let split = |i: usize| -> Result<Tensor> {
+                    let hidden = heads * head_dim;
+                    Ok(qkv
+                        .narrow(1, i * hidden, hidden)?
+                        .reshape((b, heads, head_dim, n))?)
+                };
+                let (q, k, v) = (split(0)?, split(1)?, split(2)?);
+                let scale = (head_dim as f64).powf(-0.5);
+                let out = match kind {
+                    Attention::Linear => {
+                        let q = (softmax(&q, 2)? * scale)?;
+                        let k = softmax(&k, 3)?;
+                        let v = (v / n as f64)?;
+                        // context[d, e] = Σₙ k[d, n] v[e, n]; out[e, n] = Σ_d context[d, e] q[d, n].
+                        let context = k.matmul(&v.t()?)?;
+                        context.t()?.matmul(&q)?
+                    }
+                    _ => {
+                        // Pixels as tokens: [B, heads, N, d]; out[d, i] = Σ_j attn[i, j] v[d, j].
+                        let tok = |t: &Tensor| -> Result<Tensor> { Ok(t.t()?.contiguous()?) };
+                        attention(&tok(&q)?, &tok(&k)?, &tok(&v)?, scale, budget)?.t()?
+                    }
+                };
+                let out = out.reshape((b, heads * head_dim, h, w))?;
+                let mut out = to_out.forward(&out)?;
+                if let Some(norm) = out_norm {
+                    out = norm.forward(&out)?;
+                }
+                out
+            }
+        };
         Ok((out + x)?)
     }
 }
@@ -392,7 +547,75 @@ pub struct ConditionalUNet {
     ups: Vec<Level>,
     final_block: ResBlock,
     final_conv: Conv,
+    prompt: Option<PromptPath>,
+    attention_budget: usize,
 }
+
+/// DA-CLIP's degradation prompt path: `prompt_mlp(softmax(text_mlp(c)) · prompt)`, added to
+/// the time embedding.
+#[derive(Debug, Clone)]
+struct PromptPath {
+    text1: Linear,
+    text2: Linear,
+    prompt: Tensor,
+    prompt_mlp: Linear,
+}
+
+impl PromptPath {
+    fn new(w: &Weights, context_dim: usize, time_dim: usize) -> Result<Self> {
+        Ok(Self {
+            text1: Linear::new(w, "text_mlp.0", context_dim, time_dim)?,
+            text2: Linear::new(w, "text_mlp.2", time_dim, time_dim)?,
+            prompt: w.take("prompt", &[1, time_dim])?,
+            prompt_mlp: Linear::new(w, "prompt_mlp", time_dim, time_dim)?,
+        })
+    }
+
+    fn forward(&self, degradation_context: &Tensor) -> Result<Tensor> {
+        let logits = self
+            .text2
+            .forward(&self.text1.forward(degradation_context)?.silu()?)?;
+        let weighted = softmax(&logits, 1)?.broadcast_mul(&self.prompt)?;
+        self.prompt_mlp.forward(&weighted)
+    }
+}
+
+/// What a context-taking U-Net (DA-CLIP's) computes once per image from its contexts: the
+/// prompt embedding added to the time embedding and each spatial transformer's
+/// cross-attention term. Made by [`ConditionalUNet::condition`], used by
+/// [`ConditionalUNet::forward_conditioned`] at every step.
+#[derive(Debug, Clone, Default)]
+pub struct Conditioning {
+    /// `[B, time_dim]`, or `None` without a degradation context.
+    prompt: Option<Tensor>,
+    /// One entry per attention block (down levels, middle, up levels): `[B, 1, C]` for a
+    /// spatial transformer given an image context.
+    cross: Vec<Option<Tensor>>,
+    /// The batch the contexts were given for.
+    batch: usize,
+}
+
+impl Conditioning {
+    /// No contexts: the prompt path is skipped (as upstream's network skips it without a
+    /// degradation context); a network with spatial transformers refuses to run without an
+    /// image context.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// The batch size the contexts were given for (`0` for [`none`](Self::none)).
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    fn cross(&self, i: usize) -> Option<&Tensor> {
+        self.cross.get(i).and_then(Option::as_ref)
+    }
+}
+
+/// Default bound on the bytes of attention scores alive at once (see
+/// [`ConditionalUNet::set_attention_budget`]).
+pub const DEFAULT_ATTENTION_BUDGET: usize = 128 << 20;
 
 impl ConditionalUNet {
     /// Builds the network from a checkpoint, checking every tensor's shape against `config`
@@ -501,9 +724,15 @@ impl ConditionalUNet {
             "final_conv",
             ConvSpec::same(nf, c.out_channels, 3, true),
         )?;
+        let prompt = match (c.degradation_prompt, c.context_dim) {
+            (true, Some(d)) => Some(PromptPath::new(&w, d, time_dim)?),
+            _ => None,
+        };
         let device = w.device().clone();
         let params = w.finish()?;
         Ok(Self {
+            prompt,
+            attention_budget: DEFAULT_ATTENTION_BUDGET,
             config: c,
             dtype,
             device,
@@ -541,36 +770,144 @@ impl ConditionalUNet {
         self.dtype
     }
 
+    /// Bounds the bytes of attention scores alive at once in the pixel self-attentions
+    /// (spatial transformers and full attention), which are quadratic in the pixel count:
+    /// they are computed in blocks of queries, exactly. Default
+    /// [`DEFAULT_ATTENTION_BUDGET`] (128 MiB).
+    pub fn set_attention_budget(&mut self, bytes: usize) {
+        self.attention_budget = bytes.max(1);
+    }
+
+    /// The per-image work of the contexts: `image_context` (`[B, context_dim]`, the
+    /// spatial transformers' cross-attention) and `degradation_context` (`[B, context_dim]`,
+    /// the prompt path). The degradation context may be `None` (the prompt path is then
+    /// skipped, as upstream skips it); the image context is needed by a network with spatial
+    /// transformers. A network without contexts takes neither.
+    ///
+    /// # Errors
+    /// [`Error::Input`] if a context is given that the network does not take, or has the
+    /// wrong shape, or the two batches differ.
+    pub fn condition(
+        &self,
+        image_context: Option<&Tensor>,
+        degradation_context: Option<&Tensor>,
+    ) -> Result<Conditioning> {
+        let width = self.config.context_dim;
+        let check = |what: &str, t: &Tensor| -> Result<usize> {
+            let Some(d) = width else {
+                return Err(Error::input(format!(
+                    "this {} takes no contexts but was given a {what} context",
+                    self.config
+                )));
+            };
+            match t.dims() {
+                [b, n] if *n == d && *b > 0 => Ok(*b),
+                other => Err(Error::input(format!(
+                    "the {what} context must be [batch, {d}], got {other:?}"
+                ))),
+            }
+        };
+        let mut batch = 0;
+        for (what, t) in [
+            ("image", image_context),
+            ("degradation", degradation_context),
+        ] {
+            if let Some(t) = t {
+                let b = check(what, t)?;
+                if batch != 0 && b != batch {
+                    return Err(Error::input(format!(
+                        "the image context has batch {batch} but the degradation context {b}"
+                    )));
+                }
+                batch = b;
+            }
+        }
+        let prompt = match (&self.prompt, degradation_context) {
+            (Some(p), Some(d)) => Some(p.forward(&d.to_dtype(self.dtype)?)?),
+            _ => None,
+        };
+        let cross = match image_context {
+            Some(ic) => {
+                let ic = ic.to_dtype(self.dtype)?;
+                self.attention_blocks()
+                    .map(|a| a.cross(&ic))
+                    .collect::<Result<_>>()?
+            }
+            None => Vec::new(),
+        };
+        Ok(Conditioning {
+            prompt,
+            cross,
+            batch,
+        })
+    }
+
+    fn attention_blocks(&self) -> impl Iterator<Item = &AttentionBlock> {
+        self.downs
+            .iter()
+            .map(|l| &l.attn)
+            .chain([&self.mid_attn])
+            .chain(self.ups.iter().map(|l| &l.attn))
+    }
+
     /// The noise prediction for states `xt` and means `mu` (`[B, C, H, W]`, any `H, W`) at
-    /// one time per sample (`t.len() == B`, or one time for all).
+    /// one time per sample (`t.len() == B`, or one time for all), without contexts.
     ///
     /// # Errors
     /// [`Error::Input`] for shapes the network cannot take; [`Error::Candle`].
     pub fn forward(&self, xt: &Tensor, mu: &Tensor, t: &[f32]) -> Result<Tensor> {
+        self.forward_conditioned(xt, mu, t, &Conditioning::none())
+    }
+
+    /// [`forward`](Self::forward) with the contexts of [`condition`](Self::condition) (their
+    /// batch must be the input's, or 1 for all samples).
+    ///
+    /// # Errors
+    /// As [`forward`](Self::forward); [`Error::Input`] if the batches differ.
+    pub fn forward_conditioned(
+        &self,
+        xt: &Tensor,
+        mu: &Tensor,
+        t: &[f32],
+        cond: &Conditioning,
+    ) -> Result<Tensor> {
         let c = &self.config;
         let NetworkInput { x, times, h, w } =
             network_input(xt, mu, c.in_channels, c.conditional, t)?;
+        let b = x.dim(0)?;
+        if cond.batch > 1 && cond.batch != b {
+            return Err(Error::input(format!(
+                "contexts were given for a batch of {} but the input has {b} samples",
+                cond.batch
+            )));
+        }
         let m = 1usize << c.depth();
         let x = reflect_pad(&x, pad_to(h, m), pad_to(w, m))?;
         let temb = time_embedding(&times, c.nf, self.dtype, &self.device)?;
-        let temb = self
+        let mut temb = self
             .time2
             .forward(&self.time1.forward(&temb)?.gelu_erf()?)?;
+        if let Some(p) = &cond.prompt {
+            temb = temb.broadcast_add(p)?;
+        }
+        let budget = self.attention_budget;
+        let depth = self.downs.len();
 
         let mut x = self.stem.forward(&x)?;
         let stem_out = x.clone();
         let mut skips = Vec::with_capacity(2 * self.downs.len());
-        for level in &self.downs {
+        for (i, level) in self.downs.iter().enumerate() {
             x = level.block1.forward(&x, &temb)?;
             skips.push(x.clone());
-            x = level.attn.forward(&level.block2.forward(&x, &temb)?)?;
+            x = level.block2.forward(&x, &temb)?;
+            x = level.attn.forward(&x, cond.cross(i), budget)?;
             skips.push(x.clone());
             x = level.resample.forward(&x)?;
         }
         x = self.mid1.forward(&x, &temb)?;
-        x = self.mid_attn.forward(&x)?;
+        x = self.mid_attn.forward(&x, cond.cross(depth), budget)?;
         x = self.mid2.forward(&x, &temb)?;
-        for level in &self.ups {
+        for (j, level) in self.ups.iter().enumerate() {
             let skip = skips.pop().ok_or_else(|| Error::config("skip stack"))?;
             x = level
                 .block1
@@ -579,7 +916,7 @@ impl ConditionalUNet {
             x = level
                 .block2
                 .forward(&Tensor::cat(&[&x, &skip], 1)?, &temb)?;
-            x = level.attn.forward(&x)?;
+            x = level.attn.forward(&x, cond.cross(depth + 1 + j), budget)?;
             if level.scale {
                 let (_, _, hh, ww) = x.dims4()?;
                 x = x.upsample_nearest2d(2 * hh, 2 * ww)?;

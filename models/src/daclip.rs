@@ -1,0 +1,181 @@
+//! DA-CLIP universal image restoration as one [`ScoreModel`]: the encoder turns the degraded
+//! image into its two contexts once, and the context-taking U-Net serves every sampler call
+//! with the per-image work of those contexts ([`Conditioning`]) already done.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, TensorId};
+use mrsampler::{FitTarget, ModelError, ScoreModel};
+
+use crate::checkpoint::Checkpoint;
+use crate::clip::{Contexts, DaClipEncoder};
+use crate::error::{Error, Result};
+use crate::network::{LoadOptions, Network};
+use crate::unet::{ConditionalUNet, Conditioning};
+
+/// DA-CLIP's denoiser and encoder; predicts the noise.
+///
+/// Before sampling an image, [`condition_on`](Self::condition_on) it (the degraded image,
+/// `[B, 3, H, W]` in `[0, 1]`); without that, the first call for a new `μ` computes the
+/// contexts from that `μ` (the same thing when the sampler sees the whole image, but not
+/// when it sees tiles: condition on the whole image before a tiled restore).
+///
+/// ```no_run
+/// use mrsampler::{MrSampler, Sampler, SeededNoise};
+/// use mrsampler_models::{DaClip, LoadOptions, preset};
+///
+/// let mut model = DaClip::load("universal-ir.pth", "daclip_ViT-B-32.pt", &LoadOptions::default())?;
+/// # let lq = candle_core::Tensor::zeros((1, 3, 64, 64), candle_core::DType::F32, model.device())?;
+/// model.condition_on(&lq)?;
+/// let sampler = MrSampler::new(preset("daclip")?.schedule(), 10)?;
+/// let restored = sampler.sample(&mut model, &lq, None, &mut SeededNoise::new(0))?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct DaClip {
+    net: ConditionalUNet,
+    encoder: DaClipEncoder,
+    conditioning: Conditioning,
+    /// The `μ` the conditioning was computed from, or `None` once pinned by the caller.
+    source: Source,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Nothing,
+    Mu(TensorId),
+    Pinned,
+}
+
+impl DaClip {
+    /// Pairs a context-taking U-Net with an encoder whose output width it takes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] if the network takes no contexts or another width.
+    pub fn new(net: ConditionalUNet, encoder: DaClipEncoder) -> Result<Self> {
+        let want = encoder.config().output_dim;
+        match net.config().context_dim {
+            Some(d) if d == want => {}
+            Some(d) => {
+                return Err(Error::config(format!(
+                    "the denoiser takes {d}-wide contexts but the encoder gives {want}-wide ones"
+                )));
+            }
+            None => {
+                return Err(Error::config(format!(
+                    "{} takes no contexts: it is not a DA-CLIP denoiser",
+                    net.config()
+                )));
+            }
+        }
+        Ok(Self {
+            net,
+            encoder,
+            conditioning: Conditioning::none(),
+            source: Source::Nothing,
+        })
+    }
+
+    /// Loads the denoiser (configuration inferred, or from `opts.options`) and the encoder.
+    ///
+    /// # Errors
+    /// The errors of [`Network::from_checkpoint`] and [`DaClipEncoder::from_checkpoint`];
+    /// [`Error::InvalidConfig`] as in [`new`](Self::new).
+    pub fn load(
+        denoiser: impl AsRef<Path>,
+        encoder: impl AsRef<Path>,
+        opts: &LoadOptions,
+    ) -> Result<Self> {
+        let net = match Network::from_checkpoint(&Checkpoint::load(denoiser)?, opts)? {
+            Network::UNet(n) => *n,
+            other => {
+                return Err(Error::config(format!(
+                    "a DA-CLIP denoiser is a ConditionalUNet, not a {}",
+                    other.architecture()
+                )));
+            }
+        };
+        let encoder = DaClipEncoder::load(encoder, &opts.device, opts.dtype)?;
+        Self::new(net, encoder)
+    }
+
+    /// Computes the contexts of the degraded image `lq` (`[B, 3, H, W]` in `[0, 1]`) and the
+    /// denoiser's per-image work, used for every following call until the next
+    /// `condition_on`. Returns the contexts.
+    ///
+    /// # Errors
+    /// As [`DaClipEncoder::contexts`] and [`ConditionalUNet::condition`].
+    pub fn condition_on(&mut self, lq: &Tensor) -> Result<Contexts> {
+        let contexts = self.encoder.contexts(lq)?;
+        self.use_contexts(&contexts)?;
+        Ok(contexts)
+    }
+
+    /// Uses given contexts (e.g. computed once and stored) for every following call.
+    ///
+    /// # Errors
+    /// As [`ConditionalUNet::condition`].
+    pub fn use_contexts(&mut self, contexts: &Contexts) -> Result<()> {
+        self.conditioning = self
+            .net
+            .condition(Some(&contexts.image), Some(&contexts.degradation))?;
+        self.source = Source::Pinned;
+        Ok(())
+    }
+
+    /// The denoiser.
+    pub fn network(&self) -> &ConditionalUNet {
+        &self.net
+    }
+
+    /// The denoiser, to change its settings (e.g. its attention budget).
+    pub fn network_mut(&mut self) -> &mut ConditionalUNet {
+        &mut self.net
+    }
+
+    /// The encoder.
+    pub fn encoder(&self) -> &DaClipEncoder {
+        &self.encoder
+    }
+
+    /// The device of the denoiser.
+    pub fn device(&self) -> &Device {
+        self.net.device()
+    }
+
+    /// The noise prediction with the current contexts.
+    ///
+    /// # Errors
+    /// As [`ConditionalUNet::forward_conditioned`].
+    pub fn forward(&self, xt: &Tensor, mu: &Tensor, t: &[f32]) -> Result<Tensor> {
+        self.net.forward_conditioned(xt, mu, t, &self.conditioning)
+    }
+}
+
+impl ScoreModel<Tensor> for DaClip {
+    fn fit_target(&self) -> FitTarget {
+        FitTarget::Noise
+    }
+
+    fn predict(
+        &mut self,
+        x: &Tensor,
+        mu: &Tensor,
+        t: f64,
+    ) -> std::result::Result<Tensor, ModelError> {
+        if self.source != Source::Pinned && self.source != Source::Mu(mu.id()) {
+            let contexts = self.encoder.contexts(&mu.to_dtype(DType::F32)?)?;
+            self.conditioning = self
+                .net
+                .condition(Some(&contexts.image), Some(&contexts.degradation))?;
+            self.source = Source::Mu(mu.id());
+        }
+        let dtype = self.net.dtype();
+        let (xd, md) = (x.to_dtype(dtype)?, mu.to_dtype(dtype)?);
+        Ok(self.forward(&xd, &md, &[t as f32])?.to_dtype(x.dtype())?)
+    }
+
+    fn input_rank(&self) -> Option<usize> {
+        Some(4)
+    }
+}
