@@ -25,8 +25,9 @@ zero-initialised layer hides a wrong path):
   controller).
 
 `--one NAME` writes one denoiser case at the configuration given by the flags, with its inputs as
-`.npy` files for checking the `mrsampler net` command, and the encoder case with its image as
-`NAME.png` for `mrsampler encode`.
+`.npy` files for checking the `mrsampler net` command, and the encoder case with an image
+`preprocess.png` and upstream's contexts of it (`preprocess.{image,degra}_context.npy`) for
+checking `mrsampler encode`.
 
 Needs: torch, torchvision, pillow, safetensors, einops, ftfy, regex, tqdm, numpy.
 """
@@ -42,10 +43,11 @@ import torch
 from safetensors.torch import save_file
 
 DENOISERS = [
-    # Spatial transformers at level 3 and in the middle, the prompt path, odd sizes, batch 2.
+    # Spatial transformers at level 3 and in the middle, the prompt path, odd sizes, batch 2;
+    # contexts as wide as the encoder case gives (a pair for restoring through the CLI).
     # (Upstream needs at least 32 channels at every level: its heads are 32 wide.)
     dict(name="daclip_nf32", setting=dict(in_nc=3, out_nc=3, nf=32, ch_mult=[1, 1, 1, 1],
-         context_dim=16, use_degra_context=True, use_image_context=True),
+         context_dim=32, use_degra_context=True, use_image_context=True),
          shape=[2, 3, 19, 27], times=[37.5, 3.0]),
     # The prompt path alone (upstream's constructor default: no image context).
     dict(name="daclip_nf32_degra", setting=dict(in_nc=3, out_nc=3, nf=32, ch_mult=[1, 1],
@@ -165,6 +167,21 @@ def preprocess_case(util, out: Path, seed: int, png: bool = False) -> None:
         Image.fromarray((img * 255).round().astype(np.uint8)).save(out / "preprocess.png")
 
 
+def image_contexts(CLIP, DaCLIP, util, out: Path, seed: int) -> None:
+    """Upstream's contexts of `preprocess.png` (read back as upstream's test code reads an
+    image: 8-bit RGB scaled to [0, 1]) with the encoder case's weights, for `mrsampler encode`."""
+    from PIL import Image
+    model = build_daclip(CLIP, DaCLIP, ENCODER)
+    sd = torch.load(out / f"{ENCODER['name']}.pt", map_location="cpu")["state_dict"]
+    model.load_state_dict({k[len("module."):]: v for k, v in sd.items()})
+    img = np.asarray(Image.open(out / "preprocess.png").convert("RGB")).astype(np.float32) / 255
+    pixels = util.clip_transform(img, resolution=ENCODER["vision"]["image_size"]).unsqueeze(0)
+    with torch.no_grad():
+        image, degra = model.encode_image(pixels, control=True)
+    np.save(out / "preprocess.image_context.npy", image.numpy())
+    np.save(out / "preprocess.degra_context.npy", degra.numpy())
+
+
 def defaults(ConditionalUNet, CLIP, DaCLIP) -> list:
     net = ConditionalUNet(3, 3, 64, [1, 2, 4, 8], 512, True, True)
     cfg = json.loads((Path(sys.modules["open_clip"].__file__).parent / "model_configs" /
@@ -205,6 +222,7 @@ def main() -> None:
         print(json.dumps(denoiser_case(ConditionalUNet, case, args.out, args.seed, npy=True)))
         print(json.dumps(encoder_case(CLIP, DaCLIP, args.out, args.seed)))
         preprocess_case(util, args.out, args.seed, png=True)
+        image_contexts(CLIP, DaCLIP, util, args.out, args.seed)
         return
     cases = [denoiser_case(ConditionalUNet, c, args.out, args.seed + i)
              for i, c in enumerate(DENOISERS)]

@@ -3,9 +3,12 @@
 //! ```text
 //! mrsampler info    WEIGHTS [--options YML]
 //! mrsampler net     --weights WEIGHTS [--options YML] --xt X.npy --mu MU.npy --t T --out OUT.npy
+//!                   [--image-context IC.npy --degra-context DC.npy]
+//! mrsampler encode  --weights DACLIP --image IMG --out-image-context IC.npy
+//!                   --out-degra-context DC.npy
 //! mrsampler convert INPUT OUTPUT.safetensors [--options YML] [--dtype f32|f16|bf16]
 //! mrsampler restore INPUT... --out DIR --model WEIGHTS (--preset NAME | --options YML)
-//!                   [--sampler mrs-sde|mrs-ode|posterior|euler] [--nfe N] [--grid G] …
+//!                   [--clip DACLIP] [--sampler mrs-sde|mrs-ode|posterior|euler] [--nfe N] …
 //! mrsampler eval    [--set test|val] [--samplers SPEC,…] [--nfe N,…] [--converged own|teacher] …
 //! mrsampler calibrate --nfe K --out GRID.json [--sampler SPEC] [--images DIR] …
 //! ```
@@ -20,7 +23,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use clap::{Parser, Subcommand, ValueEnum};
-use mrsampler_models::{Checkpoint, LoadOptions, Network, UpstreamOptions};
+use mrsampler_models::{Checkpoint, DaClipEncoder, LoadOptions, Network, UpstreamOptions};
 
 mod calibrate;
 mod eval;
@@ -44,7 +47,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print a checkpoint's architecture, inferred configuration and parameter count.
+    /// Print a checkpoint's architecture, inferred configuration and parameter count (a
+    /// denoiser, or DA-CLIP's image encoder).
     Info {
         /// A `.pth` state dict or a safetensors file.
         weights: PathBuf,
@@ -69,6 +73,12 @@ enum Command {
         /// The time index (fractional allowed).
         #[arg(long, allow_negative_numbers = true)]
         t: f64,
+        /// A DA-CLIP denoiser's image context, `[B, context_dim]` (or `[context_dim]`).
+        #[arg(long)]
+        image_context: Option<PathBuf>,
+        /// A DA-CLIP denoiser's degradation context, `[B, context_dim]` (or `[context_dim]`).
+        #[arg(long)]
+        degra_context: Option<PathBuf>,
         /// Where to write the output `.npy` (float32).
         #[arg(long)]
         out: PathBuf,
@@ -79,7 +89,29 @@ enum Command {
         #[arg(long, value_enum, default_value = "f32")]
         dtype: Precision,
     },
-    /// Write a clean safetensors file (unwrapped, unprefixed, checked) from a checkpoint.
+    /// Compute DA-CLIP's contexts of an image with its encoder, as upstream preprocesses it.
+    Encode {
+        /// DA-CLIP's checkpoint (`.pt` as released, or converted safetensors).
+        #[arg(long)]
+        weights: PathBuf,
+        /// The degraded image (PNG, JPEG).
+        #[arg(long)]
+        image: PathBuf,
+        /// Where to write the image context `.npy`, `[1, output_dim]` float32.
+        #[arg(long)]
+        out_image_context: PathBuf,
+        /// Where to write the degradation context `.npy`, `[1, output_dim]` float32.
+        #[arg(long)]
+        out_degra_context: PathBuf,
+        /// `cpu`, `cuda:N` or `metal`.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Weights and computation dtype.
+        #[arg(long, value_enum, default_value = "f32")]
+        dtype: Precision,
+    },
+    /// Write a clean safetensors file (unwrapped, unprefixed, checked) from a checkpoint; of a
+    /// DA-CLIP checkpoint, only the image encoder's tensors.
     Convert {
         /// A `.pth` state dict or a safetensors file.
         input: PathBuf,
@@ -135,9 +167,15 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Info { weights, options } => {
             let ckpt = Checkpoint::load(&weights)?;
-            let net = Network::from_checkpoint(&ckpt, &load_options(options, "cpu", DType::F32)?)?;
             println!("{}", weights.display());
             println!("  format: {:?}, {} tensors", ckpt.format(), ckpt.len());
+            if is_encoder(&ckpt) {
+                let enc = DaClipEncoder::from_checkpoint(&ckpt, &Device::Cpu, DType::F32)?;
+                println!("  DA-CLIP image encoder: {:?}", enc.config());
+                println!("  parameters: {}", enc.parameter_count());
+                return Ok(());
+            }
+            let net = Network::from_checkpoint(&ckpt, &load_options(options, "cpu", DType::F32)?)?;
             println!("  network: {}", net.config());
             println!("  parameters: {}", net.parameter_count());
             Ok(())
@@ -148,6 +186,8 @@ fn run(cli: Cli) -> Result<()> {
             xt,
             mu,
             t,
+            image_context,
+            degra_context,
             out,
             device,
             dtype,
@@ -156,13 +196,30 @@ fn run(cli: Cli) -> Result<()> {
             let net = Network::load(&weights, &opts)?;
             let (x, three_d) = read_image_npy(&xt, &opts.device)?;
             let (m, _) = read_image_npy(&mu, &opts.device)?;
+            let ic = image_context.map(|p| read_context_npy(&p)).transpose()?;
+            let dc = degra_context.map(|p| read_context_npy(&p)).transpose()?;
             let start = Instant::now();
             let b = x.dim(0)?;
-            let y = net.forward(
+            let (x, m, times) = (
                 &x.to_dtype(net.dtype())?,
                 &m.to_dtype(net.dtype())?,
                 &vec![t as f32; b],
-            )?;
+            );
+            let y = match &net {
+                Network::UNet(u) if u.config().context_dim.is_some() => {
+                    let cond = u.condition(ic.as_ref(), dc.as_ref())?;
+                    u.forward_conditioned(x, m, times, &cond)?
+                }
+                _ if ic.is_some() || dc.is_some() => {
+                    return Err(format!(
+                        "{}: {} takes no contexts; leave --image-context and --degra-context out",
+                        weights.display(),
+                        net.config()
+                    )
+                    .into());
+                }
+                _ => net.forward(x, m, times)?,
+            };
             let y = y.to_dtype(DType::F32)?.to_device(&Device::Cpu)?;
             let seconds = start.elapsed().as_secs_f64();
             let y = if three_d { y.squeeze(0)? } else { y };
@@ -176,6 +233,45 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Encode {
+            weights,
+            image,
+            out_image_context,
+            out_degra_context,
+            device,
+            dtype,
+        } => {
+            let device = parse_device(&device)?;
+            let enc = DaClipEncoder::load(&weights, &device, dtype.into())?;
+            let picture = images::read(&image)?;
+            if picture.channels != 3 {
+                return Err(format!(
+                    "{}: the encoder takes RGB images; this one has {} channel(s)",
+                    image.display(),
+                    picture.channels
+                )
+                .into());
+            }
+            let start = Instant::now();
+            let contexts = enc.contexts(&picture.tensor(&Device::Cpu, DType::F32)?)?;
+            let seconds = start.elapsed().as_secs_f64();
+            for (t, path) in [
+                (&contexts.image, &out_image_context),
+                (&contexts.degradation, &out_degra_context),
+            ] {
+                let t = t.to_device(&Device::Cpu)?;
+                write_atomically(path, |tmp| Ok(t.write_npy(tmp)?))?;
+            }
+            eprintln!(
+                "{}: contexts {:?} of {} in {seconds:.3} s -> {}, {}",
+                weights.display(),
+                contexts.image.dims(),
+                image.display(),
+                out_image_context.display(),
+                out_degra_context.display()
+            );
+            Ok(())
+        }
         Command::Convert {
             input,
             output,
@@ -183,6 +279,18 @@ fn run(cli: Cli) -> Result<()> {
             dtype,
         } => {
             let ckpt = Checkpoint::load(&input)?;
+            if is_encoder(&ckpt) {
+                let part = DaClipEncoder::compact(&ckpt)?;
+                part.save_safetensors(&output, dtype.into())?;
+                eprintln!(
+                    "{} -> {}: DA-CLIP image encoder, {} of {} tensors",
+                    input.display(),
+                    output.display(),
+                    part.len(),
+                    ckpt.len()
+                );
+                return Ok(());
+            }
             // Building the network checks every tensor, so the output is known to load.
             let net = Network::from_checkpoint(&ckpt, &load_options(options, "cpu", DType::F32)?)?;
             ckpt.save_safetensors(&output, dtype.into())?;
@@ -200,6 +308,29 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval(args) => eval::run(args),
         Command::Calibrate(args) => calibrate::run(args),
     }
+}
+
+/// Whether a checkpoint holds DA-CLIP's image encoder (rather than a denoiser).
+fn is_encoder(ckpt: &Checkpoint) -> bool {
+    ckpt.contains("visual_control.conv1.weight")
+}
+
+/// Reads a `[B, D]` or `[D]` context array as `[B, D]` float32 on the CPU.
+fn read_context_npy(path: &Path) -> Result<Tensor> {
+    let t = Tensor::read_npy(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let t = match t.rank() {
+        2 => t,
+        1 => t.unsqueeze(0)?,
+        r => {
+            return Err(format!(
+                "{}: expected a [batch, context_dim] array, got rank {r} {:?}",
+                path.display(),
+                t.dims()
+            )
+            .into());
+        }
+    };
+    Ok(t.to_dtype(DType::F32)?)
 }
 
 fn load_options(options: Option<PathBuf>, device: &str, dtype: DType) -> Result<LoadOptions> {

@@ -203,6 +203,7 @@ fn restore_one(
     ));
     let start = Instant::now();
     let mut tick = |_: &StepView<'_, Tensor>| bar.inc(1);
+    model.prepare(&mu)?;
     let out = sampler.run(model, &mu, None, &mut PhiloxNoise::new(seed), &mut tick)?;
     bar.finish_and_clear();
     picture.write_png(&out.x, output)?;

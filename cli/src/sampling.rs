@@ -5,14 +5,14 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 use clap::ValueEnum;
 use mrsampler::schedule::{IrSdeSchedule, TimeGrid};
 use mrsampler::{
     Baseline, BaselineSampler, Calibrator, FitTarget, MrSampler, NoiseSource, Observer,
     Parameterization, Plan, Sample, Sampler, ScoreModel, Solver,
 };
-use mrsampler_models::{Network, Tiled, UpstreamOptions, preset};
+use mrsampler_models::{DaClip, DaClipEncoder, Network, Tiled, UpstreamOptions, preset};
 
 use crate::calibrate::GridFile;
 use crate::{Precision, Result, load_options};
@@ -66,9 +66,14 @@ pub struct ModelArgs {
     /// An upstream option file: its `network_G` states the network, its `sde` the schedule.
     #[arg(long)]
     options: Option<PathBuf>,
-    /// The schedule of a released checkpoint family (`docs/models.md` lists them).
+    /// The schedule of a released checkpoint family (`docs/models.md` lists them). Default
+    /// for a DA-CLIP denoiser: `daclip`.
     #[arg(long)]
     preset: Option<String>,
+    /// DA-CLIP's image encoder (its training checkpoint as released, or converted), needed
+    /// with a DA-CLIP denoiser: it gives the denoiser each image's contexts.
+    #[arg(long)]
+    clip: Option<PathBuf>,
     /// `cpu`, `cuda:N` or `metal`.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -86,14 +91,37 @@ impl ModelArgs {
     }
 
     /// The network and the schedule it was trained with.
-    pub fn load(&self) -> Result<(Network, IrSdeSchedule)> {
+    pub fn load(&self) -> Result<(Denoiser, IrSdeSchedule)> {
         let (path, options) = shipped_model(self.model.as_ref(), self.options.as_ref())?;
         let opts = load_options(options, &self.device, self.dtype.into())?;
         let net = Network::load(&path, &opts)?;
-        Ok((
-            net,
-            schedule(opts.options.as_ref(), self.preset.as_deref())?,
-        ))
+        let takes_contexts = matches!(&net, Network::UNet(u) if u.config().context_dim.is_some());
+        let (denoiser, family) = match (net, &self.clip) {
+            (Network::UNet(unet), Some(clip)) if takes_contexts => {
+                let encoder = DaClipEncoder::load(clip, &opts.device, opts.dtype)?;
+                let pipeline = DaClip::new(*unet, encoder)?;
+                (Denoiser::DaClip(Box::new(pipeline)), Some("daclip"))
+            }
+            (_, None) if takes_contexts => {
+                return Err(format!(
+                    "{}: a DA-CLIP denoiser (it takes image and degradation contexts); give its \
+                     image encoder with --clip DACLIP_CHECKPOINT",
+                    path.display()
+                )
+                .into());
+            }
+            (net, None) => (Denoiser::Plain(net), None),
+            (net, Some(_)) => {
+                return Err(format!(
+                    "--clip: {} ({}) takes no contexts; leave --clip out",
+                    path.display(),
+                    net.config()
+                )
+                .into());
+            }
+        };
+        let preset = self.preset.as_deref().or(family);
+        Ok((denoiser, schedule(opts.options.as_ref(), preset)?))
     }
 }
 
@@ -264,12 +292,80 @@ fn schedule(options: Option<&UpstreamOptions>, preset_name: Option<&str>) -> Res
     }
 }
 
+/// The loaded network: a plain denoiser, or DA-CLIP's denoiser with its image encoder.
+#[derive(Debug)]
+pub enum Denoiser {
+    /// IR-SDE's U-Net or Refusion's NAFNet.
+    Plain(Network),
+    /// DA-CLIP: contexts from each image, then its denoiser.
+    DaClip(Box<DaClip>),
+}
+
+impl Denoiser {
+    /// Image channels the network takes.
+    pub fn channels(&self) -> usize {
+        match self {
+            Self::Plain(n) => n.channels(),
+            Self::DaClip(d) => d.network().config().in_channels,
+        }
+    }
+
+    /// The device of the weights.
+    pub fn device(&self) -> &Device {
+        match self {
+            Self::Plain(n) => n.device(),
+            Self::DaClip(d) => d.device(),
+        }
+    }
+
+    /// The per-image work before sampling the whole image `mu` (DA-CLIP: its contexts, from
+    /// the whole image even when the network then sees tiles).
+    pub fn prepare(&mut self, mu: &Tensor) -> Result<()> {
+        if let Self::DaClip(d) = self {
+            d.condition_on(mu)?;
+        }
+        Ok(())
+    }
+}
+
+impl ScoreModel<Tensor> for Denoiser {
+    fn fit_target(&self) -> FitTarget {
+        FitTarget::Noise
+    }
+
+    fn predict(
+        &mut self,
+        x: &Tensor,
+        mu: &Tensor,
+        t: f64,
+    ) -> std::result::Result<Tensor, mrsampler::ModelError> {
+        match self {
+            Self::Plain(n) => n.predict(x, mu, t),
+            Self::DaClip(d) => d.predict(x, mu, t),
+        }
+    }
+
+    fn input_rank(&self) -> Option<usize> {
+        Some(4)
+    }
+}
+
 /// The network on the whole image, or on tiles.
 pub enum Model {
     /// One network call per evaluation.
-    Whole(Network),
+    Whole(Denoiser),
     /// Overlapping tiles, batched.
-    Tiled(Tiled<Network>),
+    Tiled(Tiled<Denoiser>),
+}
+
+impl Model {
+    /// See [`Denoiser::prepare`].
+    pub fn prepare(&mut self, mu: &Tensor) -> Result<()> {
+        match self {
+            Model::Whole(d) => d.prepare(mu),
+            Model::Tiled(t) => t.inner_mut().prepare(mu),
+        }
+    }
 }
 
 impl ScoreModel<Tensor> for Model {

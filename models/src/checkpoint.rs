@@ -115,6 +115,20 @@ impl Checkpoint {
         }
     }
 
+    /// The tensors whose names `keep` accepts (same origin and format).
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) -> Self {
+        Self {
+            tensors: self
+                .tensors
+                .iter()
+                .filter(|(k, _)| keep(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            origin: self.origin.clone(),
+            format: self.format,
+        }
+    }
+
     /// The file the checkpoint was read from (`<tensors>` for in-memory ones).
     pub fn origin(&self) -> &Path {
         &self.origin

@@ -340,6 +340,24 @@ impl DaClipEncoder {
         })
     }
 
+    /// The part of a DA-CLIP checkpoint the encoder reads (the main tower under one name,
+    /// the controller), checked by building the encoder from it: what the conversion command
+    /// stores, without the text tower, the aliases and the training state.
+    ///
+    /// # Errors
+    /// As [`from_checkpoint`](Self::from_checkpoint).
+    pub fn compact(ckpt: &Checkpoint) -> Result<Checkpoint> {
+        let main = MAIN
+            .into_iter()
+            .find(|p| ckpt.contains(&format!("{p}.conv1.weight")))
+            .unwrap_or(MAIN[0]);
+        let part = ckpt.retain(|name| {
+            name.starts_with(&format!("{main}.")) || name.starts_with(&format!("{CONTROL}."))
+        });
+        Self::from_checkpoint(&part, &Device::Cpu, DType::F32)?;
+        Ok(part)
+    }
+
     /// The encoder with random weights (parameter counts, benchmarks).
     ///
     /// # Errors

@@ -105,6 +105,12 @@ impl<M> Tiled<M> {
         &self.inner
     }
 
+    /// The wrapped network, to change it (e.g. to give it a whole image's contexts before
+    /// a tiled restore).
+    pub fn inner_mut(&mut self) -> &mut M {
+        &mut self.inner
+    }
+
     /// The tiling.
     pub fn spec(&self) -> TileSpec {
         self.spec

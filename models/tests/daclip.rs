@@ -131,7 +131,7 @@ fn contexts_of_the_wrong_shape_or_batch_are_refused() {
     let io = io("daclip_nf32");
     let wide = Tensor::zeros((2, 17), DType::F32, &Device::Cpu).unwrap();
     let err = net.condition(Some(&wide), None).unwrap_err().to_string();
-    assert!(err.contains("[batch, 16]"), "{err}");
+    assert!(err.contains("[batch, 32]"), "{err}");
     let one = io["image_context"].narrow(0, 0, 1).unwrap();
     let err = net
         .condition(Some(&one), Some(&io["degra_context"]))
@@ -139,7 +139,7 @@ fn contexts_of_the_wrong_shape_or_batch_are_refused() {
         .to_string();
     assert!(err.contains("batch"), "{err}");
     // Contexts for 3 samples, input of 2.
-    let three = Tensor::zeros((3, 16), DType::F32, &Device::Cpu).unwrap();
+    let three = Tensor::zeros((3, 32), DType::F32, &Device::Cpu).unwrap();
     let cond = net.condition(Some(&three), Some(&three)).unwrap();
     let err = net
         .forward_conditioned(&io["xt"], &io["mu"], &[1.0], &cond)
@@ -234,22 +234,21 @@ fn released_configurations_have_upstreams_parameter_counts() {
 
 #[test]
 fn the_pipeline_conditions_once_and_restores() {
-    let name = "daclip_nf32";
-    let net = unet(name);
     let enc_case = json("cases.json")["encoder"].clone();
-    // The parity denoiser takes 16-wide contexts; the parity encoder gives 32-wide ones.
     let enc = DaClipEncoder::load(
         data(&format!("{}.pt", enc_case["name"].as_str().unwrap())),
         &Device::Cpu,
         DType::F32,
     )
     .unwrap();
-    let err = DaClip::new(net, enc.clone()).unwrap_err().to_string();
-    assert!(err.contains("16-wide") && err.contains("32-wide"), "{err}");
+    // The prompt-only denoiser takes 24-wide contexts; the encoder gives 32-wide ones.
+    let err = DaClip::new(unet("daclip_nf32_degra"), enc.clone())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("24-wide") && err.contains("32-wide"), "{err}");
 
-    // A denoiser of the encoder's width (random weights, not shipped).
-    let config = UNetConfig::daclip(3, 3, 32, &[1, 1, 1, 1], 32, true, true);
-    let net = ConditionalUNet::random(config, &Device::Cpu, DType::F32).unwrap();
+    // The parity pair: an upstream-layout denoiser and encoder of matching width.
+    let net = unet("daclip_nf32");
     let mut model = DaClip::new(net, enc.clone()).unwrap();
     let lq = Tensor::rand(0f32, 1f32, (1, 3, 30, 41), &Device::Cpu).unwrap();
     let contexts = model.condition_on(&lq).unwrap();
@@ -266,6 +265,25 @@ fn the_pipeline_conditions_once_and_restores() {
         .forward_conditioned(&xt, &lq, &[20.0], &cond)
         .unwrap();
     assert_eq!(rel_err(&model.predict(&xt, &lq, 20.0).unwrap(), &want), 0.0);
+    // Not conditioned: the first call for a μ computes that μ's contexts.
+    let mut lazy = DaClip::new(unet("daclip_nf32"), enc.clone()).unwrap();
+    assert_eq!(rel_err(&lazy.predict(&xt, &lq, 20.0).unwrap(), &want), 0.0);
+    let other = (&lq * 0.5).unwrap();
+    let cond = model
+        .network()
+        .condition(
+            Some(&enc.contexts(&other).unwrap().image),
+            Some(&enc.contexts(&other).unwrap().degradation),
+        )
+        .unwrap();
+    let want_other = model
+        .network()
+        .forward_conditioned(&xt, &other, &[20.0], &cond)
+        .unwrap();
+    assert_eq!(
+        rel_err(&lazy.predict(&xt, &other, 20.0).unwrap(), &want_other),
+        0.0
+    );
     // Through the sampler on the DA-CLIP schedule.
     let schedule = mrsampler_models::preset("daclip").unwrap().schedule();
     let out = MrSampler::new(schedule, 4)
