@@ -3,9 +3,17 @@
 `cargo run --release -p mrsampler-models --example forward_bench -- ARCH SIZE`).
 
     python3 tools/torch_forward_bench.py UPSTREAM_CHECKOUT ARCH SIZE [REPEATS] [--threads N]
+    python3 tools/torch_forward_bench.py DACLIP_CHECKOUT daclip SIZE [REPEATS] [--const-cross]
+    python3 tools/torch_forward_bench.py DACLIP_CHECKOUT daclip-encoder 224 [REPEATS]
 
 ARCH: unet (IR-SDE nf 64, depth 4), unet-deshadow (nf 32, depth 5), nafnet (Refusion width 64,
-[1, 1, 1, 28]). Random weights, one [1, 3, SIZE, SIZE] input, float32, torch.no_grad().
+[1, 1, 1, 28]) from an image-restoration-sde checkout; daclip (DA-CLIP's denoiser, nf 64,
+[1, 2, 4, 8], contexts 512, called with both contexts) and daclip-encoder (its ViT-B/32 with the
+controller, `encode_image(control=True)` on 224² pixels) from a daclip-uir checkout.
+`--const-cross` replaces each cross-attention by its value computed once (what a one-token
+context reduces it to, as mrsampler-models computes it): the difference of the two daclip rows
+is what computing it once per image saves. Random weights, one [1, 3, SIZE, SIZE] input,
+float32, torch.no_grad().
 Prints one table row: median seconds of REPEATS forwards after a warm-up, and the process's
 peak resident memory (MiB). Run one configuration per process.
 """
@@ -26,6 +34,8 @@ ARCHS = {
     "unet-deshadow": ("ConditionalUNet", dict(in_nc=3, out_nc=3, nf=32, depth=5)),
     "nafnet": ("ConditionalNAFNet", dict(img_channel=3, width=64, enc_blk_nums=[1, 1, 1, 28],
                                          middle_blk_num=1, dec_blk_nums=[1, 1, 1, 1])),
+    "daclip": None,
+    "daclip-encoder": None,
 }
 
 ap = argparse.ArgumentParser()
@@ -34,20 +44,45 @@ ap.add_argument("arch", choices=ARCHS)
 ap.add_argument("size", type=int)
 ap.add_argument("repeats", type=int, nargs="?", default=3)
 ap.add_argument("--threads", type=int, default=2)
+ap.add_argument("--const-cross", action="store_true")
 args = ap.parse_args()
 torch.set_num_threads(args.threads)
-cls, setting = ARCHS[args.arch]
-net = getattr(load_modules(args.upstream, "deraining"), cls)(**setting).eval()
 x = torch.randn(1, 3, args.size, args.size)
 mu = torch.randn(1, 3, args.size, args.size)
 t = torch.tensor([50.0])
+if args.arch == "daclip":
+    from daclip_parity import import_upstream
+    ConditionalUNet, _, _, _ = import_upstream(args.upstream.resolve())
+    net = ConditionalUNet(3, 3, 64, [1, 2, 4, 8], 512, True, True).eval()
+    ic, dc = torch.randn(1, 512), torch.randn(1, 512)
+    if args.const_cross:
+        for m in net.modules():
+            if type(m).__name__ == "CrossAttention" and m.to_k.in_features == 512:
+                const = m.to_out(m.to_v(ic.unsqueeze(1))).detach()
+                m.forward = lambda x, context=None, mask=None, c=const: c
+    call = lambda: net(x, mu, t, text_context=dc, image_context=ic)  # noqa: E731
+elif args.arch == "daclip-encoder":
+    import json
+    from daclip_parity import import_upstream
+    _, CLIP, DaCLIP, _ = import_upstream(args.upstream.resolve())
+    cfg = json.loads((args.upstream / "universal-image-restoration/open_clip/model_configs/"
+                      "daclip_ViT-B-32.json").read_text())
+    net = DaCLIP(CLIP(embed_dim=cfg["embed_dim"], vision_cfg=cfg["vision_cfg"],
+                      text_cfg=cfg["text_cfg"])).eval()
+    pixels = torch.randn(1, 3, 224, 224)
+    call = lambda: net.encode_image(pixels, control=True)  # noqa: E731
+else:
+    cls, setting = ARCHS[args.arch]
+    net = getattr(load_modules(args.upstream, "deraining"), cls)(**setting).eval()
+    call = lambda: net(x, mu, t)  # noqa: E731
 times = []
 with torch.no_grad():
-    net(x, mu, t)
+    call()
     for _ in range(args.repeats):
         start = time.perf_counter()
-        net(x, mu, t)
+        call()
         times.append(time.perf_counter() - start)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(f"| PyTorch {torch.__version__.split('+')[0]} | {args.arch} | {args.size}² | "
+name = args.arch + (" (cross-attention once)" if args.const_cross else "")
+print(f"| PyTorch {torch.__version__.split('+')[0]} | {name} | {args.size}² | "
       f"{statistics.median(times):.3f} | {peak:.0f} |")

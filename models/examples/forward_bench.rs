@@ -1,13 +1,17 @@
 //! Forward time and peak memory of the released network configurations on the CPU.
 //!
 //! ```text
-//! cargo run --release -p mrsampler-models --example forward_bench -- ARCH SIZE [REPEATS]
+//! cargo run --release -p mrsampler-models --example forward_bench -- ARCH SIZE [REPEATS] [BUDGET_MIB]
 //! cargo run --release -p mrsampler-models --example forward_bench -- depthwise
 //! ```
 //!
-//! `ARCH` is `unet` (IR-SDE, nf 64, depth 4), `unet-deshadow` (nf 32, depth 5) or `nafnet`
-//! (Refusion, width 64, [1, 1, 1, 28]); the network gets random weights and one
-//! `[1, 3, SIZE, SIZE]` input. Prints one row: the median of `REPEATS` forwards (after one
+//! `ARCH` is `unet` (IR-SDE, nf 64, depth 4), `unet-deshadow` (nf 32, depth 5), `nafnet`
+//! (Refusion, width 64, [1, 1, 1, 28]), `daclip` (DA-CLIP's denoiser, nf 64, [1, 2, 4, 8],
+//! contexts 512; the row also gives the once-per-image context work) or `daclip-encoder`
+//! (DA-CLIP's ViT-B/32 encoder with its controller on 224² pixels, plus the preprocessing of a
+//! `SIZE²` image); the network gets random weights and one `[1, 3, SIZE, SIZE]` input.
+//! `BUDGET_MIB` bounds the attention scores alive at once (`daclip`; default 128, `0` for
+//! unbounded). Prints one row: the median of `REPEATS` forwards (after one
 //! warm-up) and the process's peak resident memory. Run one configuration per process so
 //! that the peak belongs to it; `tools/torch_forward_bench.py` prints the same row for the
 //! upstream PyTorch module. `depthwise` times NAFNet's depthwise 3 × 3 convolution at the
@@ -17,7 +21,10 @@
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use mrsampler_models::{NafNetConfig, Network, NetworkConfig, UNetConfig};
+use mrsampler_models::{
+    ClipVisionConfig, ConditionalUNet, DaClipEncoder, NafNetConfig, Network, NetworkConfig,
+    UNetConfig,
+};
 
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -74,7 +81,8 @@ fn main() {
         depthwise();
         return;
     }
-    let usage = "usage: forward_bench unet|unet-deshadow|nafnet SIZE [REPEATS] | depthwise";
+    let usage = "usage: forward_bench unet|unet-deshadow|nafnet|daclip|daclip-encoder SIZE \
+                 [REPEATS] [BUDGET_MIB] | depthwise";
     let (arch, size) = match (
         args.first(),
         args.get(1).and_then(|s| s.parse::<usize>().ok()),
@@ -86,6 +94,12 @@ fn main() {
         }
     };
     let repeats = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3);
+    let budget = args.get(3).and_then(|s| s.parse::<usize>().ok());
+    match arch {
+        "daclip" => return daclip(size, repeats, budget),
+        "daclip-encoder" => return daclip_encoder(size, repeats),
+        _ => {}
+    }
     let config = match arch {
         "unet" => NetworkConfig::UNet(UNetConfig::ir_sde(3, 3, 64, 4)),
         "unet-deshadow" => NetworkConfig::UNet(UNetConfig::ir_sde(3, 3, 32, 5)),
@@ -105,6 +119,52 @@ fn main() {
     println!(
         "| candle | {arch} | {size}² | {:.3} | {:.0} |",
         secs,
+        peak_rss_mib()
+    );
+}
+
+fn wrap<T>(r: mrsampler_models::Result<T>) -> candle_core::Result<T> {
+    r.map_err(candle_core::Error::wrap)
+}
+
+/// DA-CLIP's denoiser: the forward with the contexts' work done, and that work itself.
+fn daclip(size: usize, repeats: usize, budget_mib: Option<usize>) {
+    let config = UNetConfig::daclip(3, 3, 64, &[1, 2, 4, 8], 512, true, true);
+    let mut net = ConditionalUNet::random(config, &Device::Cpu, DType::F32).unwrap();
+    match budget_mib {
+        Some(0) => net.set_attention_budget(usize::MAX),
+        Some(m) => net.set_attention_budget(m << 20),
+        None => {}
+    }
+    let ic = Tensor::randn(0f32, 1f32, (1, 512), &Device::Cpu).unwrap();
+    let dc = Tensor::randn(0f32, 1f32, (1, 512), &Device::Cpu).unwrap();
+    let per_image = time(repeats.max(5), || {
+        wrap(net.condition(Some(&ic), Some(&dc))).map(|_| ic.clone())
+    });
+    let cond = net.condition(Some(&ic), Some(&dc)).unwrap();
+    let x = Tensor::randn(0f32, 1f32, (1, 3, size, size), &Device::Cpu).unwrap();
+    let mu = Tensor::randn(0f32, 1f32, (1, 3, size, size), &Device::Cpu).unwrap();
+    let secs = time(repeats, || {
+        wrap(net.forward_conditioned(&x, &mu, &[50.0], &cond))
+    });
+    println!(
+        "| candle | daclip | {size}² | {secs:.3} | {:.0} | contexts once per image: {:.2} ms |",
+        peak_rss_mib(),
+        per_image * 1e3
+    );
+}
+
+/// DA-CLIP's encoder on 224² pixels, and the preprocessing of a `size²` image.
+fn daclip_encoder(size: usize, repeats: usize) {
+    let enc =
+        DaClipEncoder::random(ClipVisionConfig::vit_b_32(), &Device::Cpu, DType::F32).unwrap();
+    let pixels = Tensor::randn(0f32, 1f32, (1, 3, 224, 224), &Device::Cpu).unwrap();
+    let secs = time(repeats, || wrap(enc.encode(&pixels)).map(|c| c.image));
+    let image = Tensor::rand(0f32, 1f32, (1, 3, size, size), &Device::Cpu).unwrap();
+    let pre = time(repeats, || wrap(enc.preprocess(&image)));
+    println!(
+        "| candle | daclip-encoder | 224² (preprocess {size}²: {:.1} ms) | {secs:.3} | {:.0} |",
+        pre * 1e3,
         peak_rss_mib()
     );
 }

@@ -240,8 +240,8 @@ pub(crate) fn attention(
     while start < n {
         let len = block.min(n - start);
         let qc = q.narrow(2, start, len)?.contiguous()?;
-        let scores = (qc.matmul(&kt)? * scale)?;
-        outs.push(softmax(&scores, 3)?.matmul(v)?);
+        let weights = kernels::scaled_softmax_last(&qc.matmul(&kt)?, scale)?;
+        outs.push(weights.matmul(v)?);
         start += len;
     }
     Ok(Tensor::cat(&outs, 2)?)

@@ -112,6 +112,9 @@ impl NetworkConfig {
                 c.conditional = inferred.conditional;
                 c.head_dim = inferred.head_dim;
                 c.mid_attention = inferred.mid_attention;
+                // DA-CLIP's `context_dim` / `use_*_context` settings, as the tensors say.
+                c.context_dim = inferred.context_dim;
+                c.degradation_prompt = inferred.degradation_prompt;
                 if inferred.level_attention.len() == depth {
                     c.level_attention = inferred.level_attention;
                 }

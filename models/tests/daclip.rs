@@ -293,3 +293,20 @@ fn the_pipeline_conditions_once_and_restores() {
     assert_eq!(out.x.dims(), lq.dims());
     assert!(max_abs(&out.x).is_finite());
 }
+
+#[test]
+fn an_upstream_option_file_states_the_denoiser() {
+    // The `network_G` section of daclip-uir's options/test.yml, with the parity case's values.
+    let yml = "network_G:\n  which_model_G: ConditionalUNet\n  setting:\n    in_nc: 3\n    \
+               out_nc: 3\n    nf: 32\n    ch_mult: [1, 1, 1, 1]\n    context_dim: 32\n    \
+               use_degra_context: true\n    use_image_context: true\n";
+    let options =
+        mrsampler_models::UpstreamOptions::parse(yml, std::path::Path::new("test.yml")).unwrap();
+    let opts = LoadOptions {
+        options: Some(options),
+        ..LoadOptions::default()
+    };
+    let net = Network::load(data("daclip_nf32.pth"), &opts).unwrap();
+    let want = UNetConfig::daclip(3, 3, 32, &[1, 1, 1, 1], 32, true, true);
+    assert_eq!(net.config(), NetworkConfig::UNet(want));
+}

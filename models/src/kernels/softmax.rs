@@ -1,0 +1,86 @@
+//! Softmax over the last dimension of a scaled score matrix, `softmax(scale · x)`, in one
+//! pass per row.
+//!
+//! candle composes a softmax from five tensor operations (maximum, subtraction, exponential,
+//! sum, division), each a pass over the whole score matrix with its own allocation; for the
+//! attention over pixels of DA-CLIP's spatial transformers that matrix is the largest tensor
+//! of the network. On the CPU in f32 this module does each row's three passes while the row is
+//! in cache, rows split across threads. Other devices and dtypes use candle's operations.
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::blocks;
+use crate::error::Result;
+
+/// `softmax(scale · x)` along the last dimension.
+pub(crate) fn scaled_softmax_last(x: &Tensor, scale: f64) -> Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && x.rank() >= 1 {
+        Ok(x.contiguous()?.apply_op1_no_bwd(&ScaledSoftmax {
+            scale: scale as f32,
+        })?)
+    } else {
+        blocks::softmax(&(x * scale)?, x.rank() - 1)
+    }
+}
+
+struct ScaledSoftmax {
+    scale: f32,
+}
+
+impl CustomOp1 for ScaledSoftmax {
+    fn name(&self) -> &'static str {
+        "scaled-softmax-last-dim"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("scaled softmax: f32 only");
+        };
+        let (start, end) = layout
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("scaled softmax: not contiguous".into()))?;
+        let x = &data[start..end];
+        let n = layout.dims().last().copied().unwrap_or(1).max(1);
+        let mut out = vec![0f32; x.len()];
+        let scale = self.scale;
+        out.par_chunks_mut(n)
+            .zip(x.par_chunks(n))
+            .for_each(|(o, row)| {
+                let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v * scale));
+                let mut sum = 0f32;
+                for (o, &v) in o.iter_mut().zip(row) {
+                    let e = (v * scale - max).exp();
+                    *o = e;
+                    sum += e;
+                }
+                let inv = 1.0 / sum;
+                o.iter_mut().for_each(|v| *v *= inv);
+            });
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn equals_the_composed_softmax() {
+        let x = Tensor::randn(0f32, 3f32, (2, 3, 5, 77), &Device::Cpu).unwrap();
+        let fused = scaled_softmax_last(&x, 0.7).unwrap();
+        let composed = blocks::softmax(&(&x * 0.7).unwrap(), 3).unwrap();
+        let d = (fused - composed)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
+        assert!(d.to_scalar::<f32>().unwrap() < 1e-6);
+    }
+}
