@@ -91,9 +91,12 @@ impl Conv {
 fn pointwise(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
     let (b, cin, h, wd) = x.dims4()?;
     let cout = weight.dim(0)?;
-    let w = weight.reshape((1, cout, cin))?;
-    let x = x.contiguous()?.reshape((b, cin, h * wd))?;
-    Ok(w.broadcast_matmul(&x)?.reshape((b, cout, h, wd))?)
+    let w = weight.reshape((cout, cin))?;
+    let x = x.contiguous()?;
+    let images = (0..b)
+        .map(|i| kernels::matmul(&w, &x.get(i)?.reshape((cin, h * wd))?))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Tensor::stack(&images, 0)?.reshape((b, cout, h, wd))?)
 }
 
 /// A fully connected layer (`torch.nn.Linear`) on `[…, in]` (any leading dimensions).

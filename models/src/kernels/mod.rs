@@ -5,8 +5,10 @@
 
 mod depthwise;
 mod im2col;
+mod matmul;
 mod softmax;
 
 pub use depthwise::conv3x3 as depthwise_conv3x3;
 pub(crate) use im2col::conv2d;
+pub(crate) use matmul::matmul;
 pub(crate) use softmax::scaled_softmax_last;
