@@ -1,8 +1,15 @@
-"""Times one MR Sampler step in PyTorch (CPU) the way the reference implementation does it:
-separate tensor operations per term. Optional; not run by CI.
+"""Times one MR Sampler step in PyTorch (CPU), three ways. Optional; not run by CI.
 
     pip install torch
     python3 benches/torch_step.py [--shape 4,3,512,512] [--threads 2] [--runs 7]
+
+* `reference`: as the reference implementation writes it, separate allocating tensor
+  operations per term (`torch.randn_like` for the SDE);
+* `inplace`: the best eager PyTorch: the conversion folded into the update's coefficients
+  (one `mul` into a preallocated buffer, then `add_(…, alpha=…)` per term), noise drawn in place
+  (`normal_`), no allocation per step;
+* `compile`: `torch.compile` of the reference function (Inductor fuses it into one generated
+  C++ loop; needs a C++ compiler; `null` where it fails).
 
 Prints one JSON line like examples/step_overhead.rs. The "network" costs nothing: its output
 is a fixed tensor, so the time is the sampler's own work (conversion + update + noise).
@@ -42,6 +49,43 @@ def step_sde2_data(x, mu, eps, prev_q, c):
     return x_t, q
 
 
+def inplace_steps(shape, c):
+    """The two steps with folded coefficients and preallocated outputs."""
+    a, s_, at, st, ss, r0, h = (c["alpha_s"], c["sigma_s"], c["alpha_t"], c["sigma_t"],
+                                c["sigma_s"], c["r0"], c["h"])
+    q = torch.empty(shape)
+    xt = torch.empty(shape)
+    noise = torch.empty(shape)
+
+    def convert(x, mu, eps):
+        torch.mul(x, 1.0 / a, out=q)
+        q.add_(eps, alpha=-s_ / a)
+        q.add_(mu, alpha=-(1 - a) / a)
+
+    def ode(x, mu, eps, prev_q):
+        convert(x, mu, eps)
+        w = at * c["phi_2"] / r0
+        torch.mul(x, st / ss, out=xt)
+        xt.add_(q, alpha=-at * c["phi_1"] + w)
+        xt.add_(prev_q, alpha=-w)
+        xt.add_(mu, alpha=c["c_d"])
+        return xt, q
+
+    def sde(x, mu, eps, prev_q):
+        convert(x, mu, eps)
+        e2 = 1 - math.exp(-2.0 * h)
+        w = at * c["psi_2"] / r0
+        noise.normal_()
+        torch.mul(x, st / ss * math.exp(-h), out=xt)
+        xt.add_(q, alpha=at * e2 + w)
+        xt.add_(prev_q, alpha=-w)
+        xt.add_(noise, alpha=st * math.sqrt(e2))
+        xt.add_(mu, alpha=c["c_sd"])
+        return xt, q
+
+    return ode, sde
+
+
 def best_ms(fn, runs, steps=20):
     best = float("inf")
     for _ in range(runs):
@@ -69,14 +113,31 @@ def main():
     c = dict(alpha_s=0.4, sigma_s=0.18, alpha_t=0.6, sigma_t=0.15, r0=0.9, h=h,
              phi_1=math.expm1(-h), phi_2=math.expm1(-h) / h + 1.0, psi_2=1 - (1 - math.exp(-2 * h)) / (2 * h),
              c_d=0.1, c_sd=0.1)
+    times = {}
     with torch.no_grad():
-        for f in (step_ode2_data, step_sde2_data):
-            f(x, mu, eps, prev_q, c)  # warm-up
-        ode = best_ms(lambda: step_ode2_data(x, mu, eps, prev_q, c), a.runs)
-        sde = best_ms(lambda: step_sde2_data(x, mu, eps, prev_q, c), a.runs)
+        ode_in, sde_in = inplace_steps(shape, c)
+        variants = {"reference": (step_ode2_data, step_sde2_data), "inplace": (ode_in, sde_in)}
+        try:
+            variants["compile"] = (torch.compile(step_ode2_data), torch.compile(step_sde2_data))
+        except Exception as e:  # noqa: BLE001
+            print(f"torch.compile unavailable: {e}")
+        for name, (ode_f, sde_f) in variants.items():
+            try:
+                for f in (ode_f, sde_f):
+                    f(x, mu, eps, prev_q, c) if name != "inplace" else f(x, mu, eps, prev_q)
+                if name == "inplace":
+                    ode = best_ms(lambda: ode_f(x, mu, eps, prev_q), a.runs)
+                    sde = best_ms(lambda: sde_f(x, mu, eps, prev_q), a.runs)
+                else:
+                    ode = best_ms(lambda: ode_f(x, mu, eps, prev_q, c), a.runs)
+                    sde = best_ms(lambda: sde_f(x, mu, eps, prev_q, c), a.runs)
+                times[name] = {"ode2_data_ms_per_step": round(ode, 3),
+                               "sde2_data_ms_per_step": round(sde, 3)}
+            except Exception as e:  # noqa: BLE001
+                times[name] = None
+                print(f"{name} failed: {type(e).__name__}: {e}")
     print(json.dumps({"impl": "torch", "torch": torch.__version__, "shape": shape, "dtype": "f32",
-                      "threads": a.threads, "ode2_data_ms_per_step": round(ode, 3),
-                      "sde2_data_ms_per_step": round(sde, 3)}))
+                      "threads": a.threads, "variants": times}))
 
 
 if __name__ == "__main__":
