@@ -124,8 +124,15 @@ def build_daclip(CLIP, DaCLIP, cfg: dict):
     return model.eval()
 
 
-def encoder_case(CLIP, DaCLIP, out: Path, seed: int, png: bool = False) -> dict:
-    cfg = ENCODER
+def released_encoder() -> dict:
+    """The released `daclip_ViT-B-32` configuration, in ENCODER's form."""
+    cfg = json.loads((Path(sys.modules["open_clip"].__file__).parent / "model_configs" /
+                      "daclip_ViT-B-32.json").read_text())
+    return dict(name="daclip_vit_b32", vision=cfg["vision_cfg"], text=cfg["text_cfg"],
+                embed_dim=cfg["embed_dim"], batch=1)
+
+
+def encoder_case(CLIP, DaCLIP, out: Path, seed: int, cfg: dict = ENCODER) -> dict:
     gen = torch.Generator().manual_seed(seed)
     model = build_daclip(CLIP, DaCLIP, cfg)
     randomize(model, gen)
@@ -211,6 +218,9 @@ def main() -> None:
     ap.add_argument("--context-dim", type=int, default=32)
     ap.add_argument("--shape", type=json.loads, default=[1, 3, 40, 56])
     ap.add_argument("--times", type=json.loads, default=[42.5])
+    ap.add_argument("--released-encoder", action="store_true",
+                    help="with --one: the encoder at the released ViT-B/32 configuration "
+                         "(random weights; use --context-dim 512 for a matching denoiser)")
     args = ap.parse_args()
     ConditionalUNet, CLIP, DaCLIP, util = import_upstream(args.checkout.resolve())
     args.out.mkdir(parents=True, exist_ok=True)
@@ -220,6 +230,9 @@ def main() -> None:
             context_dim=args.context_dim, use_degra_context=True, use_image_context=True),
             shape=args.shape, times=args.times)
         print(json.dumps(denoiser_case(ConditionalUNet, case, args.out, args.seed, npy=True)))
+        if args.released_encoder:
+            print(json.dumps(encoder_case(CLIP, DaCLIP, args.out, args.seed, released_encoder())))
+            return
         print(json.dumps(encoder_case(CLIP, DaCLIP, args.out, args.seed)))
         preprocess_case(util, args.out, args.seed, png=True)
         image_contexts(CLIP, DaCLIP, util, args.out, args.seed)

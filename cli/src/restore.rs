@@ -11,7 +11,7 @@ use mrsampler_models::{TileSpec, Tiled};
 
 use crate::Result;
 use crate::images::{self, Picture};
-use crate::sampling::{Configured, Model, ModelArgs, SamplerKind, SamplerSpec};
+use crate::sampling::{Configured, Model, ModelArgs, SamplerKind, SamplerSpec, Timed};
 
 /// `restore`'s options.
 #[derive(Args)]
@@ -175,6 +175,7 @@ fn restore_one(
     seed: u64,
     quiet: bool,
 ) -> Result<()> {
+    let start = Instant::now();
     let picture: Picture = images::read(input)?;
     if picture.channels != channels {
         return Err(format!(
@@ -184,6 +185,7 @@ fn restore_one(
         .into());
     }
     let mu = picture.tensor(device, DType::F32)?;
+    let read = start.elapsed().as_secs_f64();
     let nfe = sampler.plan()?.num_evaluations();
     let bar = if quiet {
         ProgressBar::hidden()
@@ -201,19 +203,40 @@ fn restore_one(
         picture.width,
         picture.height
     ));
-    let start = Instant::now();
     let mut tick = |_: &StepView<'_, Tensor>| bar.inc(1);
+    let t = Instant::now();
     model.prepare(&mu)?;
-    let out = sampler.run(model, &mu, None, &mut PhiloxNoise::new(seed), &mut tick)?;
+    let contexts = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let mut timed = Timed::new(model);
+    let out = sampler.run(
+        &mut timed,
+        &mu,
+        None,
+        &mut PhiloxNoise::new(seed),
+        &mut tick,
+    )?;
+    let (sampling, network) = (t.elapsed().as_secs_f64(), timed.spent.as_secs_f64());
     bar.finish_and_clear();
+    let t = Instant::now();
     picture.write_png(&out.x, output)?;
+    let write = t.elapsed().as_secs_f64();
     if !quiet {
+        // Where the time goes (`docs/benchmarks.md`): the network's evaluations, the
+        // sampler's own work around them, DA-CLIP's contexts, reading and writing.
+        let contexts = if contexts >= 5e-4 {
+            format!(", contexts {contexts:.2} s")
+        } else {
+            String::new()
+        };
         eprintln!(
-            "{} -> {} ({} evaluations, {:.1} s)",
+            "{} -> {} ({} evaluations, {:.1} s: network {network:.2} s, sampler {:.3} s{contexts}, \
+             read {read:.3} s, write {write:.3} s)",
             input.display(),
             output.display(),
             out.stats.nfe,
-            start.elapsed().as_secs_f64()
+            start.elapsed().as_secs_f64(),
+            sampling - network,
         );
     }
     Ok(())

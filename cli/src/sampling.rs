@@ -350,6 +350,46 @@ impl ScoreModel<Tensor> for Denoiser {
     }
 }
 
+/// A model that adds up the wall time of its evaluations (on the CPU, where candle's
+/// operations finish before they return).
+pub struct Timed<'a, M> {
+    inner: &'a mut M,
+    /// Time spent in the model so far.
+    pub spent: std::time::Duration,
+}
+
+impl<'a, M> Timed<'a, M> {
+    /// Times `inner`'s evaluations.
+    pub fn new(inner: &'a mut M) -> Self {
+        Self {
+            inner,
+            spent: std::time::Duration::ZERO,
+        }
+    }
+}
+
+impl<M: ScoreModel<Tensor>> ScoreModel<Tensor> for Timed<'_, M> {
+    fn fit_target(&self) -> FitTarget {
+        self.inner.fit_target()
+    }
+
+    fn predict(
+        &mut self,
+        x: &Tensor,
+        mu: &Tensor,
+        t: f64,
+    ) -> std::result::Result<Tensor, mrsampler::ModelError> {
+        let start = std::time::Instant::now();
+        let out = self.inner.predict(x, mu, t);
+        self.spent += start.elapsed();
+        out
+    }
+
+    fn input_rank(&self) -> Option<usize> {
+        self.inner.input_rank()
+    }
+}
+
 /// The network on the whole image, or on tiles.
 pub enum Model {
     /// One network call per evaluation.
