@@ -267,6 +267,9 @@ impl ChannelNorm {
 
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let eps = if x.dtype() == DType::F32 { 1e-5 } else { 1e-3 };
+        if let Some(y) = kernels::channel_layer_norm(x, &self.g, eps)? {
+            return Ok(y);
+        }
         let mean = x.mean_keepdim(1)?;
         let centred = x.broadcast_sub(&mean)?;
         let var = centred.sqr()?.mean_keepdim(1)?;
@@ -349,8 +352,19 @@ pub(crate) fn pixel_shuffle(x: &Tensor, r: usize) -> Result<Tensor> {
         .reshape((b, c_out, h * r, w * r))?)
 }
 
-/// Softmax along `dim`, with the maximum subtracted first.
+/// Softmax along `dim`, with the maximum subtracted first (fused kernels on the CPU in f32).
 pub(crate) fn softmax(x: &Tensor, dim: usize) -> Result<Tensor> {
+    if dim + 1 == x.rank() {
+        return kernels::scaled_softmax_last(x, 1.0);
+    }
+    match kernels::softmax_across(x, dim)? {
+        Some(y) => Ok(y),
+        None => composed_softmax(x, dim),
+    }
+}
+
+/// [`softmax`] from candle's tensor operations (any device and dtype).
+pub(crate) fn composed_softmax(x: &Tensor, dim: usize) -> Result<Tensor> {
     let m = x.max_keepdim(dim)?;
     let e = x.broadcast_sub(&m)?.exp()?;
     let s = e.sum_keepdim(dim)?;

@@ -19,7 +19,6 @@ use crate::blocks::{
 };
 use crate::checkpoint::{Checkpoint, Weights};
 use crate::error::{Error, Result};
-use crate::kernels;
 use crate::transformer::SpatialTransformer;
 
 /// The attention block kind at one position of the U-Net.
@@ -495,7 +494,7 @@ impl AttentionBlock {
                 let out = match kind {
                     Attention::Linear => {
                         let q = (softmax(&q, 2)? * scale)?;
-                        let k = kernels::scaled_softmax_last(&k, 1.0)?;
+                        let k = softmax(&k, 3)?;
                         let v = (v / n as f64)?;
                         // context[d, e] = Σₙ k[d, n] v[e, n]; out[e, n] = Σ_d context[d, e] q[d, n].
                         let context = k.matmul(&v.t()?)?;
