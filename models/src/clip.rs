@@ -83,10 +83,20 @@ impl ClipVisionConfig {
                     reason: format!("`{prefix}.{name}` not found (not a CLIP vision tower)"),
                 })
         };
-        let conv = shape("conv1.weight")?;
-        let pos = shape("positional_embedding")?;
-        let proj = shape("proj")?;
-        let fc = shape("transformer.resblocks.0.mlp.c_fc.weight")?;
+        let rank = |name: &str, r: usize| -> Result<Vec<usize>> {
+            let s = shape(name)?;
+            if s.len() == r {
+                Ok(s)
+            } else {
+                Err(Error::config(format!(
+                    "`{prefix}.{name}` has shape {s:?}; a CLIP vision tower's is {r}-D"
+                )))
+            }
+        };
+        let conv = rank("conv1.weight", 4)?;
+        let pos = rank("positional_embedding", 2)?;
+        let proj = rank("proj", 2)?;
+        let fc = rank("transformer.resblocks.0.mlp.c_fc.weight", 2)?;
         let (width, patch_size) = (conv[0], conv[2]);
         let grid = ((pos[0].saturating_sub(1)) as f64).sqrt().round() as usize;
         let layers = (0..)

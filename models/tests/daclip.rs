@@ -310,3 +310,27 @@ fn an_upstream_option_file_states_the_denoiser() {
     let want = UNetConfig::daclip(3, 3, 32, &[1, 1, 1, 1], 32, true, true);
     assert_eq!(net.config(), NetworkConfig::UNet(want));
 }
+
+#[test]
+fn a_malformed_encoder_checkpoint_is_an_error_not_a_panic() {
+    let ckpt = mrsampler_models::Checkpoint::load(data("daclip_vit_w128_l2.pt")).unwrap();
+    let broken = ckpt.names().map(|n| {
+        let t = if n == "clip.visual.conv1.weight" {
+            Tensor::zeros(128, DType::F32, &Device::Cpu).unwrap()
+        } else {
+            ckpt.get(n).unwrap().clone()
+        };
+        (n.to_owned(), t)
+    });
+    let broken = mrsampler_models::Checkpoint::from_tensors(broken);
+    let err = DaClipEncoder::from_checkpoint(&broken, &Device::Cpu, DType::F32)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("conv1.weight") && err.contains("4-D"), "{err}");
+    // The controller alone missing: told apart from a plain CLIP checkpoint.
+    let plain = ckpt.retain(|n| !n.starts_with("visual_control."));
+    let err = DaClipEncoder::from_checkpoint(&plain, &Device::Cpu, DType::F32)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("controller"), "{err}");
+}
