@@ -289,6 +289,12 @@ pub struct DaClipEncoder {
 /// Prefixes of the parts of a DA-CLIP checkpoint the encoder reads; everything else (the
 /// text tower, `logit_scale`) is not needed for inference.
 const MAIN: [&str; 2] = ["clip.visual", "visual"];
+
+/// The prefix the checkpoint's main tower is stored under, if it has one.
+fn main_tower(ckpt: &Checkpoint) -> Option<&'static str> {
+    MAIN.into_iter()
+        .find(|p| ckpt.contains(&format!("{p}.conv1.weight")))
+}
 const CONTROL: &str = "visual_control";
 
 impl DaClipEncoder {
@@ -307,15 +313,12 @@ impl DaClipEncoder {
     /// [`Error::MissingTensor`], [`Error::ShapeMismatch`], [`Error::UnexpectedTensor`] (a
     /// tensor under the towers' prefixes that the encoder does not use).
     pub fn from_checkpoint(ckpt: &Checkpoint, device: &Device, dtype: DType) -> Result<Self> {
-        let main = MAIN
-            .into_iter()
-            .find(|p| ckpt.contains(&format!("{p}.conv1.weight")))
-            .ok_or_else(|| Error::UnknownArchitecture {
-                path: ckpt.origin().to_owned(),
-                reason: "no `clip.visual.conv1.weight` or `visual.conv1.weight`: not a DA-CLIP \
+        let main = main_tower(ckpt).ok_or_else(|| Error::UnknownArchitecture {
+            path: ckpt.origin().to_owned(),
+            reason: "no `clip.visual.conv1.weight` or `visual.conv1.weight`: not a DA-CLIP \
                          checkpoint"
-                    .into(),
-            })?;
+                .into(),
+        })?;
         if !ckpt.contains(&format!("{CONTROL}.conv1.weight")) {
             return Err(Error::UnknownArchitecture {
                 path: ckpt.origin().to_owned(),
@@ -340,10 +343,7 @@ impl DaClipEncoder {
         dtype: DType,
     ) -> Result<Self> {
         config.validate()?;
-        let main = MAIN
-            .into_iter()
-            .find(|p| ckpt.contains(&format!("{p}.conv1.weight")))
-            .unwrap_or(MAIN[0]);
+        let main = main_tower(ckpt).unwrap_or(MAIN[0]);
         let w = Weights::new(ckpt, device, dtype, format!("DA-CLIP encoder {config:?}"));
         Self::build(w, config, main, |name| {
             name.starts_with(&format!("{main}.")) || name.starts_with(&format!("{CONTROL}."))
@@ -357,10 +357,7 @@ impl DaClipEncoder {
     /// # Errors
     /// As [`from_checkpoint`](Self::from_checkpoint).
     pub fn compact(ckpt: &Checkpoint) -> Result<Checkpoint> {
-        let main = MAIN
-            .into_iter()
-            .find(|p| ckpt.contains(&format!("{p}.conv1.weight")))
-            .unwrap_or(MAIN[0]);
+        let main = main_tower(ckpt).unwrap_or(MAIN[0]);
         let part = ckpt.retain(|name| {
             name.starts_with(&format!("{main}.")) || name.starts_with(&format!("{CONTROL}."))
         });

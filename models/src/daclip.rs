@@ -4,13 +4,13 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor, TensorId};
+use candle_core::{Device, Tensor, TensorId};
 use mrsampler::{FitTarget, ModelError, ScoreModel};
 
 use crate::checkpoint::Checkpoint;
 use crate::clip::{Contexts, DaClipEncoder};
 use crate::error::{Error, Result};
-use crate::network::{LoadOptions, Network};
+use crate::network::{LoadOptions, Network, predict_as_input};
 use crate::unet::{ConditionalUNet, Conditioning};
 
 /// DA-CLIP's denoiser and encoder; predicts the noise.
@@ -164,15 +164,13 @@ impl ScoreModel<Tensor> for DaClip {
         t: f64,
     ) -> std::result::Result<Tensor, ModelError> {
         if self.source != Source::Pinned && self.source != Source::Mu(mu.id()) {
-            let contexts = self.encoder.contexts(&mu.to_dtype(DType::F32)?)?;
-            self.conditioning = self
-                .net
-                .condition(Some(&contexts.image), Some(&contexts.degradation))?;
+            let contexts = self.encoder.contexts(mu)?;
+            self.use_contexts(&contexts)?;
             self.source = Source::Mu(mu.id());
         }
-        let dtype = self.net.dtype();
-        let (xd, md) = (x.to_dtype(dtype)?, mu.to_dtype(dtype)?);
-        Ok(self.forward(&xd, &md, &[t as f32])?.to_dtype(x.dtype())?)
+        predict_as_input(self.net.dtype(), x, mu, t, |x, mu, t| {
+            self.forward(x, mu, t)
+        })
     }
 
     fn input_rank(&self) -> Option<usize> {

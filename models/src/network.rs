@@ -308,7 +308,7 @@ impl Network {
 }
 
 /// Runs `forward` in the network's dtype and returns the result in the input's dtype.
-fn predict_as_input(
+pub(crate) fn predict_as_input(
     dtype: DType,
     x: &Tensor,
     mu: &Tensor,
