@@ -6,14 +6,16 @@
 //!
 //! Prints one JSON line:
 //! `{"shape": [...], "dtype": "f32", "threads": N, "ode2_data_ms_per_step": X,
-//!   "sde2_data_ms_per_step": Y, "copy_floor_ms": Z}`, each the best of `--runs` timings of
-//! 20 consecutive steps. The copy floor is the time to stream as many tensor-sized buffers as
+//!   "sde2_data_ms_per_step": Y, "noise_fill_ms": W, "copy_floor_ms": Z}`, each the best of
+//! `--runs` timings of 20 consecutive steps (or fills). The SDE step generates its noise inside
+//! the fused kernel (a counter draw of `PhiloxNoise`); `noise_fill_ms` is the same draw filled
+//! into a tensor, what a step with a non-counter-based source adds. The copy floor is the time to stream as many tensor-sized buffers as
 //! the fused ODE-2 data step reads and writes (4 read, 2 written: three copies), split across
 //! the same threads.
 
 use mrsampler::Solver;
 use mrsampler::schedule::{IrSdeSchedule, TimeGrid};
-use mrsampler::{FitTarget, MrSampler, Parallelism, PhiloxNoise, Sampler};
+use mrsampler::{FitTarget, MrSampler, NoiseSource, Parallelism, PhiloxNoise, Sampler};
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
@@ -89,6 +91,22 @@ fn time_steps(solver: Solver, shape: &[usize], par: Parallelism, runs: usize) ->
     best * 1e3
 }
 
+/// Best time of one noise fill of `shape` in `f32`.
+fn time_noise(shape: &[usize], par: Parallelism, runs: usize) -> f64 {
+    let mut z = ArrayD::<f32>::zeros(IxDyn(shape));
+    let mut noise = PhiloxNoise::new(0);
+    let mut best = f64::INFINITY;
+    for _ in 0..runs {
+        let t = std::time::Instant::now();
+        for _ in 0..STEPS {
+            noise.fill_standard_normal(&mut z, par).expect("fills");
+        }
+        best = best.min(t.elapsed().as_secs_f64() / STEPS as f64);
+    }
+    std::hint::black_box(&z);
+    best * 1e3
+}
+
 fn copy_floor(n: usize, parts: usize, runs: usize) -> f64 {
     let src: Vec<Vec<f32>> = (0..3).map(|_| vec![0.5f32; n]).collect();
     let mut dst: Vec<Vec<f32>> = (0..3).map(|_| vec![0.0f32; n]).collect();
@@ -122,15 +140,16 @@ fn main() {
         .build()
         .expect("thread pool");
     let n: usize = shape.iter().product();
-    let (ode, sde, floor) = pool.install(|| {
-        let par = Parallelism::Rayon(threads);
-        (
+    let par = Parallelism::Rayon(threads);
+    let [ode, sde, fill, floor] = pool.install(|| {
+        [
             time_steps(Solver::ode(2), &shape, par, runs),
             time_steps(Solver::sde(2), &shape, par, runs),
-            copy_floor(n, Parallelism::Rayon(threads).parts_for(n), runs),
-        )
+            time_noise(&shape, par, runs),
+            copy_floor(n, par.parts_for(n), runs),
+        ]
     });
     println!(
-        r#"{{"shape": {shape:?}, "dtype": "f32", "threads": {threads}, "ode2_data_ms_per_step": {ode:.3}, "sde2_data_ms_per_step": {sde:.3}, "copy_floor_ms": {floor:.3}}}"#
+        r#"{{"shape": {shape:?}, "dtype": "f32", "threads": {threads}, "ode2_data_ms_per_step": {ode:.3}, "sde2_data_ms_per_step": {sde:.3}, "noise_fill_ms": {fill:.3}, "copy_floor_ms": {floor:.3}}}"#
     );
 }

@@ -114,8 +114,8 @@ pub use sampler::{
     ThirdOrder, Thresholding,
 };
 pub use tensor::{
-    CoupledNoise, NoNoise, NoiseSource, Parallelism, PhiloxNoise, ReplayNoise, SamplerTensor,
-    SeededNoise,
+    CounterDraw, CoupledNoise, NoNoise, NoiseSource, Parallelism, PhiloxNoise, ReplayNoise,
+    SamplerTensor, SeededNoise,
 };
 
 /// Everything a typical program needs, in one import: `use mrsampler::prelude::*;`.

@@ -9,7 +9,9 @@ use crate::error::{Error, Result};
 use crate::param::Affine;
 use crate::plan::{Plan, PlannedStep, Target, Update};
 use crate::solver::StepCoeffs;
-use crate::tensor::{FusedStep, NoiseSource, Parallelism, SamplerTensor, check_same_shape};
+use crate::tensor::{
+    CounterDraw, FusedStep, NoiseSource, Parallelism, SamplerTensor, check_same_shape,
+};
 
 /// Statistics of a finished (or running) pass.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -268,17 +270,38 @@ impl<T: SamplerTensor> Run<T> {
                 target,
                 reuse_noise,
             } => {
-                if coeffs.noise.is_some() && !(reuse_noise && self.z.is_some()) {
-                    let z = self.z.get_or_insert_with(|| self.mu.clone());
-                    noise.fill_standard_normal(z, par)?;
-                    check_same_shape("noise", &self.shape, &*z)?;
-                }
                 let fused = target == Target::State && !step.threshold && !self.staged;
-                if fused {
-                    self.fused_step(&step, coeffs, net)?;
-                } else {
-                    self.store_output(&step, net, self.staged)?;
-                    self.apply(coeffs, target)?;
+                // A counter-based draw is generated inside the fused kernel, unless a later
+                // step reuses this draw (then it must exist as a tensor).
+                let reused_later = self.plan.steps.get(k + 1).is_some_and(|s| {
+                    matches!(
+                        s.update,
+                        Update::Linear {
+                            reuse_noise: true,
+                            ..
+                        }
+                    )
+                });
+                let fresh = coeffs.noise.is_some() && !(reuse_noise && self.z.is_some());
+                let mut stepped = false;
+                if fresh && fused && !reused_later {
+                    if let Some(draw) = noise.counter_draw(&self.shape)? {
+                        self.fused_step(&step, coeffs, net, Some(draw))?;
+                        stepped = true;
+                    }
+                }
+                if !stepped {
+                    if fresh {
+                        let z = self.z.get_or_insert_with(|| self.mu.clone());
+                        noise.fill_standard_normal(z, par)?;
+                        check_same_shape("noise", &self.shape, &*z)?;
+                    }
+                    if fused {
+                        self.fused_step(&step, coeffs, net, None)?;
+                    } else {
+                        self.store_output(&step, net, self.staged)?;
+                        self.apply(coeffs, target)?;
+                    }
                 }
                 target == Target::State
             }
@@ -310,11 +333,22 @@ impl<T: SamplerTensor> Run<T> {
     }
 
     /// The common case in one pass over memory: convert the output and update the state.
-    fn fused_step(&mut self, step: &PlannedStep, coeffs: StepCoeffs, net: &T) -> Result<()> {
+    fn fused_step(
+        &mut self,
+        step: &PlannedStep,
+        coeffs: StepCoeffs,
+        net: &T,
+        draw: Option<CounterDraw<'_>>,
+    ) -> Result<()> {
         let conv = step.convert;
         let (front, older) = self.history.split_first_mut().expect("history has a slot");
         let mut terms = Terms::new(&self.mu);
-        push_terms(&mut terms, &coeffs, older, &self.mu, self.z.as_ref(), None);
+        let z = if draw.is_some() {
+            None
+        } else {
+            self.z.as_ref()
+        };
+        push_terms(&mut terms, &coeffs, older, &self.mu, z, None);
         let step = FusedStep {
             net,
             mu: &self.mu,
@@ -322,6 +356,7 @@ impl<T: SamplerTensor> Run<T> {
             keep: coeffs.x,
             q_weight: coeffs.q[0],
             terms: terms.as_slice(),
+            noise: draw.and_then(|d| coeffs.noise.map(|w| (w, d))),
         };
         self.x.convert_and_step(front, step, self.plan.parallelism)
     }

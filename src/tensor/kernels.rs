@@ -9,6 +9,7 @@ use rayon::prelude::*;
 
 use super::Parallelism;
 use super::ndarray_impl::NdElement;
+use super::noise::CounterDraw;
 
 /// Largest number of input streams a single kernel pass takes.
 pub(crate) const MAX_TERMS: usize = 8;
@@ -180,8 +181,13 @@ impl<E: NdElement, const M: usize> pulp::WithSimd for ConvertStep<'_, E, M> {
     }
 }
 
+/// Elements of noise generated at a time by the fused step with a counter draw (a stack
+/// buffer of 16 KiB in `f32`, so the noise is read back from L1/L2).
+const NOISE_CHUNK: usize = 4096;
+
 /// The fused conversion-and-step kernel; returns `false` (doing nothing) when there are too
-/// many extra terms, so the caller falls back to two passes.
+/// many extra terms, so the caller falls back to two passes. A counter draw is generated in
+/// chunks of [`NOISE_CHUNK`] just before its chunk of the update and enters as the last term.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn convert_and_step<E: NdElement>(
     x: &mut [E],
@@ -192,9 +198,10 @@ pub(crate) fn convert_and_step<E: NdElement>(
     a: f64,
     b: f64,
     terms: &[(f64, &[E])],
+    noise: Option<&(f64, CounterDraw<'_>)>,
     par: Parallelism,
 ) -> bool {
-    if terms.len() > 5 {
+    if terms.len() + noise.is_some() as usize > 5 {
         return false;
     }
     let conv = conv.map(E::from_f64_lossy);
@@ -202,13 +209,19 @@ pub(crate) fn convert_and_step<E: NdElement>(
     let n = x.len();
     let parts = par.parts(n);
     let chunk = n.div_ceil(parts.max(1));
-    let body = |xo: &mut [E], qo: &mut [E], off: usize| {
+    // The update of `xo`, `qo` (elements `off ..` of the whole), with `extra` as a last term.
+    let update = |xo: &mut [E], qo: &mut [E], off: usize, extra: Option<(E, &[E])>| {
         let m = xo.len();
         let net = &net[off..off + m];
         let mu = &mu[off..off + m];
         let mut buf: [(E, &[E]); 5] = [(E::zero(), &[][..]); 5];
         for (k, (c, s)) in terms.iter().enumerate() {
             buf[k] = (E::from_f64_lossy(*c), &s[off..off + m]);
+        }
+        let mut used = terms.len();
+        if let Some(e) = extra {
+            buf[used] = e;
+            used += 1;
         }
         macro_rules! arm {
             ($n:literal) => {{
@@ -227,13 +240,30 @@ pub(crate) fn convert_and_step<E: NdElement>(
                 })
             }};
         }
-        match terms.len() {
+        match used {
             0 => arm!(0),
             1 => arm!(1),
             2 => arm!(2),
             3 => arm!(3),
             4 => arm!(4),
             _ => arm!(5),
+        }
+    };
+    let body = |xo: &mut [E], qo: &mut [E], off: usize| match noise {
+        None => update(xo, qo, off, None),
+        Some((w, draw)) => {
+            let w = E::from_f64_lossy(*w);
+            let mut z = [E::zero(); NOISE_CHUNK];
+            for (k, (xs, qs)) in xo
+                .chunks_mut(NOISE_CHUNK)
+                .zip(qo.chunks_mut(NOISE_CHUNK))
+                .enumerate()
+            {
+                let at = off + k * NOISE_CHUNK;
+                let z = &mut z[..xs.len()];
+                draw.fill(z, at);
+                update(xs, qs, at, Some((w, &*z)));
+            }
         }
     };
     if parts <= 1 {
@@ -343,6 +373,7 @@ mod tests {
                 0.8,
                 1.3,
                 &[(0.25, &t1), (-0.5, &t2), (0.1, &mu)],
+                None,
                 par
             ));
             for i in 0..n {

@@ -20,7 +20,9 @@ mod philox;
 pub use burn_impl::BurnRandn;
 #[cfg(feature = "candle")]
 pub use candle_impl::CandleNoise;
-pub use noise::{CoupledNoise, NoNoise, NoiseSource, PhiloxNoise, ReplayNoise, SeededNoise};
+pub use noise::{
+    CounterDraw, CoupledNoise, NoNoise, NoiseSource, PhiloxNoise, ReplayNoise, SeededNoise,
+};
 pub use philox::philox4x32_10;
 
 use std::borrow::Cow;
@@ -92,8 +94,11 @@ pub struct FusedStep<'a, T> {
     pub keep: f64,
     /// The weight of the converted output.
     pub q_weight: f64,
-    /// The other terms: earlier outputs, `μ`, the noise draw.
+    /// The other terms: earlier outputs, `μ`, the noise draw when it is a tensor.
     pub terms: &'a [(f64, &'a T)],
+    /// The noise draw's weight and the draw, when the noise source hands it to the kernel
+    /// instead of filling a tensor ([`NoiseSource::counter_draw`]); it is the last term.
+    pub noise: Option<(f64, CounterDraw<'a>)>,
 }
 
 /// A tensor type the samplers can step. The first axis is the batch axis.
@@ -184,9 +189,23 @@ pub(crate) fn convert_then_step<T: SamplerTensor>(
 ) -> Result<()> {
     let c = step.convert;
     q.linear_combination(None, &[(c[0], step.net), (c[1], &*x), (c[2], step.mu)], par)?;
-    let mut all: Vec<(f64, &T)> = Vec::with_capacity(step.terms.len() + 1);
+    // A counter draw becomes a tensor through the host, in f64 (as `PhiloxNoise` fills
+    // tensors of backends other than ndarray).
+    let z = match &step.noise {
+        Some((_, draw)) => {
+            let shape = shape(x);
+            let mut host = vec![0f64; shape.iter().product()];
+            draw.fill_f64(&mut host, 0);
+            Some(x.new_from_host(&shape, &host)?)
+        }
+        None => None,
+    };
+    let mut all: Vec<(f64, &T)> = Vec::with_capacity(step.terms.len() + 2);
     all.push((step.q_weight, &*q));
     all.extend_from_slice(step.terms);
+    if let (Some((w, _)), Some(z)) = (step.noise, &z) {
+        all.push((w, z));
+    }
     x.linear_combination(Some(step.keep), &all, par)
 }
 

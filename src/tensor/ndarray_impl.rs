@@ -160,12 +160,31 @@ impl<E: NdElement, D: Dimension> SamplerTensor for Array<E, D> {
                     step.keep,
                     step.q_weight,
                     t,
+                    step.noise.as_ref(),
                     par,
                 )
             }),
             _ => false,
         };
         if !fused {
+            // The draw as a tensor of this element type: the values a fill would have given.
+            let z = match &step.noise {
+                Some((_, draw)) => {
+                    let mut z = Array::<E, D>::zeros(shape.clone());
+                    draw.fill(z.as_slice_mut().expect("standard layout"), 0);
+                    Some(z)
+                }
+                None => None,
+            };
+            let mut terms = step.terms.to_vec();
+            if let (Some((w, _)), Some(z)) = (step.noise, &z) {
+                terms.push((w, z));
+            }
+            let step = FusedStep {
+                terms: &terms,
+                noise: None,
+                ..step
+            };
             convert_then_step(self, q, step, par)?;
         }
         Ok(())
@@ -301,6 +320,7 @@ mod tests {
             keep: 1.0,
             q_weight: 1.0,
             terms: &[],
+            noise: None,
         };
         x.convert_and_step(&mut q, step, SEQ).unwrap();
         assert_eq!(

@@ -17,6 +17,85 @@ use crate::error::{Error, Result};
 pub trait NoiseSource<T> {
     /// Overwrites every element of `out` with a fresh standard-normal draw.
     fn fill_standard_normal(&mut self, out: &mut T, par: Parallelism) -> Result<()>;
+
+    /// The next draw for a tensor of `shape` as a [`CounterDraw`], which a step kernel
+    /// generates where it uses it instead of reading a filled tensor; the source advances
+    /// exactly as [`fill_standard_normal`](Self::fill_standard_normal) would, and the kernel
+    /// sees exactly the values that fill would have written. `None` (the default) when the
+    /// source is not counter-based for `T`: the sampler then fills a tensor.
+    fn counter_draw(&mut self, shape: &[usize]) -> Result<Option<CounterDraw<'_>>> {
+        let _ = shape;
+        Ok(None)
+    }
+}
+
+/// One draw of [`PhiloxNoise`] handed to a step kernel (`docs/math.md` §8.2): every element is
+/// a pure function of its position, so the kernel generates each block of noise just before
+/// it uses it, and the draw never travels through memory. Built by
+/// [`NoiseSource::counter_draw`]; carried by [`FusedStep`](crate::tensor::FusedStep).
+#[derive(Debug, Clone, Copy)]
+pub struct CounterDraw<'a> {
+    keys: &'a Keys,
+    normals_draw: u32,
+    sample_len: usize,
+}
+
+impl CounterDraw<'_> {
+    /// Elements per sample (the product of the shape after the batch axis).
+    pub fn sample_len(&self) -> usize {
+        self.sample_len
+    }
+
+    /// Writes elements `first .. first + out.len()` of the draw (row-major over the whole
+    /// batch) into `out`, in `f64`: the values [`PhiloxNoise`] fills into `f64` tensors.
+    pub fn fill_f64(&self, out: &mut [f64], first: usize) {
+        self.fill(out, first)
+    }
+
+    /// As [`fill_f64`](Self::fill_f64) in `f32`: the values [`PhiloxNoise`] fills into `f32`
+    /// tensors.
+    pub fn fill_f32(&self, out: &mut [f32], first: usize) {
+        self.fill(out, first)
+    }
+
+    pub(crate) fn fill<E: NdElement>(&self, out: &mut [E], first: usize) {
+        let per = self.sample_len.max(1);
+        let mut pos = 0;
+        while pos < out.len() {
+            let g = first + pos;
+            let (b, j) = (g / per, g % per);
+            let len = (per - j).min(out.len() - pos);
+            let (key, stream) = stream_of(self.keys, b);
+            let seg = &mut out[pos..pos + len];
+            // A start inside a Philox block: generate the block, keep its tail.
+            let skip = j % 4;
+            let head = if skip == 0 { 0 } else { (4 - skip).min(len) };
+            if head > 0 {
+                let mut block = [E::zero(); 4];
+                E::fill_normals(&mut block, (j / 4) as u32, stream, self.normals_draw, key);
+                seg[..head].copy_from_slice(&block[skip..skip + head]);
+            }
+            if head < len {
+                let first_block = (j + head) / 4;
+                E::fill_normals(
+                    &mut seg[head..],
+                    first_block as u32,
+                    stream,
+                    self.normals_draw,
+                    key,
+                );
+            }
+            pos += len;
+        }
+    }
+}
+
+/// The key and stream word of sample `b`.
+fn stream_of(keys: &Keys, b: usize) -> ([u32; 2], u32) {
+    match keys {
+        Keys::Shared(seed) => (key_of(*seed), b as u32),
+        Keys::PerSample(seeds) => (key_of(seeds[b]), 0),
+    }
 }
 
 /// No noise at all: for passes that draw none (an ODE sampler given a start state). A
@@ -254,24 +333,12 @@ impl PhiloxNoise {
         par: Parallelism,
     ) -> Result<()> {
         let batch = batch.max(1);
-        if let Keys::PerSample(seeds) = &self.keys {
-            if seeds.len() != batch {
-                return Err(Error::ShapeMismatch {
-                    what: "per-sample noise seeds (one per batch element)",
-                    expected: vec![batch],
-                    found: vec![seeds.len()],
-                });
-            }
-        }
+        self.check_batch(batch)?;
         let per = out.len() / batch;
         let (draw, keys) = (self.draw, &self.keys);
-        let stream = |b: usize| match keys {
-            Keys::Shared(seed) => (key_of(*seed), b as u32),
-            Keys::PerSample(seeds) => (key_of(seeds[b]), 0),
-        };
         // Fills `part`, whose first element is element `4·first_block` of sample `b`.
         let fill_part = |b: usize, first_block: usize, part: &mut [E]| {
-            let (key, sb) = stream(b);
+            let (key, sb) = stream_of(keys, b);
             E::fill_normals(part, first_block as u32, sb, draw, key);
         };
         if per > 0 {
@@ -295,6 +362,20 @@ impl PhiloxNoise {
     }
 }
 
+impl PhiloxNoise {
+    /// Per-sample seeds need one seed per batch element.
+    fn check_batch(&self, batch: usize) -> Result<()> {
+        match &self.keys {
+            Keys::PerSample(seeds) if seeds.len() != batch => Err(Error::ShapeMismatch {
+                what: "per-sample noise seeds (one per batch element)",
+                expected: vec![batch],
+                found: vec![seeds.len()],
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
 impl<E: NdElement, D: Dimension> NoiseSource<Array<E, D>> for PhiloxNoise {
     fn fill_standard_normal(&mut self, out: &mut Array<E, D>, par: Parallelism) -> Result<()> {
         if !out.is_standard_layout() {
@@ -302,6 +383,19 @@ impl<E: NdElement, D: Dimension> NoiseSource<Array<E, D>> for PhiloxNoise {
         }
         let batch = super::batch_size(out);
         self.fill_slice(out.as_slice_mut().expect("standard layout"), batch, par)
+    }
+
+    fn counter_draw(&mut self, shape: &[usize]) -> Result<Option<CounterDraw<'_>>> {
+        let batch = shape.first().copied().unwrap_or(1).max(1);
+        self.check_batch(batch)?;
+        let n: usize = shape.iter().product();
+        let draw = self.draw;
+        self.draw = self.draw.wrapping_add(1);
+        Ok(Some(CounterDraw {
+            keys: &self.keys,
+            normals_draw: draw,
+            sample_len: n / batch,
+        }))
     }
 }
 

@@ -1,9 +1,14 @@
 //! Philox blocks to standard normals (Box–Muller), in bulk.
 //!
-//! `f64` output uses the standard library's `ln`, `sqrt` and `sin_cos`. `f32` output runs
-//! eight Philox blocks side by side and evaluates the transform in `f32` with polynomial
-//! `ln`, `sin` and `cos` (absolute error below 2e-6 on the normals), so the whole
-//! pipeline vectorizes inside `pulp`'s runtime-dispatched SIMD context.
+//! `f64` output uses the standard library's `ln`, `sqrt` and `sin_cos`. `f32` output evaluates
+//! the transform in `f32` with polynomial `ln`, `sin` and `cos` (absolute error below 2e-6 on
+//! the normals), written once as explicit SIMD over `pulp`'s portable vector types: one
+//! Philox block per vector lane (8 with AVX2, 16 with AVX-512, 1 on the scalar fallback), the
+//! words of the block's two Box–Muller pairs in four vectors, so nothing is shuffled until the
+//! normals are stored. Every lane computes exactly the IEEE operations of the per-block
+//! reference in the tests (`reference`), so the stream's bits do not depend on the SIMD width.
+
+use pulp::Simd;
 
 use super::philox::philox4x32_10;
 
@@ -32,125 +37,187 @@ pub(crate) fn fill_f64(out: &mut [f64], first_block: u32, stream: u32, draw: u32
     }
 }
 
-const LANES: usize = 8;
-const M0: u64 = 0xD251_1F53;
-const M1: u64 = 0xCD9E_8D57;
+const M0: u32 = 0xD251_1F53;
+const M1: u32 = 0xCD9E_8D57;
 const W0: u32 = 0x9E37_79B9;
 const W1: u32 = 0xBB67_AE85;
+/// 2⁻²⁴: uniforms from the top 24 bits of a word (exact in `f32`).
+const SCALE24: f32 = 1.0 / 16_777_216.0;
 
-/// Philox4x32-10 on `LANES` counters at once (word `k` of lane `l` in `c[k][l]`).
+/// Philox4x32-10 on one block per lane: word `k` of every lane's block in `c[k]`.
 #[inline(always)]
-fn philox_lanes(c: &mut [[u32; LANES]; 4], key: [u32; 2]) {
+fn philox<S: Simd>(s: S, mut c: [S::u32s; 4], key: [u32; 2]) -> [S::u32s; 4] {
+    let (m0, m1) = (s.splat_u32s(M0), s.splat_u32s(M1));
     let (mut k0, mut k1) = (key[0], key[1]);
     for round in 0..10 {
         if round > 0 {
             k0 = k0.wrapping_add(W0);
             k1 = k1.wrapping_add(W1);
         }
-        #[allow(clippy::needless_range_loop)] // lanes of four word arrays, vectorized together
-        for l in 0..LANES {
-            let p0 = M0 * c[0][l] as u64;
-            let p1 = M1 * c[2][l] as u64;
-            let n0 = (p1 >> 32) as u32 ^ c[1][l] ^ k0;
-            let n2 = (p0 >> 32) as u32 ^ c[3][l] ^ k1;
-            c[0][l] = n0;
-            c[1][l] = p1 as u32;
-            c[2][l] = n2;
-            c[3][l] = p0 as u32;
-        }
+        let (lo0, hi0) = s.widening_mul_u32s(m0, c[0]);
+        let (lo1, hi1) = s.widening_mul_u32s(m1, c[2]);
+        c = [
+            s.xor_u32s(s.xor_u32s(hi1, c[1]), s.splat_u32s(k0)),
+            lo1,
+            s.xor_u32s(s.xor_u32s(hi0, c[3]), s.splat_u32s(k1)),
+            lo0,
+        ];
     }
+    c
 }
 
-/// `ln(u)` for `u > 0` (normal floats): exponent plus an odd series in `(m−1)/(m+1)`, with the
-/// mantissa centred on 1. Branch-free, so it vectorizes.
+/// `n < 2²³` as `f32`, exactly (through the bits of `2²³ + n`: `pulp`'s portable set has no
+/// integer-to-float conversion).
 #[inline(always)]
-fn ln_f32(u: f32) -> f32 {
-    let bits = u.to_bits();
-    let e = ((bits >> 23) & 0xff) as i32 - 127;
-    let m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000);
-    // m ∈ [1, 2) → [0.707, 1.414): halve it above √2 and bump the exponent.
-    let big = (m > std::f32::consts::SQRT_2) as i32;
-    let m = m * (1.0 - 0.5 * big as f32);
-    let e = (e + big) as f32;
-    let t = (m - 1.0) / (m + 1.0);
-    let t2 = t * t;
-    let series = t * (2.0 + t2 * (2.0 / 3.0 + t2 * (0.4 + t2 * (2.0 / 7.0 + t2 * (2.0 / 9.0)))));
-    e * std::f32::consts::LN_2 + series
+fn small_to_f32<S: Simd>(s: S, n: S::u32s) -> S::f32s {
+    let biased = s.transmute_f32s_u32s(s.or_u32s(n, s.splat_u32s(0x4b00_0000)));
+    s.sub_f32s(biased, s.splat_f32s(8_388_608.0))
 }
 
-/// `(sin, cos)` of `2π·u` for `u ∈ [0, 1)`: quadrant reduction, Taylor polynomials on
-/// `[−π/4, π/4]`, branch-free quadrant fix-up.
+/// The top 24 bits of `w` as `f32`, exactly: two halves below 2²³, recombined exactly.
 #[inline(always)]
-fn sincos_turn_f32(u: f32) -> (f32, f32) {
-    let v = u * 4.0;
-    let vi = v as i32;
-    let q = vi & 3; // quadrant
-    let f = v - vi as f32; // [0, 1)
-    let p = (f - 0.5) * std::f32::consts::FRAC_PI_2; // [−π/4, π/4)
-    let p2 = p * p;
-    let s = p
-        * (1.0
-            + p2 * (-1.0 / 6.0
-                + p2 * (1.0 / 120.0 + p2 * (-1.0 / 5040.0 + p2 * (1.0 / 362_880.0)))));
-    let c = 1.0 + p2 * (-0.5 + p2 * (1.0 / 24.0 + p2 * (-1.0 / 720.0 + p2 * (1.0 / 40_320.0))));
-    // Angle within the quadrant is p + π/4.
-    let h = std::f32::consts::FRAC_1_SQRT_2;
-    let (sq, cq) = ((s + c) * h, (c - s) * h);
-    // Quadrant q rotates by q·π/2: 0: (s, c), 1: (c, −s), 2: (−s, −c), 3: (−c, s).
-    let swap = (q & 1) as f32;
-    let sign_s = 1.0 - 2.0 * ((q >> 1) & 1) as f32;
-    let sign_c = 1.0 - 2.0 * (((q >> 1) ^ q) & 1) as f32;
-    let so = sq + (cq - sq) * swap;
-    let co = cq + (sq - cq) * swap;
-    (sign_s * so, sign_c * co)
+fn top24_to_f32<S: Simd>(s: S, w: S::u32s) -> S::f32s {
+    let n = s.wrapping_dyn_shr_u32s(w, s.splat_u32s(8));
+    let half = small_to_f32(s, s.wrapping_dyn_shr_u32s(n, s.splat_u32s(1)));
+    let odd = small_to_f32(s, s.and_u32s(n, s.splat_u32s(1)));
+    s.add_f32s(s.add_f32s(half, half), odd)
 }
 
-const PAIRS: usize = 2 * LANES;
-
+/// 1.0 where `mask`, else 0.0.
 #[inline(always)]
-fn eight_blocks(
-    first_block: u32,
+fn indicator<S: Simd>(s: S, mask: S::m32s) -> S::f32s {
+    s.select_f32s(mask, s.splat_f32s(1.0), s.splat_f32s(0.0))
+}
+
+/// `ln(u)` for normal `u > 0`: the reference's `ln_f32`, operation for operation.
+#[inline(always)]
+fn ln<S: Simd>(s: S, u: S::f32s) -> S::f32s {
+    let bits = s.transmute_u32s_f32s(u);
+    let exponent = s.and_u32s(
+        s.wrapping_dyn_shr_u32s(bits, s.splat_u32s(23)),
+        s.splat_u32s(0xff),
+    );
+    let m = s.transmute_f32s_u32s(s.or_u32s(
+        s.and_u32s(bits, s.splat_u32s(0x007f_ffff)),
+        s.splat_u32s(0x3f80_0000),
+    ));
+    let big = s.greater_than_f32s(m, s.splat_f32s(std::f32::consts::SQRT_2));
+    // m·(1 − ½·big): m·0.5 or m·1.0, both exact.
+    let m = s.mul_f32s(m, s.select_f32s(big, s.splat_f32s(0.5), s.splat_f32s(1.0)));
+    // (exponent − 127 + big) as f32, exactly.
+    let big_u = s.select_u32s(big, s.splat_u32s(1), s.splat_u32s(0));
+    let e = s.sub_f32s(
+        small_to_f32(s, s.add_u32s(exponent, big_u)),
+        s.splat_f32s(127.0),
+    );
+    let one = s.splat_f32s(1.0);
+    let t = s.div_f32s(s.sub_f32s(m, one), s.add_f32s(m, one));
+    let t2 = s.mul_f32s(t, t);
+    let c = |v: f32| s.splat_f32s(v);
+    let series = s.add_f32s(c(2.0 / 7.0), s.mul_f32s(t2, c(2.0 / 9.0)));
+    let series = s.add_f32s(c(0.4), s.mul_f32s(t2, series));
+    let series = s.add_f32s(c(2.0 / 3.0), s.mul_f32s(t2, series));
+    let series = s.add_f32s(c(2.0), s.mul_f32s(t2, series));
+    let series = s.mul_f32s(t, series);
+    s.add_f32s(s.mul_f32s(e, c(std::f32::consts::LN_2)), series)
+}
+
+/// `(sin, cos)` of `2π·u` for `u ∈ [0, 1)`: the reference's `sincos_turn_f32`, operation for
+/// operation (the quadrant from three compares instead of a truncating conversion).
+#[inline(always)]
+fn sincos_turn<S: Simd>(s: S, u: S::f32s) -> (S::f32s, S::f32s) {
+    let c = |v: f32| s.splat_f32s(v);
+    let v = s.mul_f32s(u, c(4.0));
+    let ge = |k: f32| s.greater_than_or_equal_f32s(v, c(k));
+    let (q1, q2, q3) = (ge(1.0), ge(2.0), ge(3.0));
+    let quadrant = s.add_f32s(
+        s.add_f32s(indicator(s, q1), indicator(s, q2)),
+        indicator(s, q3),
+    );
+    let f = s.sub_f32s(v, quadrant);
+    let p = s.mul_f32s(s.sub_f32s(f, c(0.5)), c(std::f32::consts::FRAC_PI_2));
+    let p2 = s.mul_f32s(p, p);
+    let poly = |coeffs: [f32; 5]| {
+        let mut acc = c(coeffs[4]);
+        for &k in coeffs[..4].iter().rev() {
+            acc = s.add_f32s(c(k), s.mul_f32s(p2, acc));
+        }
+        acc
+    };
+    let sin = s.mul_f32s(
+        p,
+        poly([1.0, -1.0 / 6.0, 1.0 / 120.0, -1.0 / 5040.0, 1.0 / 362_880.0]),
+    );
+    let cos = poly([1.0, -0.5, 1.0 / 24.0, -1.0 / 720.0, 1.0 / 40_320.0]);
+    let h = c(std::f32::consts::FRAC_1_SQRT_2);
+    let (sq, cq) = (
+        s.mul_f32s(s.add_f32s(sin, cos), h),
+        s.mul_f32s(s.sub_f32s(cos, sin), h),
+    );
+    // q = 0: (s, c), 1: (c, −s), 2: (−s, −c), 3: (−c, s); swap when q is odd, sin negative
+    // when q ≥ 2, cos negative when q ∈ {1, 2}.
+    let swap = s.sub_f32s(
+        indicator(s, q1),
+        s.sub_f32s(indicator(s, q2), indicator(s, q3)),
+    );
+    let sign_s = s.sub_f32s(c(1.0), s.mul_f32s(c(2.0), indicator(s, q2)));
+    let sign_c = s.sub_f32s(
+        c(1.0),
+        s.mul_f32s(c(2.0), s.sub_f32s(indicator(s, q1), indicator(s, q3))),
+    );
+    let so = s.add_f32s(sq, s.mul_f32s(s.sub_f32s(cq, sq), swap));
+    let co = s.add_f32s(cq, s.mul_f32s(s.sub_f32s(sq, cq), swap));
+    (s.mul_f32s(sign_s, so), s.mul_f32s(sign_c, co))
+}
+
+/// The Box–Muller pair of words `(a, b)` in every lane: `(r cos 2πu₂, r sin 2πu₂)`.
+#[inline(always)]
+fn pair<S: Simd>(s: S, a: S::u32s, b: S::u32s) -> (S::f32s, S::f32s) {
+    let u1 = s.mul_f32s(
+        s.add_f32s(top24_to_f32(s, a), s.splat_f32s(0.5)),
+        s.splat_f32s(SCALE24),
+    );
+    let u2 = s.mul_f32s(top24_to_f32(s, b), s.splat_f32s(SCALE24));
+    let r = s.sqrt_f32s(s.mul_f32s(s.splat_f32s(-2.0), ln(s, u1)));
+    let (sin, cos) = sincos_turn(s, u2);
+    (s.mul_f32s(r, cos), s.mul_f32s(r, sin))
+}
+
+/// Lanes of the widest vector any dispatch level uses (AVX-512: 16 `f32`).
+const MAX_LANES: usize = 16;
+
+/// The normals of blocks `first, first + 1, …, first + lanes − 1` (`lanes` = the vector's
+/// width), block by block into `out` (`4·lanes` long).
+#[inline(always)]
+fn group<S: Simd>(
+    s: S,
+    iota: S::u32s,
+    first: u32,
     stream: u32,
     draw: u32,
     key: [u32; 2],
-    out: &mut [f32; 4 * LANES],
+    out: &mut [f32],
 ) {
-    let mut c = [[0u32; LANES]; 4];
-    for (l, w) in c[0].iter_mut().enumerate() {
-        *w = first_block.wrapping_add(l as u32);
+    let lanes = S::F32_LANES;
+    let counters = [
+        s.add_u32s(s.splat_u32s(first), iota),
+        s.splat_u32s(stream),
+        s.splat_u32s(draw),
+        s.splat_u32s(0),
+    ];
+    let w = philox(s, counters, key);
+    let (z0, z1) = pair(s, w[0], w[1]);
+    let (z2, z3) = pair(s, w[2], w[3]);
+    let mut rows = [[0f32; MAX_LANES]; 4];
+    for (row, z) in rows.iter_mut().zip([z0, z1, z2, z3]) {
+        s.partial_store_f32s(&mut row[..lanes], z);
     }
-    c[1] = [stream; LANES];
-    c[2] = [draw; LANES];
-    philox_lanes(&mut c, key);
-    // Pair p = 2·lane + j uses words (2j, 2j+1) of its lane.
-    let mut a = [0u32; PAIRS];
-    let mut b = [0u32; PAIRS];
-    for l in 0..LANES {
-        a[2 * l] = c[0][l];
-        b[2 * l] = c[1][l];
-        a[2 * l + 1] = c[2][l];
-        b[2 * l + 1] = c[3][l];
-    }
-    const SCALE24: f32 = 1.0 / 16_777_216.0;
-    let mut zc = [0f32; PAIRS];
-    let mut zs = [0f32; PAIRS];
-    for p in 0..PAIRS {
-        // Top 24 bits: exact in f32; u₁ ∈ (0, 1), u₂ ∈ [0, 1).
-        let u1 = ((a[p] >> 8) as i32 as f32 + 0.5) * SCALE24;
-        let u2 = (b[p] >> 8) as i32 as f32 * SCALE24;
-        let r = (-2.0 * ln_f32(u1)).sqrt();
-        let (s, co) = sincos_turn_f32(u2);
-        zc[p] = r * co;
-        zs[p] = r * s;
-    }
-    for p in 0..PAIRS {
-        out[2 * p] = zc[p];
-        out[2 * p + 1] = zs[p];
+    for (l, block) in out.chunks_exact_mut(4).enumerate() {
+        block.copy_from_slice(&[rows[0][l], rows[1][l], rows[2][l], rows[3][l]]);
     }
 }
 
-/// The bulk f32 fill as a `pulp` operation, so its body is compiled for the detected SIMD
-/// level.
+/// The bulk `f32` fill as a `pulp` operation, compiled for the detected SIMD level.
 struct FillF32<'a> {
     out: &'a mut [f32],
     first_block: u32,
@@ -162,12 +229,27 @@ struct FillF32<'a> {
 impl pulp::WithSimd for FillF32<'_> {
     type Output = ();
     #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _simd: S) {
-        let mut buf = [0f32; 4 * LANES];
-        for (g, chunk) in self.out.chunks_mut(4 * LANES).enumerate() {
-            let first = self.first_block.wrapping_add((g * LANES) as u32);
-            eight_blocks(first, self.stream, self.draw, self.key, &mut buf);
-            chunk.copy_from_slice(&buf[..chunk.len()]);
+    fn with_simd<S: Simd>(self, s: S) {
+        let lanes = S::F32_LANES;
+        debug_assert!(lanes <= MAX_LANES);
+        let mut iota = [0u32; MAX_LANES];
+        for (l, v) in iota.iter_mut().enumerate() {
+            *v = l as u32;
+        }
+        let iota = s.partial_load_u32s(&iota[..lanes]);
+        let mut chunks = self.out.chunks_exact_mut(4 * lanes);
+        let mut block = self.first_block;
+        for chunk in &mut chunks {
+            group(s, iota, block, self.stream, self.draw, self.key, chunk);
+            block = block.wrapping_add(lanes as u32);
+        }
+        // The last blocks one at a time, with the same operations on one lane.
+        let scalar = pulp::Scalar::new();
+        for part in chunks.into_remainder().chunks_mut(4) {
+            let mut z = [0f32; 4];
+            group(scalar, 0, block, self.stream, self.draw, self.key, &mut z);
+            part.copy_from_slice(&z[..part.len()]);
+            block = block.wrapping_add(1);
         }
     }
 }
@@ -182,9 +264,132 @@ pub(crate) fn fill_f32(out: &mut [f32], first_block: u32, stream: u32, draw: u32
     });
 }
 
+/// The `f32` transform written per block, one lane at a time: the definition the SIMD code
+/// above reproduces bit for bit (checked in the tests).
+#[cfg(test)]
+mod reference {
+    pub(super) const LANES: usize = 8;
+    const M0: u64 = super::M0 as u64;
+    const M1: u64 = super::M1 as u64;
+    use super::{W0, W1};
+
+    /// Philox4x32-10 on `LANES` counters at once (word `k` of lane `l` in `c[k][l]`).
+    #[inline(always)]
+    fn philox_lanes(c: &mut [[u32; LANES]; 4], key: [u32; 2]) {
+        let (mut k0, mut k1) = (key[0], key[1]);
+        for round in 0..10 {
+            if round > 0 {
+                k0 = k0.wrapping_add(W0);
+                k1 = k1.wrapping_add(W1);
+            }
+            #[allow(clippy::needless_range_loop)] // lanes of four word arrays, vectorized together
+            for l in 0..LANES {
+                let p0 = M0 * c[0][l] as u64;
+                let p1 = M1 * c[2][l] as u64;
+                let n0 = (p1 >> 32) as u32 ^ c[1][l] ^ k0;
+                let n2 = (p0 >> 32) as u32 ^ c[3][l] ^ k1;
+                c[0][l] = n0;
+                c[1][l] = p1 as u32;
+                c[2][l] = n2;
+                c[3][l] = p0 as u32;
+            }
+        }
+    }
+
+    /// `ln(u)` for `u > 0` (normal floats): exponent plus an odd series in `(m−1)/(m+1)`, with the
+    /// mantissa centred on 1. Branch-free, so it vectorizes.
+    #[inline(always)]
+    pub(super) fn ln_f32(u: f32) -> f32 {
+        let bits = u.to_bits();
+        let e = ((bits >> 23) & 0xff) as i32 - 127;
+        let m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000);
+        // m ∈ [1, 2) → [0.707, 1.414): halve it above √2 and bump the exponent.
+        let big = (m > std::f32::consts::SQRT_2) as i32;
+        let m = m * (1.0 - 0.5 * big as f32);
+        let e = (e + big) as f32;
+        let t = (m - 1.0) / (m + 1.0);
+        let t2 = t * t;
+        let series =
+            t * (2.0 + t2 * (2.0 / 3.0 + t2 * (0.4 + t2 * (2.0 / 7.0 + t2 * (2.0 / 9.0)))));
+        e * std::f32::consts::LN_2 + series
+    }
+
+    /// `(sin, cos)` of `2π·u` for `u ∈ [0, 1)`: quadrant reduction, Taylor polynomials on
+    /// `[−π/4, π/4]`, branch-free quadrant fix-up.
+    #[inline(always)]
+    pub(super) fn sincos_turn_f32(u: f32) -> (f32, f32) {
+        let v = u * 4.0;
+        let vi = v as i32;
+        let q = vi & 3; // quadrant
+        let f = v - vi as f32; // [0, 1)
+        let p = (f - 0.5) * std::f32::consts::FRAC_PI_2; // [−π/4, π/4)
+        let p2 = p * p;
+        let s = p
+            * (1.0
+                + p2 * (-1.0 / 6.0
+                    + p2 * (1.0 / 120.0 + p2 * (-1.0 / 5040.0 + p2 * (1.0 / 362_880.0)))));
+        let c = 1.0 + p2 * (-0.5 + p2 * (1.0 / 24.0 + p2 * (-1.0 / 720.0 + p2 * (1.0 / 40_320.0))));
+        // Angle within the quadrant is p + π/4.
+        let h = std::f32::consts::FRAC_1_SQRT_2;
+        let (sq, cq) = ((s + c) * h, (c - s) * h);
+        // Quadrant q rotates by q·π/2: 0: (s, c), 1: (c, −s), 2: (−s, −c), 3: (−c, s).
+        let swap = (q & 1) as f32;
+        let sign_s = 1.0 - 2.0 * ((q >> 1) & 1) as f32;
+        let sign_c = 1.0 - 2.0 * (((q >> 1) ^ q) & 1) as f32;
+        let so = sq + (cq - sq) * swap;
+        let co = cq + (sq - cq) * swap;
+        (sign_s * so, sign_c * co)
+    }
+
+    const PAIRS: usize = 2 * LANES;
+
+    #[inline(always)]
+    pub(super) fn eight_blocks(
+        first_block: u32,
+        stream: u32,
+        draw: u32,
+        key: [u32; 2],
+        out: &mut [f32; 4 * LANES],
+    ) {
+        let mut c = [[0u32; LANES]; 4];
+        for (l, w) in c[0].iter_mut().enumerate() {
+            *w = first_block.wrapping_add(l as u32);
+        }
+        c[1] = [stream; LANES];
+        c[2] = [draw; LANES];
+        philox_lanes(&mut c, key);
+        // Pair p = 2·lane + j uses words (2j, 2j+1) of its lane.
+        let mut a = [0u32; PAIRS];
+        let mut b = [0u32; PAIRS];
+        for l in 0..LANES {
+            a[2 * l] = c[0][l];
+            b[2 * l] = c[1][l];
+            a[2 * l + 1] = c[2][l];
+            b[2 * l + 1] = c[3][l];
+        }
+        const SCALE24: f32 = 1.0 / 16_777_216.0;
+        let mut zc = [0f32; PAIRS];
+        let mut zs = [0f32; PAIRS];
+        for p in 0..PAIRS {
+            // Top 24 bits: exact in f32; u₁ ∈ (0, 1), u₂ ∈ [0, 1).
+            let u1 = ((a[p] >> 8) as i32 as f32 + 0.5) * SCALE24;
+            let u2 = (b[p] >> 8) as i32 as f32 * SCALE24;
+            let r = (-2.0 * ln_f32(u1)).sqrt();
+            let (s, co) = sincos_turn_f32(u2);
+            zc[p] = r * co;
+            zs[p] = r * s;
+        }
+        for p in 0..PAIRS {
+            out[2 * p] = zc[p];
+            out[2 * p + 1] = zs[p];
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use reference::{LANES, eight_blocks, ln_f32, sincos_turn_f32};
 
     #[test]
     fn f32_ln_and_sincos_are_accurate() {
@@ -221,6 +426,40 @@ mod tests {
             // The uniforms differ by at most 2⁻²⁴ relative (u₁) / 2⁻²⁴ absolute (u₂).
             let tol = 1e-5 * (1.0 + y.abs()) + 4e-6 * y.abs().max(1.0).powi(2);
             assert!((*x as f64 - y).abs() < tol.max(2e-5), "{x} vs {y}");
+        }
+    }
+
+    /// The SIMD fill (at this CPU's dispatch level, and on `pulp`'s one-lane scalar level)
+    /// reproduces the per-block reference bit for bit, including the last partial blocks.
+    #[test]
+    fn simd_fill_is_the_reference_bit_for_bit() {
+        let key = [0x0bad_cafe, 0x1234_5678];
+        let (first, stream, draw) = (u32::MAX - 40, 3, 17); // crosses the counter's wrap
+        let n = 4 * LANES * 300 + 4 * 5 + 3;
+        let mut want = vec![0f32; n.div_ceil(4 * LANES) * 4 * LANES];
+        let mut buf = [0f32; 4 * LANES];
+        for (g, chunk) in want.chunks_mut(4 * LANES).enumerate() {
+            let block = first.wrapping_add((g * LANES) as u32);
+            eight_blocks(block, stream, draw, key, &mut buf);
+            chunk.copy_from_slice(&buf);
+        }
+        let mut got = vec![0f32; n];
+        fill_f32(&mut got, first, stream, draw, key);
+        let mut scalar = vec![0f32; n];
+        pulp::Scalar::new().vectorize(FillF32 {
+            out: &mut scalar,
+            first_block: first,
+            stream,
+            draw,
+            key,
+        });
+        for (i, ((g, s), w)) in got.iter().zip(&scalar).zip(&want).enumerate() {
+            assert_eq!(g.to_bits(), w.to_bits(), "element {i}: {g} vs {w}");
+            assert_eq!(
+                s.to_bits(),
+                w.to_bits(),
+                "element {i} (scalar level): {s} vs {w}"
+            );
         }
     }
 }
