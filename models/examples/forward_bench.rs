@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release -p mrsampler-models --example forward_bench -- ARCH SIZE [REPEATS] [BUDGET_MIB]
 //! cargo run --release -p mrsampler-models --example forward_bench -- depthwise
+//! cargo run --release -p mrsampler-models --example forward_bench -- product
 //! ```
 //!
 //! `ARCH` is `unet` (IR-SDE, nf 64, depth 4), `unet-deshadow` (nf 32, depth 5), `nafnet`
@@ -16,7 +17,9 @@
 //! that the peak belongs to it; `tools/torch_forward_bench.py` prints the same row for the
 //! upstream PyTorch module. `depthwise` times NAFNet's depthwise 3 × 3 convolution at the
 //! shapes of the released configuration, candle's grouped convolution against this crate's
-//! kernel.
+//! kernel. `product` times candle's CPU matrix product (the `gemm` crate) on the shape of a
+//! 3 × 3 convolution 192 → 128 channels at 128² in im2col form, `[128, 1728] · [1728, 16384]`,
+//! in GFLOPS.
 
 use std::time::Instant;
 
@@ -75,14 +78,41 @@ fn depthwise() {
     }
 }
 
+/// GFLOPS of candle's CPU matrix product on a convolution-shaped product (median of 9).
+fn product() {
+    let (m, k, n) = (128, 1728, 16384);
+    let a = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu).expect("a");
+    let b = Tensor::randn(0f32, 1.0, (k, n), &Device::Cpu).expect("b");
+    let _ = a.matmul(&b).expect("warm-up");
+    let mut times: Vec<f64> = (0..9)
+        .map(|_| {
+            let start = Instant::now();
+            let c = a.matmul(&b).expect("product");
+            drop(c);
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    let flops = 2.0 * (m * k * n) as f64;
+    println!(
+        "| candle matmul | [{m}, {k}] · [{k}, {n}] | {:.2} ms | {:.0} GFLOPS |",
+        times[4] * 1e3,
+        flops / times[4] / 1e9
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("depthwise") {
         depthwise();
         return;
     }
+    if args.first().map(String::as_str) == Some("product") {
+        product();
+        return;
+    }
     let usage = "usage: forward_bench unet|unet-deshadow|nafnet|daclip|daclip-encoder SIZE \
-                 [REPEATS] [BUDGET_MIB] | depthwise";
+                 [REPEATS] [BUDGET_MIB] | depthwise | product";
     let (arch, size) = match (
         args.first(),
         args.get(1).and_then(|s| s.parse::<usize>().ok()),

@@ -1,6 +1,7 @@
 //! The matrix products of the convolutions, `a [M, K] · b [K, N]`.
 //!
-//! By default candle's (the `gemm` crate's AVX2 kernels on the CPU). With the `openblas`
+//! By default candle's (the `gemm` crate's kernels on the CPU: AVX-512 where the CPU has it,
+//! through the `x86-v4` feature this crate turns on, else AVX2). With the `openblas`
 //! feature, CPU f32 products go to the system OpenBLAS through ndarray's BLAS support: on the
 //! dev machine its AVX-512 kernels run a convolution-shaped product at 2.4–2.9× the `gemm`
 //! crate's rate (`docs/benchmarks.md`). Other devices and dtypes always use candle's.
