@@ -5,9 +5,9 @@ bindings) and in PyTorch on one thread: the "pure-Rust inference engine" route o
     pip install torch tract onnx onnxscript einops
     python3 tools/tract_forward_bench.py IRSDE_CHECKOUT unet|nafnet SIZE [REPEATS]
 
-The upstream module (random weights, the released configuration, as in
-`tools/torch_forward_bench.py`) is exported to ONNX with PyTorch's TorchScript exporter at a
-fixed [1, 3, SIZE, SIZE] input, optimised by tract (`into_optimized`) and run; tract's Python
+The upstream module (the released configuration, every parameter random as in
+`tools/upstream_parity.py`) is exported to ONNX with PyTorch's TorchScript exporter at a
+fixed [1, 3, SIZE, SIZE] input, optimised by tract (`into_model`: analysed, decluttered and optimised) and run; tract's Python
 bindings run on one thread, so PyTorch is timed with one thread too (this crate's twin:
 `RAYON_NUM_THREADS=1 forward_bench ARCH SIZE`). Prints one table row per engine: median seconds
 of REPEATS forwards after a warm-up, and the largest difference between the two outputs.
@@ -24,7 +24,7 @@ import torch
 import tract
 
 sys.path.insert(0, str(Path(__file__).parent))
-from upstream_parity import load_modules  # noqa: E402
+from upstream_parity import load_modules, randomize  # noqa: E402
 
 # The released configurations (as in tools/torch_forward_bench.py).
 ARCHS = {
@@ -55,6 +55,9 @@ def main():
     cls, setting = ARCHS[a.arch]
     net = getattr(load_modules(a.upstream, "deraining"), cls)(**setting).eval()
     gen = torch.Generator().manual_seed(0)
+    # Every parameter random: upstream initialises the NAF blocks' residual scales to zero,
+    # and tract's optimiser would then remove the blocks it multiplies by zero.
+    randomize(net, gen)
     x = torch.randn(1, 3, a.size, a.size, generator=gen)
     mu = torch.randn(1, 3, a.size, a.size, generator=gen)
     t = torch.tensor([50.0])
@@ -65,14 +68,14 @@ def main():
             path = Path(d) / "net.onnx"
             torch.onnx.export(net, (x, mu, t), str(path), dynamo=False, opset_version=17,
                               input_names=["x", "mu", "t"], output_names=["out"])
-            model = tract.onnx().model_for_path(str(path)).into_optimized().into_runnable()
+            model = tract.onnx().load(str(path)).into_model().into_runnable()
     inputs = [x.numpy(), mu.numpy(), t.numpy()]
     got = model.run(inputs)[0].to_numpy()
     tract_s = median_time(lambda: model.run(inputs), a.repeats)
     diff = float(np.abs(got - want).max())
     print(f"| PyTorch {torch.__version__.split('+')[0]}, 1 thread | {a.arch} | {a.size}² | "
           f"{torch_s:.3f} | |")
-    print(f"| tract {tract.__version__ if hasattr(tract, '__version__') else ''}, 1 thread | "
+    print(f"| tract {tract.version()}, 1 thread | "
           f"{a.arch} | {a.size}² | {tract_s:.3f} | max abs diff to PyTorch {diff:.2e} |")
 
 
