@@ -13,14 +13,11 @@ use rayon::prelude::*;
 
 use crate::error::Result;
 
-/// Floats in one column-matrix chunk (4 MiB of f32): measured best of 2^18 to 2^24 for a
-/// 192 → 128 channel 3 × 3 convolution at 256² and 512² (87–88 GFLOPS on 2 cores; 16 MiB
-/// chunks reach 63–69).
-#[cfg(not(feature = "openblas"))]
-const CHUNK_FLOATS: usize = 1 << 20;
-/// With OpenBLAS, 16 MiB chunks: the IR-SDE U-Net at 256² took 5.3–5.4 s against 5.6–5.9 s
-/// with 4 MiB and 6.5–6.7 s with 1 or 64 MiB.
-#[cfg(feature = "openblas")]
+/// Floats in one column-matrix chunk (16 MiB of f32). Measured on the IR-SDE U-Net, 2 threads:
+/// with the `gemm` crate's AVX-512 products 4.90–4.95 s at 256² and 19.6 s at 512², against
+/// 5.50–5.56 and 24.1 s with 4 MiB chunks (best with its AVX2 products) and 4.91 / 20.3 s with
+/// 32 MiB; with OpenBLAS 5.3–5.4 s at 256² against 5.6–5.9 s with 4 MiB and 6.5–6.7 s with 1 or
+/// 64 MiB.
 const CHUNK_FLOATS: usize = 1 << 22;
 
 /// `x: [B, Cin, H, W]` convolved with `weight: [Cout, Cin, k, k]` (zero padding, no groups,
