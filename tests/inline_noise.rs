@@ -163,13 +163,17 @@ fn counter_draw_pieces_equal_the_fill() {
             break;
         }
         let end = (at + len).min(n);
-        draw.fill_f32(&mut pieces[at..end], at);
+        draw.fill_f32(&mut pieces[at..end], at).unwrap();
         at = end;
     }
     let want = filled.as_slice().unwrap();
     for (i, (p, w)) in pieces.iter().zip(want).enumerate() {
         assert_eq!(p.to_bits(), w.to_bits(), "element {i}");
     }
+    // A range past the draw's end is an error, not a panic.
+    assert_eq!(draw.len(), n);
+    assert!(draw.fill_f32(&mut [0.0; 4], n - 3).is_err());
+    assert!(draw.fill_f64(&mut [0.0; 1], usize::MAX).is_err());
     // Per-sample seeds must match the batch.
     let mut wrong = PhiloxNoise::per_sample(vec![1, 2]);
     assert!(NoiseSource::<ArrayD<f32>>::counter_draw(&mut wrong, &shape).is_err());

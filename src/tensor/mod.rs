@@ -195,7 +195,7 @@ pub(crate) fn convert_then_step<T: SamplerTensor>(
         Some((_, draw)) => {
             let shape = shape(x);
             let mut host = vec![0f64; shape.iter().product()];
-            draw.fill_f64(&mut host, 0);
+            draw.fill_f64(&mut host, 0)?;
             Some(x.new_from_host(&shape, &host)?)
         }
         None => None,

@@ -38,6 +38,7 @@ pub struct CounterDraw<'a> {
     keys: &'a Keys,
     normals_draw: u32,
     sample_len: usize,
+    len: usize,
 }
 
 impl CounterDraw<'_> {
@@ -46,18 +47,51 @@ impl CounterDraw<'_> {
         self.sample_len
     }
 
+    /// Elements in the whole draw (the batch times [`sample_len`](Self::sample_len)).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the draw has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// Writes elements `first .. first + out.len()` of the draw (row-major over the whole
     /// batch) into `out`, in `f64`: the values [`PhiloxNoise`] fills into `f64` tensors.
-    pub fn fill_f64(&self, out: &mut [f64], first: usize) {
-        self.fill(out, first)
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] when the range ends past the draw's [`len`](Self::len).
+    pub fn fill_f64(&self, out: &mut [f64], first: usize) -> Result<()> {
+        self.check_range(first, out.len())?;
+        self.fill(out, first);
+        Ok(())
     }
 
     /// As [`fill_f64`](Self::fill_f64) in `f32`: the values [`PhiloxNoise`] fills into `f32`
     /// tensors.
-    pub fn fill_f32(&self, out: &mut [f32], first: usize) {
-        self.fill(out, first)
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] when the range ends past the draw's [`len`](Self::len).
+    pub fn fill_f32(&self, out: &mut [f32], first: usize) -> Result<()> {
+        self.check_range(first, out.len())?;
+        self.fill(out, first);
+        Ok(())
     }
 
+    fn check_range(&self, first: usize, count: usize) -> Result<()> {
+        match first.checked_add(count) {
+            Some(end) if end <= self.len => Ok(()),
+            _ => Err(Error::ShapeMismatch {
+                what: "counter draw range (first element + count, at most the draw's length)",
+                expected: vec![self.len],
+                found: vec![first.saturating_add(count)],
+            }),
+        }
+    }
+
+    /// [`fill_f64`](Self::fill_f64) / [`fill_f32`](Self::fill_f32) for a range known to lie
+    /// inside the draw.
     pub(crate) fn fill<E: NdElement>(&self, out: &mut [E], first: usize) {
         let per = self.sample_len.max(1);
         let mut pos = 0;
@@ -395,6 +429,7 @@ impl<E: NdElement, D: Dimension> NoiseSource<Array<E, D>> for PhiloxNoise {
             keys: &self.keys,
             normals_draw: draw,
             sample_len: n / batch,
+            len: n,
         }))
     }
 }
