@@ -148,19 +148,9 @@ impl CustomOp1 for Op {
 
 #[cfg(test)]
 mod tests {
+    use super::super::max_abs_diff;
     use super::*;
     use candle_core::Device;
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
 
     #[test]
     fn layer_norm_equals_the_composed_form() {
@@ -177,7 +167,7 @@ mod tests {
             .broadcast_mul(&g)
             .unwrap();
         let got = channel_layer_norm(&x, &g, 1e-5).unwrap().unwrap();
-        assert!(max_diff(&got, &want) < 1e-5);
+        assert!(max_abs_diff(&got, &want) < 1e-5);
     }
 
     #[test]
@@ -192,7 +182,7 @@ mod tests {
             // errors are bounded by n·ε relative to the largest output.
             let n = x.dim(axis).unwrap() as f32;
             let top: f32 = want.max_all().unwrap().to_scalar().unwrap();
-            let d = max_diff(&got, &want);
+            let d = max_abs_diff(&got, &want);
             assert!(d <= n * f32::EPSILON * top, "axis {axis}: {d}");
         }
     }

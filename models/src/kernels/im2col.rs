@@ -152,15 +152,7 @@ mod tests {
             let want = x.conv2d(&wt, pad, stride, 1, 1).unwrap();
             let got = super::conv2d(&x, &wt, stride, pad).unwrap();
             assert_eq!(got.dims(), want.dims());
-            let max = |t: &Tensor| {
-                t.abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap()
-            };
-            let err = max(&(got - &want).unwrap()) / max(&want);
+            let err = super::super::max_abs_diff(&got, &want) / super::super::max_abs(&want);
             assert!(err < 1e-6, "{:?} k{k} s{stride} p{pad}: {err}", x.dims());
         }
     }
@@ -173,7 +165,6 @@ mod tests {
         let wt = Tensor::randn(0f32, 1f32, (2, 3, 3, 3), &dev).unwrap();
         let want = x.conv2d(&wt, 1, 1, 1, 1).unwrap();
         let got = super::conv2d(&x, &wt, 1, 1).unwrap();
-        let err = (got - &want).unwrap().abs().unwrap().max_all().unwrap();
-        assert!(err.to_scalar::<f32>().unwrap() < 1e-5);
+        assert!(super::super::max_abs_diff(&got, &want) < 1e-5);
     }
 }

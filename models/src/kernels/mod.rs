@@ -15,3 +15,15 @@ pub use depthwise::conv3x3 as depthwise_conv3x3;
 pub(crate) use im2col::conv2d;
 pub(crate) use matmul::matmul;
 pub(crate) use softmax::scaled_softmax_last;
+
+/// `max |t|` over all elements of an `f32` tensor (the kernels' tests).
+#[cfg(test)]
+pub(crate) fn max_abs(t: &candle_core::Tensor) -> f32 {
+    t.abs().unwrap().max_all().unwrap().to_scalar().unwrap()
+}
+
+/// `max |a − b|` over all elements of two `f32` tensors (the kernels' tests).
+#[cfg(test)]
+pub(crate) fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    max_abs(&(a - b).unwrap())
+}

@@ -75,14 +75,7 @@ mod tests {
         let x = Tensor::randn(0f32, 3f32, (2, 3, 5, 77), &Device::Cpu).unwrap();
         let fused = scaled_softmax_last(&x, 0.7).unwrap();
         let composed = blocks::composed_softmax(&(&x * 0.7).unwrap(), 3).unwrap();
-        let d: f32 = (fused - &composed)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let d = super::super::max_abs_diff(&fused, &composed);
         // Sums of 77 f32 terms in different orders: within 77·ε of the largest output.
         let top: f32 = composed.max_all().unwrap().to_scalar().unwrap();
         assert!(d <= 77.0 * f32::EPSILON * top, "{d}");
