@@ -19,6 +19,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use mrsampler::schedule::{IrSdeSchedule, Schedule};
 use mrsampler::{CoupledNoise, NoiseSource, PhiloxNoise, Plan, StepView};
 
+use crate::classical::Classical;
 use crate::images::{self, Picture};
 use crate::metrics::{gradient_energy_ratio, mean_sd, psnr, ssim};
 use crate::sampling::{ASSETS, Configured, Model, ModelArgs, SamplerSpec, shipped};
@@ -76,9 +77,32 @@ pub struct EvalArgs {
     /// Most samples (images × seeds) per network call.
     #[arg(long, default_value_t = 18)]
     batch: usize,
+    /// Classical denoisers' rows (Gaussian blur, total variation, non-local means), each
+    /// with its parameter chosen on `--classical-val`: `auto` prints them for the shipped set
+    /// (Gaussian noise of σ = `--noise-sigma`), `on` and `off` always and never.
+    #[arg(long, value_enum, default_value = "auto")]
+    classical: ClassicalRows,
+    /// Folder with `gt/` and `degraded/` on which the classical denoisers' parameters are
+    /// chosen. Default: the shipped validation set.
+    #[arg(long)]
+    classical_val: Option<PathBuf>,
+    /// The noise level non-local means is told (standard deviation, 8-bit levels).
+    #[arg(long, default_value_t = 25.0)]
+    noise_sigma: f64,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+}
+
+/// Whether `eval` prints the classical denoisers' rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClassicalRows {
+    /// For the shipped set only.
+    Auto,
+    /// Always.
+    On,
+    /// Never.
+    Off,
 }
 
 /// Which converged run an MR Sampler row is measured against.
@@ -100,6 +124,8 @@ struct Pair {
 /// One table row and its per-(image, seed) measurements.
 struct Row {
     spec: Option<SamplerSpec>,
+    /// A classical denoiser's row (its parameter chosen on the validation set).
+    classical: Option<Classical>,
     nfe: usize,
     /// The row is its sampler's converged reference (a baseline's full chain).
     is_reference: bool,
@@ -115,6 +141,7 @@ impl Row {
     fn new(spec: Option<SamplerSpec>, nfe: usize) -> Self {
         Self {
             spec,
+            classical: None,
             nfe,
             is_reference: false,
             psnr: Vec::new(),
@@ -127,9 +154,11 @@ impl Row {
     }
 
     fn name(&self) -> String {
-        self.spec
-            .as_ref()
-            .map_or_else(|| "degraded input".to_owned(), ToString::to_string)
+        match (&self.spec, &self.classical) {
+            (Some(s), _) => s.to_string(),
+            (None, Some(c)) => c.to_string(),
+            (None, None) => "degraded input".to_owned(),
+        }
     }
 }
 
@@ -152,12 +181,35 @@ pub fn run(args: EvalArgs) -> Result<()> {
         }
     };
     let (net, schedule) = args.model.load()?;
-    let pairs = load_pairs(&gt_dir, &degraded_dir, net.channels())?;
+    let channels = net.channels();
+    let pairs = load_pairs(&gt_dir, &degraded_dir, channels)?;
     let device = net.device().clone();
     let mut model = Model::Whole(net);
 
-    // Rows: the degraded input, then every sampler × step count.
+    // Rows: the degraded input, the classical denoisers, then every sampler × step count.
     let mut rows = vec![Row::new(None, 0)];
+    let shipped_set = args.gt.is_none();
+    let classical = match args.classical {
+        ClassicalRows::On => true,
+        ClassicalRows::Off => false,
+        ClassicalRows::Auto => shipped_set,
+    };
+    // The picture shows the classical row that scored best on the validation set.
+    let mut best_classical = None;
+    if classical {
+        let chosen = choose_classical(&args, channels)?;
+        best_classical = chosen
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.1.total_cmp(&b.1.1))
+            .map(|(k, _)| 1 + k);
+        for (c, _) in chosen {
+            let mut row = Row::new(None, 0);
+            row.classical = Some(c);
+            rows.push(row);
+        }
+    }
+    let first_sampler_row = rows.len();
     for spec in &args.samplers {
         let calibrated = Configured::calibrated_steps(spec)?.map(|k| vec![k]);
         let counts = match &calibrated {
@@ -200,8 +252,14 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 picture.push(ctx.mu.get(0)?);
             }
             ctx.measure_degraded(&mut rows[0])?;
+            for (k, row) in rows.iter_mut().enumerate().take(first_sampler_row).skip(1) {
+                let out = ctx.measure_classical(row)?;
+                if first && Some(k) == best_classical {
+                    picture.push(out.get(0)?);
+                }
+            }
             let mut references = References::new();
-            let mut k = 1;
+            let mut k = first_sampler_row;
             while k < rows.len() {
                 let spec = rows[k].spec.clone().expect("sampler row");
                 let same: usize = rows[k..]
@@ -236,9 +294,12 @@ pub fn run(args: EvalArgs) -> Result<()> {
     if !args.json {
         let legend: Vec<String> = rows
             .iter()
-            .map(|r| match &r.spec {
-                None => "degraded".to_owned(),
-                Some(s) => format!("{s} @{}", r.nfe),
+            .enumerate()
+            .filter(|(k, r)| r.classical.is_none() || Some(*k) == best_classical)
+            .map(|(_, r)| match (&r.spec, &r.classical) {
+                (Some(s), _) => format!("{s} @{}", r.nfe),
+                (None, Some(c)) => c.to_string(),
+                (None, None) => "degraded".to_owned(),
             })
             .collect();
         println!(
@@ -250,6 +311,31 @@ pub fn run(args: EvalArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Each classical family's best parameter on the validation pairs (`--classical-val`, the
+/// shipped validation set by default), with its validation PSNR.
+fn choose_classical(args: &EvalArgs, channels: usize) -> Result<Vec<(Classical, f64)>> {
+    let root = match &args.classical_val {
+        Some(dir) => dir.clone(),
+        None => shipped(&Path::new(ASSETS).join("eval").join("val"), "--classical-val")?,
+    };
+    let pairs = load_pairs(&root.join("gt"), &root.join("degraded"), channels)?;
+    let data: Vec<(Vec<f64>, Vec<f64>)> = pairs
+        .iter()
+        .map(|p| {
+            let f = |pic: &Picture| pic.pixels.iter().map(|&v| f64::from(v)).collect();
+            (f(&p.degraded), f(&p.gt))
+        })
+        .collect();
+    let dims: Vec<_> = pairs
+        .iter()
+        .map(|p| (p.gt.channels, p.gt.height, p.gt.width))
+        .collect();
+    Ok(Classical::families(args.noise_sigma / 255.0)
+        .iter()
+        .filter_map(|family| Classical::choose(family, &data, &dims))
+        .collect())
 }
 
 /// Clean and degraded images paired by file stem, sorted by name.
@@ -431,6 +517,29 @@ impl<'a> Chunk<'a> {
         Ok(())
     }
 
+    /// Measures a classical denoiser's row on the chunk's images (once per image: it does not
+    /// depend on the seed); returns its outputs.
+    fn measure_classical(&self, row: &mut Row) -> Result<Tensor> {
+        let classical = row.classical.expect("classical row");
+        let mu = self.host(&self.mu)?;
+        let (c, h, w) = self.dims;
+        let mut outs = Vec::new();
+        for (j, gt) in self.gt_host.iter().enumerate() {
+            let begin = Instant::now();
+            let out: Vec<f64> = classical
+                .apply(&mu[j], self.dims)
+                .into_iter()
+                .map(|v| v.clamp(0.0, 1.0))
+                .collect();
+            row.seconds += begin.elapsed().as_secs_f64();
+            row.psnr.push(psnr(&out, gt));
+            row.ssim.push(ssim(&out, gt, c, h, w));
+            row.sharpness.push(gradient_energy_ratio(&out, gt, c, h, w));
+            outs.push(Tensor::from_vec(out, (1, c, h, w), &Device::Cpu)?.to_dtype(DType::F32)?);
+        }
+        Ok(Tensor::cat(&outs, 0)?)
+    }
+
     /// Runs one sampler configuration at its reference and at every row's count; returns the
     /// rows' outputs.
     #[allow(clippy::too_many_arguments)] // one configuration's whole context
@@ -570,11 +679,16 @@ fn print_rows(
         let (s, s_sd) = mean_sd(&r.ssim);
         let (g, g_sd) = mean_sd(&r.sharpness);
         let conv = (!r.to_converged.is_empty()).then(|| mean_sd(&r.to_converged));
-        let seconds = (r.spec.is_some()).then_some(r.seconds / samples);
+        let seconds = match (&r.spec, &r.classical) {
+            (Some(_), _) => Some(r.seconds / samples),
+            (None, Some(_)) => Some(r.seconds / images as f64),
+            (None, None) => None,
+        };
         if args.json {
             let line = serde_json::json!({
                 "sampler": r.name(),
                 "nfe": r.nfe,
+                "classical": r.classical.map(|c| c.family()),
                 "psnr": finite(p),
                 "psnr_sd": finite(p_sd),
                 "ssim": finite(s),

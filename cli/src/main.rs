@@ -26,6 +26,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use mrsampler_models::{Checkpoint, DaClipEncoder, LoadOptions, Network, UpstreamOptions};
 
 mod calibrate;
+mod classical;
 mod eval;
 mod images;
 mod metrics;
