@@ -208,9 +208,9 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
             &Path::new(ASSETS).join("eval").join("val").join("degraded"),
             "--images",
         )?;
-        images::collect_inputs(&[dir])?
+        images::collect_files(&[dir])?
     } else {
-        images::collect_inputs(&args.images)?
+        images::collect_files(&args.images)?
     };
     let device = net.device().clone();
     let mut planes = Vec::new();

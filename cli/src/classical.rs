@@ -86,9 +86,7 @@ impl Classical {
                 .chunks(plane)
                 .flat_map(|p| tv_chambolle(p, h, w, weight))
                 .collect(),
-            Classical::NonLocalMeans { h: hh, sigma } => {
-                non_local_means(img, c, h, w, hh, sigma)
-            }
+            Classical::NonLocalMeans { h: hh, sigma } => non_local_means(img, c, h, w, hh, sigma),
         }
     }
 
@@ -107,7 +105,9 @@ impl fmt::Display for Classical {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Classical::GaussianBlur { sigma } => write!(f, "gaussian-blur(sigma={sigma:.1}px)"),
-            Classical::TotalVariation { weight } => write!(f, "total-variation(weight={weight:.2})"),
+            Classical::TotalVariation { weight } => {
+                write!(f, "total-variation(weight={weight:.2})")
+            }
             Classical::NonLocalMeans { h, sigma } => {
                 write!(f, "non-local-means(h={:.1}sigma)", h / sigma)
             }
@@ -295,7 +295,9 @@ mod tests {
                 // Sum of 12 uniforms: approximately normal, unit variance.
                 let g: f64 = (0..12)
                     .map(|_| {
-                        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        state = state
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
                         (state >> 11) as f64 / (1u64 << 53) as f64
                     })
                     .sum::<f64>()
@@ -344,13 +346,14 @@ mod tests {
     fn tv_reduces_total_variation_and_stays_close_to_the_data() {
         let (clean, noisy) = noisy(24, 24, 0.1);
         let plane = &noisy[..24 * 24];
-        let tv = |p: &[f64]| -> f64 {
-            (0..23 * 24).map(|k| (p[k + 24] - p[k]).abs()).sum::<f64>()
-        };
+        let tv = |p: &[f64]| -> f64 { (0..23 * 24).map(|k| (p[k + 24] - p[k]).abs()).sum::<f64>() };
         let out = tv_chambolle(plane, 24, 24, 0.1);
         assert!(tv(&out) < 0.5 * tv(plane));
         let err = |a: &[f64]| -> f64 {
-            a.iter().zip(&clean[..24 * 24]).map(|(x, y)| (x - y).powi(2)).sum()
+            a.iter()
+                .zip(&clean[..24 * 24])
+                .map(|(x, y)| (x - y).powi(2))
+                .sum()
         };
         assert!(err(&out) < err(plane));
     }

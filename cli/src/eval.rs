@@ -318,7 +318,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
 fn choose_classical(args: &EvalArgs, channels: usize) -> Result<Vec<(Classical, f64)>> {
     let root = match &args.classical_val {
         Some(dir) => dir.clone(),
-        None => shipped(&Path::new(ASSETS).join("eval").join("val"), "--classical-val")?,
+        None => shipped(
+            &Path::new(ASSETS).join("eval").join("val"),
+            "--classical-val",
+        )?,
     };
     let pairs = load_pairs(&root.join("gt"), &root.join("degraded"), channels)?;
     let data: Vec<(Vec<f64>, Vec<f64>)> = pairs
@@ -340,12 +343,12 @@ fn choose_classical(args: &EvalArgs, channels: usize) -> Result<Vec<(Classical, 
 
 /// Clean and degraded images paired by file stem, sorted by name.
 fn load_pairs(gt_dir: &Path, degraded_dir: &Path, channels: usize) -> Result<Vec<Pair>> {
-    let degraded: BTreeMap<String, PathBuf> = images::collect_inputs(&[degraded_dir.to_owned()])?
+    let degraded: BTreeMap<String, PathBuf> = images::collect_files(&[degraded_dir.to_owned()])?
         .into_iter()
         .filter_map(|p| Some((p.file_stem()?.to_string_lossy().into_owned(), p)))
         .collect();
     let mut pairs = Vec::new();
-    for gt_path in images::collect_inputs(&[gt_dir.to_owned()])? {
+    for gt_path in images::collect_files(&[gt_dir.to_owned()])? {
         let name = gt_path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())

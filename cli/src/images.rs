@@ -22,28 +22,84 @@ pub struct Picture {
     pub sixteen_bit: bool,
 }
 
+/// An image file found among the inputs.
+#[derive(Clone, Debug)]
+pub struct Input {
+    /// Its path.
+    pub path: PathBuf,
+    /// Its path relative to the input it was found under, `/`-separated (its file name when
+    /// it was given itself): what names its output and keys its noise.
+    pub key: String,
+    /// The name of the folder it was found under, when it was found in one.
+    pub folder: Option<String>,
+}
+
 /// The image files `restore` takes: each file given, and the PNG/JPEG files of each folder
-/// given (not recursive), sorted by path.
-pub fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+/// given (recursively with `recursive`), sorted by path within each folder.
+pub fn collect_inputs(inputs: &[PathBuf], recursive: bool) -> Result<Vec<Input>> {
     let mut files = Vec::new();
     for input in inputs {
         let meta = std::fs::metadata(input).map_err(|e| format!("{}: {e}", input.display()))?;
         if meta.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(input)
-                .map_err(|e| format!("{}: {e}", input.display()))?
-                .filter_map(|entry| entry.ok().map(|e| e.path()))
-                .filter(|p| p.is_file() && is_image(p))
-                .collect();
+            let folder = input
+                .canonicalize()
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+            let mut found = Vec::new();
+            walk(input, input, recursive, &mut found)?;
             found.sort();
-            files.extend(found);
+            files.extend(found.into_iter().map(|path| Input {
+                key: relative_key(input, &path),
+                path,
+                folder: folder.clone(),
+            }));
         } else {
-            files.push(input.clone());
+            let key = input
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .ok_or_else(|| format!("{}: no file name", input.display()))?;
+            files.push(Input {
+                path: input.clone(),
+                key,
+                folder: None,
+            });
         }
     }
     if files.is_empty() {
         return Err("no PNG or JPEG files among the inputs".into());
     }
     Ok(files)
+}
+
+/// The image files (paths only) of `inputs`: see [`collect_inputs`].
+pub fn collect_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    Ok(collect_inputs(inputs, false)?
+        .into_iter()
+        .map(|i| i.path)
+        .collect())
+}
+
+/// Adds the image files under `dir` to `found` (its subfolders too with `recursive`).
+fn walk(root: &Path, dir: &Path, recursive: bool, found: &mut Vec<PathBuf>) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for entry in entries.filter_map(|e| e.ok()) {
+        let path = entry.path();
+        if path.is_dir() && recursive {
+            walk(root, &path, recursive, found)?;
+        } else if path.is_file() && is_image(&path) {
+            found.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// `path` relative to `root`, with `/` between components.
+fn relative_key(root: &Path, path: &Path) -> String {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    rel.components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 fn is_image(p: &Path) -> bool {

@@ -243,6 +243,7 @@ fn run(cli: Cli) -> Result<()> {
             dtype,
         } => {
             let device = parse_device(&device)?;
+            check_dtype(&device, dtype.into())?;
             let enc = DaClipEncoder::load(&weights, &device, dtype.into())?;
             let picture = images::read(&image)?;
             if picture.channels != 3 {
@@ -335,11 +336,27 @@ fn read_context_npy(path: &Path) -> Result<Tensor> {
 }
 
 fn load_options(options: Option<PathBuf>, device: &str, dtype: DType) -> Result<LoadOptions> {
+    let device = parse_device(device)?;
+    check_dtype(&device, dtype)?;
     Ok(LoadOptions {
-        device: parse_device(device)?,
+        device,
         dtype,
         options: options.map(UpstreamOptions::load).transpose()?,
     })
+}
+
+/// Refuses a dtype the device cannot compute in, before anything is loaded: candle's CPU
+/// matrix product has no bf16 kernel.
+fn check_dtype(device: &Device, dtype: DType) -> Result<()> {
+    if device.is_cpu() && dtype == DType::BF16 {
+        return Err(
+            "--dtype bf16: the CPU has no bf16 matrix product in this build; use --dtype \
+                    f32 (fastest and most accurate on the CPU), f16, or bf16 on a GPU (--device \
+                    cuda:N)"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 /// `cpu`, `cuda`, `cuda:N` or `metal`, with a clear error when the build lacks the backend.

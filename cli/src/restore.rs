@@ -1,17 +1,24 @@
 //! `mrsampler restore`: restore image files with a checkpoint and a sampler.
+//!
+//! Every output path is planned before the first image is read: an output that is an input,
+//! two inputs that would write one output, and (unless `--skip-existing` or `--overwrite`)
+//! an output that exists are refused up front. Each image's noise is keyed by its name
+//! relative to the input it was found under (and `--seed`), so its output does not depend on
+//! the other inputs, their order or the shard that restores it.
 
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use mrsampler::{Parameterization, PhiloxNoise, StepView};
+use mrsampler::{PhiloxNoise, StepView};
 use mrsampler_models::{TileSpec, Tiled};
 
 use crate::Result;
-use crate::images::{self, Picture};
-use crate::sampling::{Configured, Model, ModelArgs, SamplerKind, SamplerSpec, Timed};
+use crate::images::{self, Input, Picture};
+use crate::sampling::{Configured, Model, ModelArgs, SamplerChoice, Timed};
 
 /// `restore`'s options.
 #[derive(Args)]
@@ -25,51 +32,68 @@ pub struct RestoreArgs {
     out: PathBuf,
     #[command(flatten)]
     model: ModelArgs,
-    /// The sampler.
-    #[arg(long, value_enum, default_value = "mrs-sde")]
-    sampler: SamplerKind,
-    /// The MR Sampler's order (ODE 1–3, SDE 1–2).
-    #[arg(long, default_value_t = 2)]
-    order: usize,
-    /// The MR Sampler's parameterization.
-    #[arg(long, value_parser = ["data", "noise"], default_value = "data")]
-    param: String,
-    /// The MR Sampler's time grid (linspace, uniform-lambda, karras-n, karras-t, trailing,
-    /// leading), or a grid file from `mrsampler calibrate` (`….json`: its sampler and NFE are
-    /// used).
-    #[arg(long, default_value = "linspace")]
-    grid: String,
-    /// Network evaluations per image (default 10; a grid file's own with `--grid FILE`).
-    #[arg(long)]
-    nfe: Option<usize>,
-    /// Seed of the prior draw and the SDE noise (per image: seed + the image's index).
+    #[command(flatten)]
+    sampler: SamplerChoice,
+    /// Seed of the prior draw and the SDE noise. Each image's noise is keyed by this seed and
+    /// the image's path relative to the input it was found under, so an image restores the
+    /// same whatever the other inputs or the shard.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Evaluate the network on tiles of this side (pixels) when the image is larger; the whole
     /// image otherwise.
     #[arg(long)]
     tile: Option<usize>,
-    /// Overlap of neighbouring tiles (pixels).
-    #[arg(long, default_value_t = 32)]
-    overlap: usize,
-    /// Most tiles per network call.
-    #[arg(long, default_value_t = 16)]
-    tile_batch: usize,
-    /// `K/N`: restore only every N-th input, starting with the K-th (1-based), so N processes
-    /// split a folder.
+    /// Overlap of neighbouring tiles (pixels; default 32).
+    #[arg(long, requires = "tile")]
+    overlap: Option<usize>,
+    /// Most tiles per network call (default 16).
+    #[arg(long, requires = "tile")]
+    tile_batch: Option<usize>,
+    /// `K/N`: restore only every N-th input of the sorted list, starting with the K-th
+    /// (1-based), so N processes split the work; `auto` takes K and N from the scheduler's
+    /// environment (a Slurm job array, or `MRSAMPLER_SHARD=K/N`).
     #[arg(long)]
     shard: Option<String>,
-    /// Leave inputs whose output exists alone.
+    /// How output files are named: `stem` (`a.jpg` → `a.png`) or `extension` (`a.jpg` →
+    /// `a.jpg.png`, so that `a.jpg` and `a.png` do not collide).
+    #[arg(long, value_enum, default_value = "stem")]
+    naming: Naming,
+    /// Walk input folders recursively and mirror each folder's tree under `--out/FOLDER/`
+    /// (so equal names in different folders do not collide).
     #[arg(long)]
+    tree: bool,
+    /// Leave inputs whose output exists alone (default: an existing output is an error).
+    #[arg(long, conflicts_with = "overwrite")]
     skip_existing: bool,
+    /// Replace outputs that exist (default: an existing output is an error).
+    #[arg(long)]
+    overwrite: bool,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
 }
 
-/// Parses `K/N` (1 ≤ K ≤ N).
+/// How an output file is named after its input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Naming {
+    /// The input's stem with `.png`.
+    Stem,
+    /// The input's whole name with `.png` appended.
+    Extension,
+}
+
+/// One image to restore.
+struct Job {
+    input: Input,
+    output: PathBuf,
+}
+
+/// Parses `K/N` (1 ≤ K ≤ N), or `auto` from the environment.
 fn parse_shard(s: &str) -> Result<(usize, usize)> {
-    let bad = || format!("--shard {s}: expected K/N with 1 <= K <= N, e.g. 2/4");
+    if s == "auto" {
+        return shard_from_env(|k| std::env::var(k).ok());
+    }
+    let bad = || format!("--shard {s}: expected K/N with 1 <= K <= N (e.g. 2/4), or auto");
     let (k, n) = s.split_once('/').ok_or_else(bad)?;
     let (k, n): (usize, usize) = (k.parse().map_err(|_| bad())?, n.parse().map_err(|_| bad())?);
     if k == 0 || n == 0 || k > n {
@@ -78,96 +102,240 @@ fn parse_shard(s: &str) -> Result<(usize, usize)> {
     Ok((k, n))
 }
 
-/// Runs `restore`.
-pub fn run(args: RestoreArgs) -> Result<()> {
-    let (net, schedule) = args.model.load()?;
-    let (spec, nfe) = if args.grid.ends_with(".json") {
-        let spec: SamplerSpec = args.grid.parse()?;
-        let steps = Configured::calibrated_steps(&spec)?.unwrap_or_default();
-        if args.nfe.is_some_and(|n| n != steps) {
+/// `--shard auto`: `MRSAMPLER_SHARD=K/N`, else a Slurm job array (`SLURM_ARRAY_TASK_ID`,
+/// `SLURM_ARRAY_TASK_MIN`, `SLURM_ARRAY_TASK_COUNT`; the array must be contiguous).
+fn shard_from_env(var: impl Fn(&str) -> Option<String>) -> Result<(usize, usize)> {
+    if let Some(s) = var("MRSAMPLER_SHARD") {
+        return parse_shard(&s).map_err(|e| format!("MRSAMPLER_SHARD: {e}").into());
+    }
+    let num = |k: &str| -> Result<Option<usize>> {
+        var(k)
+            .map(|v| {
+                v.trim()
+                    .parse()
+                    .map_err(|_| format!("{k}={v}: not a number").into())
+            })
+            .transpose()
+    };
+    match (
+        num("SLURM_ARRAY_TASK_ID")?,
+        num("SLURM_ARRAY_TASK_MIN")?,
+        num("SLURM_ARRAY_TASK_COUNT")?,
+    ) {
+        (Some(id), min, Some(count)) if count > 0 && id >= min.unwrap_or(0) => {
+            let k = id - min.unwrap_or(0) + 1;
+            if k > count {
+                return Err(format!(
+                    "--shard auto: SLURM_ARRAY_TASK_ID {id} is past the array's {count} tasks \
+                     (use a contiguous array, e.g. --array=0-{})",
+                    count - 1
+                )
+                .into());
+            }
+            Ok((k, count))
+        }
+        _ => Err(
+            "--shard auto: no shard in the environment; set MRSAMPLER_SHARD=K/N, run in a \
+                  Slurm job array, or give --shard K/N (Kubernetes Indexed Job: --shard \
+                  $((JOB_COMPLETION_INDEX + 1))/N)"
+                .into(),
+        ),
+    }
+}
+
+/// The stable 64-bit FNV-1a hash of `bytes` (the same on every platform and Rust version).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The noise seed of an image: `--seed` and the image's key (its path relative to the input
+/// it was found under, `/`-separated).
+fn image_seed(seed: u64, key: &str) -> u64 {
+    fnv1a(key.as_bytes()) ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+/// Plans every output and checks the plan: no output is an input, no two inputs share an
+/// output, and an existing output is refused unless skipped or overwritten.
+fn plan(args: &RestoreArgs, inputs: Vec<Input>) -> Result<Vec<Job>> {
+    if args.out.is_file() {
+        return Err(format!(
+            "--out {}: is a file; give a folder (it is created if missing)",
+            args.out.display()
+        )
+        .into());
+    }
+    let jobs: Vec<Job> = inputs
+        .into_iter()
+        .map(|input| {
+            let output = output_path(&args.out, &input, args.naming, args.tree)?;
+            Ok(Job { input, output })
+        })
+        .collect::<Result<_>>()?;
+    // Compare real paths: the output folder may be an input folder under another name.
+    let out_real = args.out.canonicalize().ok();
+    let real = |p: &Path| -> Option<PathBuf> {
+        let out = out_real.as_ref()?;
+        let rel = p.strip_prefix(&args.out).ok()?;
+        Some(out.join(rel))
+    };
+    let inputs_real: HashSet<PathBuf> = jobs
+        .iter()
+        .filter_map(|j| j.input.path.canonicalize().ok())
+        .collect();
+    let over_inputs: Vec<String> = jobs
+        .iter()
+        .filter(|j| real(&j.output).is_some_and(|o| inputs_real.contains(&o)))
+        .map(|j| format!("  {} -> {}", j.input.path.display(), j.output.display()))
+        .collect();
+    if !over_inputs.is_empty() {
+        return Err(format!(
+            "these outputs would overwrite input files:\n{}\nwrite to another folder with --out, \
+             or name outputs after the whole input name with --naming extension",
+            over_inputs.join("\n")
+        )
+        .into());
+    }
+    let mut by_output: BTreeMap<&Path, Vec<&Path>> = BTreeMap::new();
+    for j in &jobs {
+        by_output.entry(&j.output).or_default().push(&j.input.path);
+    }
+    let collisions: Vec<String> = by_output
+        .iter()
+        .filter(|(_, ins)| ins.len() > 1)
+        .map(|(out, ins)| {
+            let ins: Vec<String> = ins.iter().map(|p| p.display().to_string()).collect();
+            format!("  {} <- {}", out.display(), ins.join(", "))
+        })
+        .collect();
+    if !collisions.is_empty() {
+        return Err(format!(
+            "several inputs would write the same output:\n{}\nkeep the extension in the output \
+             name with --naming extension, or mirror each input folder under --out with --tree",
+            collisions.join("\n")
+        )
+        .into());
+    }
+    if !args.skip_existing && !args.overwrite {
+        let existing: Vec<String> = jobs
+            .iter()
+            .filter(|j| j.output.exists())
+            .map(|j| format!("  {}", j.output.display()))
+            .collect();
+        if !existing.is_empty() {
+            let shown = existing.len().min(10);
+            let more = match existing.len() - shown {
+                0 => String::new(),
+                n => format!("\n  … and {n} more"),
+            };
             return Err(format!(
-                "--nfe {}: the grid file {} has {steps} steps; leave --nfe out or calibrate for \
-                 that NFE",
-                args.nfe.unwrap_or_default(),
-                args.grid
+                "{} output(s) exist already:\n{}{more}\nleave them with --skip-existing or \
+                 replace them with --overwrite",
+                existing.len(),
+                existing[..shown].join("\n")
             )
             .into());
         }
-        (spec, steps)
-    } else {
-        let spec = SamplerSpec {
-            kind: args.sampler,
-            order: args.order,
-            param: match args.param.as_str() {
-                "noise" => Parameterization::Noise,
-                _ => Parameterization::Data,
-            },
-            grid: args.grid.clone(),
-        };
-        (spec, args.nfe.unwrap_or(10))
+    }
+    Ok(jobs)
+}
+
+/// `OUT/[FOLDER/]RELATIVE_STEM.png` (or `….EXT.png` with `--naming extension`).
+fn output_path(out: &Path, input: &Input, naming: Naming, tree: bool) -> Result<PathBuf> {
+    let rel = Path::new(&input.key);
+    let name = rel
+        .file_name()
+        .ok_or_else(|| format!("{}: no file name", input.path.display()))?;
+    let file = match naming {
+        Naming::Stem => {
+            let stem = rel.file_stem().unwrap_or(name);
+            format!("{}.png", stem.to_string_lossy())
+        }
+        Naming::Extension => format!("{}.png", name.to_string_lossy()),
     };
-    let sampler = Configured::build(&spec, schedule, nfe)?;
+    let mut dir = out.to_path_buf();
+    if tree {
+        if let Some(folder) = &input.folder {
+            dir.push(folder);
+        }
+        if let Some(parent) = rel.parent() {
+            dir.push(parent);
+        }
+    }
+    Ok(dir.join(file))
+}
+
+/// Runs `restore`.
+pub fn run(args: RestoreArgs) -> Result<()> {
     let shard = args.shard.as_deref().map(parse_shard).transpose()?;
-    let spec = args
+    let tiles = args
         .tile
-        .map(|size| TileSpec::new(size, args.overlap, args.tile_batch))
-        .transpose()?;
-    let mut files = images::collect_inputs(&args.inputs)?;
+        .map(|size| {
+            TileSpec::new(
+                size,
+                args.overlap.unwrap_or(32),
+                args.tile_batch.unwrap_or(16),
+            )
+        })
+        .transpose()
+        .map_err(|e| format!("--tile/--overlap/--tile-batch: {e}"))?;
+    let inputs = images::collect_inputs(&args.inputs, args.tree)?;
+    let mut jobs = plan(&args, inputs)?;
     if let Some((k, n)) = shard {
-        files = files
+        jobs = jobs
             .into_iter()
             .enumerate()
             .filter(|(i, _)| i % n == k - 1)
-            .map(|(_, f)| f)
+            .map(|(_, j)| j)
             .collect();
+    }
+    let (net, schedule) = args.model.load()?;
+    let sampler = args.sampler.build(schedule)?;
+    if let Some(size) = args.tile {
+        net.check_tile(size)?;
     }
     let channels = net.channels();
     let device = net.device().clone();
-    std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
-    let mut model = match spec {
+    let mut model = match tiles {
         Some(s) => Model::Tiled(Tiled::new(net, s)),
         None => Model::Whole(net),
     };
     let mut failures = 0;
-    for (index, input) in files.iter().enumerate() {
-        let output = output_path(&args.out, input)?;
-        if args.skip_existing && output.exists() {
-            eprintln!("{}: {} exists, skipped", input.display(), output.display());
+    for job in &jobs {
+        if args.skip_existing && job.output.exists() {
+            eprintln!(
+                "{}: {} exists, skipped",
+                job.input.path.display(),
+                job.output.display()
+            );
             continue;
         }
+        if let Some(dir) = job.output.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
         let result = restore_one(
-            input,
-            &output,
+            job,
             channels,
             &device,
             &sampler,
             &mut model,
-            args.seed + index as u64,
+            image_seed(args.seed, &job.input.key),
             args.quiet,
         );
         if let Err(e) = result {
-            eprintln!("error: {}: {e}", input.display());
+            eprintln!("error: {e}");
             failures += 1;
         }
     }
     if failures > 0 {
-        return Err(format!("{failures} of {} images could not be restored", files.len()).into());
+        return Err(format!("{failures} of {} images could not be restored", jobs.len()).into());
     }
     Ok(())
 }
 
-/// `OUT/<stem>.png`.
-fn output_path(out: &Path, input: &Path) -> Result<PathBuf> {
-    let stem = input
-        .file_stem()
-        .ok_or_else(|| format!("{}: no file name", input.display()))?;
-    Ok(out.join(format!("{}.png", stem.to_string_lossy())))
-}
-
-#[allow(clippy::too_many_arguments)] // one image's whole context, passed once
 fn restore_one(
-    input: &Path,
-    output: &Path,
+    job: &Job,
     channels: usize,
     device: &Device,
     sampler: &Configured,
@@ -175,11 +343,13 @@ fn restore_one(
     seed: u64,
     quiet: bool,
 ) -> Result<()> {
+    let (input, output) = (&job.input.path, &job.output);
     let start = Instant::now();
     let picture: Picture = images::read(input)?;
     if picture.channels != channels {
         return Err(format!(
-            "the model takes {channels}-channel images; this one has {} colour channel(s)",
+            "{}: the model takes {channels}-channel images; this one has {} colour channel(s)",
+            input.display(),
             picture.channels
         )
         .into());
@@ -209,13 +379,15 @@ fn restore_one(
     let contexts = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let mut timed = Timed::new(model);
-    let out = sampler.run(
-        &mut timed,
-        &mu,
-        None,
-        &mut PhiloxNoise::new(seed),
-        &mut tick,
-    )?;
+    let out = sampler
+        .run(
+            &mut timed,
+            &mu,
+            None,
+            &mut PhiloxNoise::new(seed),
+            &mut tick,
+        )
+        .map_err(|e| format!("{}: {e}", input.display()))?;
     let (sampling, network) = (t.elapsed().as_secs_f64(), timed.spent.as_secs_f64());
     bar.finish_and_clear();
     let t = Instant::now();
@@ -240,4 +412,55 @@ fn restore_one(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_from_the_environment() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert_eq!(
+            shard_from_env(env(&[("MRSAMPLER_SHARD", "2/5")])).unwrap(),
+            (2, 5)
+        );
+        // Slurm arrays from 0 or from 1.
+        let zero = [
+            ("SLURM_ARRAY_TASK_ID", "0"),
+            ("SLURM_ARRAY_TASK_MIN", "0"),
+            ("SLURM_ARRAY_TASK_COUNT", "4"),
+        ];
+        assert_eq!(shard_from_env(env(&zero)).unwrap(), (1, 4));
+        let one = [
+            ("SLURM_ARRAY_TASK_ID", "4"),
+            ("SLURM_ARRAY_TASK_MIN", "1"),
+            ("SLURM_ARRAY_TASK_COUNT", "4"),
+        ];
+        assert_eq!(shard_from_env(env(&one)).unwrap(), (4, 4));
+        let past = [
+            ("SLURM_ARRAY_TASK_ID", "9"),
+            ("SLURM_ARRAY_TASK_MIN", "0"),
+            ("SLURM_ARRAY_TASK_COUNT", "4"),
+        ];
+        assert!(shard_from_env(env(&past)).is_err());
+        let none = shard_from_env(env(&[])).unwrap_err().to_string();
+        assert!(none.contains("MRSAMPLER_SHARD"), "{none}");
+    }
+
+    #[test]
+    fn image_seeds_depend_on_the_key_and_the_seed_only() {
+        assert_eq!(image_seed(0, "a.png"), image_seed(0, "a.png"));
+        assert_ne!(image_seed(0, "a.png"), image_seed(0, "b.png"));
+        assert_ne!(image_seed(0, "a.png"), image_seed(1, "a.png"));
+        // FNV-1a's published test value: the hash is stable, not the platform's.
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
 }

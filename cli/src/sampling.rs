@@ -125,6 +125,141 @@ impl ModelArgs {
     }
 }
 
+/// The schedule's `T` (its full chain's step count), a sanity bound on `--nfe`.
+fn nfe_bound(schedule: &IrSdeSchedule) -> usize {
+    use mrsampler::schedule::Schedule;
+    schedule.t_max().round() as usize
+}
+
+/// The named time grids `--grid` takes (`mrsampler::schedule::TimeGrid`'s names).
+pub const GRID_NAMES: &str = "linspace, uniform-lambda, karras-n, karras-t, trailing, leading";
+
+/// `restore`'s sampler options. Every option acts or is refused: the MR Sampler's options
+/// with a baseline, and sampler options next to a grid file (which fixes them), are errors.
+#[derive(clap::Args)]
+pub struct SamplerChoice {
+    /// The sampler (default: mrs-sde, or the grid file's).
+    #[arg(long, value_enum)]
+    sampler: Option<SamplerKind>,
+    /// The MR Sampler's order: ODE 1–3, SDE 1–2 (default 2).
+    #[arg(long)]
+    order: Option<usize>,
+    /// The MR Sampler's parameterization (default data).
+    #[arg(long, value_parser = ["data", "noise"])]
+    param: Option<String>,
+    /// The MR Sampler's time grid: linspace (default), uniform-lambda, karras-n, karras-t,
+    /// trailing, leading; or a grid file from `mrsampler calibrate` (`….json`), which fixes
+    /// the sampler and its NFE.
+    #[arg(long)]
+    grid: Option<String>,
+    /// Network evaluations per image (default 10; a grid file's own with `--grid FILE`; at most
+    /// the schedule's T without `--force`).
+    #[arg(long)]
+    nfe: Option<usize>,
+    /// Allow `--nfe` above the schedule's T (slow, and no better than T steps in practice).
+    #[arg(long)]
+    force: bool,
+}
+
+impl SamplerChoice {
+    /// The configured sampler on `schedule`, or an error naming the flags that do not fit.
+    pub fn build(&self, schedule: IrSdeSchedule) -> Result<Configured> {
+        let mrs_flags: Vec<&str> = [
+            (self.order.is_some(), "--order"),
+            (self.param.is_some(), "--param"),
+            (self.grid.is_some(), "--grid"),
+        ]
+        .into_iter()
+        .filter_map(|(given, flag)| given.then_some(flag))
+        .collect();
+        if self.nfe == Some(0) {
+            return Err("--nfe 0: a sampler needs at least one network evaluation".into());
+        }
+        let (spec, nfe) = match self.grid.as_deref().filter(|g| is_grid_file(g)) {
+            Some(file) => {
+                let given: Vec<&str> = [
+                    (self.sampler.is_some(), "--sampler"),
+                    (self.order.is_some(), "--order"),
+                    (self.param.is_some(), "--param"),
+                ]
+                .into_iter()
+                .filter_map(|(given, flag)| given.then_some(flag))
+                .collect();
+                let spec: SamplerSpec = file.parse()?;
+                if !given.is_empty() {
+                    return Err(format!(
+                        "{}: the grid file {file} fixes the sampler ({}); leave {} out",
+                        given.join(", "),
+                        spec.without_grid(),
+                        given.join(", ")
+                    )
+                    .into());
+                }
+                let steps = Configured::calibrated_steps(&spec)?.unwrap_or_default();
+                if let Some(n) = self.nfe.filter(|&n| n != steps) {
+                    return Err(format!(
+                        "--nfe {n}: the grid file {file} has {steps} steps; leave --nfe out or                          calibrate for that NFE"
+                    )
+                    .into());
+                }
+                (spec, steps)
+            }
+            None => {
+                let kind = self.sampler.unwrap_or(SamplerKind::MrsSde);
+                if !matches!(kind, SamplerKind::MrsOde | SamplerKind::MrsSde)
+                    && !mrs_flags.is_empty()
+                {
+                    return Err(format!(
+                        "{}: {} are the MR Sampler's options; --sampler {} has none (use                          --sampler mrs-ode or mrs-sde, or leave them out)",
+                        mrs_flags.join(", "),
+                        mrs_flags.join(", "),
+                        kind.to_possible_value().map_or_else(String::new, |v| v.get_name().to_owned())
+                    )
+                    .into());
+                }
+                let grid = self.grid.clone().unwrap_or_else(|| "linspace".to_owned());
+                if grid.parse::<TimeGrid>().is_err() {
+                    return Err(format!(
+                        "--grid {grid}: unknown time grid; use {GRID_NAMES}, or a grid file                          (….json) written by `mrsampler calibrate`"
+                    )
+                    .into());
+                }
+                let spec = SamplerSpec {
+                    kind,
+                    order: self.order.unwrap_or(2),
+                    param: match self.param.as_deref() {
+                        Some("noise") => Parameterization::Noise,
+                        _ => Parameterization::Data,
+                    },
+                    grid,
+                };
+                (spec, self.nfe.unwrap_or(10))
+            }
+        };
+        let bound = nfe_bound(&schedule);
+        if nfe > bound && !self.force {
+            return Err(format!(
+                "--nfe {nfe} is more than the schedule's T = {bound} steps (its full chain; the                  MR Sampler needs 5–20); pass --force to run it anyway"
+            )
+            .into());
+        }
+        let order_range = match spec.kind {
+            SamplerKind::MrsOde => Some("1–3"),
+            SamplerKind::MrsSde => Some("1–2"),
+            _ => None,
+        };
+        Configured::build(&spec, schedule, nfe).map_err(|e| match order_range {
+            Some(range) if e.to_string().contains("order") => format!(
+                "--order {}: {} takes orders {range} ({e})",
+                spec.order,
+                spec.without_grid()
+            )
+            .into(),
+            _ => e,
+        })
+    }
+}
+
 /// The sampler families.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum SamplerKind {
@@ -308,6 +443,27 @@ impl Denoiser {
             Self::Plain(n) => n.channels(),
             Self::DaClip(d) => d.network().config().in_channels,
         }
+    }
+
+    /// Refuses a `--tile` side the network cannot take (smaller than its padding allows).
+    pub fn check_tile(&self, size: usize) -> Result<()> {
+        let (multiple, min) = match self {
+            Self::Plain(n) => (n.size_multiple(), n.min_side()),
+            Self::DaClip(d) => {
+                let m = 1 << d.network().config().depth();
+                (m, m / 2 + 1)
+            }
+        };
+        if size < min {
+            return Err(format!(
+                "--tile {size}: too small for this network, which pads tiles to a multiple of \
+                 {multiple}; use a larger --tile (at least {min}; a multiple of {multiple}, e.g. \
+                 {}, needs no padding)",
+                (multiple * 32).max(256)
+            )
+            .into());
+        }
+        Ok(())
     }
 
     /// The device of the weights.

@@ -304,10 +304,9 @@ pub(crate) fn reflect_pad(x: &Tensor, bottom: usize, right: usize) -> Result<Ten
     let (_, _, h, w) = x.dims4()?;
     if bottom >= h.max(1) || right >= w.max(1) {
         return Err(Error::input(format!(
-            "a {h}×{w} image is too small to be reflect-padded by {bottom}×{right} to the \
-             network's size multiple; use an image of at least {}×{} pixels",
-            bottom + 1,
-            right + 1
+            "an image of {w}×{h} pixels (width × height) is too small for the network, which \
+             pads it by reflection to a multiple of its down-sampling factor ({right} columns, \
+             {bottom} rows); each side must be longer than its padding"
         )));
     }
     let mut x = x.clone();

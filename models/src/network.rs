@@ -271,6 +271,24 @@ impl Network {
         }
     }
 
+    /// The multiple the network pads an image's height and width to (`2^levels`).
+    pub fn size_multiple(&self) -> usize {
+        match self {
+            Self::UNet(n) => 1 << n.config().depth(),
+            Self::NafNet(n) => 1 << n.config().enc_blocks.len(),
+        }
+    }
+
+    /// The smallest image side the network takes: the U-Net pads by reflection, which needs a
+    /// side longer than the padding (`size_multiple() / 2 + 1` covers every side); the NAFNet
+    /// pads with zeros and takes any side.
+    pub fn min_side(&self) -> usize {
+        match self {
+            Self::UNet(_) => self.size_multiple() / 2 + 1,
+            Self::NafNet(_) => 1,
+        }
+    }
+
     /// Image channels the network takes.
     pub fn channels(&self) -> usize {
         match self {
