@@ -46,7 +46,7 @@ pub fn collect_inputs(inputs: &[PathBuf], recursive: bool) -> Result<Vec<Input>>
                 .ok()
                 .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
             let mut found = Vec::new();
-            walk(input, input, recursive, &mut found)?;
+            walk(input, recursive, &mut found)?;
             found.sort();
             files.extend(found.into_iter().map(|path| Input {
                 key: relative_key(input, &path),
@@ -80,12 +80,12 @@ pub fn collect_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
 }
 
 /// Adds the image files under `dir` to `found` (its subfolders too with `recursive`).
-fn walk(root: &Path, dir: &Path, recursive: bool, found: &mut Vec<PathBuf>) -> Result<()> {
+fn walk(dir: &Path, recursive: bool, found: &mut Vec<PathBuf>) -> Result<()> {
     let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     for entry in entries.filter_map(|e| e.ok()) {
         let path = entry.path();
         if path.is_dir() && recursive {
-            walk(root, &path, recursive, found)?;
+            walk(&path, recursive, found)?;
         } else if path.is_file() && is_image(&path) {
             found.push(path);
         }
