@@ -87,6 +87,11 @@ pub mod tensor;
 #[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
 pub mod conformance;
 
+/// The `ndarray` crate (0.17) the default backend is written for: `ArrayD<f32>` and
+/// `ArrayD<f64>` are [`SamplerTensor`]s of this version only, so depend on `ndarray = "0.17"`
+/// or use this re-export (`mrsampler::ndarray::ArrayD`).
+pub use ndarray;
+
 /// The `candle-core` crate this build uses (feature `candle`): depend on this re-export, or on
 /// the same version, so that tensors match the [`SamplerTensor`] impl.
 #[cfg(feature = "candle")]
@@ -111,7 +116,7 @@ pub use sampler::{
     AdaptiveSampler, Baseline, BaselineSampler, Calibration, CalibrationCost, CalibrationProgress,
     Calibrator, EmbeddedPair, GridScore, Mode, MrSampler, Observer, OdeMultistep, OrderRule,
     Pending, Plan, Run, Sample, Sampler, SdeMultistep, SecondOrder, Solver, Stats, StepView,
-    ThirdOrder, Thresholding,
+    ThirdOrder, Thresholding, observe,
 };
 pub use tensor::{
     CounterDraw, CoupledNoise, NoNoise, NoiseSource, Parallelism, PhiloxNoise, ReplayNoise,
@@ -120,11 +125,13 @@ pub use tensor::{
 
 /// Everything a typical program needs, in one import: `use mrsampler::prelude::*;`.
 pub mod prelude {
+    pub use crate::ndarray::{ArrayD, IxDyn};
     pub use crate::schedule::{IrSdeSchedule, Schedule, TimeGrid};
     pub use crate::{
-        AdaptiveSampler, Baseline, BaselineSampler, Error, FitTarget, FnModel, Mode, MrSampler,
-        NoNoise, NoiseSource, OdeMultistep, Parameterization, Result, Sampler, SamplerTensor,
-        ScoreModel, SdeMultistep, SeededNoise, Solver,
+        AdaptiveSampler, Baseline, BaselineSampler, Error, FitTarget, FnModel, Mode, ModelError,
+        MrSampler, NoNoise, NoiseSource, Observer, OdeMultistep, Parallelism, Parameterization,
+        PhiloxNoise, Result, Sample, Sampler, SamplerTensor, ScoreModel, SdeMultistep, SeededNoise,
+        Solver, StepView, observe,
     };
 }
 

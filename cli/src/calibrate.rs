@@ -16,8 +16,8 @@ use mrsampler::schedule::{IrSdeSchedule, Schedule};
 use mrsampler::{CalibrationProgress, Calibrator, PhiloxNoise};
 use serde::{Deserialize, Serialize};
 
-use crate::images;
-use crate::sampling::{ASSETS, Configured, Model, ModelArgs, SamplerSpec, shipped};
+use crate::images::{self, Picture};
+use crate::sampling::{Configured, Model, ModelArgs, SamplerSpec};
 use crate::{Result, write_atomically};
 
 /// The grid file's format name.
@@ -203,27 +203,32 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
         return Err("--seeds must be at least 1".into());
     }
     let (net, schedule) = args.model.load()?;
-    let files = if args.images.is_empty() {
-        let dir = shipped(
-            &Path::new(ASSETS).join("eval").join("val").join("degraded"),
-            "--images",
-        )?;
-        images::collect_files(&[dir])?
+    // (label, picture): the given images, or the shipped validation crops.
+    let inputs: Vec<(String, Picture)> = if args.images.is_empty() {
+        crate::shipped::set("val")?
+            .iter()
+            .map(|p| Ok((format!("{}.png", p.name), p.degraded()?)))
+            .collect::<Result<_>>()?
     } else {
         images::collect_files(&args.images)?
+            .iter()
+            .map(|f| {
+                let name = f.file_name().map(|n| n.to_string_lossy().into_owned());
+                Ok((name.unwrap_or_default(), images::read(f)?))
+            })
+            .collect::<Result<_>>()?
     };
     let device = net.device().clone();
     let mut planes = Vec::new();
     let mut names = Vec::new();
     let mut size = None;
-    for f in &files {
-        let p = images::read(f)?;
+    for (name, p) in inputs {
         let dims = (p.channels, p.height, p.width);
         if *size.get_or_insert(dims) != dims {
             return Err(format!(
                 "{}: {}×{}×{}, but the first image is {:?} (channels, height, width); the \
                  calibration batch needs one size: crop the images to it",
-                f.display(),
+                name,
                 p.channels,
                 p.height,
                 p.width,
@@ -234,17 +239,13 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
         if p.channels != net.channels() {
             return Err(format!(
                 "{}: the model takes {}-channel images; this one has {}",
-                f.display(),
+                name,
                 net.channels(),
                 p.channels
             )
             .into());
         }
-        names.push(
-            f.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-        );
+        names.push(name);
         planes.push(p.tensor(&device, DType::F32)?);
     }
     let one = Tensor::cat(&planes, 0)?;
@@ -266,7 +267,7 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
              evaluations of a batch of {batch}",
             args.sampler.without_grid(),
             args.nfe,
-            files.len(),
+            names.len(),
             args.seeds
         );
     }

@@ -22,7 +22,7 @@ use mrsampler::{CoupledNoise, NoiseSource, PhiloxNoise, Plan, StepView};
 use crate::classical::Classical;
 use crate::images::{self, Picture};
 use crate::metrics::{gradient_energy_ratio, mean_sd, psnr, ssim};
-use crate::sampling::{ASSETS, Configured, Model, ModelArgs, SamplerSpec, shipped};
+use crate::sampling::{Configured, Model, ModelArgs, SamplerSpec};
 use crate::{Result, write_atomically};
 
 /// `eval`'s options.
@@ -74,6 +74,10 @@ pub struct EvalArgs {
     /// The comparison picture (first image, first seed: degraded, each row, ground truth).
     #[arg(long, default_value = "target/eval.png")]
     picture: PathBuf,
+    /// Nearest-neighbour zoom of the picture's panels (2: each pixel as 2 × 2, so that
+    /// differences between samplers are visible).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=8))]
+    picture_zoom: u32,
     /// Most samples (images × seeds) per network call.
     #[arg(long, default_value_t = 18)]
     batch: usize,
@@ -170,19 +174,15 @@ pub fn run(args: EvalArgs) -> Result<()> {
     if args.nfe.iter().chain(&args.baseline_nfe).any(|&n| n == 0) {
         return Err("every --nfe and --baseline-nfe must be at least 1".into());
     }
-    let (gt_dir, degraded_dir) = match (&args.gt, &args.degraded) {
-        (Some(g), Some(d)) => (g.clone(), d.clone()),
-        _ => {
-            let root = shipped(
-                &Path::new(ASSETS).join("eval").join(&args.set),
-                "--gt and --degraded",
-            )?;
-            (root.join("gt"), root.join("degraded"))
-        }
-    };
     let (net, schedule) = args.model.load()?;
     let channels = net.channels();
-    let pairs = load_pairs(&gt_dir, &degraded_dir, channels)?;
+    let (pairs, source) = match (&args.gt, &args.degraded) {
+        (Some(g), Some(d)) => (load_pairs(g, d, channels)?, g.display().to_string()),
+        _ => (
+            shipped_pairs(&args.set, channels)?,
+            format!("the shipped {} set", args.set),
+        ),
+    };
     let device = net.device().clone();
     let mut model = Model::Whole(net);
 
@@ -289,8 +289,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
         }
     }
     bar.finish_and_clear();
-    print_rows(&rows, &args, &pairs, &gt_dir, t_steps)?;
-    write_picture(&picture, &args.picture)?;
+    print_rows(&rows, &args, &pairs, &source, t_steps)?;
+    write_picture(&picture, &args.picture, args.picture_zoom as usize)?;
     if !args.json {
         let legend: Vec<String> = rows
             .iter()
@@ -316,14 +316,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
 /// Each classical family's best parameter on the validation pairs (`--classical-val`, the
 /// shipped validation set by default), with its validation PSNR.
 fn choose_classical(args: &EvalArgs, channels: usize) -> Result<Vec<(Classical, f64)>> {
-    let root = match &args.classical_val {
-        Some(dir) => dir.clone(),
-        None => shipped(
-            &Path::new(ASSETS).join("eval").join("val"),
-            "--classical-val",
-        )?,
+    let pairs = match &args.classical_val {
+        Some(root) => load_pairs(&root.join("gt"), &root.join("degraded"), channels)?,
+        None => shipped_pairs("val", channels)?,
     };
-    let pairs = load_pairs(&root.join("gt"), &root.join("degraded"), channels)?;
     let data: Vec<(Vec<f64>, Vec<f64>)> = pairs
         .iter()
         .map(|p| {
@@ -339,6 +335,43 @@ fn choose_classical(args: &EvalArgs, channels: usize) -> Result<Vec<(Classical, 
         .iter()
         .filter_map(|family| Classical::choose(family, &data, &dims))
         .collect())
+}
+
+/// The shipped set `set` (inside the binary), sorted by name.
+fn shipped_pairs(set: &str, channels: usize) -> Result<Vec<Pair>> {
+    let mut pairs = Vec::new();
+    for p in crate::shipped::set(set)? {
+        let pair = Pair {
+            name: p.name.to_owned(),
+            gt: p.gt()?,
+            degraded: p.degraded()?,
+        };
+        check_pair(&pair, channels)?;
+        pairs.push(pair);
+    }
+    pairs.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(pairs)
+}
+
+/// An error unless the pair's images have one size and the network's channel count.
+fn check_pair(p: &Pair, channels: usize) -> Result<()> {
+    let (gt, d, name) = (&p.gt, &p.degraded, &p.name);
+    if (gt.channels, gt.height, gt.width) != (d.channels, d.height, d.width) {
+        return Err(format!(
+            "`{name}`: the clean image is {}×{} with {} channel(s) but the degraded one {}×{} \
+             with {} (width × height); they must match",
+            gt.width, gt.height, gt.channels, d.width, d.height, d.channels
+        )
+        .into());
+    }
+    if gt.channels != channels {
+        return Err(format!(
+            "`{name}`: the model takes {channels}-channel images; this one has {}",
+            gt.channels
+        )
+        .into());
+    }
+    Ok(())
 }
 
 /// Clean and degraded images paired by file stem, sorted by name.
@@ -360,27 +393,13 @@ fn load_pairs(gt_dir: &Path, degraded_dir: &Path, channels: usize) -> Result<Vec
                 degraded_dir.display()
             )
         })?;
-        let (gt, d) = (images::read(&gt_path)?, images::read(d_path)?);
-        if (gt.channels, gt.height, gt.width) != (d.channels, d.height, d.width) {
-            return Err(format!(
-                "`{name}`: the clean image is {}×{}×{} but the degraded one {}×{}×{} \
-                 (channels × height × width); they must match",
-                gt.channels, gt.height, gt.width, d.channels, d.height, d.width
-            )
-            .into());
-        }
-        if gt.channels != channels {
-            return Err(format!(
-                "`{name}`: the model takes {channels}-channel images; this one has {}",
-                gt.channels
-            )
-            .into());
-        }
-        pairs.push(Pair {
+        let pair = Pair {
             name,
-            gt,
-            degraded: d,
-        });
+            gt: images::read(&gt_path)?,
+            degraded: images::read(d_path)?,
+        };
+        check_pair(&pair, channels)?;
+        pairs.push(pair);
     }
     if pairs.is_empty() {
         return Err(format!("{}: no PNG or JPEG images", gt_dir.display()).into());
@@ -646,7 +665,7 @@ fn print_rows(
     rows: &[Row],
     args: &EvalArgs,
     pairs: &[Pair],
-    gt_dir: &Path,
+    source: &str,
     t_steps: usize,
 ) -> Result<()> {
     let images = pairs.len();
@@ -656,7 +675,7 @@ fn print_rows(
             "{} image pairs from {} ({}), {} seed(s) each; mean ± sd over images and seeds; \
              converged: {} (MR Sampler) or its {}-step chain (baselines)\n",
             images,
-            gt_dir.display(),
+            source,
             pairs
                 .iter()
                 .map(|p| format!("{} {}×{}", p.name, p.gt.width, p.gt.height))
@@ -738,12 +757,14 @@ fn finite(x: f64) -> Option<f64> {
     x.is_finite().then_some(x)
 }
 
-/// Writes the images `[C, H, W]` side by side with a white gap.
-fn write_picture(images: &[Tensor], path: &Path) -> Result<()> {
+/// Writes the images `[C, H, W]` side by side with a white gap, each pixel as a `zoom × zoom`
+/// block.
+fn write_picture(images: &[Tensor], path: &Path, zoom: usize) -> Result<()> {
     let Some(first) = images.first() else {
         return Ok(());
     };
-    let (c, h, w) = first.dims3()?;
+    let (c, h0, w0) = first.dims3()?;
+    let (h, w) = (h0 * zoom, w0 * zoom);
     let pad = 4;
     let mut grid = image::RgbImage::from_pixel(
         (images.len() * (w + pad) + pad) as u32,
@@ -758,8 +779,9 @@ fn write_picture(images: &[Tensor], path: &Path) -> Result<()> {
             .to_vec1::<f32>()?;
         for y in 0..h {
             for x in 0..w {
+                let (sy, sx) = (y / zoom, x / zoom);
                 let px: [u8; 3] = std::array::from_fn(|ch| {
-                    (v[ch.min(c - 1) * h * w + y * w + x] * 255.0).round() as u8
+                    (v[ch.min(c - 1) * h0 * w0 + sy * w0 + sx] * 255.0).round() as u8
                 });
                 grid.put_pixel(
                     (pad + k * (w + pad) + x) as u32,

@@ -116,9 +116,21 @@ fn is_image(p: &Path) -> bool {
 pub fn read(path: &Path) -> Result<Picture> {
     let img =
         image::open(path).map_err(|e| format!("{}: cannot read the image: {e}", path.display()))?;
+    picture(img, &path.display().to_string())
+}
+
+/// Decodes an image file's bytes; `label` names it in errors.
+pub fn decode(bytes: &[u8], label: &str) -> Result<Picture> {
+    let img = image::load_from_memory(bytes)
+        .map_err(|e| format!("{label}: cannot read the image: {e}"))?;
+    picture(img, label)
+}
+
+/// Splits a decoded image into colour planes and alpha.
+fn picture(img: DynamicImage, label: &str) -> Result<Picture> {
     let (width, height) = (img.width() as usize, img.height() as usize);
     if width == 0 || height == 0 {
-        return Err(format!("{}: the image is empty ({width}×{height})", path.display()).into());
+        return Err(format!("{label}: the image is empty ({width}×{height})").into());
     }
     let sixteen_bit = matches!(
         img,

@@ -32,6 +32,7 @@ mod images;
 mod metrics;
 mod restore;
 mod sampling;
+mod shipped;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 

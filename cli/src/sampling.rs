@@ -17,45 +17,6 @@ use mrsampler_models::{DaClip, DaClipEncoder, Network, Tiled, UpstreamOptions, p
 use crate::calibrate::GridFile;
 use crate::{Precision, Result, load_options};
 
-/// Where the shipped model and images are (the repository's `assets/`).
-pub const ASSETS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../assets");
-
-/// A shipped asset, or an error naming the option that replaces it.
-pub fn shipped(path: &Path, option: &str) -> Result<PathBuf> {
-    if path.exists() {
-        Ok(path.to_path_buf())
-    } else {
-        Err(format!(
-            "the shipped asset {} is not there (this binary was moved from its source tree?); \
-             give {option}",
-            path.display()
-        )
-        .into())
-    }
-}
-
-/// The checkpoint and option file to load: the given ones, or the shipped network
-/// (`assets/restore/model.safetensors`) with its option file when no model is given.
-fn shipped_model(
-    model: Option<&PathBuf>,
-    options: Option<&PathBuf>,
-) -> Result<(PathBuf, Option<PathBuf>)> {
-    match model {
-        Some(m) => Ok((m.clone(), options.cloned())),
-        None => {
-            let root = Path::new(ASSETS).join("restore");
-            let options = match options {
-                Some(o) => o.clone(),
-                None => shipped(&root.join("options.yml"), "--options")?,
-            };
-            Ok((
-                shipped(&root.join("model.safetensors"), "--model")?,
-                Some(options),
-            ))
-        }
-    }
-}
-
 /// Which network to load and how: shared by `restore` and `eval`.
 #[derive(clap::Args)]
 pub struct ModelArgs {
@@ -92,9 +53,21 @@ impl ModelArgs {
 
     /// The network and the schedule it was trained with.
     pub fn load(&self) -> Result<(Denoiser, IrSdeSchedule)> {
-        let (path, options) = shipped_model(self.model.as_ref(), self.options.as_ref())?;
-        let opts = load_options(options, &self.device, self.dtype.into())?;
-        let net = Network::load(&path, &opts)?;
+        let mut opts = load_options(self.options.clone(), &self.device, self.dtype.into())?;
+        let (net, path) = match &self.model {
+            Some(path) => (Network::load(path, &opts)?, path.clone()),
+            None => {
+                // The network inside the binary, with its own option file unless one is given.
+                if opts.options.is_none() {
+                    opts.options = Some(crate::shipped::options()?);
+                }
+                let ckpt = crate::shipped::checkpoint()?;
+                (
+                    Network::from_checkpoint(&ckpt, &opts)?,
+                    PathBuf::from("(shipped network)"),
+                )
+            }
+        };
         let takes_contexts = matches!(&net, Network::UNet(u) if u.config().context_dim.is_some());
         let (denoiser, family) = match (net, &self.clip) {
             (Network::UNet(unet), Some(clip)) if takes_contexts => {

@@ -93,6 +93,33 @@ impl<T, F: FnMut(&StepView<'_, T>)> Observer<T> for F {
     }
 }
 
+/// A closure as an [`Observer`], with its argument's type inferred: `observe(|step| …)` needs
+/// no `&StepView<'_, T>` annotation (a bare closure passed where `impl Observer<T>` is
+/// expected does, because Rust infers a closure's signature only from an `Fn*` bound).
+///
+/// ```
+/// use mrsampler::prelude::*;
+///
+/// let sampler = MrSampler::new(IrSdeSchedule::da_clip(), 5)?;
+/// let mut net = FnModel::new(FitTarget::Noise, |x: &ArrayD<f64>, mu: &ArrayD<f64>, _t: f64| {
+///     Ok(x - mu)
+/// });
+/// let mu = ArrayD::<f64>::zeros(IxDyn(&[1, 4]));
+/// let mut times = Vec::new();
+/// sampler.sample_observed(
+///     &mut net,
+///     &mu,
+///     None,
+///     &mut SeededNoise::new(0),
+///     &mut observe(|step| times.push(step.t)),
+/// )?;
+/// assert_eq!(times.len(), 5);
+/// # Ok::<(), mrsampler::Error>(())
+/// ```
+pub fn observe<T, F: FnMut(&StepView<'_, T>)>(f: F) -> F {
+    f
+}
+
 /// A complete sampling method: a configuration that compiles into a [`Plan`].
 ///
 /// [`start`](Self::start) begins a step-level [`Run`] from the plan; [`sample`](Self::sample)

@@ -107,8 +107,8 @@ impl FromStr for TimeGrid {
                 return Err(Error::setting(
                     "time_schedule",
                     other,
-                    "use linspace, leading, trailing, karras-n, karras-t or linear-lambda \
-                     (alias uniform-lambda)",
+                    "use linspace, uniform-lambda (alias linear-lambda), karras-n, karras-t, \
+                     trailing or leading",
                 ));
             }
         })
@@ -281,13 +281,16 @@ pub(crate) fn build_grid(
 pub const MAX_STEPS: usize = 1_000_000;
 
 /// Exact mode: a grid must be strictly decreasing. Reference mode also runs repeated times
-/// (the `leading` grid with more steps than the schedule has indices): a first-order step of
-/// zero length is the identity there, and the planner refuses higher orders over it.
+/// of its named grids (the `leading` grid with more steps than the schedule has indices): a
+/// first-order step of zero length is the identity there, and the planner refuses higher
+/// orders over it. A custom grid must be strictly decreasing in both modes (the reference has
+/// no custom grids, so there is nothing to reproduce).
 fn validate_decreasing(tau: &[f64], grid: &TimeGrid, mode: Mode) -> Result<()> {
+    let strict = mode == Mode::Exact || matches!(grid, TimeGrid::Custom(_));
     for (k, w) in tau.windows(2).enumerate() {
-        let bad = match mode {
-            Mode::Exact => w[1] >= w[0],
-            Mode::Reference => w[1] > w[0],
+        let bad = match strict {
+            true => w[1] >= w[0],
+            false => w[1] > w[0],
         };
         if bad {
             return Err(Error::grid(format!(
@@ -469,6 +472,15 @@ mod tests {
             &s,
         );
         assert!(matches!(e, Err(Error::InvalidGrid { .. })));
+        // A repeated time in a custom grid: refused in reference mode too.
+        let e = build_grid(
+            &TimeGrid::Custom(vec![100.0, 50.0, 50.0, 0.0]),
+            3,
+            None,
+            Mode::Reference,
+            &s,
+        );
+        assert!(matches!(e, Err(Error::InvalidGrid { .. })), "{e:?}");
         let e = build_grid(
             &TimeGrid::Custom(vec![150.0, 50.0, 0.0]),
             2,
