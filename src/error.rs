@@ -5,9 +5,87 @@
 
 use std::fmt;
 
-/// The error a user network (a [`ScoreModel`](crate::ScoreModel)) returns; boxed so any
-/// backend's error type fits.
-pub type ModelError = Box<dyn std::error::Error + Send + Sync + 'static>;
+/// A boxed error of any type (a network's or a tensor backend's own), as stored in
+/// [`Error::Model`] and [`Error::Backend`].
+pub type BoxedError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The error a user network (a [`ScoreModel`](crate::ScoreModel)) returns: any error type
+/// converts into it with `?`, a message with [`ModelError::msg`], and it converts with `?` into
+/// the boxed errors applications return (`Box<dyn Error>`, `Box<dyn Error + Send + Sync>`).
+///
+/// ```
+/// use mrsampler::ModelError;
+///
+/// fn network(ok: bool) -> Result<f64, ModelError> {
+///     let v: f64 = "0.5".parse()?; // any std::error::Error converts
+///     if !ok {
+///         return Err(ModelError::msg("the device ran out of memory"));
+///     }
+///     Ok(v)
+/// }
+///
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     assert_eq!(network(true)?, 0.5);
+///     assert!(network(false).is_err());
+///     Ok(())
+/// }
+/// ```
+///
+/// (It does not implement `std::error::Error` itself, as `anyhow::Error` does not: that is what
+/// lets every error type convert into it.)
+pub struct ModelError(BoxedError);
+
+impl ModelError {
+    /// An error that is just a message.
+    pub fn msg(message: impl fmt::Display) -> Self {
+        Self(message.to_string().into())
+    }
+
+    /// An already boxed error.
+    pub fn from_boxed(error: BoxedError) -> Self {
+        Self(error)
+    }
+
+    /// The boxed error inside.
+    pub fn into_inner(self) -> BoxedError {
+        self.0
+    }
+
+    /// The error inside, to inspect or downcast (`downcast_ref::<E>()`).
+    pub fn get_ref(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.0
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for ModelError {
+    fn from(error: E) -> Self {
+        Self(Box::new(error))
+    }
+}
+
+impl From<ModelError> for BoxedError {
+    fn from(error: ModelError) -> Self {
+        error.0
+    }
+}
+
+impl From<ModelError> for Box<dyn std::error::Error + 'static> {
+    fn from(error: ModelError) -> Self {
+        error.0
+    }
+}
+
+impl fmt::Debug for ModelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for ModelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
 
 /// Shorthand for `std::result::Result<T, mrsampler::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -117,7 +195,7 @@ pub enum Error {
         time: f64,
         /// The model's own error.
         #[source]
-        source: ModelError,
+        source: BoxedError,
     },
 
     /// A replaying noise source ran out of draws.
@@ -188,7 +266,7 @@ pub enum Error {
     Backend {
         /// The backend's own error.
         #[source]
-        source: ModelError,
+        source: BoxedError,
     },
 }
 

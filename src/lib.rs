@@ -109,7 +109,7 @@ pub use candle_nn;
 #[cfg_attr(docsrs, doc(cfg(feature = "burn")))]
 pub use burn;
 
-pub use error::{Error, ModelError, Result};
+pub use error::{BoxedError, Error, ModelError, Result};
 pub use model::{CountingModel, FnModel, ScoreModel};
 pub use param::{FitTarget, Parameterization};
 pub use sampler::{

@@ -175,7 +175,7 @@ fn bad_input_gives_typed_errors() {
     let mut failing = FnModel::new(
         FitTarget::Noise,
         |_: &ArrayD<f64>, _: &ArrayD<f64>, _| -> Result<ArrayD<f64>, ModelError> {
-            Err("out of memory".into())
+            Err(ModelError::msg("out of memory"))
         },
     );
     let e = s

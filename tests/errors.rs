@@ -478,7 +478,7 @@ fn model_errors_are_wrapped_with_the_step() {
     let mut net = FnModel::new(
         FitTarget::Noise,
         |_: &ArrayD<f64>, _: &ArrayD<f64>, t: f64| -> Result<ArrayD<f64>, ModelError> {
-            Err(format!("cannot run at t = {t}").into())
+            Err(ModelError::msg(format!("cannot run at t = {t}")))
         },
     );
     let e = sampler()

@@ -48,11 +48,12 @@ pub(crate) fn batch_split(
 ) -> std::result::Result<(usize, usize), ModelError> {
     let total: usize = shape.iter().product();
     if event == 0 || total % event != 0 {
-        return Err(Box::new(Error::ShapeMismatch {
+        return Err(Error::ShapeMismatch {
             what: "oracle input (event size)",
             expected: vec![event],
             found: shape.to_vec(),
-        }));
+        }
+        .into());
     }
     Ok((total / event, event))
 }

@@ -711,7 +711,7 @@ impl<T: SamplerTensor> Search<'_, T> {
                             .map_err(|source| Error::Model {
                                 step: k + 1,
                                 time: self.times[j],
-                                source,
+                                source: source.into_inner(),
                             })?;
                     let c = self.rules.convert(self.nodes[j]);
                     let q = lincomb(

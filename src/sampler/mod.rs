@@ -207,7 +207,7 @@ pub trait Sampler {
                 .map_err(|source| Error::Model {
                     step: p.step,
                     time: p.t,
-                    source,
+                    source: source.into_inner(),
                 })?;
             let x0 = if observer.wants_x0_hat() {
                 Some(run.data_prediction(&net)?)
