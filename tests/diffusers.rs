@@ -15,7 +15,7 @@ use mrsampler::schedule::{Betas, TimeGrid, VpSchedule};
 use mrsampler::{
     FitTarget, FnModel, MrSampler, Parameterization, ReplayNoise, Sampler, SamplerTensor,
 };
-use mrsampler::{OdeMultistep, SdeMultistep, SecondOrder, Solver, ThirdOrder};
+use mrsampler::{OdeMultistep, OrderRule, SdeMultistep, SecondOrder, Solver, ThirdOrder};
 use ndarray::{ArrayD, IxDyn};
 use serde_json::Value;
 
@@ -77,15 +77,19 @@ fn replays_diffusers_dpm_solver() {
             Some("midpoint") if order > 1 => SecondOrder::Midpoint,
             _ => SecondOrder::Taylor,
         };
+        // diffusers' `lower_order_final` is this crate's `OrderRule::LowerOrderFinal`.
+        let order_rule = Some(OrderRule::LowerOrderFinal);
         let solver = if sde {
             Solver::Sde(SdeMultistep {
                 second_order,
+                order_rule,
                 ..SdeMultistep::new(order)
             })
         } else {
             Solver::Ode(OdeMultistep {
                 second_order,
                 third_order: (order == 3).then_some(ThirdOrder::HalfD2),
+                order_rule,
                 ..OdeMultistep::new(order)
             })
         };

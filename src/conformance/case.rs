@@ -6,7 +6,10 @@ use serde_json::{Map, Value};
 
 use crate::error::Error;
 use crate::param::{FitTarget, Parameterization};
-use crate::sampler::{Baseline, BaselineSampler, Mode, MrSampler, Solver, Thresholding};
+use crate::sampler::{
+    Baseline, BaselineSampler, Mode, MrSampler, OdeMultistep, OrderRule, SdeMultistep, Solver,
+    Thresholding,
+};
 use crate::schedule::{CumulativeFrom, IrSdeSchedule, Schedule, ThetaSchedule, TimeGrid};
 
 /// Why a case could not be read or run.
@@ -403,9 +406,18 @@ fn parse_sampler(v: &Value, schedule: Arc<dyn Schedule>) -> Result<SamplerSpec, 
         return Ok(SamplerSpec::Baseline { sampler, schedule });
     }
     let order = usize_of(req(s, p, "order")?, "sampler.order")?;
+    // Exact mode replays the specification's order rule (`lower_order_final`), which the
+    // library's default refines (`OrderRule`'s documentation).
+    let rule = (mode == Mode::Exact).then_some(OrderRule::LowerOrderFinal);
     let solver = match str_of(req(s, p, "solver_type")?, "sampler.solver_type")? {
-        "ode" => Solver::ode(order),
-        "sde" => Solver::sde(order),
+        "ode" => Solver::Ode(OdeMultistep {
+            order_rule: rule,
+            ..OdeMultistep::new(order)
+        }),
+        "sde" => Solver::Sde(SdeMultistep {
+            order_rule: rule,
+            ..SdeMultistep::new(order)
+        }),
         other => {
             return Err(CaseError::Invalid {
                 key: "sampler.solver_type".into(),

@@ -60,7 +60,7 @@ impl Rules {
             ));
         }
         let mut order = base[k - 1].min(hist.len());
-        if let Some(OrderRule::StepRatio { max_ratio }) = self.solver.order_rule() {
+        if let OrderRule::StepRatio { max_ratio } = self.solver.order_rule().unwrap_or_default() {
             if k >= 2
                 && order > 1
                 && step_too_long(
