@@ -285,7 +285,7 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
         .map(|i| (args.seed + i) ^ 0x00ca_11b7)
         .collect();
     let mut noise = PhiloxNoise::per_sample(seeds);
-    let mut model = Model::Whole(net);
+    let mut model = Model::new(net, args.model.border(), None);
     let begin = Instant::now();
     let cal = calibrator.calibrate(&sampler, &mut model, &mu, &mut noise, |p| match p {
         CalibrationProgress::Teacher { done, .. } => {

@@ -41,16 +41,21 @@ pub struct EvalArgs {
     #[arg(long, value_parser = ["test", "val"], default_value = "test")]
     set: String,
     /// Samplers, comma-separated: `KIND[-ORDER][:PARAM][:GRID]` with KIND `mrs-ode`, `mrs-sde`,
-    /// `posterior` or `euler`, or a grid file from `mrsampler calibrate` (one row, at its NFE). The default MR Sampler configuration is the one that scored best
-    /// at 10 NFE on the shipped validation set (`docs/benchmarks.md`).
-    #[arg(long, value_delimiter = ',', default_value = "mrs-sde-2,posterior")]
+    /// `posterior` or `euler`, or a grid file from `mrsampler calibrate` (one row, at its
+    /// NFE). Default: the library's and `restore`'s default (ODE-2, data, linspace), the SDE-2
+    /// and posterior sampling (how the default was chosen: `docs/benchmarks.md`).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "mrs-ode-2,mrs-sde-2,posterior"
+    )]
     samplers: Vec<SamplerSpec>,
     /// Evaluation counts of the MR Sampler rows.
     #[arg(long, value_delimiter = ',', default_value = "5,10")]
     nfe: Vec<usize>,
     /// Step counts of the baseline rows (posterior, euler); a row at the schedule's `T` steps
     /// (the full chain) is the converged reference of the baseline's other rows.
-    #[arg(long, value_delimiter = ',', default_value = "10")]
+    #[arg(long, value_delimiter = ',', default_value = "100")]
     baseline_nfe: Vec<usize>,
     /// Evaluations of the MR Sampler's converged reference (`--converged own`): a multiple of
     /// every `--nfe` for the SDE (the grids must nest).
@@ -78,8 +83,9 @@ pub struct EvalArgs {
     /// differences between samplers are visible).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=8))]
     picture_zoom: u32,
-    /// Most samples (images × seeds) per network call.
-    #[arg(long, default_value_t = 18)]
+    /// Most samples (images × seeds) per network call (6 was the fastest on the 2-core dev
+    /// machine at 128²: larger batches spend more in memory traffic than they save).
+    #[arg(long, default_value_t = 6)]
     batch: usize,
     /// Classical denoisers' rows (Gaussian blur, total variation, non-local means), each
     /// with its parameter chosen on `--classical-val`: `auto` prints them for the shipped set
@@ -184,7 +190,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         ),
     };
     let device = net.device().clone();
-    let mut model = Model::Whole(net);
+    let mut model = Model::new(net, args.model.border(), None);
 
     // Rows: the degraded input, the classical denoisers, then every sampler × step count.
     let mut rows = vec![Row::new(None, 0)];

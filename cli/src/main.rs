@@ -155,6 +155,12 @@ impl From<Precision> for DType {
     }
 }
 
+/// mimalloc keeps the large tensor buffers of a batched evaluation mapped between network
+/// calls; with the system allocator each call mapped and unmapped them afresh, and `eval`'s
+/// default batch spent more time in the kernel than in the network (`docs/benchmarks.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,

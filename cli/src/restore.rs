@@ -14,7 +14,7 @@ use candle_core::{DType, Device, Tensor};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use mrsampler::{PhiloxNoise, StepView};
-use mrsampler_models::{TileSpec, Tiled};
+use mrsampler_models::TileSpec;
 
 use crate::Result;
 use crate::images::{self, Input, Picture};
@@ -156,8 +156,8 @@ fn image_seed(seed: u64, key: &str) -> u64 {
     fnv1a(key.as_bytes()) ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
-/// Plans every output and checks the plan: no output is an input, no two inputs share an
-/// output, and an existing output is refused unless skipped or overwritten.
+/// Plans every output and checks the plan: no output is an input and no two inputs share an
+/// output (over all inputs, so that every shard refuses the same plan).
 fn plan(args: &RestoreArgs, inputs: Vec<Input>) -> Result<Vec<Job>> {
     if args.out.is_file() {
         return Err(format!(
@@ -217,6 +217,12 @@ fn plan(args: &RestoreArgs, inputs: Vec<Input>) -> Result<Vec<Job>> {
         )
         .into());
     }
+    Ok(jobs)
+}
+
+/// Refuses outputs of `jobs` that exist, unless `--skip-existing` or `--overwrite` says what
+/// to do with them (checked per shard: shards running side by side write one folder).
+fn check_existing(args: &RestoreArgs, jobs: &[Job]) -> Result<()> {
     if !args.skip_existing && !args.overwrite {
         let existing: Vec<String> = jobs
             .iter()
@@ -238,7 +244,7 @@ fn plan(args: &RestoreArgs, inputs: Vec<Input>) -> Result<Vec<Job>> {
             .into());
         }
     }
-    Ok(jobs)
+    Ok(())
 }
 
 /// `OUT/[FOLDER/]RELATIVE_STEM.png` (or `….EXT.png` with `--naming extension`).
@@ -290,6 +296,7 @@ pub fn run(args: RestoreArgs) -> Result<()> {
             .map(|(_, j)| j)
             .collect();
     }
+    check_existing(&args, &jobs)?;
     let (net, schedule) = args.model.load()?;
     let sampler = args.sampler.build(schedule)?;
     if let Some(size) = args.tile {
@@ -297,10 +304,7 @@ pub fn run(args: RestoreArgs) -> Result<()> {
     }
     let channels = net.channels();
     let device = net.device().clone();
-    let mut model = match tiles {
-        Some(s) => Model::Tiled(Tiled::new(net, s)),
-        None => Model::Whole(net),
-    };
+    let mut model = Model::new(net, args.model.border(), tiles);
     let mut failures = 0;
     for job in &jobs {
         if args.skip_existing && job.output.exists() {

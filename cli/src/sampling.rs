@@ -12,7 +12,9 @@ use mrsampler::{
     Baseline, BaselineSampler, Calibrator, FitTarget, MrSampler, NoiseSource, Observer,
     Parameterization, Plan, Sample, Sampler, ScoreModel, Solver,
 };
-use mrsampler_models::{DaClip, DaClipEncoder, Network, Tiled, UpstreamOptions, preset};
+use mrsampler_models::{
+    DaClip, DaClipEncoder, Mirrored, Network, TileSpec, Tiled, UpstreamOptions, preset,
+};
 
 use crate::calibrate::GridFile;
 use crate::{Precision, Result, load_options};
@@ -41,9 +43,28 @@ pub struct ModelArgs {
     /// Network weights and computation dtype.
     #[arg(long, value_enum, default_value = "f32")]
     dtype: Precision,
+    /// Mirror this many pixels around each image (or tile) before the network and crop its
+    /// output back, so that edge pixels are predicted from image-like surroundings. Default: 8
+    /// for the shipped network (trained on crops whose bottom and right edges were mostly
+    /// followed by its own zero padding; without the margin its border pixels are restored
+    /// worse), 0 for a `--model` (as upstream runs its checkpoints).
+    #[arg(long)]
+    border: Option<usize>,
 }
 
+/// The shipped network's mirrored margin (`ModelArgs::border`).
+const SHIPPED_BORDER: usize = 8;
+
 impl ModelArgs {
+    /// The mirrored margin around each network input: `--border`, else the model's default.
+    pub fn border(&self) -> usize {
+        self.border.unwrap_or(if self.model.is_none() {
+            SHIPPED_BORDER
+        } else {
+            0
+        })
+    }
+
     /// The checkpoint's path, or `shipped`.
     pub fn describe(&self) -> String {
         self.model
@@ -111,7 +132,7 @@ pub const GRID_NAMES: &str = "linspace, uniform-lambda, karras-n, karras-t, trai
 /// with a baseline, and sampler options next to a grid file (which fixes them), are errors.
 #[derive(clap::Args)]
 pub struct SamplerChoice {
-    /// The sampler (default: mrs-sde, or the grid file's).
+    /// The sampler (default: mrs-ode, the library's default, or the grid file's).
     #[arg(long, value_enum)]
     sampler: Option<SamplerKind>,
     /// The MR Sampler's order: ODE 1–3, SDE 1–2 (default 2).
@@ -178,7 +199,7 @@ impl SamplerChoice {
                 (spec, steps)
             }
             None => {
-                let kind = self.sampler.unwrap_or(SamplerKind::MrsSde);
+                let kind = self.sampler.unwrap_or(SamplerKind::MrsOde);
                 if !matches!(kind, SamplerKind::MrsOde | SamplerKind::MrsSde)
                     && !mrs_flags.is_empty()
                 {
@@ -519,20 +540,30 @@ impl<M: ScoreModel<Tensor>> ScoreModel<Tensor> for Timed<'_, M> {
     }
 }
 
-/// The network on the whole image, or on tiles.
+/// The network on the whole image, or on tiles, each with its mirrored margin.
 pub enum Model {
     /// One network call per evaluation.
-    Whole(Denoiser),
+    Whole(Mirrored<Denoiser>),
     /// Overlapping tiles, batched.
-    Tiled(Tiled<Denoiser>),
+    Tiled(Tiled<Mirrored<Denoiser>>),
 }
 
 impl Model {
+    /// `net` with a mirrored margin of `border` pixels around the image (or each tile of
+    /// `tiles`).
+    pub fn new(net: Denoiser, border: usize, tiles: Option<TileSpec>) -> Self {
+        let net = Mirrored::new(net, border);
+        match tiles {
+            Some(spec) => Model::Tiled(Tiled::new(net, spec)),
+            None => Model::Whole(net),
+        }
+    }
+
     /// See [`Denoiser::prepare`].
     pub fn prepare(&mut self, mu: &Tensor) -> Result<()> {
         match self {
-            Model::Whole(d) => d.prepare(mu),
-            Model::Tiled(t) => t.inner_mut().prepare(mu),
+            Model::Whole(d) => d.inner_mut().prepare(mu),
+            Model::Tiled(t) => t.inner_mut().inner_mut().prepare(mu),
         }
     }
 }

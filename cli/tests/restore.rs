@@ -139,7 +139,7 @@ fn shards_give_the_unsharded_outputs() {
     assert!(ok, "{text}");
     let sharded = dir.path().join("sharded");
     for shard in ["1/2", "2/2"] {
-        let (ok, text) = restore(&[&folder], &sharded, &["--shard", shard, "--skip-existing"]);
+        let (ok, text) = restore(&[&folder], &sharded, &["--shard", shard]);
         assert!(ok, "{text}");
     }
     assert_eq!(listing(&sharded), ["a.png", "b.png", "c.png", "d.png"]);

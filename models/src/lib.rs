@@ -37,6 +37,7 @@
 #![deny(missing_docs)]
 
 mod blocks;
+mod border;
 mod checkpoint;
 mod clip;
 mod daclip;
@@ -50,6 +51,7 @@ mod tiling;
 mod transformer;
 mod unet;
 
+pub use border::{Mirrored, mirror_pad};
 pub use checkpoint::{Checkpoint, Format};
 pub use clip::{CLIP_MEAN, CLIP_STD, ClipVisionConfig, Contexts, DaClipEncoder};
 pub use daclip::DaClip;
