@@ -296,12 +296,13 @@ pub fn run(args: RestoreArgs) -> Result<()> {
             .map(|(_, j)| j)
             .collect();
     }
-    check_existing(&args, &jobs)?;
     let (net, schedule) = args.model.load()?;
     let sampler = args.sampler.build(schedule)?;
     if let Some(size) = args.tile {
         net.check_tile(size)?;
     }
+    // Last of the checks, so that a wrong option is named before existing outputs are.
+    check_existing(&args, &jobs)?;
     let channels = net.channels();
     let device = net.device().clone();
     let mut model = Model::new(net, args.model.border(), tiles);

@@ -133,6 +133,7 @@ fn encode_convert_and_restore_without_a_config_file() {
             "--nfe",
             "3",
             "--quiet",
+            "--overwrite",
         ]
         .into_iter()
         .map(String::from)

@@ -73,7 +73,9 @@ pub enum Error {
     /// A tensor has another shape than the configuration implies.
     #[error(
         "tensor `{name}` has shape {found:?} but the configuration ({config}) needs {expected:?}; \
-         the options do not match this checkpoint (omit them to infer the configuration)"
+         with an option file, it does not match this checkpoint (omit it to infer the \
+         configuration from the tensors); without one, the checkpoint's tensors disagree with \
+         each other (it was edited or truncated: export the state_dict again)"
     )]
     ShapeMismatch {
         /// The state-dict name.

@@ -332,7 +332,11 @@ fn attention_kind(ckpt: &Checkpoint, prefix: &str) -> Result<Attention> {
     } else {
         Err(Error::UnknownArchitecture {
             path: ckpt.origin().to_owned(),
-            reason: format!("no attention block at `{prefix}`"),
+            reason: format!(
+                "the attention block `{prefix}` has none of its tensors (`{prefix}.to_out.*` or \
+                 `{prefix}.proj_in.*`): the checkpoint is incomplete (export the whole \
+                 state_dict again) or is not an IR-SDE / DA-CLIP U-Net"
+            ),
         })
     }
 }
