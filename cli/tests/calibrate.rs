@@ -122,9 +122,20 @@ fn a_grid_file_states_its_calibration_and_runs_in_eval_and_restore() {
     assert!(text.contains("3 evaluations"), "{text}");
     assert!(out.join("e.png").exists());
 
-    // Refusals: another NFE, another schedule, another sampler.
+    // Refusals: another NFE, sampler options the file fixes, another schedule, another sampler.
     let (ok, text) = restore(&file, &["--nfe", "5"]);
     assert!(!ok && text.contains("3 steps"), "{text}");
+    for flags in [
+        &["--sampler", "mrs-ode"][..],
+        &["--order", "1"],
+        &["--param", "noise"],
+    ] {
+        let (ok, text) = restore(&file, flags);
+        assert!(
+            !ok && text.contains("fixes the sampler") && text.contains(flags[0]),
+            "{flags:?}: {text}"
+        );
+    }
     let mut other = json.clone();
     other["schedule"]["t_max"] = serde_json::json!(50.0);
     let other_file = dir.path().join("other.json");

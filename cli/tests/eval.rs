@@ -235,3 +235,33 @@ fn teacher_references_couple_every_grid_at_every_nfe() {
     );
     assert!(run("own").iter().all(Option::is_none));
 }
+
+/// The shipped network and evaluation crops are inside the binary: `eval` runs from a folder
+/// that has nothing of the source tree, as an installed binary does.
+#[test]
+fn the_shipped_set_evaluates_from_any_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mrsampler"))
+        .current_dir(dir.path())
+        .args([
+            "eval",
+            "--samplers",
+            "mrs-ode-2",
+            "--nfe",
+            "2",
+            "--converged-nfe",
+            "4",
+        ])
+        .args(["--seeds", "1", "--json", "--quiet", "--picture", "cmp.png"])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    let rows = rows(&text);
+    // Degraded input, three classical rows (the shipped set), the sampler row.
+    assert_eq!(rows.len(), 5, "{text}");
+    assert_eq!(rows[1]["classical"], "gaussian-blur");
+    assert!(rows[4]["psnr"].as_f64().is_some_and(|p| p > 20.0), "{text}");
+    assert!(dir.path().join("cmp.png").exists());
+}
