@@ -131,27 +131,22 @@ fn gaussian_blur(p: &[f64], h: usize, w: usize, sigma: f64) -> Vec<f64> {
         .collect();
     let sum: f64 = k.iter().sum();
     k.iter_mut().for_each(|v| *v /= sum);
-    let mut rows = vec![0.0; h * w];
-    for y in 0..h {
-        for x in 0..w {
-            rows[y * w + x] = k
-                .iter()
-                .enumerate()
-                .map(|(j, kv)| kv * p[y * w + mirror(x as isize + j as isize - r, w)])
-                .sum();
-        }
-    }
-    let mut out = vec![0.0; h * w];
-    for y in 0..h {
-        for x in 0..w {
-            out[y * w + x] = k
-                .iter()
-                .enumerate()
-                .map(|(j, kv)| kv * rows[mirror(y as isize + j as isize - r, h) * w + x])
-                .sum();
-        }
-    }
-    out
+    // Along the rows (step 1, length w), then along the columns (step w, length h).
+    let along = |src: &[f64], step: usize, len: usize| -> Vec<f64> {
+        (0..h * w)
+            .map(|i| {
+                let (pos, base) = ((i / step) % len, i - (i / step) % len * step);
+                k.iter()
+                    .enumerate()
+                    .map(|(j, kv)| {
+                        kv * src[base + mirror(pos as isize + j as isize - r, len) * step]
+                    })
+                    .sum()
+            })
+            .collect()
+    };
+    let rows = along(p, 1, w);
+    along(&rows, w, h)
 }
 
 /// Chambolle's projection algorithm on one `h × w` plane (forward differences, zero at the

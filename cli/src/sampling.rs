@@ -158,27 +158,28 @@ pub struct SamplerChoice {
 impl SamplerChoice {
     /// The configured sampler on `schedule`, or an error naming the flags that do not fit.
     pub fn build(&self, schedule: IrSdeSchedule) -> Result<Configured> {
-        let mrs_flags: Vec<&str> = [
+        // The flags among `flags` that were given.
+        let given = |flags: &[(bool, &'static str)]| -> Vec<&'static str> {
+            flags
+                .iter()
+                .filter_map(|&(given, flag)| given.then_some(flag))
+                .collect()
+        };
+        let mrs_flags = given(&[
             (self.order.is_some(), "--order"),
             (self.param.is_some(), "--param"),
             (self.grid.is_some(), "--grid"),
-        ]
-        .into_iter()
-        .filter_map(|(given, flag)| given.then_some(flag))
-        .collect();
+        ]);
         if self.nfe == Some(0) {
             return Err("--nfe 0: a sampler needs at least one network evaluation".into());
         }
         let (spec, nfe) = match self.grid.as_deref().filter(|g| is_grid_file(g)) {
             Some(file) => {
-                let given: Vec<&str> = [
+                let given = given(&[
                     (self.sampler.is_some(), "--sampler"),
                     (self.order.is_some(), "--order"),
                     (self.param.is_some(), "--param"),
-                ]
-                .into_iter()
-                .filter_map(|(given, flag)| given.then_some(flag))
-                .collect();
+                ]);
                 let spec: SamplerSpec = file.parse()?;
                 if !given.is_empty() {
                     return Err(format!(
