@@ -238,20 +238,23 @@ impl SamplerChoice {
             )
             .into());
         }
-        let order_range = match spec.kind {
-            SamplerKind::MrsOde => Some("1–3"),
-            SamplerKind::MrsSde => Some("1–2"),
-            _ => None,
+        // The solvers' order ranges, stated in the flag's terms before the library's check.
+        let orders = match spec.kind {
+            SamplerKind::MrsOde => 1..=3,
+            SamplerKind::MrsSde => 1..=2,
+            _ => spec.order..=spec.order,
         };
-        Configured::build(&spec, schedule, nfe).map_err(|e| match order_range {
-            Some(range) if e.to_string().contains("order") => format!(
-                "--order {}: {} takes orders {range} ({e})",
+        if !orders.contains(&spec.order) {
+            return Err(format!(
+                "--order {}: {} takes orders {}–{}",
                 spec.order,
-                spec.without_grid()
+                spec.without_grid(),
+                orders.start(),
+                orders.end()
             )
-            .into(),
-            _ => e,
-        })
+            .into());
+        }
+        Configured::build(&spec, schedule, nfe)
     }
 }
 

@@ -309,18 +309,33 @@ pub(crate) fn reflect_pad(x: &Tensor, bottom: usize, right: usize) -> Result<Ten
              {bottom} rows); each side must be longer than its padding"
         )));
     }
-    let mut x = x.clone();
-    for (dim, n, pad) in [(2, h, bottom), (3, w, right)] {
-        if pad == 0 {
-            continue;
-        }
-        let idx: Vec<u32> = (0..n as u32)
-            .chain((0..pad as u32).map(|k| n as u32 - 2 - k))
-            .collect();
-        let idx = Tensor::new(idx.as_slice(), x.device())?;
-        x = x.index_select(&idx, dim)?;
+    let x = mirror_extend(x, 2, 0, bottom)?;
+    mirror_extend(&x, 3, 0, right)
+}
+
+/// `x` extended along `dim` by `before` and `after` mirrored entries (the edge entry not
+/// repeated; past the far edge the mirroring goes back and forth).
+pub(crate) fn mirror_extend(x: &Tensor, dim: usize, before: usize, after: usize) -> Result<Tensor> {
+    if before == 0 && after == 0 {
+        return Ok(x.clone());
     }
-    Ok(x)
+    let n = x.dim(dim)? as i64;
+    let idx: Vec<u32> = (-(before as i64)..n + after as i64)
+        .map(|i| mirror_index(i, n) as u32)
+        .collect();
+    let idx = Tensor::new(idx.as_slice(), x.device())?;
+    Ok(x.index_select(&idx, dim)?)
+}
+
+/// The source index of position `i` of a side of `n` entries mirrored without repeating the
+/// edge (`… 2 1 | 0 1 2 … n−1 | n−2 n−3 …`).
+pub(crate) fn mirror_index(i: i64, n: i64) -> i64 {
+    if n == 1 {
+        return 0;
+    }
+    let period = 2 * (n - 1);
+    let r = i.rem_euclid(period);
+    if r < n { r } else { period - r }
 }
 
 /// Pads the bottom and right of `[B, C, H, W]` with zeros.

@@ -12,6 +12,7 @@
 use candle_core::Tensor;
 use mrsampler::{FitTarget, ModelError, ScoreModel};
 
+use crate::blocks::mirror_extend;
 use crate::error::Result;
 
 /// A network evaluated on its input extended by `margin` mirrored pixels on every side.
@@ -47,30 +48,8 @@ impl<M> Mirrored<M> {
 /// not repeated (PyTorch's `'reflect'`), and a margin longer than a side keeps mirroring back
 /// and forth.
 pub fn mirror_pad(x: &Tensor, margin: usize) -> Result<Tensor> {
-    let mut x = x.clone();
-    if margin == 0 {
-        return Ok(x);
-    }
-    for dim in [2, 3] {
-        let n = x.dim(dim)? as i64;
-        let idx: Vec<u32> = (-(margin as i64)..n + margin as i64)
-            .map(|i| mirror_index(i, n) as u32)
-            .collect();
-        let idx = Tensor::new(idx.as_slice(), x.device())?;
-        x = x.index_select(&idx, dim)?;
-    }
-    Ok(x)
-}
-
-/// The source index of position `i` of a side of `n` pixels mirrored without repeating the
-/// edge (`… 2 1 | 0 1 2 … n−1 | n−2 n−3 …`).
-fn mirror_index(i: i64, n: i64) -> i64 {
-    if n == 1 {
-        return 0;
-    }
-    let period = 2 * (n - 1);
-    let r = i.rem_euclid(period);
-    if r < n { r } else { period - r }
+    let x = mirror_extend(x, 2, margin, margin)?;
+    mirror_extend(&x, 3, margin, margin)
 }
 
 impl<M: ScoreModel<Tensor>> ScoreModel<Tensor> for Mirrored<M> {
@@ -104,6 +83,7 @@ impl<M: ScoreModel<Tensor>> ScoreModel<Tensor> for Mirrored<M> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::blocks::mirror_index;
     use candle_core::Device;
 
     #[test]
