@@ -368,17 +368,24 @@ fn check_dtype(device: &Device, dtype: DType) -> Result<()> {
 
 /// `cpu`, `cuda`, `cuda:N` or `metal`, with a clear error when the build lacks the backend.
 fn parse_device(s: &str) -> Result<Device> {
-    let unavailable =
-        |what: &str, feature: &str, e: candle_core::Error| -> Box<dyn std::error::Error> {
-            format!(
-            "device `{s}` is not available ({e}); this build supports {what} only when built with \
-             `--features {feature}`"
-        )
-        .into()
+    let unavailable = |what: &str, built: bool, feature: &str, e: candle_core::Error| {
+        let hint = if built {
+            let libraries = if what == "CUDA" {
+                " CUDA builds also need the CUDA 13 libraries (cuBLAS, cuRAND, NVRTC) on \
+                 LD_LIBRARY_PATH: docs/backends.md"
+            } else {
+                ""
+            };
+            format!("is a {what} device present and its driver installed?{libraries}")
+        } else {
+            format!("this build supports {what} only when built with `--features {feature}`")
         };
+        Box::<dyn std::error::Error>::from(format!("device `{s}` is not available ({e}); {hint}"))
+    };
     match s {
         "cpu" => Ok(Device::Cpu),
-        "metal" => Device::new_metal(0).map_err(|e| unavailable("Metal", "metal", e)),
+        "metal" => Device::new_metal(0)
+            .map_err(|e| unavailable("Metal", cfg!(feature = "metal"), "metal", e)),
         _ => {
             let ordinal = match s.strip_prefix("cuda") {
                 Some("") => 0,
@@ -392,7 +399,8 @@ fn parse_device(s: &str) -> Result<Device> {
                     );
                 }
             };
-            Device::new_cuda(ordinal).map_err(|e| unavailable("CUDA", "cuda", e))
+            Device::new_cuda(ordinal)
+                .map_err(|e| unavailable("CUDA", cfg!(feature = "cuda"), "cuda", e))
         }
     }
 }

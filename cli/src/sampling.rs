@@ -504,8 +504,8 @@ impl ScoreModel<Tensor> for Denoiser {
     }
 }
 
-/// A model that adds up the wall time of its evaluations (on the CPU, where candle's
-/// operations finish before they return).
+/// A model that adds up the wall time of its evaluations, each synchronised with its device
+/// (on a GPU, candle's operations return before they finish).
 pub struct Timed<'a, M> {
     inner: &'a mut M,
     /// Time spent in the model so far.
@@ -534,9 +534,10 @@ impl<M: ScoreModel<Tensor>> ScoreModel<Tensor> for Timed<'_, M> {
         t: f64,
     ) -> std::result::Result<Tensor, mrsampler::ModelError> {
         let start = std::time::Instant::now();
-        let out = self.inner.predict(x, mu, t);
+        let out = self.inner.predict(x, mu, t)?;
+        out.device().synchronize()?;
         self.spent += start.elapsed();
-        out
+        Ok(out)
     }
 
     fn input_rank(&self) -> Option<usize> {

@@ -15,6 +15,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand_distr::{Distribution, StandardNormal};
 
 use crate::error::{Error, Result};
 
@@ -379,18 +382,33 @@ impl<'a> Weights<'a> {
                 Ok(t.to_dtype(self.dtype)?.to_device(&self.device)?)
             }
             Source::Random => {
-                let is_gain = name.ends_with(".g");
+                // Drawn on the host from a generator seeded by the tensor's name, then moved:
+                // the same configuration gets the same weights on every device and in every
+                // run (so a GPU forward can be compared with the CPU's).
+                let n: usize = shape.iter().product();
                 let per_channel = shape.len() == 4 && shape[0] == 1;
-                let t = if is_gain {
-                    Tensor::ones(shape, self.dtype, &self.device)?
-                } else if shape.len() >= 2 && !per_channel {
-                    let fan_in: usize = shape[1..].iter().product();
-                    (Tensor::randn(0f32, 1f32, shape, &self.device)? / (fan_in as f64).sqrt())?
-                        .to_dtype(self.dtype)?
+                let values: Vec<f32> = if name.ends_with(".g") {
+                    vec![1.0; n]
                 } else {
-                    (Tensor::randn(0f32, 1f32, shape, &self.device)? * 0.1)?.to_dtype(self.dtype)?
+                    let scale = if shape.len() >= 2 && !per_channel {
+                        1.0 / (shape[1..].iter().product::<usize>() as f32).sqrt()
+                    } else {
+                        0.1
+                    };
+                    let mut rng = StdRng::seed_from_u64(fnv1a(name.as_bytes()));
+                    (0..n)
+                        .map(|_| {
+                            scale
+                                * <StandardNormal as Distribution<f32>>::sample(
+                                    &StandardNormal,
+                                    &mut rng,
+                                )
+                        })
+                        .collect()
                 };
-                Ok(t)
+                Ok(Tensor::from_vec(values, shape, &Device::Cpu)?
+                    .to_dtype(self.dtype)?
+                    .to_device(&self.device)?)
             }
         }
     }
@@ -418,4 +436,11 @@ impl<'a> Weights<'a> {
         }
         Ok(self.params.get())
     }
+}
+
+/// FNV-1a of `bytes` (the seed of a random tensor, from its name).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }

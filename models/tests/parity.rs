@@ -132,6 +132,44 @@ fn default_configurations_have_upstreams_parameter_counts_and_shapes() {
     }
 }
 
+/// Random weights come from seeds taken from the tensors' names: two builds of one
+/// configuration hold the same numbers (what lets `device_check` compare a GPU copy with the
+/// CPU's), while different tensors of the same shape differ.
+#[test]
+fn random_weights_are_reproducible() {
+    let config = NetworkConfig::NafNet(NafNetConfig {
+        width: 8,
+        enc_blocks: vec![1, 1],
+        dec_blocks: vec![1, 1],
+        ..NafNetConfig::refusion()
+    });
+    let a = Network::random(config.clone(), &Device::Cpu, DType::F32).unwrap();
+    let b = Network::random(config, &Device::Cpu, DType::F32).unwrap();
+    let x = Tensor::randn(0f32, 1f32, (1, 3, 16, 16), &Device::Cpu).unwrap();
+    let (ya, yb) = (
+        a.forward(&x, &x, &[50.0]).unwrap(),
+        b.forward(&x, &x, &[50.0]).unwrap(),
+    );
+    let diff: f32 = (ya - &yb)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    assert_eq!(diff, 0.0);
+    assert!(
+        yb.abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            > 0.0
+    );
+}
+
 #[test]
 fn wrapped_and_prefixed_state_dicts_load() {
     // A `{"state_dict": {"module.<name>": …}}` file as DataParallel training code writes it.
