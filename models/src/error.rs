@@ -20,6 +20,22 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The ONNX Runtime library is missing, cannot be loaded, or lacks what was asked of it.
+    #[error("{reason}")]
+    OnnxRuntime {
+        /// What is wrong and how to get a library that works.
+        reason: String,
+    },
+
+    /// An ONNX model cannot be loaded or does not fit the score-model call.
+    #[error("{path}: {reason}")]
+    OnnxModel {
+        /// The `.onnx` file.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+
     /// The file is not a readable checkpoint (truncated, corrupt, or another kind of file).
     #[error(
         "{path} is not a readable checkpoint ({reason}); expected a PyTorch `.pth` state dict \

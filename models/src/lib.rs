@@ -45,6 +45,8 @@ mod error;
 mod kernels;
 mod nafnet;
 mod network;
+#[cfg(feature = "onnx")]
+mod onnx;
 mod options;
 mod preset;
 mod tiling;
@@ -59,6 +61,8 @@ pub use error::{Error, Result};
 pub use kernels::depthwise_conv3x3;
 pub use nafnet::{ConditionalNafNet, NafNetConfig};
 pub use network::{Architecture, LoadOptions, Network, NetworkConfig};
+#[cfg(feature = "onnx")]
+pub use onnx::{OnnxDevice, OnnxNetwork, OnnxOptions};
 pub use options::{NetworkOptions, SdeOptions, UpstreamOptions};
 pub use preset::{PRESETS, Preset, lookup as preset};
 pub use tiling::{TileSpec, Tiled, tile_origins};
