@@ -52,17 +52,25 @@ enum Command {
     /// Print a checkpoint's architecture, inferred configuration and parameter count (a
     /// denoiser, or DA-CLIP's image encoder).
     Info {
-        /// A `.pth` state dict or a safetensors file.
+        /// A `.pth` state dict, a safetensors file or an ONNX model (`.onnx`: its inputs and
+        /// output, as `--model` would take them).
         weights: PathBuf,
         /// An upstream option file (YAML) stating the configuration.
         #[arg(long)]
         options: Option<PathBuf>,
+        /// ONNX Runtime's shared library (default: `ORT_DYLIB_PATH`), for an `.onnx` model.
+        #[arg(long)]
+        onnxruntime: Option<PathBuf>,
     },
     /// Evaluate the network once on `.npy` inputs and write its output (the porting check).
     Net {
-        /// A `.pth` state dict or a safetensors file.
+        /// A `.pth` state dict, a safetensors file or an ONNX model (`.onnx`, run by ONNX
+        /// Runtime on the CPU).
         #[arg(long)]
         weights: PathBuf,
+        /// ONNX Runtime's shared library (default: `ORT_DYLIB_PATH`), for an `.onnx` model.
+        #[arg(long)]
+        onnxruntime: Option<PathBuf>,
         /// An upstream option file (YAML) stating the configuration.
         #[arg(long)]
         options: Option<PathBuf>,
@@ -173,7 +181,17 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Info { weights, options } => {
+        Command::Info {
+            weights,
+            options,
+            onnxruntime,
+        } => {
+            if sampling::is_onnx(&weights) {
+                return info_onnx(&weights, onnxruntime);
+            }
+            if onnxruntime.is_some() {
+                return Err("--onnxruntime applies to .onnx models; leave it out".into());
+            }
             let ckpt = Checkpoint::load(&weights)?;
             println!("{}", weights.display());
             println!("  format: {:?}, {} tensors", ckpt.format(), ckpt.len());
@@ -190,6 +208,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Net {
             weights,
+            onnxruntime,
             options,
             xt,
             mu,
@@ -200,6 +219,21 @@ fn run(cli: Cli) -> Result<()> {
             device,
             dtype,
         } => {
+            if sampling::is_onnx(&weights) {
+                return net_onnx(
+                    &weights,
+                    onnxruntime,
+                    &xt,
+                    &mu,
+                    t,
+                    image_context,
+                    degra_context,
+                    &out,
+                );
+            }
+            if onnxruntime.is_some() {
+                return Err("--onnxruntime applies to .onnx models; leave it out".into());
+            }
             let opts = load_options(options, &device, dtype.into())?;
             let net = Network::load(&weights, &opts)?;
             let (x, three_d) = read_image_npy(&xt, &opts.device)?;
@@ -364,6 +398,99 @@ fn check_dtype(device: &Device, dtype: DType) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Every line of `text` indented by four spaces.
+#[cfg_attr(not(feature = "onnx"), allow(dead_code))]
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(feature = "onnx")]
+fn load_onnx(path: &Path, runtime: Option<PathBuf>) -> Result<mrsampler_models::OnnxNetwork> {
+    Ok(mrsampler_models::OnnxNetwork::load(
+        path,
+        &mrsampler_models::OnnxOptions {
+            runtime,
+            ..Default::default()
+        },
+    )?)
+}
+
+#[cfg(not(feature = "onnx"))]
+fn load_onnx(path: &Path, _: Option<PathBuf>) -> Result<std::convert::Infallible> {
+    Err(format!(
+        "{}: this mrsampler was built without ONNX support (the `onnx` feature)",
+        path.display()
+    )
+    .into())
+}
+
+/// `info` for an ONNX model: its inputs and output as `--model` takes them.
+fn info_onnx(path: &Path, runtime: Option<PathBuf>) -> Result<()> {
+    #[cfg(feature = "onnx")]
+    {
+        let net = load_onnx(path, runtime)?;
+        println!("{}", path.display());
+        println!(
+            "  ONNX model (run by ONNX Runtime)\n{}",
+            indent(&net.describe())
+        );
+        if let Some((h, w)) = net.fixed_size() {
+            println!("  fixed image size {h}×{w}: restore larger images with --tile {h}");
+        }
+        Ok(())
+    }
+    #[cfg(not(feature = "onnx"))]
+    load_onnx(path, runtime).map(|_| ())
+}
+
+/// `net` for an ONNX model: one call through ONNX Runtime on the CPU.
+#[allow(clippy::too_many_arguments)]
+fn net_onnx(
+    weights: &Path,
+    runtime: Option<PathBuf>,
+    xt: &Path,
+    mu: &Path,
+    t: f64,
+    image_context: Option<PathBuf>,
+    degra_context: Option<PathBuf>,
+    out: &Path,
+) -> Result<()> {
+    #[cfg(feature = "onnx")]
+    {
+        use mrsampler::ScoreModel;
+        let mut net = load_onnx(weights, runtime)?;
+        let (x, three_d) = read_image_npy(xt, &Device::Cpu)?;
+        let (m, _) = read_image_npy(mu, &Device::Cpu)?;
+        match (image_context, degra_context) {
+            (Some(ic), Some(dc)) => {
+                net.set_contexts(&read_context_npy(&ic)?, &read_context_npy(&dc)?)?
+            }
+            (None, None) => {}
+            _ => return Err("give both --image-context and --degra-context, or neither".into()),
+        }
+        let start = Instant::now();
+        let y = net.predict(&x.to_dtype(DType::F32)?, &m.to_dtype(DType::F32)?, t)?;
+        let seconds = start.elapsed().as_secs_f64();
+        let y = if three_d { y.squeeze(0)? } else { y };
+        write_atomically(out, |tmp| Ok(y.write_npy(tmp)?))?;
+        eprintln!(
+            "{}: ONNX Runtime at t = {t}, output {:?} in {seconds:.3} s -> {}",
+            weights.display(),
+            y.dims(),
+            out.display()
+        );
+        Ok(())
+    }
+    #[cfg(not(feature = "onnx"))]
+    {
+        let _ = (runtime, xt, mu, t, image_context, degra_context, out);
+        load_onnx(weights, None).map(|_| ())
+    }
 }
 
 /// `cpu`, `cuda`, `cuda:N` or `metal`, with a clear error when the build lacks the backend.

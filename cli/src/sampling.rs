@@ -22,7 +22,8 @@ use crate::{Precision, Result, load_options};
 /// Which network to load and how: shared by `restore` and `eval`.
 #[derive(clap::Args)]
 pub struct ModelArgs {
-    /// The checkpoint (`.pth` or safetensors) of any architecture the models crate loads.
+    /// The checkpoint (`.pth` or safetensors) of any architecture the models crate loads, or
+    /// any network exported to ONNX (`.onnx`, run by ONNX Runtime; `docs/models.md`).
     /// Default: the shipped denoising network with its option file.
     #[arg(long)]
     model: Option<PathBuf>,
@@ -50,6 +51,24 @@ pub struct ModelArgs {
     /// worse), 0 for a `--model` (as upstream runs its checkpoints).
     #[arg(long)]
     border: Option<usize>,
+    /// ONNX Runtime's shared library, for a `--model NET.onnx` (default: the `ORT_DYLIB_PATH`
+    /// environment variable; `docs/models.md` gives three ways to get the library).
+    #[arg(long)]
+    onnxruntime: Option<PathBuf>,
+    /// What a `--model NET.onnx` predicts (an ONNX graph does not say): `noise` (default, as
+    /// IR-SDE, Refusion and DA-CLIP networks), `data`, `velocity` or `score`.
+    #[arg(long)]
+    fit: Option<FitTarget>,
+    /// Threads of one network call (ONNX Runtime's intra-op threads, or the pool candle's CPU
+    /// kernels run on). Default: one per core.
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+/// Whether `path` names an ONNX model (by its extension).
+pub fn is_onnx(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
 }
 
 /// The shipped network's mirrored margin (`ModelArgs::border`).
@@ -74,6 +93,30 @@ impl ModelArgs {
 
     /// The network and the schedule it was trained with.
     pub fn load(&self) -> Result<(Denoiser, IrSdeSchedule)> {
+        if let Some(n) = self.threads {
+            if n == 0 {
+                return Err("--threads 0: give at least 1 (or leave it out: one per core)".into());
+            }
+            // Candle's CPU kernels run on rayon's global pool (a second call keeps the first).
+            let _ = rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build_global();
+        }
+        if let Some(path) = self.model.as_ref().filter(|p| is_onnx(p)) {
+            return self.load_onnx(path);
+        }
+        for (given, flag) in [
+            (self.onnxruntime.is_some(), "--onnxruntime"),
+            (self.fit.is_some(), "--fit"),
+        ] {
+            if given {
+                return Err(format!(
+                    "{flag} applies to ONNX models (--model NET.onnx); a checkpoint's network \
+                     predicts the noise and runs in candle: leave {flag} out"
+                )
+                .into());
+            }
+        }
         let mut opts = load_options(self.options.clone(), &self.device, self.dtype.into())?;
         let (net, path) = match &self.model {
             Some(path) => (Network::load(path, &opts)?, path.clone()),
@@ -116,6 +159,88 @@ impl ModelArgs {
         };
         let preset = self.preset.as_deref().or(family);
         Ok((denoiser, schedule(opts.options.as_ref(), preset)?))
+    }
+
+    /// An ONNX network run by ONNX Runtime (its tensors stay on the host; `--device` picks
+    /// ONNX Runtime's execution provider).
+    #[cfg(feature = "onnx")]
+    fn load_onnx(&self, path: &Path) -> Result<(Denoiser, IrSdeSchedule)> {
+        use mrsampler_models::{OnnxDevice, OnnxNetwork, OnnxOptions};
+        if !matches!(self.dtype, Precision::F32) {
+            return Err(format!(
+                "--dtype: {} runs in its graph's float32; leave --dtype out",
+                path.display()
+            )
+            .into());
+        }
+        let device = match self.device.as_str() {
+            "cpu" => OnnxDevice::Cpu,
+            "cuda" => OnnxDevice::Cuda(0),
+            d => match d.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+                Some(n) => OnnxDevice::Cuda(n),
+                None => {
+                    return Err(format!(
+                        "--device {d}: an ONNX model runs on cpu or cuda:N (ONNX Runtime's \
+                         CPU or CUDA execution provider)"
+                    )
+                    .into());
+                }
+            },
+        };
+        let options = self
+            .options
+            .as_ref()
+            .map(UpstreamOptions::load)
+            .transpose()?;
+        let onnx = OnnxNetwork::load(
+            path,
+            &OnnxOptions {
+                runtime: self.onnxruntime.clone(),
+                fit_target: self.fit.unwrap_or(FitTarget::Noise),
+                threads: self.threads,
+                device,
+            },
+        )?;
+        let encoder = match (&self.clip, onnx.takes_contexts()) {
+            (Some(clip), true) => Some(Box::new(DaClipEncoder::load(
+                clip,
+                &Device::Cpu,
+                candle_core::DType::F32,
+            )?)),
+            (None, true) => {
+                return Err(format!(
+                    "{}: its graph takes image and degradation contexts (a DA-CLIP-style \
+                     network); give DA-CLIP's image encoder with --clip DACLIP_CHECKPOINT",
+                    path.display()
+                )
+                .into());
+            }
+            (Some(_), false) => {
+                return Err(format!(
+                    "--clip: {} takes no contexts; leave --clip out",
+                    path.display()
+                )
+                .into());
+            }
+            (None, false) => None,
+        };
+        let family = encoder.as_ref().map(|_| "daclip");
+        let preset = self.preset.as_deref().or(family);
+        let denoiser = Denoiser::Onnx {
+            net: Box::new(onnx),
+            encoder,
+        };
+        Ok((denoiser, schedule(options.as_ref(), preset)?))
+    }
+
+    #[cfg(not(feature = "onnx"))]
+    fn load_onnx(&self, path: &Path) -> Result<(Denoiser, IrSdeSchedule)> {
+        Err(format!(
+            "{}: this mrsampler was built without ONNX support; build it with the `onnx` \
+             feature (on by default)",
+            path.display()
+        )
+        .into())
     }
 }
 
@@ -432,6 +557,15 @@ pub enum Denoiser {
     Plain(Network),
     /// DA-CLIP: contexts from each image, then its denoiser.
     DaClip(Box<DaClip>),
+    /// A network exported to ONNX, run by ONNX Runtime; with DA-CLIP's image encoder when its
+    /// graph takes contexts.
+    #[cfg(feature = "onnx")]
+    Onnx {
+        /// The graph.
+        net: Box<mrsampler_models::OnnxNetwork>,
+        /// The encoder giving each image's contexts.
+        encoder: Option<Box<DaClipEncoder>>,
+    },
 }
 
 impl Denoiser {
@@ -440,6 +574,8 @@ impl Denoiser {
         match self {
             Self::Plain(n) => n.channels(),
             Self::DaClip(d) => d.network().config().in_channels,
+            #[cfg(feature = "onnx")]
+            Self::Onnx { net, .. } => net.channels().unwrap_or(3),
         }
     }
 
@@ -451,6 +587,18 @@ impl Denoiser {
                 let m = 1 << d.network().config().depth();
                 (m, m / 2 + 1)
             }
+            #[cfg(feature = "onnx")]
+            Self::Onnx { net, .. } => match net.fixed_size() {
+                Some((h, w)) if (h, w) != (size, size) => {
+                    return Err(format!(
+                        "--tile {size}: {} fixes its input at {h}×{w}; use --tile {h} (square \
+                         graphs only) and --border 0",
+                        net.path().display()
+                    )
+                    .into());
+                }
+                _ => (1, 1),
+            },
         };
         if size < min {
             return Err(format!(
@@ -469,14 +617,27 @@ impl Denoiser {
         match self {
             Self::Plain(n) => n.device(),
             Self::DaClip(d) => d.device(),
+            #[cfg(feature = "onnx")]
+            Self::Onnx { .. } => &Device::Cpu,
         }
     }
 
     /// The per-image work before sampling the whole image `mu` (DA-CLIP: its contexts, from
     /// the whole image even when the network then sees tiles).
     pub fn prepare(&mut self, mu: &Tensor) -> Result<()> {
-        if let Self::DaClip(d) = self {
-            d.condition_on(mu)?;
+        match self {
+            Self::DaClip(d) => {
+                d.condition_on(mu)?;
+            }
+            #[cfg(feature = "onnx")]
+            Self::Onnx {
+                net,
+                encoder: Some(encoder),
+            } => {
+                let contexts = encoder.contexts(mu)?;
+                net.set_contexts(&contexts.image, &contexts.degradation)?;
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -484,7 +645,11 @@ impl Denoiser {
 
 impl ScoreModel<Tensor> for Denoiser {
     fn fit_target(&self) -> FitTarget {
-        FitTarget::Noise
+        match self {
+            #[cfg(feature = "onnx")]
+            Self::Onnx { net, .. } => net.fit_target(),
+            _ => FitTarget::Noise,
+        }
     }
 
     fn predict(
@@ -496,6 +661,8 @@ impl ScoreModel<Tensor> for Denoiser {
         match self {
             Self::Plain(n) => n.predict(x, mu, t),
             Self::DaClip(d) => d.predict(x, mu, t),
+            #[cfg(feature = "onnx")]
+            Self::Onnx { net, .. } => net.predict(x, mu, t),
         }
     }
 

@@ -4,6 +4,8 @@
 //! cargo run --release -p mrsampler-models --example forward_bench -- ARCH SIZE [REPEATS] [BUDGET_MIB]
 //! cargo run --release -p mrsampler-models --example forward_bench -- depthwise
 //! cargo run --release -p mrsampler-models --example forward_bench -- product
+//! ORT_DYLIB_PATH=… cargo run --release -p mrsampler-models --features onnx --example forward_bench -- \
+//!     onnx NET.onnx SIZE [REPEATS] [THREADS]
 //! ```
 //!
 //! `ARCH` is `unet` (IR-SDE, nf 64, depth 4), `unet-deshadow` (nf 32, depth 5), `nafnet`
@@ -19,7 +21,9 @@
 //! shapes of the released configuration, candle's grouped convolution against this crate's
 //! kernel. `product` times candle's CPU matrix product (the `gemm` crate) on the shape of a
 //! 3 × 3 convolution 192 → 128 channels at 128² in im2col form, `[128, 1728] · [1728, 16384]`,
-//! in GFLOPS.
+//! in GFLOPS. `onnx` times an exported network (`tools/export_onnx.py`) through `OnnxNetwork`
+//! (ONNX Runtime's CPU provider, `THREADS` intra-op threads, default 2), random contexts of
+//! width 512 if its graph takes them.
 
 use std::time::Instant;
 
@@ -111,6 +115,9 @@ fn main() {
         product();
         return;
     }
+    if args.first().map(String::as_str) == Some("onnx") {
+        return onnx(&args[1..]);
+    }
     let usage = "usage: forward_bench unet|unet-deshadow|nafnet|daclip|daclip-encoder SIZE \
                  [REPEATS] [BUDGET_MIB] | depthwise | product";
     let (arch, size) = match (
@@ -197,4 +204,47 @@ fn daclip_encoder(size: usize, repeats: usize) {
         pre * 1e3,
         peak_rss_mib()
     );
+}
+
+#[cfg(feature = "onnx")]
+fn onnx(args: &[String]) {
+    use mrsampler::ScoreModel;
+    use mrsampler_models::{OnnxNetwork, OnnxOptions};
+    let usage = "usage: forward_bench onnx NET.onnx SIZE [REPEATS] [THREADS]";
+    let (Some(path), Some(size)) = (args.first(), args.get(1).and_then(|s| s.parse().ok())) else {
+        eprintln!("{usage}");
+        std::process::exit(2);
+    };
+    let repeats = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3);
+    let threads = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(2);
+    let mut net = OnnxNetwork::load(
+        path,
+        &OnnxOptions {
+            threads: Some(threads),
+            ..OnnxOptions::default()
+        },
+    )
+    .unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(2);
+    });
+    if net.takes_contexts() {
+        let c = Tensor::randn(0f32, 1f32, (1, 512), &Device::Cpu).unwrap();
+        net.set_contexts(&c, &c).unwrap();
+    }
+    let x = Tensor::randn(0f32, 1f32, (1, 3, size, size), &Device::Cpu).unwrap();
+    let mu = Tensor::randn(0f32, 1f32, (1, 3, size, size), &Device::Cpu).unwrap();
+    let secs = time(repeats, || {
+        net.predict(&x, &mu, 50.0).map_err(candle_core::Error::wrap)
+    });
+    println!(
+        "| ONNX Runtime ({threads} threads) | {path} | {size}² | {secs:.3} | {:.0} |",
+        peak_rss_mib()
+    );
+}
+
+#[cfg(not(feature = "onnx"))]
+fn onnx(_: &[String]) {
+    eprintln!("forward_bench onnx: build with --features onnx");
+    std::process::exit(2);
 }

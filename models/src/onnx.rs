@@ -259,15 +259,15 @@ impl OnnxNetwork {
                 .with_device_id(id as i32)
                 .build()
                 .error_on_failure();
-            builder = builder.with_execution_providers([cuda]).map_err(|e| {
-                Error::OnnxRuntime {
+            builder = builder
+                .with_execution_providers([cuda])
+                .map_err(|e| Error::OnnxRuntime {
                     reason: format!(
                         "the loaded ONNX Runtime cannot run on cuda:{id} ({e}); use a runtime \
                          built with CUDA (e.g. the `onnxruntime-gpu` wheel's library) or \
                          --device cpu"
                     ),
-                }
-            })?;
+                })?;
         }
         let session = builder
             .commit_from_file(path)
@@ -340,13 +340,19 @@ impl OnnxNetwork {
         if has(Role::ImageContext) != has(Role::DegraContext) {
             return Err(model_error(
                 path,
-                format!("it takes one context but not the other ({listing}); DA-CLIP-style networks take both image_context and degra_context"),
+                format!(
+                    "it takes one context but not the other ({listing}); DA-CLIP-style networks take both image_context and degra_context"
+                ),
             ));
         }
         let mut slots = Vec::new();
         for ((name, element, dims), role) in raw.into_iter().zip(roles) {
             let (rank_ok, type_ok, want) = match role {
-                Role::State | Role::Mu => (dims.len() == 4, is_float(element), "rank-4 float32 [B, C, H, W]"),
+                Role::State | Role::Mu => (
+                    dims.len() == 4,
+                    is_float(element),
+                    "rank-4 float32 [B, C, H, W]",
+                ),
                 Role::Time => (
                     dims.len() <= 1,
                     matches!(
@@ -528,7 +534,9 @@ impl OnnxNetwork {
         };
         let n = if slot.dims.is_empty() { 1 } else { b };
         Ok(match slot.element {
-            TensorElementType::Float64 => ort::value::Tensor::from_array((shape, vec![t; n]))?.upcast(),
+            TensorElementType::Float64 => {
+                ort::value::Tensor::from_array((shape, vec![t; n]))?.upcast()
+            }
             TensorElementType::Int64 => {
                 ort::value::Tensor::from_array((shape, vec![t.round() as i64; n]))?.upcast()
             }
@@ -552,20 +560,30 @@ impl OnnxNetwork {
         let mut feeds: Vec<(String, DynTensor)> = Vec::with_capacity(self.inputs.len());
         for slot in &self.inputs {
             let value = match slot.role {
-                Role::State => ort::value::Tensor::from_array(host(x)?).map_err(fail)?.upcast(),
-                Role::Mu => ort::value::Tensor::from_array(host(mu)?).map_err(fail)?.upcast(),
+                Role::State => ort::value::Tensor::from_array(host(x)?)
+                    .map_err(fail)?
+                    .upcast(),
+                Role::Mu => ort::value::Tensor::from_array(host(mu)?)
+                    .map_err(fail)?
+                    .upcast(),
                 Role::Time => Self::time_value(slot, b, t).map_err(fail)?,
                 Role::ImageContext | Role::DegraContext => {
                     let (image, degra) = self.contexts.as_ref().ok_or_else(|| {
                         model_error(&self.path, "it takes contexts and none were set")
                     })?;
-                    let c = if slot.role == Role::ImageContext { image } else { degra };
+                    let c = if slot.role == Role::ImageContext {
+                        image
+                    } else {
+                        degra
+                    };
                     let c = if c.dim(0)? == 1 && b > 1 {
                         c.broadcast_as((b, c.dim(1)?))?.contiguous()?
                     } else {
                         c.clone()
                     };
-                    ort::value::Tensor::from_array(host(&c)?).map_err(fail)?.upcast()
+                    ort::value::Tensor::from_array(host(&c)?)
+                        .map_err(fail)?
+                        .upcast()
                 }
             };
             feeds.push((slot.name.clone(), value));
@@ -578,7 +596,9 @@ impl OnnxNetwork {
         if shape != dims {
             return Err(model_error(
                 &self.path,
-                format!("its output is {shape:?} for an input of {dims:?}; it must be the input's shape"),
+                format!(
+                    "its output is {shape:?} for an input of {dims:?}; it must be the input's shape"
+                ),
             ));
         }
         Ok(Tensor::from_vec(values.to_vec(), shape, &Device::Cpu)?)

@@ -67,8 +67,8 @@ fn exported_nafnet_matches_pytorch_and_the_candle_port() {
     assert_eq!(onnx.fixed_size(), None);
     assert_eq!(onnx.channels(), Some(3));
     assert!(!onnx.takes_contexts());
-    let io = candle_core::safetensors::load(data("nafnet_w8_e11.io.safetensors"), &Device::Cpu)
-        .unwrap();
+    let io =
+        candle_core::safetensors::load(data("nafnet_w8_e11.io.safetensors"), &Device::Cpu).unwrap();
     let port = Network::load(data("nafnet_w8_e11.safetensors"), &LoadOptions::default()).unwrap();
     let (xt, mu) = (&io["xt"], &io["mu"]);
     for (i, t) in [37.5, 12.0].into_iter().enumerate() {
@@ -78,7 +78,10 @@ fn exported_nafnet_matches_pytorch_and_the_candle_port() {
         assert!(err <= 1e-5, "t = {t}: ONNX Runtime vs PyTorch {err:.2e}");
         let candle = port.forward(xt, mu, &[t as f32; 2]).unwrap();
         let err = rel_err(&y, &candle);
-        assert!(err <= 1e-4, "t = {t}: ONNX Runtime vs the candle port {err:.2e}");
+        assert!(
+            err <= 1e-4,
+            "t = {t}: ONNX Runtime vs the candle port {err:.2e}"
+        );
     }
     // Another dtype in, the same dtype out (computed in f32).
     let y64 = onnx
