@@ -8,6 +8,8 @@
 //! * DA-CLIP universal image restoration: its context-taking [`ConditionalUNet`] (spatial
 //!   transformers, degradation prompt), its image encoder [`DaClipEncoder`] (a CLIP ViT with
 //!   a controller), and [`DaClip`], the two as one score model.
+//! * Any other network exported to ONNX: `OnnxNetwork` (feature `onnx`), run by ONNX
+//!   Runtime, which is loaded at run time from a library the user has.
 //!
 //! Checkpoints are read as users have them: PyTorch `.pth` state dicts (plain, wrapped in
 //! `state_dict` / `params`, with or without `module.` prefixes) or safetensors. The
@@ -32,7 +34,7 @@
 //! architecture (`unet` with its `transformer` blocks, `nafnet`, `clip` for the encoder,
 //! `daclip` for the pipeline), `network` (detection and the common entry point),
 //! `options` (upstream YAML), `preset` (schedules of the checkpoint families), `tiling`
-//! (large images: the network on overlapping tiles, blended).
+//! (large images: the network on overlapping tiles, blended), `onnx` (ONNX Runtime).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
