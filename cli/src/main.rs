@@ -411,13 +411,25 @@ fn indent(text: &str) -> String {
 
 #[cfg(feature = "onnx")]
 fn load_onnx(path: &Path, runtime: Option<PathBuf>) -> Result<mrsampler_models::OnnxNetwork> {
-    Ok(mrsampler_models::OnnxNetwork::load(
+    mrsampler_models::OnnxNetwork::load(
         path,
         &mrsampler_models::OnnxOptions {
             runtime,
             ..Default::default()
         },
-    )?)
+    )
+    .map_err(onnx_hint)
+}
+
+/// The library's error, with the tool's flag for a runtime problem.
+#[cfg(feature = "onnx")]
+fn onnx_hint(e: mrsampler_models::Error) -> Box<dyn std::error::Error> {
+    match e {
+        mrsampler_models::Error::OnnxRuntime { .. } => {
+            format!("{e} (with this tool: --onnxruntime PATH)").into()
+        }
+        e => e.into(),
+    }
 }
 
 #[cfg(not(feature = "onnx"))]

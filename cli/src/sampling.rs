@@ -200,7 +200,8 @@ impl ModelArgs {
                 threads: self.threads,
                 device,
             },
-        )?;
+        )
+        .map_err(crate::onnx_hint)?;
         let encoder = match (&self.clip, onnx.takes_contexts()) {
             (Some(clip), true) => Some(Box::new(DaClipEncoder::load(
                 clip,
@@ -627,7 +628,9 @@ impl Denoiser {
     pub fn prepare(&mut self, mu: &Tensor) -> Result<()> {
         match self {
             Self::DaClip(d) => {
-                d.condition_on(mu)?;
+                // Pinned: tiles see parts of `mu`, and must use the whole image's contexts.
+                let contexts = d.encoder().contexts(mu)?;
+                d.use_contexts(&contexts)?;
             }
             #[cfg(feature = "onnx")]
             Self::Onnx {

@@ -15,10 +15,13 @@ use crate::unet::{ConditionalUNet, Conditioning};
 
 /// DA-CLIP's denoiser and encoder; predicts the noise.
 ///
-/// Before sampling an image, [`condition_on`](Self::condition_on) it (the degraded image,
-/// `[B, 3, H, W]` in `[0, 1]`); without that, the first call for a new `μ` computes the
-/// contexts from that `μ` (the same thing when the sampler sees the whole image, but not
-/// when it sees tiles: condition on the whole image before a tiled restore).
+/// The contexts follow `μ`: a call with a `μ` other than the one the current contexts were
+/// computed from (by [`condition_on`](Self::condition_on) or an earlier call) computes that
+/// `μ`'s contexts first, so one model restores many images without carrying one image's
+/// contexts into another's. Contexts given with [`use_contexts`](Self::use_contexts) are
+/// pinned instead: every call uses them until the next `use_contexts` or `condition_on`. Pin
+/// the whole image's contexts before a tiled restore, where each call sees a tile, not the
+/// image.
 ///
 /// ```no_run
 /// use mrsampler::{MrSampler, Sampler, SeededNoise};
@@ -100,18 +103,22 @@ impl DaClip {
     }
 
     /// Computes the contexts of the degraded image `lq` (`[B, 3, H, W]` in `[0, 1]`) and the
-    /// denoiser's per-image work, used for every following call until the next
-    /// `condition_on`. Returns the contexts.
+    /// denoiser's per-image work, for the calls whose `μ` is `lq` (the same tensor); a call
+    /// with another `μ` computes that one's. Returns the contexts (pass them to
+    /// [`use_contexts`](Self::use_contexts) to pin them for every `μ`, e.g. for tiles).
     ///
     /// # Errors
     /// As [`DaClipEncoder::contexts`] and [`ConditionalUNet::condition`].
     pub fn condition_on(&mut self, lq: &Tensor) -> Result<Contexts> {
         let contexts = self.encoder.contexts(lq)?;
         self.use_contexts(&contexts)?;
+        self.source = Source::Mu(lq.id());
         Ok(contexts)
     }
 
-    /// Uses given contexts (e.g. computed once and stored) for every following call.
+    /// Pins given contexts (e.g. computed once and stored, or a whole image's for its tiles):
+    /// every following call uses them, whatever its `μ`, until the next `use_contexts` or
+    /// `condition_on`.
     ///
     /// # Errors
     /// As [`ConditionalUNet::condition`].

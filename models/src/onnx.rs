@@ -151,8 +151,8 @@ static LOADING: Mutex<()> = Mutex::new(());
 const HOW_TO_GET: &str = "get the library one of three ways: `pip install onnxruntime` (it is \
     `site-packages/onnxruntime/capi/libonnxruntime.so.*`), a system package (e.g. Debian's \
     `libonnxruntime-dev`), or an `onnxruntime-*.tgz` release archive from ONNX Runtime's \
-    GitHub releases (`lib/libonnxruntime.so`); then pass its path with --onnxruntime PATH or \
-    set ORT_DYLIB_PATH (docs/models.md)";
+    GitHub releases (`lib/libonnxruntime.so`); then give its path in `OnnxOptions::runtime` \
+    or set ORT_DYLIB_PATH (docs/models.md)";
 
 fn runtime(requested: Option<&Path>) -> Result<&'static Environment> {
     let _guard = LOADING.lock().unwrap_or_else(|p| p.into_inner());
@@ -265,7 +265,7 @@ impl OnnxNetwork {
                     reason: format!(
                         "the loaded ONNX Runtime cannot run on cuda:{id} ({e}); use a runtime \
                          built with CUDA (e.g. the `onnxruntime-gpu` wheel's library) or \
-                         --device cpu"
+                         the CPU provider"
                     ),
                 })?;
         }
@@ -501,8 +501,8 @@ impl OnnxNetwork {
         {
             let hint = if *h > fh || *w > fw {
                 format!(
-                    "restore with --tile {} (tiles of its size; and --border 0, since a margin \
-                     grows each tile)",
+                    "evaluate it on tiles of its size (`Tiled` with a `TileSpec` of size {}, \
+                     and no mirrored margin, which would grow each tile)",
                     fh.min(fw)
                 )
             } else {

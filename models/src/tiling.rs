@@ -15,26 +15,38 @@ use mrsampler::{FitTarget, ModelError, ScoreModel};
 
 use crate::error::{Error, Result};
 
-/// How to cut an image into tiles.
+/// How to cut an image into tiles: built by [`TileSpec::new`], which checks it, so every
+/// value of the type is valid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TileSpec {
-    /// Tile side in pixels.
-    pub size: usize,
-    /// Overlap between neighbouring tiles in pixels (less than `size`).
-    pub overlap: usize,
-    /// Most tiles per network call (bounds the activation memory).
-    pub batch: usize,
+    size: usize,
+    overlap: usize,
+    batch: usize,
+}
+
+/// Refuses a tiling that cannot cover an image (`size > overlap >= 0`).
+fn check_tiling(size: usize, overlap: usize) -> Result<()> {
+    if size == 0 || overlap >= size {
+        return Err(Error::Input {
+            reason: format!(
+                "tiling needs a tile size larger than the overlap (got size {size}, overlap \
+                 {overlap}); e.g. size 256 with overlap 32"
+            ),
+        });
+    }
+    Ok(())
 }
 
 impl TileSpec {
     /// Tiles of `size` pixels overlapping by `overlap`, evaluated `batch` at a time.
+    ///
+    /// # Errors
+    /// [`Error::Input`] unless `size > overlap >= 0` and `batch >= 1`.
     pub fn new(size: usize, overlap: usize, batch: usize) -> Result<Self> {
-        if size == 0 || overlap >= size || batch == 0 {
+        check_tiling(size, overlap)?;
+        if batch == 0 {
             return Err(Error::Input {
-                reason: format!(
-                    "tiling needs size > overlap >= 0 and batch >= 1 (got size {size}, overlap \
-                     {overlap}, batch {batch}); e.g. --tile 256 --overlap 32"
-                ),
+                reason: "tiling needs at least one tile per network call (batch 0 given)".into(),
             });
         }
         Ok(Self {
@@ -43,11 +55,40 @@ impl TileSpec {
             batch,
         })
     }
+
+    /// Tile side in pixels.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Overlap between neighbouring tiles in pixels (less than the size).
+    pub fn overlap(&self) -> usize {
+        self.overlap
+    }
+
+    /// Most tiles per network call (bounds the activation memory).
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// The tiles' start offsets along an axis of `len` pixels (see [`tile_origins`]).
+    pub fn origins(&self, len: usize) -> Vec<usize> {
+        origins(len, self.size, self.overlap)
+    }
 }
 
 /// Start offsets of tiles of `size` with at least `overlap` pixels of overlap covering
 /// `len` pixels; the last tile ends at `len`. One tile at 0 when `size >= len`.
-pub fn tile_origins(len: usize, size: usize, overlap: usize) -> Vec<usize> {
+///
+/// # Errors
+/// [`Error::Input`] unless `size > overlap >= 0`.
+pub fn tile_origins(len: usize, size: usize, overlap: usize) -> Result<Vec<usize>> {
+    check_tiling(size, overlap)?;
+    Ok(origins(len, size, overlap))
+}
+
+/// [`tile_origins`] for a checked `size > overlap`.
+fn origins(len: usize, size: usize, overlap: usize) -> Vec<usize> {
     if size >= len {
         return vec![0];
     }
@@ -119,23 +160,27 @@ impl<M> Tiled<M> {
     /// The number of tiles an `height × width` image is cut into.
     pub fn tile_count(&self, height: usize, width: usize) -> usize {
         let s = self.spec;
-        tile_origins(height, s.size, s.overlap).len() * tile_origins(width, s.size, s.overlap).len()
+        s.origins(height).len() * s.origins(width).len()
     }
 }
 
 impl<M: ScoreModel<Tensor>> Tiled<M> {
-    fn evaluate(&mut self, x: &Tensor, mu: &Tensor, t: f64) -> Result<Tensor> {
+    /// The blended prediction; the inner network's errors pass through unchanged (with their
+    /// sources), the tiling's own are this crate's.
+    fn evaluate(
+        &mut self,
+        x: &Tensor,
+        mu: &Tensor,
+        t: f64,
+    ) -> std::result::Result<Tensor, ModelError> {
         let (b, c, h, w) = x.dims4().map_err(|e| Error::Input {
             reason: format!("tiling takes (batch, channels, height, width) tensors: {e}"),
         })?;
         let s = self.spec;
-        let (ys, xs) = (
-            tile_origins(h, s.size, s.overlap),
-            tile_origins(w, s.size, s.overlap),
-        );
+        let (ys, xs) = (s.origins(h), s.origins(w));
         if ys.len() == 1 && xs.len() == 1 {
             // One tile covers the image: the network sees the image itself.
-            return self.predict_inner(x, mu, t);
+            return self.inner.predict(x, mu, t);
         }
         let (th, tw) = (s.size.min(h), s.size.min(w));
         // Blended on the host: one copy of each tile's output, whatever the device.
@@ -153,7 +198,7 @@ impl<M: ScoreModel<Tensor>> Tiled<M> {
                     .collect::<candle_core::Result<_>>()?;
                 Ok(Tensor::cat(&parts, 0)?)
             };
-            let out = self.predict_inner(&cut(x)?, &cut(mu)?, t)?;
+            let out = self.inner.predict(&cut(x)?, &cut(mu)?, t)?;
             let out: Vec<f32> = out
                 .to_dtype(DType::F32)?
                 .flatten_all()?
@@ -187,12 +232,6 @@ impl<M: ScoreModel<Tensor>> Tiled<M> {
         let device = x.device();
         Ok(Tensor::from_vec(acc, (b, c, h, w), device)?.to_dtype(x.dtype())?)
     }
-
-    fn predict_inner(&mut self, x: &Tensor, mu: &Tensor, t: f64) -> Result<Tensor> {
-        self.inner.predict(x, mu, t).map_err(|e| Error::Input {
-            reason: format!("the tiled network failed: {e}"),
-        })
-    }
 }
 
 impl<M: ScoreModel<Tensor>> ScoreModel<Tensor> for Tiled<M> {
@@ -206,7 +245,7 @@ impl<M: ScoreModel<Tensor>> ScoreModel<Tensor> for Tiled<M> {
         mu: &Tensor,
         t: f64,
     ) -> std::result::Result<Tensor, ModelError> {
-        Ok(self.evaluate(x, mu, t)?)
+        self.evaluate(x, mu, t)
     }
 
     fn input_rank(&self) -> Option<usize> {
@@ -221,14 +260,17 @@ mod tests {
     #[test]
     fn origins_cover_with_the_overlap() {
         for (len, size, overlap) in [(100, 32, 8), (1000, 256, 32), (257, 256, 32), (64, 64, 0)] {
-            let o = tile_origins(len, size, overlap);
+            let o = tile_origins(len, size, overlap).unwrap();
             assert_eq!(o[0], 0);
             assert_eq!(o.last().copied().unwrap() + size.min(len), len, "{o:?}");
             for w in o.windows(2) {
                 assert!(w[1] > w[0] && w[0] + size >= w[1] + overlap, "{len} {o:?}");
             }
         }
-        assert_eq!(tile_origins(50, 64, 8), vec![0]);
+        assert_eq!(tile_origins(50, 64, 8).unwrap(), vec![0]);
+        // An overlap as large as the tile would never advance: refused, not an underflow.
+        assert!(tile_origins(100, 32, 32).is_err());
+        assert!(tile_origins(100, 0, 0).is_err());
     }
 
     #[test]

@@ -284,6 +284,31 @@ fn the_pipeline_conditions_once_and_restores() {
         rel_err(&lazy.predict(&xt, &other, 20.0).unwrap(), &want_other),
         0.0
     );
+    // Conditioned on one image, a second image gets its own contexts (not the first's) ...
+    let mut conditioned = DaClip::new(unet("daclip_nf32"), enc.clone()).unwrap();
+    conditioned.condition_on(&lq).unwrap();
+    let first = conditioned.predict(&xt, &other, 20.0).unwrap();
+    assert_eq!(rel_err(&first, &want_other), 0.0);
+    // ... unless contexts are pinned: then every μ uses them.
+    conditioned.use_contexts(&direct).unwrap();
+    let pinned = conditioned.predict(&xt, &other, 20.0).unwrap();
+    let want_pinned = model
+        .network()
+        .forward_conditioned(
+            &xt,
+            &other,
+            &[20.0],
+            &model
+                .network()
+                .condition(Some(&direct.image), Some(&direct.degradation))
+                .unwrap(),
+        )
+        .unwrap();
+    assert_eq!(rel_err(&pinned, &want_pinned), 0.0);
+    assert!(
+        rel_err(&pinned, &want_other) > 1e-6,
+        "the two images' contexts differ"
+    );
     // Through the sampler on the DA-CLIP schedule.
     let schedule = mrsampler_models::preset("daclip").unwrap().schedule();
     let out = MrSampler::new(schedule, 4)

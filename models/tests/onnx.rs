@@ -111,7 +111,7 @@ fn fixed_size_graph_runs_per_image_and_refuses_other_sizes() {
     let big = Tensor::zeros((1, 3, 20, 20), DType::F32, &Device::Cpu).unwrap();
     let msg = net.predict(&big, &big, 10.0).unwrap_err().to_string();
     assert!(
-        msg.contains("16×16") && msg.contains("--tile 16"),
+        msg.contains("16×16") && msg.contains("size 16"),
         "unexpected message: {msg}"
     );
     let gray = Tensor::zeros((1, 1, 16, 16), DType::F32, &Device::Cpu).unwrap();

@@ -106,8 +106,8 @@ fn overlapping_tiles_leave_no_seam() {
     let rel = rms(&diff) / rms(&whole);
     eprintln!("relative RMS difference {rel:.4}");
     // Pixels within 2 of a tile edge that lies inside the image, against all others.
-    let ys = mrsampler_models::tile_origins(h, 48, 16);
-    let xs = mrsampler_models::tile_origins(w, 48, 16);
+    let ys = mrsampler_models::tile_origins(h, 48, 16).unwrap();
+    let xs = mrsampler_models::tile_origins(w, 48, 16).unwrap();
     let edge = |p: usize, origins: &[usize], len: usize| {
         origins.iter().any(|&o| {
             let inner = |e: usize| e > 0 && e < len && p.abs_diff(e) <= 2;
@@ -141,4 +141,36 @@ fn bad_tilings_are_refused() {
     let flat = Tensor::zeros((3, 16, 16), DType::F32, &Device::Cpu).unwrap();
     assert!(tiled.predict(&flat, &flat, 10.0).is_err());
     assert_eq!(ScoreModel::<Tensor>::fit_target(&tiled), FitTarget::Noise);
+}
+
+/// The wrapped network's own error comes out of `Tiled` as it went in (with its type and
+/// sources), not flattened into a message.
+#[test]
+fn the_inner_networks_error_keeps_its_type() {
+    #[derive(Debug, thiserror::Error)]
+    #[error("the network's own failure")]
+    struct Failure;
+
+    struct Failing;
+    impl ScoreModel<Tensor> for Failing {
+        fn fit_target(&self) -> FitTarget {
+            FitTarget::Noise
+        }
+        fn predict(
+            &mut self,
+            _: &Tensor,
+            _: &Tensor,
+            _: f64,
+        ) -> Result<Tensor, mrsampler::ModelError> {
+            Err(Failure.into())
+        }
+    }
+
+    let x = Tensor::zeros((1, 3, 40, 40), DType::F32, &Device::Cpu).unwrap();
+    for size in [16, 64] {
+        // 16: several tiles; 64: one tile covering the image.
+        let mut tiled = Tiled::new(Failing, TileSpec::new(size, 4, 2).unwrap());
+        let err: mrsampler::BoxedError = tiled.predict(&x, &x, 10.0).unwrap_err().into();
+        assert!(err.downcast_ref::<Failure>().is_some(), "{size}: {err}");
+    }
 }
