@@ -12,7 +12,7 @@
 //!
 //! Backends: `ndarray` (f64, default), `candle` and `burn` (f64, CPU; need `--features candle`
 //! or `--features burn`); the `-f32` variants run in f32 (compare with `--f32-tolerance`,
-//! default 1e-4, see `tests/backends.rs`). burn tensors have a static rank, so cases run there
+//! default 1e-4, see `tests/it/backends.rs`). burn tensors have a static rank, so cases run there
 //! as `[batch, rest]`.
 
 use std::io::Write;

@@ -20,7 +20,7 @@
 //!    time (each evaluation synchronised with the device), and the sampler's share.
 //! 3. **Conformance** (`--cases FILE...`): every shipped conformance vector replayed with the
 //!    candle backend on the device, f64 and f32 (tolerance 1e-4 relative for f32, as in
-//!    `tests/backends.rs`).
+//!    `tests/it/backends.rs`).
 //!
 //! Exits non-zero if a parity check or a conformance case fails.
 //!
@@ -42,7 +42,7 @@ use mrsampler_models::{
 
 /// Parity tolerance, relative to the output's largest magnitude (see the file comment).
 const PARITY_TOL: f64 = 1e-4;
-/// Conformance tolerance for f32 on the device (as `tests/backends.rs`).
+/// Conformance tolerance for f32 on the device (as `tests/it/backends.rs`).
 const F32_TOL: f64 = 1e-4;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -337,7 +337,7 @@ mod tests {
     /// polynomials of degree < p in λ exactly (checked against Gauss–Legendre quadrature of the
     /// variation-of-constants integrals of `docs/math.md` §4.1), for the ODE and the SDE in both forms.
     /// The midpoint form is exact for constants only (its `D1` weight is a second-order
-    /// approximation of the Taylor one; `tests/diffusers.rs` checks it against diffusers).
+    /// approximation of the Taylor one; `tests/it/diffusers.rs` checks it against diffusers).
     #[test]
     fn updates_are_exact_for_polynomials() {
         let si = 0.2;

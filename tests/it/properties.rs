@@ -1,11 +1,9 @@
 //! Property tests (deterministic runner): schedules, point-mass exactness on every grid, the
 //! reference third-order defect, SDE weak convergence.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::{LinearLambda, config, slope};
+use crate::common::{LinearLambda, config, slope};
 use mrsampler::oracle::{GaussianOracle, Start, gaussian_output_law_from};
 use mrsampler::schedule::{CumulativeFrom, IrSdeSchedule, Schedule, ThetaSchedule, TimeGrid};
 use mrsampler::{

@@ -3,9 +3,7 @@
 
 use std::sync::Arc;
 
-mod common;
-
-use common::{LinearLambda, slope};
+use crate::common::{LinearLambda, slope};
 use mrsampler::Solver;
 use mrsampler::oracle::GaussianOracle;
 use mrsampler::schedule::{Schedule, TimeGrid};

@@ -1,12 +1,10 @@
 //! No panics, no silent NaN: over random configurations and inputs, every sampling call returns
 //! `Ok` with finite output or an `Err`. The default run is part of `cargo test`; the slow run
-//! (10 000 cases) is `cargo test --release --test robustness -- --ignored`.
-
-mod common;
+//! (10 000 cases) is `cargo test --release --test it -- --ignored robustness::`.
 
 use std::sync::Arc;
 
-use common::config;
+use crate::common::config;
 use mrsampler::oracle::GaussianOracle;
 use mrsampler::schedule::{CumulativeFrom, IrSdeSchedule, Schedule, ThetaSchedule, TimeGrid};
 use mrsampler::{

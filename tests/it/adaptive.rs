@@ -3,9 +3,7 @@
 
 use std::sync::Arc;
 
-mod common;
-
-use common::LinearLambda;
+use crate::common::LinearLambda;
 use mrsampler::oracle::{GaussianOracle, GmmOracle};
 use mrsampler::schedule::{CumulativeFrom, IrSdeSchedule, Schedule};
 use mrsampler::{
