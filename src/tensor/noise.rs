@@ -1,9 +1,6 @@
 //! Sources of standard-normal draws for the stochastic steps.
 
 use ndarray::{Array, Dimension};
-use rand::SeedableRng;
-use rand::rngs::StdRng;
-use rand_distr::{Distribution, StandardNormal};
 use rayon::prelude::*;
 
 use super::ndarray_impl::NdElement;
@@ -146,33 +143,33 @@ impl<T> NoiseSource<T> for NoNoise {
     }
 }
 
-/// Seeded host generator: `rand`'s `StdRng` with `StandardNormal`, drawn in row-major order
-/// for the whole batch (so a sample's draws depend on the batch it is in; use
-/// [`PhiloxNoise`] for per-sample streams). Works with every backend through the host.
+/// Seeded host generator: the whole tensor as one Philox stream (see [`PhiloxNoise`]):
+/// element `j` of draw `d` is the Box–Muller normal of counter `[⌊j/4⌋, 0, d, 0]` under the
+/// seed, in row-major order over the whole batch (so a sample's draws depend on the batch it
+/// is in; use [`PhiloxNoise`] for per-sample streams). Works with every backend through the
+/// host.
 ///
-/// Reproducible for a given seed and `rand` version; the stream is not promised stable across
-/// `rand` major versions.
-#[derive(Debug)]
+/// The stream is a documented formula over Philox4x32-10 (pinned by its known-answer
+/// vectors), so it is the same in every version of this crate and of its dependencies.
+#[derive(Debug, Clone)]
 pub struct SeededNoise {
-    rng: StdRng,
+    stream: PhiloxNoise,
 }
 
 impl SeededNoise {
     /// A generator seeded with `seed`.
     pub fn new(seed: u64) -> Self {
         Self {
-            rng: StdRng::seed_from_u64(seed),
+            stream: PhiloxNoise::new(seed),
         }
     }
 }
 
 impl<T: SamplerTensor> NoiseSource<T> for SeededNoise {
-    fn fill_standard_normal(&mut self, out: &mut T, _: Parallelism) -> Result<()> {
+    fn fill_standard_normal(&mut self, out: &mut T, par: Parallelism) -> Result<()> {
         let shape = super::shape(out);
-        let n: usize = shape.iter().product();
-        let data: Vec<f64> = (0..n)
-            .map(|_| StandardNormal.sample(&mut self.rng))
-            .collect();
+        let mut data = vec![0f64; shape.iter().product()];
+        self.stream.fill_slice(&mut data, 1, par)?;
         *out = out.new_from_host(&shape, &data)?;
         Ok(())
     }
@@ -512,6 +509,36 @@ mod tests {
                 };
                 assert!((out[[b, j]] - want).abs() < 1e-15, "b={b} j={j}");
             }
+        }
+    }
+
+    /// `SeededNoise` is one Philox stream over the whole tensor, whatever its batch: the
+    /// documented formula, recomputed from the Philox function.
+    #[test]
+    fn seeded_noise_is_one_philox_stream() {
+        let seed = 42u64;
+        let mut out = ArrayD::<f64>::zeros(IxDyn(&[2, 5]));
+        let mut noise = SeededNoise::new(seed);
+        for _ in 0..2 {
+            noise
+                .fill_standard_normal(&mut out, Parallelism::Sequential)
+                .unwrap();
+        }
+        for j in 0..10 {
+            let w = philox4x32_10([(j / 4) as u32, 0, 1, 0], [42, 0]);
+            let (a, c) = if j % 4 < 2 {
+                (w[0], w[1])
+            } else {
+                (w[2], w[3])
+            };
+            let r = (-2.0 * ((a as f64 + 0.5) / 4_294_967_296.0).ln()).sqrt();
+            let ang = 2.0 * std::f64::consts::PI * (c as f64 / 4_294_967_296.0);
+            let want = if j % 2 == 0 {
+                r * ang.cos()
+            } else {
+                r * ang.sin()
+            };
+            assert!((out[[j / 5, j % 5]] - want).abs() < 1e-15, "j={j}");
         }
     }
 
