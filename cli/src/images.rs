@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use image::{DynamicImage, ImageBuffer, Luma, LumaA, Rgb, Rgba};
 
-use crate::Result;
+use crate::error::Result;
 
 /// An image split into the channels the network restores and the alpha it does not.
 pub struct Picture {
@@ -235,7 +235,7 @@ impl Picture {
                 Rgba([q16(v[k]), q16(v[n + k]), q16(v[2 * n + k]), a[k]])
             })),
         };
-        crate::write_atomically(path, |tmp| {
+        crate::files::write_atomically(path, |tmp| {
             img.save_with_format(tmp, image::ImageFormat::Png)
                 .map_err(|e| format!("{}: {e}", path.display()).into())
         })

@@ -16,8 +16,9 @@ use mrsampler_models::{
     DaClip, DaClipEncoder, Mirrored, Network, TileSpec, Tiled, UpstreamOptions, preset,
 };
 
-use crate::calibrate::GridFile;
-use crate::{Precision, Result, load_options};
+use crate::error::Result;
+use crate::grid_file::GridFile;
+use crate::loading::{Precision, load_options};
 
 /// Which network to load and how: shared by `restore` and `eval`.
 #[derive(clap::Args)]
@@ -201,7 +202,7 @@ impl ModelArgs {
                 device,
             },
         )
-        .map_err(crate::onnx_hint)?;
+        .map_err(crate::loading::onnx_hint)?;
         let encoder = match (&self.clip, onnx.takes_contexts()) {
             (Some(clip), true) => Some(Box::new(DaClipEncoder::load(
                 clip,

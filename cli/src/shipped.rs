@@ -5,7 +5,7 @@
 use candle_core::Device;
 use mrsampler_models::{Checkpoint, UpstreamOptions};
 
-use crate::Result;
+use crate::error::Result;
 use crate::images::{self, Picture};
 
 /// The shipped network's weights (`assets/restore/model.safetensors`).

@@ -20,10 +20,11 @@ use mrsampler::schedule::{IrSdeSchedule, Schedule};
 use mrsampler::{CoupledNoise, NoiseSource, PhiloxNoise, Plan, StepView};
 
 use crate::classical::Classical;
+use crate::error::Result;
+use crate::files::write_atomically;
 use crate::images::{self, Picture};
 use crate::metrics::{gradient_energy_ratio, mean_sd, psnr, ssim};
 use crate::sampling::{Configured, Model, ModelArgs, SamplerSpec};
-use crate::{Result, write_atomically};
 
 /// `eval`'s options.
 #[derive(Args)]

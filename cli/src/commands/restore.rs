@@ -16,7 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use mrsampler::{PhiloxNoise, StepView};
 use mrsampler_models::TileSpec;
 
-use crate::Result;
+use crate::error::Result;
 use crate::images::{self, Input, Picture};
 use crate::sampling::{Configured, Model, ModelArgs, SamplerChoice, Timed};
 
