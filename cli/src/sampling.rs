@@ -9,8 +9,8 @@ use candle_core::{Device, Tensor};
 use clap::ValueEnum;
 use mrsampler::schedule::{IrSdeSchedule, TimeGrid};
 use mrsampler::{
-    Baseline, BaselineSampler, Calibrator, FitTarget, MrSampler, NoiseSource, Observer,
-    Parameterization, Plan, Sample, Sampler, ScoreModel, Solver,
+    Baseline, BaselineSampler, Calibrator, FitTarget, MrSampler, Parameterization, Sampler,
+    ScoreModel, Solver,
 };
 use mrsampler_models::{
     DaClip, DaClipEncoder, Mirrored, Network, TileSpec, Tiled, UpstreamOptions, preset,
@@ -284,7 +284,7 @@ pub struct SamplerChoice {
 
 impl SamplerChoice {
     /// The configured sampler on `schedule`, or an error naming the flags that do not fit.
-    pub fn build(&self, schedule: IrSdeSchedule) -> Result<Configured> {
+    pub fn build(&self, schedule: IrSdeSchedule) -> Result<Box<dyn Sampler>> {
         // The flags among `flags` that were given.
         let given = |flags: &[(bool, &'static str)]| -> Vec<&'static str> {
             flags
@@ -317,7 +317,7 @@ impl SamplerChoice {
                     )
                     .into());
                 }
-                let steps = Configured::calibrated_steps(&spec)?.unwrap_or_default();
+                let steps = spec.calibrated_steps()?.unwrap_or_default();
                 if let Some(n) = self.nfe.filter(|&n| n != steps) {
                     return Err(format!(
                         "--nfe {n}: the grid file {file} has {steps} steps; leave --nfe out or                          calibrate for that NFE"
@@ -381,7 +381,7 @@ impl SamplerChoice {
             )
             .into());
         }
-        Configured::build(&spec, schedule, nfe)
+        spec.build(schedule, nfe)
     }
 }
 
@@ -766,122 +766,86 @@ impl ScoreModel<Tensor> for Model {
     }
 }
 
-/// A configured sampler of either kind.
-pub enum Configured {
-    /// The MR Sampler.
-    Mrs(MrSampler),
-    /// A baseline.
-    Baseline(BaselineSampler),
-}
-
-impl Configured {
-    /// `spec` with `nfe` evaluations on `schedule`, its output clamped to `[0, 1]`.
-    pub fn build(spec: &SamplerSpec, schedule: IrSdeSchedule, nfe: usize) -> Result<Self> {
+impl SamplerSpec {
+    /// The sampler `self` names, with `nfe` evaluations on `schedule`, its output clamped to
+    /// `[0, 1]`.
+    pub fn build(&self, schedule: IrSdeSchedule, nfe: usize) -> Result<Box<dyn Sampler>> {
         let range = Some((0.0, 1.0));
-        Ok(match spec.kind {
-            SamplerKind::MrsOde | SamplerKind::MrsSde => {
-                let solver = match spec.kind {
-                    SamplerKind::MrsOde => Solver::ode(spec.order),
-                    _ => Solver::sde(spec.order),
-                };
-                let grid = match spec.grid_file() {
-                    Some(path) => {
-                        let file = GridFile::load(path)?;
-                        file.check_schedule(&schedule, path)?;
-                        if file.steps != nfe {
-                            return Err(format!(
-                                "{}: the grid has {} steps; {nfe} were asked for (a calibrated \
-                                 grid runs at the NFE it was calibrated for)",
-                                path.display(),
-                                file.steps
-                            )
-                            .into());
-                        }
-                        TimeGrid::Custom(file.times)
-                    }
-                    None => spec.grid.parse::<TimeGrid>()?,
-                };
-                Configured::Mrs(
-                    MrSampler::new(schedule, nfe)?
-                        .with_solver(solver)?
-                        .with_parameterization(spec.param)?
-                        .with_grid(grid)?
-                        .with_data_range(range)?,
-                )
-            }
-            SamplerKind::Posterior | SamplerKind::Euler => {
-                let kind = match spec.kind {
-                    SamplerKind::Posterior => Baseline::Posterior,
-                    _ => Baseline::EulerMaruyama,
-                };
-                Configured::Baseline(
-                    BaselineSampler::new(schedule, kind, nfe)?.with_data_range(range)?,
-                )
-            }
-        })
+        if let Some(mrs) = self.build_mrs(schedule.clone(), nfe)? {
+            return Ok(Box::new(mrs));
+        }
+        let kind = match self.kind {
+            SamplerKind::Posterior => Baseline::Posterior,
+            _ => Baseline::EulerMaruyama,
+        };
+        Ok(Box::new(
+            BaselineSampler::new(schedule, kind, nfe)?.with_data_range(range)?,
+        ))
     }
 
-    /// The converged reference of `spec`'s rows at `nfe`: the MR Sampler at `converged_nfe` on
-    /// its grid, or with `teacher` on the calibration teacher grid at `nfe` (every named grid at
-    /// `nfe` nests in it), or, for a calibrated grid, on the teacher's grid it was chosen from.
+    /// The MR Sampler `self` names (`None` for a baseline), as [`build`](Self::build).
+    pub fn build_mrs(&self, schedule: IrSdeSchedule, nfe: usize) -> Result<Option<MrSampler>> {
+        let solver = match self.kind {
+            SamplerKind::MrsOde => Solver::ode(self.order),
+            SamplerKind::MrsSde => Solver::sde(self.order),
+            SamplerKind::Posterior | SamplerKind::Euler => return Ok(None),
+        };
+        let grid = match self.grid_file() {
+            Some(path) => {
+                let file = GridFile::load(path)?;
+                file.check_schedule(&schedule, path)?;
+                if file.steps != nfe {
+                    return Err(format!(
+                        "{}: the grid has {} steps; {nfe} were asked for (a calibrated grid \
+                         runs at the NFE it was calibrated for)",
+                        path.display(),
+                        file.steps
+                    )
+                    .into());
+                }
+                TimeGrid::Custom(file.times)
+            }
+            None => self.grid.parse::<TimeGrid>()?,
+        };
+        Ok(Some(
+            MrSampler::new(schedule, nfe)?
+                .with_solver(solver)?
+                .with_parameterization(self.param)?
+                .with_grid(grid)?
+                .with_data_range(Some((0.0, 1.0)))?,
+        ))
+    }
+
+    /// The converged reference of `self`'s rows at `nfe` (an MR Sampler; `None` for a
+    /// baseline): the MR Sampler at `converged_nfe` on its grid, or with `teacher` on the
+    /// calibration teacher grid at `nfe` (every named grid at `nfe` nests in it), or, for a
+    /// calibrated grid, on the teacher's grid it was chosen from.
     pub fn reference(
-        spec: &SamplerSpec,
+        &self,
         schedule: IrSdeSchedule,
         nfe: usize,
         converged_nfe: usize,
         teacher: bool,
-    ) -> Result<Self> {
-        let steps = Self::calibrated_steps(spec)?.unwrap_or(nfe);
-        let own = Self::build(spec, schedule.clone(), steps)?;
-        let grid = match (spec.grid_file(), own) {
-            (Some(path), Configured::Mrs(s)) => Some((s, GridFile::load(path)?.teacher_grid)),
-            (None, Configured::Mrs(s)) if teacher => {
-                let grid = Calibrator::new(nfe)?.teacher_grid(&s)?;
-                Some((s, grid))
-            }
-            _ => None,
+    ) -> Result<Option<MrSampler>> {
+        let steps = self.calibrated_steps()?.unwrap_or(nfe);
+        let Some(own) = self.build_mrs(schedule.clone(), steps)? else {
+            return Ok(None);
         };
-        match grid {
-            Some((s, times)) => Ok(Configured::Mrs(s.with_grid(TimeGrid::Custom(times))?)),
-            None => Self::build(spec, schedule, converged_nfe),
+        let times = match self.grid_file() {
+            Some(path) => Some(GridFile::load(path)?.teacher_grid),
+            None if teacher => Some(Calibrator::new(nfe)?.teacher_grid(&own)?),
+            None => None,
+        };
+        match times {
+            Some(times) => Ok(Some(own.with_grid(TimeGrid::Custom(times))?)),
+            None => self.build_mrs(schedule, converged_nfe),
         }
     }
 
     /// The step count of a calibrated spec's rows, `None` for others.
-    pub fn calibrated_steps(spec: &SamplerSpec) -> Result<Option<usize>> {
-        spec.grid_file()
+    pub fn calibrated_steps(&self) -> Result<Option<usize>> {
+        self.grid_file()
             .map(|p| GridFile::load(p).map(|f| f.steps))
             .transpose()
-    }
-
-    /// The compiled pass.
-    pub fn plan(&self) -> Result<Plan> {
-        Ok(match self {
-            Configured::Mrs(s) => s.plan(FitTarget::Noise)?,
-            Configured::Baseline(s) => s.plan(FitTarget::Noise)?,
-        })
-    }
-
-    /// The start state `μ + σ·z` this sampler would draw from `z`.
-    pub fn prior_state(&self, mu: &Tensor, z: &Tensor) -> Result<Tensor> {
-        Ok(match self {
-            Configured::Mrs(s) => s.prior_state(mu, z)?,
-            Configured::Baseline(s) => s.prior_state(mu, z)?,
-        })
-    }
-
-    /// One pass from `x_start` (or a drawn prior), reporting every step to `observer`.
-    pub fn run<M: ScoreModel<Tensor>, N: NoiseSource<Tensor>, O: Observer<Tensor>>(
-        &self,
-        model: &mut M,
-        mu: &Tensor,
-        x_start: Option<Tensor>,
-        noise: &mut N,
-        observer: &mut O,
-    ) -> Result<Sample<Tensor>> {
-        Ok(match self {
-            Configured::Mrs(s) => s.sample_observed(model, mu, x_start, noise, observer)?,
-            Configured::Baseline(s) => s.sample_observed(model, mu, x_start, noise, observer)?,
-        })
     }
 }

@@ -7,8 +7,8 @@ use serde_json::{Map, Value};
 use crate::error::Error;
 use crate::param::{FitTarget, Parameterization};
 use crate::sampler::{
-    Baseline, BaselineSampler, Mode, MrSampler, OdeMultistep, OrderRule, SdeMultistep, Solver,
-    Thresholding,
+    Baseline, BaselineSampler, Mode, MrSampler, OdeMultistep, OrderRule, Sampler, SdeMultistep,
+    Solver, Thresholding,
 };
 use crate::schedule::{CumulativeFrom, IrSdeSchedule, Schedule, ThetaSchedule, TimeGrid};
 
@@ -54,23 +54,15 @@ pub enum CaseError {
     Library(#[from] Error),
 }
 
-/// The sampler a case configures.
+/// The sampler a case configures, with how its model reads the output.
 #[derive(Debug, Clone)]
-pub enum SamplerSpec {
-    /// The MR Sampler and the fit target its model is read as.
-    Mrs {
-        /// The configured sampler.
-        sampler: MrSampler,
-        /// How the model output is read.
-        fit: FitTarget,
-    },
-    /// A baseline (its model output is read as noise).
-    Baseline {
-        /// The configured baseline.
-        sampler: BaselineSampler,
-        /// Its schedule.
-        schedule: Arc<dyn Schedule>,
-    },
+pub struct CaseSampler {
+    /// The configured sampler (an MR Sampler or a baseline).
+    pub sampler: Arc<dyn Sampler>,
+    /// How the model output is read (baselines read noise).
+    pub fit: FitTarget,
+    /// The schedule the model evaluates `α`, `σ` on (the sampler's view of it).
+    pub model_schedule: Arc<dyn Schedule>,
 }
 
 /// The model a case names.
@@ -131,7 +123,7 @@ pub struct Case {
     /// Full tensor shape, batch first.
     pub shape: Vec<usize>,
     /// The sampler.
-    pub sampler: SamplerSpec,
+    pub sampler: CaseSampler,
     /// The model.
     pub model: ModelSpec,
     /// `μ`, flattened.
@@ -372,7 +364,7 @@ fn parse_mode(o: &Obj, p: &str) -> Result<Mode, CaseError> {
     }
 }
 
-fn parse_sampler(v: &Value, schedule: Arc<dyn Schedule>) -> Result<SamplerSpec, CaseError> {
+fn parse_sampler(v: &Value, schedule: Arc<dyn Schedule>) -> Result<CaseSampler, CaseError> {
     let p = "sampler.";
     let s = obj(v, "sampler")?;
     let kind = str_of(req(s, p, "kind")?, "sampler.kind")?;
@@ -403,7 +395,11 @@ fn parse_sampler(v: &Value, schedule: Arc<dyn Schedule>) -> Result<SamplerSpec, 
         } else {
             sampler.with_mode(mode)?
         };
-        return Ok(SamplerSpec::Baseline { sampler, schedule });
+        return Ok(CaseSampler {
+            sampler: Arc::new(sampler),
+            fit: FitTarget::Noise,
+            model_schedule: schedule,
+        });
     }
     let order = usize_of(req(s, p, "order")?, "sampler.order")?;
     // Exact mode replays the specification's order rule (`lower_order_final`), which the
@@ -486,7 +482,11 @@ fn parse_sampler(v: &Value, schedule: Arc<dyn Schedule>) -> Result<SamplerSpec, 
     if sampler.has_data_predictions_to_threshold() {
         sampler = sampler.with_thresholding(thresholds)?;
     }
-    Ok(SamplerSpec::Mrs { sampler, fit })
+    Ok(CaseSampler {
+        model_schedule: sampler.model_schedule()?,
+        sampler: Arc::new(sampler),
+        fit,
+    })
 }
 
 fn parse_model(v: &Value) -> Result<ModelSpec, CaseError> {

@@ -10,7 +10,7 @@
 mod case;
 mod toy;
 
-pub use case::{Case, CaseError, Expected, ModelSpec, SamplerSpec};
+pub use case::{Case, CaseError, CaseSampler, Expected, ModelSpec};
 pub use toy::ToyModel;
 
 use serde_json::{Value, json};
@@ -157,17 +157,14 @@ pub fn run_case<T: SamplerTensor>(case: &Case, proto: &T) -> Result<Outcome, Cas
         outputs: vec![],
         failed: None,
     };
-    let sample = match &case.sampler {
-        SamplerSpec::Mrs { sampler, fit } => {
-            let view = sampler.model_schedule()?;
-            let mut model = build_model::<T>(case, *fit, view)?;
-            sampler.sample_observed(&mut model.as_mut(), &mu, Some(x_t), &mut noise, &mut rec)?
-        }
-        SamplerSpec::Baseline { sampler, schedule } => {
-            let mut model = build_model::<T>(case, FitTarget::Noise, schedule.clone())?;
-            sampler.sample_observed(&mut model.as_mut(), &mu, Some(x_t), &mut noise, &mut rec)?
-        }
-    };
+    let CaseSampler {
+        sampler,
+        fit,
+        model_schedule,
+    } = &case.sampler;
+    let mut model = build_model::<T>(case, *fit, model_schedule.clone())?;
+    let sample =
+        sampler.sample_observed(&mut model.as_mut(), &mu, Some(x_t), &mut noise, &mut rec)?;
     if let Some(e) = rec.failed {
         return Err(e.into());
     }
@@ -308,10 +305,7 @@ fn exact_endpoint(
     c: &[f64],
     timesteps: &[f64],
 ) -> Result<Vec<f64>, CaseError> {
-    let view = match &case.sampler {
-        SamplerSpec::Mrs { sampler, .. } => sampler.model_schedule()?,
-        SamplerSpec::Baseline { schedule, .. } => schedule.clone(),
-    };
+    let view = case.sampler.model_schedule.clone();
     let oracle = GaussianOracle::new(m.to_vec(), c.to_vec(), view)?;
     let (t1, t0) = match (timesteps.first(), timesteps.last()) {
         (Some(a), Some(b)) => (*a, *b),

@@ -122,6 +122,30 @@ pub fn observe<T, F: FnMut(&StepView<'_, T>)>(f: F) -> F {
 
 /// A complete sampling method: a configuration that compiles into a [`Plan`].
 ///
+/// One method is required, [`plan`](Self::plan); the others are provided. The trait is
+/// object-safe: `Box<dyn Sampler>` and `&dyn Sampler` are samplers themselves, so a sampler
+/// chosen at run time needs no enum over the kinds:
+///
+/// ```
+/// use mrsampler::schedule::IrSdeSchedule;
+/// use mrsampler::{Baseline, BaselineSampler, MrSampler, NoNoise, Sampler};
+/// use mrsampler::oracle::GaussianOracle;
+///
+/// let pick = |name: &str| -> Result<Box<dyn Sampler>, mrsampler::Error> {
+///     Ok(match name {
+///         "mrs" => Box::new(MrSampler::new(IrSdeSchedule::da_clip(), 10)?),
+///         _ => Box::new(BaselineSampler::new(IrSdeSchedule::da_clip(), Baseline::Posterior, 100)?),
+///     })
+/// };
+/// let sampler = pick("mrs")?;
+/// let schedule = std::sync::Arc::new(IrSdeSchedule::da_clip());
+/// let mut oracle = GaussianOracle::new(vec![0.5], vec![0.01], schedule)?;
+/// let mu = ndarray::ArrayD::<f64>::from_elem(vec![2, 1], 0.4);
+/// let out = sampler.sample(&mut oracle, &mu, Some(mu.clone()), &mut NoNoise)?;
+/// assert_eq!(out.stats.nfe, 10);
+/// # Ok::<(), mrsampler::Error>(())
+/// ```
+///
 /// [`start`](Self::start) begins a step-level [`Run`] from the plan; [`sample`](Self::sample)
 /// is a thin loop over it.
 ///
@@ -131,7 +155,7 @@ pub fn observe<T, F: FnMut(&StepView<'_, T>)>(f: F) -> F {
 /// state is given (a supplied start state consumes no draw), then once per stochastic step;
 /// ODE samplers with a start state draw nothing, so [`NoNoise`](crate::tensor::NoNoise) will
 /// do.
-pub trait Sampler {
+pub trait Sampler: std::fmt::Debug {
     /// Compiles the configuration for a network trained on `fit` (pure `f64`; no tensor is
     /// touched).
     fn plan(&self, fit: FitTarget) -> Result<Plan>;
@@ -144,14 +168,20 @@ pub trait Sampler {
         mu: &T,
         x_start: Option<T>,
         noise: &mut N,
-    ) -> Result<Run<T>> {
+    ) -> Result<Run<T>>
+    where
+        Self: Sized,
+    {
         Run::new(self.plan(fit)?, mu, x_start, noise)
     }
 
     /// The start state `x_T = μ + σ_prior·z` this sampler draws from a standard-normal `z`:
     /// `σ_prior = σ(τ₀)` in exact mode, `σ∞` in reference mode. Passing it as `x_start` gives
     /// the same pass as letting the sampler draw `z`.
-    fn prior_state<T: SamplerTensor>(&self, mu: &T, z: &T) -> Result<T> {
+    fn prior_state<T: SamplerTensor>(&self, mu: &T, z: &T) -> Result<T>
+    where
+        Self: Sized,
+    {
         let plan = self.plan(FitTarget::Data)?;
         crate::sampler::run::check_input("noise", mu, z)?;
         crate::tensor::lincomb(&[(1.0, mu), (plan.prior_std, z)], plan.parallelism)
@@ -164,7 +194,10 @@ pub trait Sampler {
         mu: &T,
         x_start: Option<T>,
         noise: &mut N,
-    ) -> Result<Sample<T>> {
+    ) -> Result<Sample<T>>
+    where
+        Self: Sized,
+    {
         self.sample_observed(model, mu, x_start, noise, &mut ())
     }
 
@@ -176,7 +209,10 @@ pub trait Sampler {
         model: &mut M,
         x_start: T,
         noise: &mut N,
-    ) -> Result<Sample<T>> {
+    ) -> Result<Sample<T>>
+    where
+        Self: Sized,
+    {
         let mu =
             crate::tensor::lincomb(&[(0.0, &x_start)], crate::tensor::Parallelism::Sequential)?;
         self.sample(model, &mu, Some(x_start), noise)
@@ -190,7 +226,10 @@ pub trait Sampler {
         x_start: Option<T>,
         noise: &mut N,
         observer: &mut O,
-    ) -> Result<Sample<T>> {
+    ) -> Result<Sample<T>>
+    where
+        Self: Sized,
+    {
         if let Some(rank) = model.input_rank() {
             let found = crate::tensor::shape(mu);
             if found.len() != rank {
@@ -230,5 +269,26 @@ pub trait Sampler {
             observer.on_step(&view);
         }
         run.finish()
+    }
+}
+
+/// A boxed sampler (e.g. `Box<dyn Sampler>`, chosen at run time) is a sampler.
+impl<S: Sampler + ?Sized> Sampler for Box<S> {
+    fn plan(&self, fit: FitTarget) -> Result<Plan> {
+        (**self).plan(fit)
+    }
+}
+
+/// A shared sampler (e.g. `Arc<dyn Sampler>`) is a sampler.
+impl<S: Sampler + ?Sized> Sampler for std::sync::Arc<S> {
+    fn plan(&self, fit: FitTarget) -> Result<Plan> {
+        (**self).plan(fit)
+    }
+}
+
+/// A borrowed sampler (e.g. `&dyn Sampler`) is a sampler.
+impl<S: Sampler + ?Sized> Sampler for &S {
+    fn plan(&self, fit: FitTarget) -> Result<Plan> {
+        (**self).plan(fit)
     }
 }

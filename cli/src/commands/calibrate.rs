@@ -14,7 +14,7 @@ use crate::error::Result;
 use crate::files::write_atomically;
 use crate::grid_file::{Candidate, FORMAT, GridFile, Provenance, ScheduleStamp};
 use crate::images::{self, Picture};
-use crate::sampling::{Configured, Model, ModelArgs, SamplerSpec};
+use crate::sampling::{Model, ModelArgs, SamplerSpec};
 
 /// `calibrate`'s options.
 #[derive(Args)]
@@ -112,8 +112,7 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
     }
     let one = Tensor::cat(&planes, 0)?;
     let mu = Tensor::cat(&vec![one; args.seeds], 0)?;
-    let Configured::Mrs(sampler) = Configured::build(&args.sampler, schedule.clone(), args.nfe)?
-    else {
+    let Some(sampler) = args.sampler.build_mrs(schedule.clone(), args.nfe)? else {
         unreachable!("checked to be an MR Sampler above")
     };
     let calibrator = Calibrator::new(args.nfe)?

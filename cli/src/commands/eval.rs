@@ -17,14 +17,16 @@ use candle_core::{DType, Device, Tensor};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use mrsampler::schedule::{IrSdeSchedule, Schedule};
-use mrsampler::{CoupledNoise, NoiseSource, PhiloxNoise, Plan, StepView};
+use mrsampler::{
+    CoupledNoise, FitTarget, MrSampler, NoiseSource, PhiloxNoise, Plan, Sampler, StepView,
+};
 
 use crate::classical::Classical;
 use crate::error::Result;
 use crate::files::write_atomically;
 use crate::images::{self, Picture};
 use crate::metrics::{gradient_energy_ratio, mean_sd, psnr, ssim};
-use crate::sampling::{Configured, Model, ModelArgs, SamplerSpec};
+use crate::sampling::{Model, ModelArgs, SamplerSpec};
 
 /// `eval`'s options.
 #[derive(Args)]
@@ -218,7 +220,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
     let first_sampler_row = rows.len();
     for spec in &args.samplers {
-        let calibrated = Configured::calibrated_steps(spec)?.map(|k| vec![k]);
+        let calibrated = spec.calibrated_steps()?.map(|k| vec![k]);
         let counts = match &calibrated {
             Some(own) => own,
             None if spec.is_mrs() => &args.nfe,
@@ -226,7 +228,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         };
         for &nfe in counts {
             // Build once here so that a bad configuration fails before any work.
-            Configured::build(spec, schedule.clone(), nfe)?;
+            spec.build(schedule.clone(), nfe)?;
             rows.push(Row::new(Some(spec.clone()), nfe));
         }
     }
@@ -425,11 +427,12 @@ fn evaluations_per_sample(
     let mut seen: Vec<ReferenceKey> = Vec::new();
     for r in rows {
         let Some(spec) = &r.spec else { continue };
-        total += Configured::build(spec, schedule.clone(), r.nfe)?
-            .plan()?
+        total += spec
+            .build(schedule.clone(), r.nfe)?
+            .plan(FitTarget::Noise)?
             .num_evaluations();
         if let Some(reference) = reference_for(spec, r.nfe, schedule, args)? {
-            let plan = reference.plan()?;
+            let plan = reference.plan(FitTarget::Noise)?;
             let key = reference_key(spec, &plan);
             if !seen.contains(&key) {
                 total += plan.num_evaluations();
@@ -459,18 +462,13 @@ fn reference_for(
     nfe: usize,
     schedule: &IrSdeSchedule,
     args: &EvalArgs,
-) -> Result<Option<Configured>> {
-    if !spec.is_mrs() {
-        return Ok(None);
-    }
-    Configured::reference(
-        spec,
+) -> Result<Option<MrSampler>> {
+    spec.reference(
         schedule.clone(),
         nfe,
         args.converged_nfe,
         args.converged == Converged::Teacher,
     )
-    .map(Some)
 }
 
 /// The images of one network batch: `[seeds · n, C, H, W]`, seed-major.
@@ -589,25 +587,34 @@ impl<'a> Chunk<'a> {
         order.sort_by_key(|&i| spec.is_mrs() || rows[i].nfe != t_steps);
         let full_chain = match spec.is_mrs() {
             true => None,
-            false => Some(Configured::build(spec, schedule.clone(), t_steps)?.plan()?),
+            false => Some(
+                spec.build(schedule.clone(), t_steps)?
+                    .plan(FitTarget::Noise)?,
+            ),
         };
         let mut chain: Option<(&Plan, Tensor)> = None;
         let mut outs: Vec<Option<Tensor>> = vec![None; rows.len()];
         for i in order {
             let row = &mut rows[i];
-            let cfg = Configured::build(spec, schedule.clone(), row.nfe)?;
-            let plan = cfg.plan()?;
+            let cfg = spec.build(schedule.clone(), row.nfe)?;
+            let plan = cfg.plan(FitTarget::Noise)?;
             let reference: Option<(&Plan, &Tensor)> =
                 match reference_for(spec, row.nfe, schedule, args)? {
                     Some(r) => {
-                        let r_plan = r.plan()?;
+                        let r_plan = r.plan(FitTarget::Noise)?;
                         let key = reference_key(spec, &r_plan);
                         let at = match references.iter().position(|c| c.0 == key) {
                             Some(at) => at,
                             None => {
                                 let start = r.prior_state(&self.mu, &self.z)?;
                                 let x = r
-                                    .run(model, &self.mu, Some(start), &mut noise(), &mut tick)?
+                                    .sample_observed(
+                                        model,
+                                        &self.mu,
+                                        Some(start),
+                                        &mut noise(),
+                                        &mut tick,
+                                    )?
                                     .x;
                                 references.push((key, r_plan, x));
                                 references.len() - 1
@@ -627,11 +634,15 @@ impl<'a> Chunk<'a> {
             let coupled = coupling.is_ok();
             let start_state = Some(cfg.prior_state(&self.mu, &self.z)?);
             let x = match coupling {
-                Ok(Some(mut c)) => cfg.run(model, &self.mu, start_state, &mut c, &mut tick)?,
-                Ok(None) => cfg.run(model, &self.mu, start_state, &mut noise(), &mut tick)?,
+                Ok(Some(mut c)) => {
+                    cfg.sample_observed(model, &self.mu, start_state, &mut c, &mut tick)?
+                }
+                Ok(None) => {
+                    cfg.sample_observed(model, &self.mu, start_state, &mut noise(), &mut tick)?
+                }
                 Err(e) => {
                     row.note = Some(format!("no coupling to the converged run: {e}"));
-                    cfg.run(model, &self.mu, start_state, &mut noise(), &mut tick)?
+                    cfg.sample_observed(model, &self.mu, start_state, &mut noise(), &mut tick)?
                 }
             }
             .x;

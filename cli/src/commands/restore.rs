@@ -13,12 +13,12 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use mrsampler::{PhiloxNoise, StepView};
+use mrsampler::{FitTarget, PhiloxNoise, Sampler, StepView};
 use mrsampler_models::TileSpec;
 
 use crate::error::Result;
 use crate::images::{self, Input, Picture};
-use crate::sampling::{Configured, Model, ModelArgs, SamplerChoice, Timed};
+use crate::sampling::{Model, ModelArgs, SamplerChoice, Timed};
 
 /// `restore`'s options.
 #[derive(Args)]
@@ -343,7 +343,7 @@ fn restore_one(
     job: &Job,
     channels: usize,
     device: &Device,
-    sampler: &Configured,
+    sampler: &impl Sampler,
     model: &mut Model,
     seed: u64,
     quiet: bool,
@@ -361,7 +361,7 @@ fn restore_one(
     }
     let mu = picture.tensor(device, DType::F32)?;
     let read = start.elapsed().as_secs_f64();
-    let nfe = sampler.plan()?.num_evaluations();
+    let nfe = sampler.plan(FitTarget::Noise)?.num_evaluations();
     let bar = if quiet {
         ProgressBar::hidden()
     } else {
@@ -385,7 +385,7 @@ fn restore_one(
     let t = Instant::now();
     let mut timed = Timed::new(model);
     let out = sampler
-        .run(
+        .sample_observed(
             &mut timed,
             &mu,
             None,

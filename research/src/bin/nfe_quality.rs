@@ -138,11 +138,6 @@ fn mode_name(m: Mode) -> &'static str {
     }
 }
 
-enum Built {
-    Mrs(MrSampler),
-    Base(BaselineSampler),
-}
-
 /// The order rule applied to every exact-mode MR Sampler row (`--order-rule`).
 static ORDER_RULE: std::sync::OnceLock<mrsampler::OrderRule> = std::sync::OnceLock::new();
 /// Whether exact-mode data-form ODE rows get the UniC corrector (`--corrector`).
@@ -205,7 +200,7 @@ fn calibrated<M: mrsampler::ScoreModel<ArrayD<f64>>>(
     let (Spec::Mrs { .. }, true) = (spec, calibrating()) else {
         return Ok(spec.clone());
     };
-    let Built::Mrs(sampler) = build(spec, schedule, nfe)? else {
+    let Some(sampler) = build_mrs(spec, schedule, nfe)? else {
         unreachable!("an MR Sampler row")
     };
     let mu = ArrayD::from_shape_fn(IxDyn(&[1024, 4]), |i| MU[i[1]]);
@@ -235,38 +230,55 @@ static MIDPOINT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 /// Grids replacing the standard ones in the MR Sampler rows (`--grid`).
 static GRIDS: std::sync::OnceLock<Vec<TimeGrid>> = std::sync::OnceLock::new();
 
-fn build(spec: &Spec, schedule: &Arc<dyn Schedule>, nfe: usize) -> Result<Built, mrsampler::Error> {
-    Ok(match spec {
-        Spec::Mrs {
-            mode,
-            solver,
-            param,
-            grid,
-        } => Built::Mrs(
-            MrSampler::from_arc(schedule.clone(), nfe)?
-                .with_mode(*mode)?
-                .with_parameterization(*param)?
-                .with_solver(configured(*mode, *solver, *param))?
-                .with_grid(grid.clone())?
-                .with_prior_correction(
-                    PRIOR_CORRECTION.get().copied().unwrap_or(false)
-                        && *mode == Mode::Exact
-                        && *param == Parameterization::Data,
-                )?,
-        ),
-        Spec::Base { mode, kind } => Built::Base(
-            // The reference's unit steps at K < T are its defect, shown as such.
-            match mode {
-                Mode::Reference
-                    if matches!(kind, Baseline::Posterior | Baseline::EulerMaruyama) =>
-                {
-                    BaselineSampler::from_arc(schedule.clone(), *kind, nfe)?
-                        .with_reference_unit_steps(true)?
-                }
-                _ => BaselineSampler::from_arc(schedule.clone(), *kind, nfe)?.with_mode(*mode)?,
-            },
-        ),
-    })
+/// The row's sampler.
+fn build(
+    spec: &Spec,
+    schedule: &Arc<dyn Schedule>,
+    nfe: usize,
+) -> Result<Box<dyn Sampler>, mrsampler::Error> {
+    if let Some(mrs) = build_mrs(spec, schedule, nfe)? {
+        return Ok(Box::new(mrs));
+    }
+    let Spec::Base { mode, kind } = spec else {
+        unreachable!("build_mrs builds the MR rows")
+    };
+    // The reference's unit steps at K < T are its defect, shown as such.
+    Ok(Box::new(match mode {
+        Mode::Reference if matches!(kind, Baseline::Posterior | Baseline::EulerMaruyama) => {
+            BaselineSampler::from_arc(schedule.clone(), *kind, nfe)?
+                .with_reference_unit_steps(true)?
+        }
+        _ => BaselineSampler::from_arc(schedule.clone(), *kind, nfe)?.with_mode(*mode)?,
+    }))
+}
+
+/// The row's MR Sampler (`None` for a baseline row).
+fn build_mrs(
+    spec: &Spec,
+    schedule: &Arc<dyn Schedule>,
+    nfe: usize,
+) -> Result<Option<MrSampler>, mrsampler::Error> {
+    let Spec::Mrs {
+        mode,
+        solver,
+        param,
+        grid,
+    } = spec
+    else {
+        return Ok(None);
+    };
+    Ok(Some(
+        MrSampler::from_arc(schedule.clone(), nfe)?
+            .with_mode(*mode)?
+            .with_parameterization(*param)?
+            .with_solver(configured(*mode, *solver, *param))?
+            .with_grid(grid.clone())?
+            .with_prior_correction(
+                PRIOR_CORRECTION.get().copied().unwrap_or(false)
+                    && *mode == Mode::Exact
+                    && *param == Parameterization::Data,
+            )?,
+    ))
 }
 
 /// The schedule view the sampler evaluates α, σ with (the oracle must use the same).
@@ -286,10 +298,7 @@ fn gaussian_error(
 ) -> Result<f64, mrsampler::Error> {
     let mut oracle = GaussianOracle::new(GAUSS_M.to_vec(), GAUSS_C.to_vec(), view(spec, schedule))?;
     let spec = &calibrated(spec, schedule, nfe, &mut oracle)?;
-    let law = match build(spec, schedule, nfe)? {
-        Built::Mrs(s) => gaussian_output_law(&s, &oracle, &MU)?,
-        Built::Base(s) => gaussian_output_law(&s, &oracle, &MU)?,
-    };
+    let law = gaussian_output_law(&build(spec, schedule, nfe)?, &oracle, &MU)?;
     let per = law.w2_per_coordinate(&GAUSS_M, &GAUSS_C);
     let e = per.iter().sum::<f64>() / per.len() as f64;
     if e.is_finite() {
@@ -407,10 +416,7 @@ impl GmmBench {
         let spec = &calibrated(spec, schedule, nfe, &mut oracle)?;
         let mu = ArrayD::from_shape_fn(IxDyn(&[self.n, 4]), |i| MU[i[1]]);
         let mut noise = SeededNoise::new(7);
-        let out = match build(spec, schedule, nfe)? {
-            Built::Mrs(s) => s.sample(&mut oracle, &mu, None, &mut noise)?,
-            Built::Base(s) => s.sample(&mut oracle, &mu, None, &mut noise)?,
-        };
+        let out = build(spec, schedule, nfe)?.sample(&mut oracle, &mu, None, &mut noise)?;
         let x = out.x_unclipped.to_host_f64()?;
         if x.iter().any(|v| !v.is_finite()) {
             return Err(mrsampler::Error::StepOrder {
