@@ -73,7 +73,9 @@
 #![deny(clippy::float_cmp)]
 #![doc(test(attr(deny(warnings))))]
 
+mod config;
 pub mod error;
+mod mode;
 pub mod model;
 pub mod oracle;
 pub mod param;
@@ -109,18 +111,18 @@ pub use candle_nn;
 #[cfg_attr(docsrs, doc(cfg(feature = "burn")))]
 pub use burn;
 
+pub use config::{Mode, OdeMultistep, OrderRule, SdeMultistep, Solver, Thresholding};
 pub use error::{BoxedError, Error, ModelError, Result};
 pub use model::{CountingModel, FnModel, ScoreModel};
 pub use param::{FitTarget, Parameterization};
 pub use sampler::{
     AdaptiveSampler, Baseline, BaselineSampler, Calibration, CalibrationCost, CalibrationProgress,
-    Calibrator, EmbeddedPair, GridScore, Mode, MrSampler, Observer, OdeMultistep, OrderRule,
-    Pending, Plan, Run, Sample, Sampler, SdeMultistep, SecondOrder, Solver, Stats, StepView,
-    ThirdOrder, Thresholding, observe,
+    Calibrator, CoupledNoise, EmbeddedPair, GridScore, MrSampler, Observer, Pending, Plan, Run,
+    Sample, Sampler, SecondOrder, Stats, StepView, ThirdOrder, observe,
 };
 pub use tensor::{
-    CounterDraw, CoupledNoise, NoNoise, NoiseSource, Parallelism, PhiloxNoise, ReplayNoise,
-    SamplerTensor, SeededNoise,
+    CounterDraw, NoNoise, NoiseSource, Parallelism, PhiloxNoise, ReplayNoise, SamplerTensor,
+    SeededNoise,
 };
 
 /// Everything a typical program needs, in one import: `use mrsampler::prelude::*;`.

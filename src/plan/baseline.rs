@@ -1,17 +1,19 @@
 //! The baselines' plans (`docs/math.md` §6): Euler–Maruyama, Euler on the probability-flow
 //! ODE, posterior sampling and Heun. They convert the network output to a noise prediction.
 
+use super::settings::BaselineSettings;
 use super::{Frame, Plan, PlannedStep, Target, Update};
+use crate::config::Baseline;
+use crate::config::Mode;
 use crate::error::{Error, Result};
 use crate::param::{FitTarget, Parameterization};
-use crate::sampler::{Baseline, BaselineSampler, Mode};
 use crate::schedule::{Schedule, TimeGrid, build_grid};
 use crate::solver::{
     Node, ProcessAt, euler_coefficients, heun_corrector_coefficients, posterior_coefficients_exact,
     posterior_coefficients_reference,
 };
 
-fn frame(cfg: &BaselineSampler, fit: FitTarget) -> Frame<'_> {
+fn frame(cfg: &BaselineSettings, fit: FitTarget) -> Frame<'_> {
     Frame {
         view: &*cfg.schedule,
         fit,
@@ -21,8 +23,8 @@ fn frame(cfg: &BaselineSampler, fit: FitTarget) -> Frame<'_> {
     }
 }
 
-/// Compiles a [`BaselineSampler`] for a network trained on `fit`.
-pub(crate) fn plan(cfg: &BaselineSampler, fit: FitTarget) -> Result<Plan> {
+/// Compiles a [`BaselineSampler`](crate::BaselineSampler) for a network trained on `fit`.
+pub(crate) fn plan(cfg: &BaselineSettings, fit: FitTarget) -> Result<Plan> {
     let (timesteps, steps, prior_std) = match cfg.mode {
         Mode::Reference => reference(cfg, fit)?,
         Mode::Exact => exact(cfg, fit)?,
@@ -48,7 +50,7 @@ type Planned = (Vec<f64>, Vec<PlannedStep>, f64);
 
 /// Reference mode: `int(linspace(1, T, K))` from the top, one index per call (`docs/math.md`
 /// §6.1). The sampler's `validate` has checked the schedule's knots and the kind.
-fn reference(cfg: &BaselineSampler, fit: FitTarget) -> Result<Planned> {
+fn reference(cfg: &BaselineSettings, fit: FitTarget) -> Result<Planned> {
     let sch = &cfg.schedule;
     let knots = sch.knots().ok_or(Error::ScheduleMismatch {
         needs: "integer-index knots (reference-mode baselines visit them)",
@@ -108,7 +110,7 @@ fn reference(cfg: &BaselineSampler, fit: FitTarget) -> Result<Planned> {
 }
 
 /// Exact mode: strided steps over `linspace(T, 0, K + 1)` (`docs/math.md` §6.2).
-fn exact(cfg: &BaselineSampler, fit: FitTarget) -> Result<Planned> {
+fn exact(cfg: &BaselineSettings, fit: FitTarget) -> Result<Planned> {
     let sch: &dyn Schedule = &*cfg.schedule;
     let k = cfg.num_steps;
     let tau = build_grid(&TimeGrid::Linspace, k, None, Mode::Exact, sch)?;
@@ -196,6 +198,7 @@ fn exact(cfg: &BaselineSampler, fit: FitTarget) -> Result<Planned> {
 #[allow(clippy::float_cmp)] // exact values (integer times, α_T = eps) are the point here
 mod tests {
     use super::*;
+    use crate::BaselineSampler;
     use crate::schedule::IrSdeSchedule;
 
     #[test]
@@ -204,7 +207,7 @@ mod tests {
             .unwrap()
             .with_reference_unit_steps(true)
             .unwrap();
-        let p = plan(&b, FitTarget::Noise).unwrap();
+        let p = plan(&b.settings(), FitTarget::Noise).unwrap();
         let visited: Vec<f64> = p.steps.iter().map(|s| s.t_eval).collect();
         assert_eq!(
             visited,
@@ -214,7 +217,7 @@ mod tests {
             .unwrap()
             .with_mode(Mode::Reference)
             .unwrap();
-        let p = plan(&b, FitTarget::Noise).unwrap();
+        let p = plan(&b.settings(), FitTarget::Noise).unwrap();
         assert_eq!(p.steps.len(), 100);
         assert_eq!(p.steps[99].t_eval, 1.0);
     }

@@ -5,8 +5,8 @@
 //! (`sampler::calibrate`).
 
 use super::multistep::{Forms, step_too_long};
+use crate::config::{OrderRule, Solver};
 use crate::param::{Affine, FitTarget, Parameterization, convert_coefficients};
-use crate::sampler::{OrderRule, Solver};
 use crate::solver::{Node, StepCoeffs, multistep_coefficients};
 
 /// What a student step needs of the sampler and the network.
@@ -151,7 +151,7 @@ mod tests {
                     .map(|&t| super::super::node(&*view, t))
                     .collect();
                 let rules = Rules {
-                    forms: Forms::of(&sampler),
+                    forms: Forms::of(&sampler.settings()),
                     param,
                     solver,
                     fit: FitTarget::Noise,

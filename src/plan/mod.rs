@@ -18,6 +18,7 @@ pub(crate) mod baseline;
 pub(crate) mod calibrate;
 pub(crate) mod coupling;
 pub(crate) mod multistep;
+pub(crate) mod settings;
 pub(crate) mod singlestep;
 
 use crate::error::{Error, Result};

@@ -1,16 +1,17 @@
 //! The MR Sampler's multistep plan (`docs/math.md` §4.2–§4.5, §5): one evaluation per grid
 //! step; step `k` of order `p` reads the outputs of the last `p` grid times.
 
+use super::settings::MrsSettings;
 use super::{Frame, Plan, PlannedStep, Target, Update, correct_prior};
+use crate::config::{Mode, OrderRule, Solver};
 use crate::error::{Error, Result};
 use crate::param::{FitTarget, Parameterization};
-use crate::sampler::{Mode, MrSampler, OrderRule, Solver};
 use crate::schedule::build_grid;
 use crate::solver::unic_corrected_state;
 use crate::solver::{Equation, Node, SecondOrder, ThirdOrder, multistep_coefficients};
 
-/// Compiles a multistep [`MrSampler`] (ODE or SDE) for a network trained on `fit`.
-pub(crate) fn plan(cfg: &MrSampler, fit: FitTarget) -> Result<Plan> {
+/// Compiles a multistep [`MrSampler`](crate::MrSampler) (ODE or SDE) for a network trained on `fit`.
+pub(crate) fn plan(cfg: &MrsSettings, fit: FitTarget) -> Result<Plan> {
     let view = cfg.model_schedule()?;
     let tau = build_grid(&cfg.grid, cfg.num_steps, cfg.lambda_min, cfg.mode, &*view)?;
     let m = tau.len() - 1;
@@ -99,7 +100,7 @@ pub(crate) struct Forms {
 
 impl Forms {
     /// The forms of a multistep `cfg` (not singlestep).
-    pub(crate) fn of(cfg: &MrSampler) -> Self {
+    pub(crate) fn of(cfg: &MrsSettings) -> Self {
         let (equation, second, third, corrector) = match cfg.solver {
             Solver::Ode(o) => (
                 Equation::Ode,

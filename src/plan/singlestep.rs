@@ -1,15 +1,16 @@
 //! The MR Sampler's singlestep ODE plan (`docs/math.md` §4.4): each outer step of order `p`
 //! becomes `p` planned evaluations, the first `p − 1` writing the stages.
 
+use super::settings::MrsSettings;
 use super::{Frame, Plan, Target, Update, correct_prior};
+use crate::config::Mode;
 use crate::error::{Error, Result};
 use crate::param::{FitTarget, Parameterization};
-use crate::sampler::{Mode, MrSampler};
 use crate::schedule::{Schedule, build_grid};
 use crate::solver::{Node, singlestep_coefficients, singlestep_fractions};
 
-/// Compiles a singlestep [`MrSampler`] for a network trained on `fit`.
-pub(crate) fn plan(cfg: &MrSampler, fit: FitTarget) -> Result<Plan> {
+/// Compiles a singlestep [`MrSampler`](crate::MrSampler) for a network trained on `fit`.
+pub(crate) fn plan(cfg: &MrsSettings, fit: FitTarget) -> Result<Plan> {
     let view = cfg.model_schedule()?;
     let (tau, blocks) = grid(cfg, &*view)?;
     let param = cfg.parameterization;
@@ -68,7 +69,7 @@ pub(crate) fn plan(cfg: &MrSampler, fit: FitTarget) -> Result<Plan> {
 /// after order 3 becomes two order-2 steps); a last step into `σ = 0` is the one-evaluation
 /// limit step. The sampler's `validate` has ruled out reference mode, custom grids and
 /// `denoise_last`.
-pub(crate) fn grid(cfg: &MrSampler, view: &dyn Schedule) -> Result<(Vec<f64>, Vec<usize>)> {
+pub(crate) fn grid(cfg: &MrsSettings, view: &dyn Schedule) -> Result<(Vec<f64>, Vec<usize>)> {
     debug_assert_eq!(cfg.mode, Mode::Exact);
     let build = |k: usize| build_grid(&cfg.grid, k, cfg.lambda_min, cfg.mode, view);
     // Whether the grid ends in σ = 0 does not depend on its length.

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use super::Sampler;
-use super::config::check_data_range;
+use crate::config::check_data_range;
 use crate::error::{Error, Result};
 use crate::param::{FitTarget, Parameterization};
 use crate::plan::adaptive::{Controller, Settings};

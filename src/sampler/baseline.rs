@@ -3,29 +3,14 @@
 
 use std::sync::Arc;
 
-use super::config::check_data_range;
 use super::{Mode, Sampler};
+use crate::config::check_data_range;
 use crate::error::{Error, Result};
 use crate::plan::Plan;
 use crate::schedule::Schedule;
 use crate::tensor::Parallelism;
 
-/// Which baseline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Baseline {
-    /// Euler–Maruyama on the reverse SDE (IR-SDE's "Euler discretization").
-    EulerMaruyama,
-    /// Posterior sampling `x_{t−1} ~ q(x_{t−1} | x_t, x̂₀)` (DA-CLIP's default sampler).
-    Posterior,
-    /// Euler on the probability-flow ODE.
-    EulerOde,
-    /// Heun's method (2 evaluations per step) on the ODE or, when `stochastic`, the SDE
-    /// (whose corrector reuses the predictor's Brownian increment); exact mode only.
-    Heun {
-        /// Reverse SDE instead of the probability-flow ODE.
-        stochastic: bool,
-    },
-}
+pub use crate::config::Baseline;
 
 /// A baseline sampler with `K` network evaluations.
 ///
@@ -184,10 +169,24 @@ impl BaselineSampler {
     }
 }
 
+impl BaselineSampler {
+    /// The settings the planner reads (a copy: the planner sits below the samplers).
+    pub(crate) fn settings(&self) -> crate::plan::settings::BaselineSettings {
+        crate::plan::settings::BaselineSettings {
+            schedule: self.schedule.clone(),
+            kind: self.kind,
+            num_steps: self.num_steps,
+            mode: self.mode,
+            data_range: self.data_range,
+            parallelism: self.parallelism,
+        }
+    }
+}
+
 impl Sampler for BaselineSampler {
     fn plan(&self, fit: crate::FitTarget) -> Result<Plan> {
         crate::plan::check_fit(fit, &*self.schedule)?;
-        crate::plan::baseline::plan(self, fit)
+        crate::plan::baseline::plan(&self.settings(), fit)
     }
 }
 

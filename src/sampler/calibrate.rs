@@ -5,6 +5,7 @@
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
+use super::CoupledNoise;
 use super::{Mode, MrSampler, Sampler, Solver};
 use crate::error::{Error, Result};
 use crate::model::ScoreModel;
@@ -14,7 +15,7 @@ use crate::plan::multistep::orders;
 use crate::plan::{Plan, Update, node};
 use crate::schedule::{TimeGrid, build_grid};
 use crate::solver::Node;
-use crate::tensor::{CoupledNoise, NoiseSource, Parallelism, SamplerTensor, lincomb};
+use crate::tensor::{NoiseSource, Parallelism, SamplerTensor, lincomb};
 
 /// What a calibration is doing, for a progress display.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -354,7 +355,7 @@ impl Calibrator {
         let teacher_plan = teacher.plan(fit)?;
         let view = teacher.model_schedule()?;
         let rules = Rules {
-            forms: Forms::of(sampler),
+            forms: Forms::of(&sampler.settings()),
             param: sampler.parameterization,
             solver: sampler.solver,
             fit,

@@ -1,6 +1,6 @@
 //! Samplers: their configurations ([`MrSampler`], [`BaselineSampler`], [`AdaptiveSampler`]
-//! and the vocabulary in [`config`]), the [`Sampler`] trait, and the step-level [`Run`] that
-//! applies every sampler's [`Plan`].
+//! and their vocabulary: [`Mode`], [`Solver`], [`OrderRule`], [`Thresholding`]), the
+//! [`Sampler`] trait, and the step-level [`Run`] that applies every sampler's [`Plan`].
 //!
 //! A sampler's [`plan`](Sampler::plan) is pure `f64` (made in the private `plan` module); [`Run`] is the
 //! only code that touches tensors.
@@ -8,14 +8,15 @@
 mod adaptive;
 mod baseline;
 mod calibrate;
-pub mod config;
+mod coupled;
 mod mrs;
 mod run;
 
+pub use crate::config::{Mode, OdeMultistep, OrderRule, SdeMultistep, Solver, Thresholding};
 pub use adaptive::{AdaptiveSampler, EmbeddedPair};
 pub use baseline::{Baseline, BaselineSampler};
 pub use calibrate::{Calibration, CalibrationCost, CalibrationProgress, Calibrator, GridScore};
-pub use config::{Mode, OdeMultistep, OrderRule, SdeMultistep, Solver, Thresholding};
+pub use coupled::CoupledNoise;
 pub use mrs::MrSampler;
 pub use run::{Pending, Run, Sample, Stats};
 

@@ -2,12 +2,12 @@
 
 use std::sync::Arc;
 
-use super::config::check_data_range;
 use super::{Mode, OdeMultistep, Sampler, Solver, Thresholding};
+use crate::config::check_data_range;
 use crate::error::{Error, Result};
 use crate::param::{FitTarget, Parameterization};
-use crate::plan::{Plan, PlannedStep};
-use crate::schedule::{ReferenceInterp, Schedule, TimeGrid, build_grid};
+use crate::plan::Plan;
+use crate::schedule::{Schedule, TimeGrid, build_grid};
 use crate::solver::{SecondOrder, ThirdOrder};
 use crate::tensor::Parallelism;
 
@@ -204,13 +204,10 @@ impl MrSampler {
     }
 
     /// The schedule as the solver evaluates it: the schedule itself in exact mode, its
-    /// [`ReferenceInterp`] view in reference mode. Analytic models that must agree with the
+    /// [`ReferenceInterp`](crate::schedule::ReferenceInterp) view in reference mode. Analytic models that must agree with the
     /// sampler's own `α(t)`, `σ(t)` (the [`oracle`](crate::oracle) models) take this.
     pub fn model_schedule(&self) -> Result<Arc<dyn Schedule>> {
-        Ok(match self.mode {
-            Mode::Exact => self.schedule.clone(),
-            Mode::Reference => Arc::new(ReferenceInterp::new(self.schedule.clone())?),
-        })
+        self.settings().model_schedule()
     }
 
     /// The configured number of steps.
@@ -243,7 +240,9 @@ impl MrSampler {
     pub fn timesteps(&self) -> Result<Vec<f64>> {
         let view = self.model_schedule()?;
         match self.solver {
-            Solver::OdeSinglestep { .. } => Ok(crate::plan::singlestep::grid(self, &*view)?.0),
+            Solver::OdeSinglestep { .. } => {
+                Ok(crate::plan::singlestep::grid(&self.settings(), &*view)?.0)
+            }
             _ => build_grid(
                 &self.grid,
                 self.num_steps,
@@ -393,24 +392,21 @@ impl MrSampler {
             || sch.sigma(sch.t_min()) == 0.0
     }
 
-    /// The plan's common fields.
-    pub(crate) fn finish_plan(
-        &self,
-        timesteps: Vec<f64>,
-        steps: Vec<PlannedStep>,
-        prior_std: f64,
-        history: usize,
-    ) -> Plan {
-        let t = self.thresholding.unwrap_or_default();
-        Plan {
-            timesteps,
-            steps,
-            prior_std,
+    /// The settings the planner reads (a copy: the planner sits below the samplers).
+    pub(crate) fn settings(&self) -> crate::plan::settings::MrsSettings {
+        crate::plan::settings::MrsSettings {
+            schedule: self.schedule.clone(),
+            num_steps: self.num_steps,
+            mode: self.mode,
+            solver: self.solver,
+            parameterization: self.parameterization,
+            grid: self.grid.clone(),
+            lambda_min: self.lambda_min,
+            thresholding: self.thresholding,
+            denoise_last: self.denoise_last,
+            prior_correction: self.prior_correction,
             data_range: self.data_range,
-            thresholding: (t.ratio(), t.floor(), t.max()),
-            history,
             parallelism: self.parallelism,
-            controller: None,
         }
     }
 }
@@ -418,9 +414,10 @@ impl MrSampler {
 impl Sampler for MrSampler {
     fn plan(&self, fit: FitTarget) -> Result<Plan> {
         crate::plan::check_fit(fit, &*self.schedule)?;
+        let settings = self.settings();
         match self.solver {
-            Solver::OdeSinglestep { .. } => crate::plan::singlestep::plan(self, fit),
-            _ => crate::plan::multistep::plan(self, fit),
+            Solver::OdeSinglestep { .. } => crate::plan::singlestep::plan(&settings, fit),
+            _ => crate::plan::multistep::plan(&settings, fit),
         }
     }
 }
@@ -479,7 +476,9 @@ mod tests {
                         .unwrap();
                     let plan = s.plan(FitTarget::Noise).unwrap();
                     assert_eq!(plan.steps.len(), m, "order {order}, M = {m}");
-                    let blocks = grid(&s, &*s.model_schedule().unwrap()).unwrap().1;
+                    let blocks = grid(&s.settings(), &*s.model_schedule().unwrap())
+                        .unwrap()
+                        .1;
                     assert_eq!(blocks.iter().sum::<usize>(), m);
                     assert!(blocks.iter().all(|&b| (1..=order).contains(&b)));
                     assert_eq!(plan.timesteps, s.timesteps().unwrap());
@@ -493,7 +492,11 @@ mod tests {
             }
         }
         let s = sampler(9).with_solver(Solver::ode_singlestep(3)).unwrap();
-        let blocks = |s: &MrSampler| grid(s, &*s.model_schedule().unwrap()).unwrap().1;
+        let blocks = |s: &MrSampler| {
+            grid(&s.settings(), &*s.model_schedule().unwrap())
+                .unwrap()
+                .1
+        };
         assert_eq!(blocks(&s), vec![3, 3, 3]);
         let s = s.with_num_steps(10).unwrap();
         assert_eq!(blocks(&s), vec![3, 3, 2, 2]);

@@ -4,7 +4,7 @@ use std::str::FromStr;
 
 use super::Schedule;
 use crate::error::{Error, Result};
-use crate::sampler::Mode;
+use crate::mode::Mode;
 
 /// How the `M + 1` sampling times `τ_0 > … > τ_M` are placed (`docs/math.md` §3).
 ///

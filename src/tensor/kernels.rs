@@ -8,7 +8,7 @@
 use rayon::prelude::*;
 
 use super::Parallelism;
-use super::ndarray_impl::NdElement;
+use super::element::NdElement;
 use super::noise::CounterDraw;
 
 /// Largest number of input streams a single kernel pass takes.

@@ -10,6 +10,7 @@
 mod burn_impl;
 #[cfg(feature = "candle")]
 mod candle_impl;
+mod element;
 mod kernels;
 mod ndarray_impl;
 mod noise;
@@ -20,9 +21,7 @@ mod philox;
 pub use burn_impl::BurnRandn;
 #[cfg(feature = "candle")]
 pub use candle_impl::CandleNoise;
-pub use noise::{
-    CounterDraw, CoupledNoise, NoNoise, NoiseSource, PhiloxNoise, ReplayNoise, SeededNoise,
-};
+pub use noise::{CounterDraw, NoNoise, NoiseSource, PhiloxNoise, ReplayNoise, SeededNoise};
 pub use philox::philox4x32_10;
 
 use std::borrow::Cow;

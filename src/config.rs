@@ -2,21 +2,10 @@
 //! Sampler's [`Solver`] with its method-specific knobs, the step-order rules and dynamic
 //! [`Thresholding`].
 
+pub use crate::mode::Mode;
+
 use crate::error::{Error, Result};
 use crate::solver::{SecondOrder, ThirdOrder};
-
-/// Fidelity mode (`docs/math.md` §7).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Mode {
-    /// The MR Sampler without the reference implementation's defects (default): continuous
-    /// schedule, true third order, lower-order final steps, grids that end where the schedule
-    /// ends, strided baselines (`docs/math.md` §7.2).
-    #[default]
-    Exact,
-    /// Number-for-number parity with the public PyTorch implementation, defects included
-    /// (`docs/math.md` §7.1). For reproducing published numbers and validating ports.
-    Reference,
-}
 
 /// The MR Sampler's solver: which equation, how evaluations are spent, and the knobs that
 /// belong to that choice (so a knob cannot be set where it does not apply).
@@ -346,4 +335,21 @@ pub(crate) fn check_data_range(range: Option<(f64, f64)>) -> Result<Option<(f64,
         }
     }
     Ok(range)
+}
+
+/// Which baseline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Baseline {
+    /// Euler–Maruyama on the reverse SDE (IR-SDE's "Euler discretization").
+    EulerMaruyama,
+    /// Posterior sampling `x_{t−1} ~ q(x_{t−1} | x_t, x̂₀)` (DA-CLIP's default sampler).
+    Posterior,
+    /// Euler on the probability-flow ODE.
+    EulerOde,
+    /// Heun's method (2 evaluations per step) on the ODE or, when `stochastic`, the SDE
+    /// (whose corrector reuses the predictor's Brownian increment); exact mode only.
+    Heun {
+        /// Reverse SDE instead of the probability-flow ODE.
+        stochastic: bool,
+    },
 }
