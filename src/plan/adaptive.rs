@@ -51,6 +51,28 @@ pub(crate) struct Settings {
     pub prior_correction: bool,
 }
 
+/// The adaptive plan: the controller's first attempt, and the controller, which appends the
+/// steps it decides on as the run reports its estimates.
+pub(crate) fn plan(
+    cfg: Settings,
+    data_range: Option<(f64, f64)>,
+    parallelism: crate::tensor::Parallelism,
+) -> Result<super::Plan> {
+    let history = cfg.pair.order();
+    let schedule = cfg.schedule.clone();
+    let (controller, steps) = Controller::start(cfg)?;
+    Ok(super::Plan {
+        timesteps: vec![controller.t_start()],
+        steps,
+        prior_std: schedule.sigma(controller.t_start()),
+        data_range,
+        thresholding: None,
+        history,
+        parallelism,
+        controller: Some(Box::new(controller)),
+    })
+}
+
 /// What the run does after an embedded step.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Decision {
@@ -63,8 +85,8 @@ pub(crate) struct Decision {
     pub steps: Vec<PlannedStep>,
 }
 
-/// The controller's state between attempts.
-#[derive(Debug, Clone)]
+/// The controller's state between attempts (equal when every field is).
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Controller {
     cfg: Settings,
     /// The accepted state's node and time.
@@ -86,9 +108,20 @@ pub(crate) struct Controller {
     correct: bool,
 }
 
-impl PartialEq for Controller {
+/// Settings are equal when they hold the same schedule (the same shared object) and equal
+/// values.
+impl PartialEq for Settings {
     fn eq(&self, other: &Self) -> bool {
-        self.t_s == other.t_s && self.h == other.h && self.t_t == other.t_t
+        Arc::ptr_eq(&self.schedule, &other.schedule)
+            && self.fit == other.fit
+            && self.param == other.param
+            && self.pair == other.pair
+            && self.rtol == other.rtol
+            && self.atol == other.atol
+            && self.h_init == other.h_init
+            && self.safety == other.safety
+            && self.max_nfe == other.max_nfe
+            && self.prior_correction == other.prior_correction
     }
 }
 

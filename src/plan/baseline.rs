@@ -39,7 +39,7 @@ pub(crate) fn plan(cfg: &BaselineSettings, fit: FitTarget) -> Result<Plan> {
         steps,
         prior_std,
         data_range: cfg.data_range,
-        thresholding: (1.0, 1.0, 1.0),
+        thresholding: None,
         history,
         parallelism: cfg.parallelism,
         controller: None,

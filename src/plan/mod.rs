@@ -102,8 +102,8 @@ pub struct Plan {
     pub(crate) prior_std: f64,
     /// Clamp applied to the returned sample.
     pub(crate) data_range: Option<(f64, f64)>,
-    /// `(ratio, floor, max)` of dynamic thresholding.
-    pub(crate) thresholding: (f64, f64, f64),
+    /// Dynamic thresholding of the steps marked for it.
+    pub(crate) thresholding: Option<crate::config::Thresholding>,
     /// How many past converted outputs a step reads (the largest order; 2 for Heun).
     pub(crate) history: usize,
     /// Thread split of the tensor kernels.

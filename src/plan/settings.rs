@@ -45,13 +45,12 @@ impl MrsSettings {
         prior_std: f64,
         history: usize,
     ) -> Plan {
-        let t = self.thresholding.unwrap_or_default();
         Plan {
             timesteps,
             steps,
             prior_std,
             data_range: self.data_range,
-            thresholding: (t.ratio(), t.floor(), t.max()),
+            thresholding: self.thresholding,
             history,
             parallelism: self.parallelism,
             controller: None,

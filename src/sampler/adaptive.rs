@@ -12,7 +12,7 @@ use super::Sampler;
 use crate::config::check_data_range;
 use crate::error::{Error, Result};
 use crate::param::{FitTarget, Parameterization};
-use crate::plan::adaptive::{Controller, Settings};
+use crate::plan::adaptive::Settings;
 use crate::plan::{Plan, check_fit};
 use crate::schedule::Schedule;
 use crate::tensor::Parallelism;
@@ -205,27 +205,21 @@ impl AdaptiveSampler {
 impl Sampler for AdaptiveSampler {
     fn plan(&self, fit: FitTarget) -> Result<Plan> {
         check_fit(fit, &*self.schedule)?;
-        let (controller, steps) = Controller::start(Settings {
-            schedule: self.schedule.clone(),
-            fit,
-            param: self.parameterization,
-            pair: self.pair,
-            rtol: self.rtol,
-            atol: self.atol,
-            h_init: self.h_init,
-            safety: self.safety,
-            max_nfe: self.max_nfe,
-            prior_correction: self.prior_correction,
-        })?;
-        Ok(Plan {
-            timesteps: vec![controller.t_start()],
-            steps,
-            prior_std: self.schedule.sigma(controller.t_start()),
-            data_range: self.data_range,
-            thresholding: (1.0, 1.0, 1.0),
-            history: self.pair.order(),
-            parallelism: self.parallelism,
-            controller: Some(Box::new(controller)),
-        })
+        crate::plan::adaptive::plan(
+            Settings {
+                schedule: self.schedule.clone(),
+                fit,
+                param: self.parameterization,
+                pair: self.pair,
+                rtol: self.rtol,
+                atol: self.atol,
+                h_init: self.h_init,
+                safety: self.safety,
+                max_nfe: self.max_nfe,
+                prior_correction: self.prior_correction,
+            },
+            self.data_range,
+            self.parallelism,
+        )
     }
 }

@@ -258,9 +258,9 @@ impl<T: SamplerTensor> Run<T> {
                 terms.push(convert.mu, &self.mu);
                 self.x
                     .linear_combination(Some(convert.x), terms.as_slice(), par)?;
-                if threshold {
-                    let (ratio, floor, max) = self.plan.thresholding;
-                    self.x.threshold_per_sample(ratio, floor, max, par)?;
+                if let (true, Some(t)) = (threshold, self.plan.thresholding) {
+                    self.x
+                        .threshold_per_sample(t.ratio(), t.floor(), t.max(), par)?;
                 }
                 self.staged = false;
                 true
@@ -325,9 +325,8 @@ impl<T: SamplerTensor> Run<T> {
         };
         let (front, _) = self.history.split_first_mut().expect("history has a slot");
         convert_into(front, step.convert, net, eval_x, &self.mu, par)?;
-        if step.threshold {
-            let (ratio, floor, max) = self.plan.thresholding;
-            front.threshold_per_sample(ratio, floor, max, par)?;
+        if let (true, Some(t)) = (step.threshold, self.plan.thresholding) {
+            front.threshold_per_sample(t.ratio(), t.floor(), t.max(), par)?;
         }
         Ok(())
     }
