@@ -109,9 +109,25 @@ impl BaselineSampler {
         self.mode
     }
 
-    /// Every rule between settings, run by every constructor and setter.
+    /// The checks of each setting on its own (a setter's); the combination is checked by
+    /// [`check`](Self::check) or when planning, so setter order never matters.
     fn validate(self) -> Result<Self> {
         super::check_steps(self.num_steps)?;
+        Ok(self)
+    }
+
+    /// Checks the settings together, as [`plan`](Sampler::plan) does.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] or [`Error::ScheduleMismatch`] naming the settings that do not go
+    /// together.
+    pub fn check(self) -> Result<Self> {
+        self.check_combination()?;
+        Ok(self)
+    }
+
+    /// See [`check`](Self::check).
+    fn check_combination(&self) -> Result<()> {
         let unit_steps_apply = self.mode == Mode::Reference
             && matches!(self.kind, Baseline::EulerMaruyama | Baseline::Posterior);
         if self.reference_unit_steps && !unit_steps_apply {
@@ -165,7 +181,7 @@ impl BaselineSampler {
                 _ => {}
             }
         }
-        Ok(self)
+        Ok(())
     }
 }
 
@@ -185,6 +201,7 @@ impl BaselineSampler {
 
 impl Sampler for BaselineSampler {
     fn plan(&self, fit: crate::FitTarget) -> Result<Plan> {
+        self.check_combination()?;
         crate::plan::check_fit(fit, &*self.schedule)?;
         crate::plan::baseline::plan(&self.settings(), fit)
     }
@@ -199,26 +216,30 @@ mod tests {
     #[test]
     fn unsupported_configurations_error() {
         let s = IrSdeSchedule::da_clip();
-        let e = BaselineSampler::new(s.clone(), Baseline::EulerOde, 10)
-            .unwrap()
-            .with_mode(Mode::Reference);
+        let checked = |r: Result<BaselineSampler>| r.and_then(BaselineSampler::check);
+        let e = checked(
+            BaselineSampler::new(s.clone(), Baseline::EulerOde, 10)
+                .unwrap()
+                .with_mode(Mode::Reference),
+        );
         assert!(matches!(e, Err(Error::Conflict { .. })), "{e:?}");
         let h = BaselineSampler::new(s.clone(), Baseline::Heun { stochastic: false }, 10).unwrap();
         assert_eq!(h.plan(FitTarget::Noise).unwrap().steps.len(), 10);
+        let reference_heun = h.with_mode(Mode::Reference).unwrap();
         assert!(matches!(
-            h.with_mode(Mode::Reference),
+            reference_heun.plan(FitTarget::Noise),
             Err(Error::Conflict { .. })
         ));
         // The reference's unit steps at K < T need the opt-in, which applies only there.
         let p = BaselineSampler::new(s.clone(), Baseline::Posterior, 10).unwrap();
-        let e = p.clone().with_mode(Mode::Reference).unwrap_err();
+        let e = checked(p.clone().with_mode(Mode::Reference)).unwrap_err();
         assert!(e.to_string().contains("exact mode"), "{e}");
         let opted = p.clone().with_reference_unit_steps(true).unwrap();
         assert_eq!(opted.mode(), Mode::Reference);
-        assert!(opted.with_mode(Mode::Exact).is_err());
+        assert!(checked(opted.with_mode(Mode::Exact)).is_err());
         let h = BaselineSampler::new(s.clone(), Baseline::Heun { stochastic: true }, 10).unwrap();
-        assert!(h.with_reference_unit_steps(true).is_err());
+        assert!(checked(h.with_reference_unit_steps(true)).is_err());
         let p = BaselineSampler::new(s, Baseline::Posterior, 100).unwrap();
-        assert!(p.with_mode(Mode::Reference).is_ok());
+        assert!(checked(p.with_mode(Mode::Reference)).is_ok());
     }
 }

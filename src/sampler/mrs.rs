@@ -254,10 +254,30 @@ impl MrSampler {
     }
 
     /// Every rule between settings, run by every constructor and setter.
+    /// The checks of each setting on its own (a setter's): the combination is checked once, by
+    /// [`check_combination`](Self::check_combination) when planning, so the order the setters
+    /// are called in never matters.
     fn validate(self) -> Result<Self> {
         super::check_steps(self.num_steps)?;
         self.solver.validate()?;
         self.grid.validate()?;
+        Ok(self)
+    }
+
+    /// Checks the settings together, as [`plan`](Sampler::plan) does: the setters check each
+    /// setting on its own, so they can be called in any order, and a combination that does
+    /// not work (e.g. the UniC corrector with the noise form) is refused here or when
+    /// planning, with an [`Error::Conflict`] naming both settings.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`], [`Error::InvalidSetting`] or [`Error::ScheduleMismatch`].
+    pub fn check(self) -> Result<Self> {
+        self.check_combination()?;
+        Ok(self)
+    }
+
+    /// See [`check`](Self::check).
+    fn check_combination(&self) -> Result<()> {
         if let TimeGrid::Custom(v) = &self.grid {
             if v.len() != self.num_steps + 1 {
                 return Err(Error::setting(
@@ -378,7 +398,7 @@ impl MrSampler {
                 ));
             }
         }
-        Ok(self)
+        Ok(())
     }
 
     /// Whether a pass has a data prediction thresholding could act on: exact mode thresholds
@@ -413,6 +433,7 @@ impl MrSampler {
 
 impl Sampler for MrSampler {
     fn plan(&self, fit: FitTarget) -> Result<Plan> {
+        self.check_combination()?;
         crate::plan::check_fit(fit, &*self.schedule)?;
         let settings = self.settings();
         match self.solver {
@@ -500,7 +521,7 @@ mod tests {
         assert_eq!(blocks(&s), vec![3, 3, 3]);
         let s = s.with_num_steps(10).unwrap();
         assert_eq!(blocks(&s), vec![3, 3, 2, 2]);
-        // Everything singlestep does not combine with is refused when it is set, either way.
+        // Everything singlestep does not combine with is refused, in either setting order.
         let single = Solver::ode_singlestep(2);
         for bad in [
             sampler(6).with_mode(Mode::Reference).unwrap(),
@@ -509,16 +530,18 @@ mod tests {
                 .with_grid(TimeGrid::Custom(vec![100.0, 50.0, 0.0]))
                 .unwrap(),
         ] {
-            let e = bad.with_solver(single);
+            let e = bad.with_solver(single).and_then(MrSampler::check);
             assert!(matches!(e, Err(Error::Conflict { .. })), "{e:?}");
         }
         let s = sampler(6).with_solver(single).unwrap();
         assert!(matches!(
-            s.clone().with_mode(Mode::Reference),
+            s.clone()
+                .with_mode(Mode::Reference)
+                .and_then(MrSampler::check),
             Err(Error::Conflict { .. })
         ));
         assert!(matches!(
-            s.with_denoise_last(true),
+            s.with_denoise_last(true).and_then(MrSampler::check),
             Err(Error::Conflict { .. })
         ));
     }
@@ -531,16 +554,19 @@ mod tests {
         };
         let s = sampler(10).with_solver(corrector).unwrap();
         assert!(s.plan(FitTarget::Noise).is_ok());
-        let noise = s.clone().with_parameterization(Parameterization::Noise);
+        let noise = s
+            .clone()
+            .with_parameterization(Parameterization::Noise)
+            .and_then(MrSampler::check);
         assert!(matches!(noise, Err(Error::Conflict { .. })), "{noise:?}");
-        let reference = s.with_mode(Mode::Reference);
+        let reference = s.with_mode(Mode::Reference).and_then(MrSampler::check);
         assert!(matches!(reference, Err(Error::Conflict { .. })));
     }
 
     /// Options that do not apply are errors naming them, never silently ignored.
     #[test]
     fn options_that_do_not_apply_are_errors() {
-        let conflict = |r: Result<MrSampler>, name: &str| match r {
+        let conflict = |r: Result<MrSampler>, name: &str| match r.and_then(MrSampler::check) {
             Err(e @ Error::Conflict { .. }) => {
                 assert!(e.to_string().contains(name), "{e}");
             }
@@ -656,7 +682,7 @@ mod tests {
             .with_grid(TimeGrid::Custom(vec![100.0, 50.0, 0.0]))
             .unwrap();
         assert_eq!(custom.num_steps(), 2);
-        assert!(custom.clone().with_num_steps(3).is_err());
+        assert!(custom.clone().with_num_steps(3).unwrap().check().is_err());
         let e = sampler(2)
             .with_mode(Mode::Reference)
             .unwrap()

@@ -332,7 +332,11 @@ fn baselines_strided_vs_reference() {
     }
     // The reference's unit steps at K < T are refused unless asked for.
     let r = BaselineSampler::new(sch, Baseline::Posterior, 10).unwrap();
-    let e = r.clone().with_mode(Mode::Reference).unwrap_err();
+    let e = r
+        .clone()
+        .with_mode(Mode::Reference)
+        .and_then(BaselineSampler::check)
+        .unwrap_err();
     assert!(e.to_string().contains("exact mode"), "{e}");
     let r = r.with_reference_unit_steps(true).unwrap();
     let out = r
@@ -409,4 +413,41 @@ fn prior_state_matches_the_sampler_s_own_draw() {
             .unwrap();
         assert_eq!(given.x_unclipped, drawn.x_unclipped, "{mode:?}");
     }
+}
+
+/// The setters check each setting on its own and the combination is checked when planning, so
+/// a valid configuration is reachable in any order: here through a state (the corrector with
+/// the noise form) that no order could pass through before, giving the same plan.
+#[test]
+fn setter_order_does_not_matter() {
+    use mrsampler::{FitTarget, OdeMultistep, Parameterization};
+    let corrector = OdeMultistep {
+        corrector: true,
+        ..OdeMultistep::new(2)
+    };
+    let direct = MrSampler::new(IrSdeSchedule::da_clip(), 8)
+        .unwrap()
+        .with_solver(corrector)
+        .unwrap();
+    let detour = MrSampler::new(IrSdeSchedule::da_clip(), 8)
+        .unwrap()
+        .with_parameterization(Parameterization::Noise)
+        .unwrap()
+        .with_solver(corrector)
+        .unwrap()
+        .with_parameterization(Parameterization::Data)
+        .unwrap();
+    assert_eq!(
+        direct.plan(FitTarget::Noise).unwrap(),
+        detour.plan(FitTarget::Noise).unwrap()
+    );
+    // The invalid state in between is refused where it is planned or checked.
+    let invalid = detour
+        .with_parameterization(Parameterization::Noise)
+        .unwrap();
+    assert!(matches!(
+        invalid.plan(FitTarget::Noise),
+        Err(mrsampler::Error::Conflict { .. })
+    ));
+    assert!(invalid.check().is_err());
 }

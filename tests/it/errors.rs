@@ -512,15 +512,17 @@ fn reference_mode_needs_a_discrete_schedule() {
             (0.5 * (-2.0 * l).exp().ln_1p() / 3.0).clamp(0.0, 1.0)
         }
     }
-    // Refused when the mode is set, before any sampling.
+    // Refused when the settings are checked (`check`, or planning), before any sampling.
     let e = MrSampler::from_arc(Arc::new(Smooth), 4)
         .unwrap()
         .with_mode(Mode::Reference)
+        .and_then(MrSampler::check)
         .unwrap_err();
     assert!(matches!(e, Error::ScheduleMismatch { .. }), "{e}");
     let b = BaselineSampler::from_arc(Arc::new(Smooth), Baseline::Posterior, 4)
         .unwrap()
-        .with_mode(Mode::Reference);
+        .with_mode(Mode::Reference)
+        .and_then(BaselineSampler::check);
     assert!(matches!(b, Err(Error::ScheduleMismatch { .. })));
 }
 

@@ -137,7 +137,10 @@ fn refused_outside_the_exact_data_form() {
             .with_parameterization(param)
             .unwrap();
         assert!(base.clone().with_prior_correction(false).is_ok());
-        let e = base.with_prior_correction(true).unwrap_err();
+        let e = base
+            .with_prior_correction(true)
+            .and_then(MrSampler::check)
+            .unwrap_err();
         assert!(
             matches!(&e, mrsampler::Error::Conflict { setting, .. } if setting == "prior_correction"),
             "{mode:?} {param:?}: {e}"
