@@ -73,6 +73,7 @@
 #![deny(clippy::float_cmp)]
 #![doc(test(attr(deny(warnings))))]
 
+mod calibrate;
 mod config;
 pub mod error;
 mod mode;
@@ -111,14 +112,14 @@ pub use candle_nn;
 #[cfg_attr(docsrs, doc(cfg(feature = "burn")))]
 pub use burn;
 
+pub use calibrate::{Calibration, CalibrationCost, CalibrationProgress, Calibrator, GridScore};
 pub use config::{Mode, OdeMultistep, OrderRule, SdeMultistep, Solver, Thresholding};
 pub use error::{BoxedError, Error, ModelError, Result};
 pub use model::{CountingModel, FnModel, ScoreModel};
 pub use param::{FitTarget, Parameterization};
 pub use sampler::{
-    AdaptiveSampler, Baseline, BaselineSampler, Calibration, CalibrationCost, CalibrationProgress,
-    Calibrator, CoupledNoise, EmbeddedPair, GridScore, MrSampler, Observer, Pending, Plan, Run,
-    Sample, Sampler, SecondOrder, Stats, StepView, ThirdOrder, observe,
+    AdaptiveSampler, Baseline, BaselineSampler, CoupledNoise, EmbeddedPair, MrSampler, Observer,
+    Pending, Plan, Run, Sample, Sampler, SecondOrder, Stats, StepView, ThirdOrder, observe,
 };
 pub use tensor::{
     CounterDraw, NoNoise, NoiseSource, Parallelism, PhiloxNoise, ReplayNoise, SamplerTensor,

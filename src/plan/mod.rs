@@ -13,13 +13,13 @@
 //! All three build their steps with one [`Frame`], which owns the node, converter,
 //! thresholding and limit-step logic.
 
-pub(crate) mod adaptive;
 pub(crate) mod baseline;
-pub(crate) mod calibrate;
+pub(crate) mod controller;
 pub(crate) mod coupling;
 pub(crate) mod multistep;
 pub(crate) mod settings;
 pub(crate) mod singlestep;
+pub(crate) mod student;
 
 use crate::error::{Error, Result};
 use crate::param::{Affine, FitTarget, Parameterization, convert_coefficients};
@@ -109,7 +109,7 @@ pub struct Plan {
     /// Thread split of the tensor kernels.
     pub(crate) parallelism: Parallelism,
     /// The adaptive sampler's controller, which appends steps as it decides.
-    pub(crate) controller: Option<Box<adaptive::Controller>>,
+    pub(crate) controller: Option<Box<controller::Controller>>,
 }
 
 impl Plan {

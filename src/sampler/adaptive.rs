@@ -12,12 +12,12 @@ use super::Sampler;
 use crate::config::check_data_range;
 use crate::error::{Error, Result};
 use crate::param::{FitTarget, Parameterization};
-use crate::plan::adaptive::Settings;
+use crate::plan::controller::Settings;
 use crate::plan::{Plan, check_fit};
 use crate::schedule::Schedule;
 use crate::tensor::Parallelism;
 
-pub use crate::plan::adaptive::EmbeddedPair;
+pub use crate::plan::controller::EmbeddedPair;
 
 /// The MR probability-flow ODE solved to a tolerance: exponential-integrator singlestep pairs
 /// (DPM-Solver-12 / -23 style, Lu et al. 2022) with error control, in the μ-shifted frame.
@@ -205,7 +205,7 @@ impl AdaptiveSampler {
 impl Sampler for AdaptiveSampler {
     fn plan(&self, fit: FitTarget) -> Result<Plan> {
         check_fit(fit, &*self.schedule)?;
-        crate::plan::adaptive::plan(
+        crate::plan::controller::plan(
             Settings {
                 schedule: self.schedule.clone(),
                 fit,

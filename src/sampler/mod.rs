@@ -7,7 +7,6 @@
 
 mod adaptive;
 mod baseline;
-mod calibrate;
 mod coupled;
 mod mrs;
 mod run;
@@ -15,7 +14,6 @@ mod run;
 pub use crate::config::{Mode, OdeMultistep, OrderRule, SdeMultistep, Solver, Thresholding};
 pub use adaptive::{AdaptiveSampler, EmbeddedPair};
 pub use baseline::{Baseline, BaselineSampler};
-pub use calibrate::{Calibration, CalibrationCost, CalibrationProgress, Calibrator, GridScore};
 pub use coupled::CoupledNoise;
 pub use mrs::MrSampler;
 pub use run::{Pending, Run, Sample, Stats};

@@ -5,13 +5,13 @@
 //! intermediate stage and an optional fresh noise draw `z`. This module computes the weights;
 //! the [`sampler`](crate::sampler) module applies them to tensors.
 
-mod baselines;
+mod baseline_steps;
 mod multistep;
 mod phi;
 mod singlestep;
 mod unipc;
 
-pub(crate) use baselines::{
+pub(crate) use baseline_steps::{
     ProcessAt, euler_coefficients, heun_corrector_coefficients, posterior_coefficients_exact,
     posterior_coefficients_reference,
 };

@@ -5,14 +5,14 @@
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-use super::CoupledNoise;
-use super::{Mode, MrSampler, Sampler, Solver};
+use crate::config::{Mode, Solver};
 use crate::error::{Error, Result};
 use crate::model::ScoreModel;
-use crate::plan::calibrate::{Rules, StudentStep, coupled_weights};
 use crate::plan::multistep::Forms;
 use crate::plan::multistep::orders;
+use crate::plan::student::{Rules, StudentStep, coupled_weights};
 use crate::plan::{Plan, Update, node};
+use crate::sampler::{CoupledNoise, MrSampler, Sampler, StepView, check_steps};
 use crate::schedule::{TimeGrid, build_grid};
 use crate::solver::Node;
 use crate::tensor::{NoiseSource, Parallelism, SamplerTensor, lincomb};
@@ -178,7 +178,7 @@ impl Calibrator {
     /// A calibration of a `steps`-step grid (`K`, ≥ 1), with `fine = 32`, `4096` recorded
     /// coordinates and seed 0.
     pub fn new(steps: usize) -> Result<Self> {
-        super::check_steps(steps)?;
+        check_steps(steps)?;
         Ok(Self {
             steps,
             fine: 32,
@@ -190,7 +190,7 @@ impl Calibrator {
     /// Steps of each of the teacher's two fine families (linspace and uniform-λ; ≥ 1): more
     /// candidate times and a more converged teacher, at one evaluation per added time.
     pub fn with_fine_steps(mut self, fine: usize) -> Result<Self> {
-        super::check_steps(fine)?;
+        check_steps(fine)?;
         self.fine = fine;
         Ok(self)
     }
@@ -386,7 +386,7 @@ impl Calibrator {
             mu,
             Some(copy(&x_start)?),
             &mut recorder,
-            &mut |view: &super::StepView<'_, T>| {
+            &mut |view: &StepView<'_, T>| {
                 if first_output.is_none() {
                     first_output = copy(view.model_output).map_err(|e| failure = Some(e)).ok();
                 }

@@ -2,7 +2,7 @@
 //! between any two of a teacher's grid times, exactly as the planner would build them for a
 //! grid through those times, and the weights that put a student's noise on the teacher's
 //! Brownian path. The search that uses them runs the network, so it lives with the samplers
-//! (`sampler::calibrate`).
+//! (`crate::calibrate`).
 
 use super::multistep::{Forms, step_too_long};
 use crate::config::{OrderRule, Solver};
