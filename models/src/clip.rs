@@ -468,7 +468,7 @@ impl DaClipEncoder {
 
     /// Upstream's preprocessing of a restoration input `[B, 3, H, W]` with values in
     /// `[0, 1]`: quantised to 8 bits (truncating, as upstream's `astype(uint8)`), the short
-    /// side resized to `S` with bicubic (Catmull–Rom, antialiased) resampling, the long side
+    /// side resized to `S` with PIL's bicubic resampling (the same 8-bit pixels), the long side
     /// to `⌊S · long / short⌋`, centre-cropped to `S × S`, scaled to `[0, 1]` and normalised
     /// with CLIP's mean and standard deviation. Returns `[B, 3, S, S]` f32.
     ///
@@ -489,7 +489,6 @@ impl DaClipEncoder {
 
 /// See [`DaClipEncoder::preprocess`].
 fn preprocess(image: &Tensor, size: usize) -> Result<Tensor> {
-    use image::imageops::{FilterType, resize};
     let (b, c, h, w) = image.dims4().map_err(|_| {
         Error::input(format!(
             "expected RGB images [batch, 3, height, width], got {:?}",
@@ -526,17 +525,115 @@ fn preprocess(image: &Tensor, size: usize) -> Result<Tensor> {
                 (v * 255.0) as u8
             })
             .collect();
-        let img = image::RgbImage::from_raw(w as u32, h as u32, bytes)
-            .ok_or_else(|| Error::input("image buffer size"))?;
-        let resized = resize(&img, nw as u32, nh as u32, FilterType::CatmullRom);
+        let resized = resize_bicubic_u8(&bytes, (w, h), (nw, nh));
+        let (left, top) = (left as usize, top as usize);
         for ch in 0..3 {
-            for y in 0..size as u32 {
-                for x in 0..size as u32 {
-                    let v = f32::from(resized.get_pixel(left + x, top + y)[ch]) / 255.0;
+            for y in 0..size {
+                for x in 0..size {
+                    let v = f32::from(resized[((top + y) * nw + left + x) * 3 + ch]) / 255.0;
                     out.push((v - CLIP_MEAN[ch]) / CLIP_STD[ch]);
                 }
             }
         }
     }
     Ok(Tensor::from_vec(out, (b, 3, size, size), image.device())?)
+}
+
+/// Bits of the fixed-point filter weights of the 8-bit resampler (so that a sum of 8-bit
+/// values times weights fits an `i32` with room for the rounding term).
+const PRECISION_BITS: u32 = 32 - 8 - 2;
+
+/// The bicubic kernel with `a = -0.5` (support 2).
+fn bicubic(x: f64) -> f64 {
+    const A: f64 = -0.5;
+    let x = x.abs();
+    if x < 1.0 {
+        ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+    } else if x < 2.0 {
+        (((x - 5.0) * x + 8.0) * x - 4.0) * A
+    } else {
+        0.0
+    }
+}
+
+/// For each output position along an axis of `in_len` pixels resampled to `out_len`: the
+/// first input pixel and the fixed-point weights. The kernel is widened by the reduction
+/// factor when shrinking (antialiasing), each window's weights are normalised to sum to 1 in
+/// `f64`, then rounded half away from zero to `PRECISION_BITS` bits.
+fn resample_weights(in_len: usize, out_len: usize) -> Vec<(usize, Vec<i32>)> {
+    let scale = in_len as f64 / out_len as f64;
+    let filter_scale = scale.max(1.0);
+    let support = 2.0 * filter_scale;
+    (0..out_len)
+        .map(|i| {
+            let center = (i as f64 + 0.5) * scale;
+            // Truncation toward zero of the rounded bounds, clamped to the axis.
+            let lo = ((center - support + 0.5) as i64).max(0) as usize;
+            let hi = ((center + support + 0.5) as i64).min(in_len as i64) as usize;
+            let w: Vec<f64> = (lo..hi)
+                .map(|x| bicubic((x as f64 - center + 0.5) / filter_scale))
+                .collect();
+            let total: f64 = w.iter().sum();
+            let one = f64::from(1u32 << PRECISION_BITS);
+            let fixed = w
+                .iter()
+                .map(|&v| {
+                    let v = if total != 0.0 { v / total } else { v };
+                    if v < 0.0 {
+                        (-0.5 + v * one) as i32
+                    } else {
+                        (0.5 + v * one) as i32
+                    }
+                })
+                .collect();
+            (lo, fixed)
+        })
+        .collect()
+}
+
+/// Rounds a fixed-point sum back to 8 bits, clamped.
+fn clip8(sum: i64) -> u8 {
+    (sum >> PRECISION_BITS).clamp(0, 255) as u8
+}
+
+/// Resizes interleaved 8-bit RGB `(w, h)` to `(nw, nh)` with a bicubic (`a = -0.5`) filter,
+/// antialiased when shrinking, in two separable passes (horizontal, then vertical) with 8-bit
+/// rounding after each, in fixed point: the arithmetic of PIL's `Image.resize(…, BICUBIC)`,
+/// which DA-CLIP's preprocessing calls, so the pixels (and the contexts) match upstream's.
+fn resize_bicubic_u8(src: &[u8], (w, h): (usize, usize), (nw, nh): (usize, usize)) -> Vec<u8> {
+    let half = 1i64 << (PRECISION_BITS - 1);
+    let horizontal = if nw != w {
+        let weights = resample_weights(w, nw);
+        let mut out = vec![0u8; nw * h * 3];
+        for y in 0..h {
+            let row = &src[y * w * 3..(y + 1) * w * 3];
+            for (x, (lo, k)) in weights.iter().enumerate() {
+                for c in 0..3 {
+                    let sum = k.iter().enumerate().fold(half, |acc, (j, &kj)| {
+                        acc + i64::from(row[(lo + j) * 3 + c]) * i64::from(kj)
+                    });
+                    out[(y * nw + x) * 3 + c] = clip8(sum);
+                }
+            }
+        }
+        out
+    } else {
+        src.to_vec()
+    };
+    if nh == h {
+        return horizontal;
+    }
+    let weights = resample_weights(h, nh);
+    let mut out = vec![0u8; nw * nh * 3];
+    for (y, (lo, k)) in weights.iter().enumerate() {
+        for x in 0..nw {
+            for c in 0..3 {
+                let sum = k.iter().enumerate().fold(half, |acc, (j, &kj)| {
+                    acc + i64::from(horizontal[((lo + j) * nw + x) * 3 + c]) * i64::from(kj)
+                });
+                out[(y * nw + x) * 3 + c] = clip8(sum);
+            }
+        }
+    }
+    out
 }
