@@ -218,10 +218,10 @@ fn preprocessing_matches_upstreams_clip_transform_to_8_bit_resampling() {
 /// that upstream's transform (PIL's resize) gives (`tools/pil_preprocess_cases.py`).
 #[test]
 fn preprocessing_matches_pil_when_shrinking_non_square_images() {
-    let io = candle_core::safetensors::load(data("preprocess_sizes.safetensors"), &Device::Cpu)
-        .unwrap();
-    let enc = DaClipEncoder::random(ClipVisionConfig::vit_b_32(), &Device::Cpu, DType::F32)
-        .unwrap();
+    let io =
+        candle_core::safetensors::load(data("preprocess_sizes.safetensors"), &Device::Cpu).unwrap();
+    let enc =
+        DaClipEncoder::random(ClipVisionConfig::vit_b_32(), &Device::Cpu, DType::F32).unwrap();
     let mean = mrsampler_models::CLIP_MEAN;
     let std = mrsampler_models::CLIP_STD;
     for key in ["a", "b"] {
