@@ -144,8 +144,9 @@ impl std::fmt::Debug for OnnxNetwork {
     }
 }
 
-/// The process's ONNX Runtime: loaded once, from one library.
-static RUNTIME: OnceLock<std::result::Result<(PathBuf, Environment), String>> = OnceLock::new();
+/// The process's ONNX Runtime: loaded once, from one library (a failed attempt is not
+/// remembered, so a later call may give a working path).
+static RUNTIME: OnceLock<(PathBuf, Environment)> = OnceLock::new();
 static LOADING: Mutex<()> = Mutex::new(());
 
 const HOW_TO_GET: &str = "get the library one of three ways: `pip install onnxruntime` (it is \
@@ -156,39 +157,8 @@ const HOW_TO_GET: &str = "get the library one of three ways: `pip install onnxru
 
 fn runtime(requested: Option<&Path>) -> Result<&'static Environment> {
     let _guard = LOADING.lock().unwrap_or_else(|p| p.into_inner());
-    let loaded = RUNTIME.get_or_init(|| {
-        let path = match requested {
-            Some(p) => p.to_path_buf(),
-            None => match std::env::var_os("ORT_DYLIB_PATH") {
-                Some(p) => PathBuf::from(p),
-                None => {
-                    return Err(format!(
-                        "no ONNX Runtime library was given (ORT_DYLIB_PATH is not set); {HOW_TO_GET}"
-                    ));
-                }
-            },
-        };
-        if !path.is_file() {
-            return Err(format!(
-                "the ONNX Runtime library {} does not exist; {HOW_TO_GET}",
-                path.display()
-            ));
-        }
-        let env = ort::init_from(&path)
-            .map_err(|e| {
-                format!(
-                    "cannot load the ONNX Runtime library {} ({e}); it must be ONNX Runtime \
-                     1.22 or newer for this platform; {HOW_TO_GET}",
-                    path.display()
-                )
-            })?
-            .with_name("mrsampler")
-            .build()
-            .map_err(|e| format!("ONNX Runtime ({}) failed to start: {e}", path.display()))?;
-        Ok((path, env))
-    });
-    match loaded {
-        Ok((path, env)) => match requested {
+    if let Some((path, env)) = RUNTIME.get() {
+        return match requested {
             Some(p) if p != path => Err(Error::OnnxRuntime {
                 reason: format!(
                     "ONNX Runtime is already loaded from {} in this process; cannot load {} too",
@@ -197,11 +167,43 @@ fn runtime(requested: Option<&Path>) -> Result<&'static Environment> {
                 ),
             }),
             _ => Ok(env),
-        },
-        Err(reason) => Err(Error::OnnxRuntime {
-            reason: reason.clone(),
-        }),
+        };
     }
+    let fail = |reason: String| Error::OnnxRuntime { reason };
+    let path = match requested {
+        Some(p) => p.to_path_buf(),
+        None => match std::env::var_os("ORT_DYLIB_PATH") {
+            Some(p) => PathBuf::from(p),
+            None => {
+                return Err(fail(format!(
+                    "no ONNX Runtime library was given (ORT_DYLIB_PATH is not set); {HOW_TO_GET}"
+                )));
+            }
+        },
+    };
+    if !path.is_file() {
+        return Err(fail(format!(
+            "the ONNX Runtime library {} does not exist; {HOW_TO_GET}",
+            path.display()
+        )));
+    }
+    let env = ort::init_from(&path)
+        .map_err(|e| {
+            fail(format!(
+                "cannot load the ONNX Runtime library {} ({e}); it must be ONNX Runtime 1.22 or \
+                 newer for this platform; {HOW_TO_GET}",
+                path.display()
+            ))
+        })?
+        .with_name("mrsampler")
+        .build()
+        .map_err(|e| {
+            fail(format!(
+                "ONNX Runtime ({}) failed to start: {e}",
+                path.display()
+            ))
+        })?;
+    Ok(&RUNTIME.get_or_init(|| (path, env)).1)
 }
 
 fn model_error(path: &Path, reason: impl Into<String>) -> Error {
