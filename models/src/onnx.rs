@@ -131,7 +131,9 @@ pub struct OnnxNetwork {
     output: String,
     output_dims: Vec<i64>,
     fit: FitTarget,
-    contexts: Option<(Tensor, Tensor)>,
+    /// The image and degradation contexts, read to the host once per `set_contexts`:
+    /// `(rows, values)`, each row `values.len() / rows` wide.
+    contexts: Option<[(usize, Vec<f32>); 2]>,
 }
 
 impl std::fmt::Debug for OnnxNetwork {
@@ -478,7 +480,11 @@ impl OnnxNetwork {
                 ));
             }
         }
-        self.contexts = Some((image.clone(), degradation.clone()));
+        let host = |t: &Tensor| -> Result<(usize, Vec<f32>)> {
+            let t = t.to_dtype(DType::F32)?.to_device(&Device::Cpu)?;
+            Ok((t.dim(0)?, t.flatten_all()?.to_vec1::<f32>()?))
+        };
+        self.contexts = Some([host(image)?, host(degradation)?]);
         Ok(())
     }
 
@@ -570,22 +576,19 @@ impl OnnxNetwork {
                     .upcast(),
                 Role::Time => Self::time_value(slot, b, t).map_err(fail)?,
                 Role::ImageContext | Role::DegraContext => {
-                    let (image, degra) = self.contexts.as_ref().ok_or_else(|| {
+                    let contexts = self.contexts.as_ref().ok_or_else(|| {
                         model_error(&self.path, "it takes contexts and none were set")
                     })?;
-                    let c = if slot.role == Role::ImageContext {
-                        image
+                    let (rows, values) = &contexts[usize::from(slot.role == Role::DegraContext)];
+                    let width = values.len() / rows.max(&1);
+                    // One context row serves the whole batch.
+                    let (rows, values) = if *rows == 1 && b > 1 {
+                        (b, values.repeat(b))
                     } else {
-                        degra
+                        (*rows, values.clone())
                     };
-                    let c = if c.dim(0)? == 1 && b > 1 {
-                        c.broadcast_as((b, c.dim(1)?))?.contiguous()?
-                    } else {
-                        c.clone()
-                    };
-                    ort::value::Tensor::from_array(host(&c)?)
-                        .map_err(fail)?
-                        .upcast()
+                    let c = (vec![rows as i64, width as i64], values);
+                    ort::value::Tensor::from_array(c).map_err(fail)?.upcast()
                 }
             };
             feeds.push((slot.name.clone(), value));
