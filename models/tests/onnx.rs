@@ -5,30 +5,15 @@
 //! they were skipped, unless `MRSAMPLER_ONNX_TESTS=1` is set (as in CI), where they fail.
 #![cfg(feature = "onnx")]
 
+mod common;
+
 use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 use mrsampler::{FitTarget, ScoreModel};
 use mrsampler_models::{Error, LoadOptions, Network, OnnxNetwork, OnnxOptions};
 
-fn data(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
-}
-
-/// Whether the runtime is there; panics if it is required and missing.
-fn runtime_available() -> bool {
-    if std::env::var_os("ORT_DYLIB_PATH").is_some() {
-        return true;
-    }
-    assert!(
-        std::env::var("MRSAMPLER_ONNX_TESTS").as_deref() != Ok("1"),
-        "MRSAMPLER_ONNX_TESTS=1 but ORT_DYLIB_PATH is not set: source tools/onnxruntime_env.sh"
-    );
-    eprintln!("ONNX test skipped: no ORT_DYLIB_PATH (source tools/onnxruntime_env.sh)");
-    false
-}
+use common::{data, max_abs, onnx_runtime_available as runtime_available, rel_err};
 
 fn load(name: &str) -> Result<OnnxNetwork, Error> {
     OnnxNetwork::load(
@@ -38,21 +23,6 @@ fn load(name: &str) -> Result<OnnxNetwork, Error> {
             ..OnnxOptions::default()
         },
     )
-}
-
-fn max_abs(t: &Tensor) -> f64 {
-    f64::from(
-        t.abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap(),
-    )
-}
-
-fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
-    max_abs(&(a - b).unwrap()) / max_abs(b)
 }
 
 /// The exported parity network through ONNX Runtime equals upstream PyTorch's output (stored

@@ -3,20 +3,18 @@
 //! Needs the library like `models/tests/onnx.rs`.
 #![cfg(feature = "onnx")]
 
+mod common;
+
 use std::path::PathBuf;
 
 use mrsampler_models::{Error, OnnxNetwork, OnnxOptions};
 
 #[test]
 fn a_failed_load_can_be_retried() {
-    let Some(lib) = std::env::var_os("ORT_DYLIB_PATH") else {
-        assert!(
-            std::env::var("MRSAMPLER_ONNX_TESTS").as_deref() != Ok("1"),
-            "MRSAMPLER_ONNX_TESTS=1 but ORT_DYLIB_PATH is not set"
-        );
-        eprintln!("ONNX test skipped: no ORT_DYLIB_PATH (source tools/onnxruntime_env.sh)");
+    if !common::onnx_runtime_available() {
         return;
-    };
+    }
+    let lib = std::env::var_os("ORT_DYLIB_PATH").expect("checked above");
     let model =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/onnx/difference_fixed16.onnx");
     let wrong = OnnxOptions {

@@ -13,13 +13,10 @@ use candle_core::{DType, Device, Tensor};
 use mrsampler_models::{Checkpoint, LoadOptions, NafNetConfig, Network, NetworkConfig, UNetConfig};
 use serde_json::Value;
 
-const TOL: f64 = 1e-5;
+mod common;
+use common::{data, rel_err};
 
-fn data(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
-}
+const TOL: f64 = 1e-5;
 
 fn manifest(name: &str) -> Vec<Value> {
     let text = std::fs::read_to_string(data(name)).unwrap();
@@ -36,16 +33,6 @@ fn usizes(v: &Value) -> Vec<usize> {
         .iter()
         .map(|x| x.as_u64().unwrap() as usize)
         .collect()
-}
-
-fn max_abs(t: &Tensor) -> f64 {
-    let m = t.abs().unwrap().max_all().unwrap();
-    f64::from(m.to_scalar::<f32>().unwrap())
-}
-
-/// `max |a − b| / max |b|`.
-fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
-    max_abs(&(a - b).unwrap()) / max_abs(b)
 }
 
 /// The configuration upstream's constructor arguments describe.
