@@ -601,37 +601,50 @@ fn clip8(sum: i64) -> u8 {
 /// rounding after each, in fixed point: the arithmetic of PIL's `Image.resize(…, BICUBIC)`,
 /// which DA-CLIP's preprocessing calls, so the pixels (and the contexts) match upstream's.
 fn resize_bicubic_u8(src: &[u8], (w, h): (usize, usize), (nw, nh): (usize, usize)) -> Vec<u8> {
-    let half = 1i64 << (PRECISION_BITS - 1);
-    let horizontal = if nw != w {
-        let weights = resample_weights(w, nw);
-        let mut out = vec![0u8; nw * h * 3];
-        for y in 0..h {
-            let row = &src[y * w * 3..(y + 1) * w * 3];
-            for (x, (lo, k)) in weights.iter().enumerate() {
-                for c in 0..3 {
-                    let sum = k.iter().enumerate().fold(half, |acc, (j, &kj)| {
-                        acc + i64::from(row[(lo + j) * 3 + c]) * i64::from(kj)
-                    });
-                    out[(y * nw + x) * 3 + c] = clip8(sum);
-                }
-            }
-        }
-        out
-    } else {
+    let wide = if nw == w {
         src.to_vec()
+    } else {
+        resample_axis(src, (w, h), nw, true)
     };
     if nh == h {
-        return horizontal;
+        wide
+    } else {
+        resample_axis(&wide, (nw, h), nh, false)
     }
-    let weights = resample_weights(h, nh);
-    let mut out = vec![0u8; nw * nh * 3];
-    for (y, (lo, k)) in weights.iter().enumerate() {
-        for x in 0..nw {
+}
+
+/// One pass of [`resize_bicubic_u8`]: `(w, h)` interleaved RGB resampled to `out_len` along
+/// the rows (`horizontal`) or the columns, rounded to 8 bits.
+fn resample_axis(src: &[u8], (w, h): (usize, usize), out_len: usize, horizontal: bool) -> Vec<u8> {
+    let half = 1i64 << (PRECISION_BITS - 1);
+    let (in_len, other) = if horizontal { (w, h) } else { (h, w) };
+    let (ow, oh) = if horizontal {
+        (out_len, h)
+    } else {
+        (w, out_len)
+    };
+    // The index of pixel `along` of line `across` in `src`.
+    let at = |across: usize, along: usize| {
+        if horizontal {
+            across * w + along
+        } else {
+            along * w + across
+        }
+    };
+    let weights = resample_weights(in_len, out_len);
+    let mut out = vec![0u8; ow * oh * 3];
+    for across in 0..other {
+        for (i, (lo, k)) in weights.iter().enumerate() {
+            let o = if horizontal {
+                across * ow + i
+            } else {
+                i * ow + across
+            };
             for c in 0..3 {
                 let sum = k.iter().enumerate().fold(half, |acc, (j, &kj)| {
-                    acc + i64::from(horizontal[((lo + j) * nw + x) * 3 + c]) * i64::from(kj)
+                    acc + i64::from(src[at(across, lo + j) * 3 + c]) * i64::from(kj)
                 });
-                out[(y * nw + x) * 3 + c] = clip8(sum);
+                out[o * 3 + c] = clip8(sum);
             }
         }
     }
