@@ -1,21 +1,19 @@
 //! [`Calibrator`]: fits an [`MrSampler`]'s `K`-step time grid to a network (`docs/math.md` §10).
-//! The step weights are pure `f64` (the private `plan::calibrate`); this is the driver that
-//! runs the teacher, the search and the checks.
+//! The search's candidate steps are the planner's own (`plan::multistep::Stepper`, pure `f64`);
+//! this is the driver that runs the teacher, the search and the checks.
 
-use rand::SeedableRng;
-use rand::rngs::StdRng;
-
-use crate::config::{Mode, Solver};
+use crate::config::{Mode, Solver, Thresholding};
 use crate::error::{Error, Result};
 use crate::model::ScoreModel;
-use crate::plan::multistep::Forms;
-use crate::plan::multistep::orders;
-use crate::plan::student::{Rules, StudentStep, coupled_weights};
-use crate::plan::{Plan, Update, node};
+use crate::plan::coupling::coupled_weights;
+use crate::plan::multistep::{HISTORY, Stepper};
+use crate::plan::{Plan, PlannedStep, Target, Update};
 use crate::sampler::{CoupledNoise, MrSampler, Sampler, StepView, check_steps};
 use crate::schedule::{TimeGrid, build_grid};
 use crate::solver::Node;
-use crate::tensor::{NoiseSource, Parallelism, SamplerTensor, lincomb};
+use crate::tensor::{
+    NoiseSource, Parallelism, SamplerTensor, check_same_shape, lincomb, philox4x32_10,
+};
 
 /// What a calibration is doing, for a progress display.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,9 +124,10 @@ impl Calibration {
 /// K·C` network calls on the calibration batch for a teacher of `N` steps and `C` candidates.
 /// Deterministic for a given model, inputs, noise source and settings.
 ///
-/// Supported: exact mode, multistep ODE (orders 1–3) and SDE (orders 1–2), data or noise
-/// form, any order rule. Not supported (an [`Error::Conflict`]): reference mode, singlestep,
-/// the UniC corrector, prior correction, thresholding, `denoise_last`.
+/// Supported: exact mode with the multistep ODE (orders 1–3, with or without the UniC
+/// corrector) and SDE (orders 1–2), data or noise form, any order rule, prior correction,
+/// thresholding and `denoise_last`: the search's steps are the planner's own. Not supported
+/// (an [`Error::Conflict`] that says why): reference mode and the singlestep solver.
 ///
 /// ```
 /// use mrsampler::prelude::*;
@@ -241,48 +240,26 @@ impl Calibrator {
     }
 
     /// Checks that `sampler` can be calibrated; its settings other than the grid are kept.
+    /// Refused, as genuinely not calibratable on a teacher's grid: reference mode (it replays
+    /// another implementation's grids and order rule, which a custom grid does not have) and
+    /// the singlestep solver (its intermediate evaluations fall between the grid times, where
+    /// the teacher has no states to score them against).
     fn check(&self, sampler: &MrSampler) -> Result<()> {
         let refuse = |setting: &str, reason: &str| {
-            Err(Error::conflict(
-                setting,
-                "calibration",
-                format!("{reason}; calibrate without it"),
-            ))
+            Err(Error::conflict(setting, "calibration", reason.to_owned()))
         };
         if sampler.mode != Mode::Exact {
             return refuse(
                 "mode = Reference",
-                "the search scores steps with exact mode's order rules",
+                "a calibrated grid is an exact-mode custom grid, and reference mode replays the \
+                 published grids and order rule; calibrate in exact mode",
             );
         }
-        match sampler.solver {
-            Solver::OdeSinglestep { .. } => {
-                return refuse(
-                    "solver = OdeSinglestep",
-                    "calibration supports the multistep solvers",
-                );
-            }
-            Solver::Ode(o) if o.corrector => {
-                return refuse(
-                    "corrector",
-                    "the corrected steps are not scored by the search",
-                );
-            }
-            _ => {}
-        }
-        if sampler.prior_correction {
+        if let Solver::OdeSinglestep { .. } = sampler.solver {
             return refuse(
-                "prior_correction",
-                "the search does not model the corrected first step",
-            );
-        }
-        if sampler.thresholding.is_some() {
-            return refuse("thresholding", "the search scores unthresholded outputs");
-        }
-        if sampler.denoise_last {
-            return refuse(
-                "denoise_last",
-                "the search ends in the schedule's limit step",
+                "solver = OdeSinglestep",
+                "a singlestep solver evaluates between the grid times, where the teacher has no \
+                 states to score its steps against; calibrate a multistep solver",
             );
         }
         Ok(())
@@ -354,13 +331,8 @@ impl Calibrator {
         let fit = model.fit_target();
         let teacher_plan = teacher.plan(fit)?;
         let view = teacher.model_schedule()?;
-        let rules = Rules {
-            forms: Forms::of(&sampler.settings()),
-            param: sampler.parameterization,
-            solver: sampler.solver,
-            fit,
-            sigma_inf: view.sigma_inf(),
-        };
+        let settings = teacher.settings();
+        let stepper = Stepper::new(&settings, &*view, fit, self.steps);
 
         // Start states, drawn once.
         let mut z = lincomb(&[(0.0, mu)], Parallelism::Sequential)?;
@@ -381,8 +353,12 @@ impl Calibrator {
             inner: noise,
             draws: Vec::new(),
         };
+        let mut recording = FirstOutput {
+            inner: &mut *model,
+            net: None,
+        };
         let teacher_out = teacher.sample_observed(
-            model,
+            &mut recording,
             mu,
             Some(copy(&x_start)?),
             &mut recorder,
@@ -403,13 +379,16 @@ impl Calibrator {
         if let Some(e) = failure {
             return Err(e);
         }
-        let first_output = first_output.ok_or(Error::StepOrder {
+        let no_evaluation = || Error::StepOrder {
             what: "the teacher pass made no evaluation",
-        })?;
+        };
+        let first_output = first_output.ok_or_else(no_evaluation)?;
+        let first_net = recording.net.take().ok_or_else(no_evaluation)??;
         let (teacher_steps, draws) = teacher_noise(&teacher_plan, recorder.draws)?;
         let search = Search {
-            rules,
-            nodes: teacher_grid.iter().map(|&t| node(&*view, t)).collect(),
+            nodes: teacher_grid.iter().map(|&t| stepper.node(t)).collect(),
+            stepper,
+            thresholding: sampler.thresholding,
             times: &teacher_grid,
             teacher_x,
             mu_picked: pick(mu)?,
@@ -421,13 +400,18 @@ impl Calibrator {
             draws,
             picks: &picks,
         };
-        let (searched, search_distance) =
-            search.run(model, mu, x_start, first_output, self.steps, &mut |done| {
+        let (searched, search_distance) = search.run(
+            model,
+            mu,
+            (x_start, first_output, first_net),
+            self.steps,
+            &mut |done| {
                 progress(CalibrationProgress::Search {
                     done,
                     of: self.steps,
                 })
-            })?;
+            },
+        )?;
 
         // The checks, every candidate from the same draw z.
         let mut candidates = vec![("searched".to_owned(), searched)];
@@ -474,6 +458,8 @@ enum Term {
     X((usize, usize)),
     /// The converted output of a history cell.
     Q((usize, usize)),
+    /// The raw network output of a history cell.
+    Net((usize, usize)),
     /// The mean `μ`.
     Mu,
     /// Teacher step `f`'s draw.
@@ -481,10 +467,10 @@ enum Term {
 }
 
 /// A live cell of the search.
-fn cell<T>(layers: &[Vec<Option<Cell<T>>>], layer: usize, time: usize) -> &Cell<T> {
-    layers[layer][time]
-        .as_ref()
-        .expect("history cells are live")
+fn cell<T>(layers: &[Vec<Option<Cell<T>>>], (layer, time): (usize, usize)) -> Result<&Cell<T>> {
+    layers[layer][time].as_ref().ok_or(Error::StepOrder {
+        what: "the calibration search read a cell it did not fill",
+    })
 }
 
 /// A tensor the search still holds.
@@ -501,7 +487,9 @@ fn copy<T: SamplerTensor>(x: &T) -> Result<T> {
 
 /// The search through the teacher's grid times (`docs/math.md` §10.2).
 struct Search<'a, T> {
-    rules: Rules,
+    /// Builds every candidate step, as the planner builds a grid's steps.
+    stepper: Stepper<'a>,
+    thresholding: Option<Thresholding>,
     nodes: Vec<Node>,
     times: &'a [f64],
     /// Teacher states at every node, at the recorded coordinates.
@@ -516,13 +504,18 @@ struct Search<'a, T> {
 }
 
 /// A proposed student step onto a teacher time.
-struct Proposal {
+struct Proposal<T> {
     /// RMS distance of its result to the teacher's state, at the recorded coordinates.
     distance: f64,
     /// The teacher time it starts from.
     from: usize,
     x_picked: Vec<f64>,
-    step: StudentStep,
+    /// Its full result, when computing the recorded coordinates needed it (a thresholded
+    /// final step).
+    x: Option<T>,
+    /// The step as the pass runs it, and its predictor (which the next step's correction reads).
+    step: PlannedStep,
+    predictor: PlannedStep,
     /// Its history cells `(layer, time)`, most recent first.
     hist: Vec<(usize, usize)>,
 }
@@ -531,10 +524,14 @@ struct Proposal {
 struct Cell<T> {
     /// The node it came from after `k − 1` steps.
     parent: usize,
+    /// The predictor of the step that made it (`None` for the start state).
+    predictor: Option<PlannedStep>,
     /// Its state, until the next layer is built.
     x: Option<T>,
     /// Its converted output, while a later step can read it.
     q: Option<T>,
+    /// Its raw network output, kept for the cells a final step can start from.
+    net: Option<T>,
     x_picked: Vec<f64>,
     q_picked: Vec<f64>,
 }
@@ -557,90 +554,179 @@ impl<T: SamplerTensor> Search<'_, T> {
         out
     }
 
-    /// The weighted terms of the student step `hist[0] → j` (teacher times `i → j`): the
-    /// state, outputs and `μ` of its history cells and, for the SDE, the teacher's draws.
+    /// The weighted terms of the student step `step` from `hist[0]` (teacher time `i`) to
+    /// teacher time `j`: the state, outputs and `μ` of its history cells and, for the SDE, the
+    /// teacher's draws. `Ok(None)` for a thresholded replacement, which is not linear.
     fn terms(
         &self,
-        step: StudentStep,
+        step: &PlannedStep,
         hist: &[(usize, usize)],
         i: usize,
         j: usize,
-    ) -> Vec<(f64, Term)> {
-        match step {
-            StudentStep::Limit(a) => vec![
-                (a.net, Term::Q(hist[0])),
-                (a.x, Term::X(hist[0])),
-                (a.mu, Term::Mu),
-            ],
-            StudentStep::Linear { coeffs, order } => {
+    ) -> Result<Option<Vec<(f64, Term)>>> {
+        match step.update {
+            Update::Replace { threshold, .. } if threshold && self.thresholding.is_some() => {
+                Ok(None)
+            }
+            Update::Replace { convert, .. } => Ok(Some(vec![
+                (convert.net, Term::Net(hist[0])),
+                (convert.x, Term::X(hist[0])),
+                (convert.mu, Term::Mu),
+            ])),
+            Update::Linear {
+                coeffs,
+                target: Target::State,
+                reuse_noise: false,
+            } => {
                 let mut terms = vec![(coeffs.x, Term::X(hist[0])), (coeffs.mu, Term::Mu)];
-                for (l, &h) in hist.iter().take(order).enumerate() {
-                    terms.push((coeffs.q[l], Term::Q(h)));
+                for (l, &w) in coeffs.q.iter().enumerate() {
+                    if w != 0.0 {
+                        let h = hist.get(l).ok_or(Error::StepOrder {
+                            what: "a calibration step reads more outputs than its path has",
+                        })?;
+                        terms.push((w, Term::Q(*h)));
+                    }
                 }
                 if let Some(w) = coeffs.noise {
                     for (f, v) in coupled_weights(&self.teacher_steps, i, j, w) {
                         terms.push((v, Term::Draw(f)));
                     }
                 }
-                terms
+                Ok(Some(terms))
             }
+            _ => Err(Error::StepOrder {
+                what: "a multistep plan step that is not a state update",
+            }),
         }
     }
 
-    /// The student step `(k − 1, i) → (k, j)` at the recorded coordinates.
+    /// The student step `(k − 1, i) → (k, j)`, scored at the recorded coordinates.
     fn candidate(
         &self,
         layers: &[Vec<Option<Cell<T>>>],
-        base: &[usize],
+        mu: &T,
         k: usize,
         i: usize,
         j: usize,
-    ) -> Proposal {
-        let hist = Self::history(layers, k - 1, i, 3);
+    ) -> Result<Proposal<T>> {
+        let hist = Self::history(layers, k - 1, i, HISTORY);
         let hist_nodes: Vec<Node> = hist.iter().map(|&(_, n)| self.nodes[n]).collect();
-        let step = self.rules.step(base, k, &hist_nodes, self.nodes[j]);
-        let mut x = vec![0.0; self.mu_picked.len()];
-        for (w, term) in self.terms(step, &hist, i, j) {
-            let v: &[f64] = match term {
-                Term::X((l, n)) => &cell(layers, l, n).x_picked,
-                Term::Q((l, n)) => &cell(layers, l, n).q_picked,
-                Term::Mu => &self.mu_picked,
-                Term::Draw(f) => self.draws_picked[f].as_deref().unwrap_or_default(),
-            };
-            for (out, v) in x.iter_mut().zip(v) {
-                *out += w * v;
+        let predictor = self.stepper.step(
+            k,
+            (self.times[i], self.times[j]),
+            &hist_nodes,
+            self.nodes[j],
+        )?;
+        let prev = cell(layers, hist[0])?.predictor;
+        let step = self
+            .stepper
+            .corrected(k, prev.as_ref(), predictor, &hist_nodes);
+        let (x_picked, x) = match self.terms(&step, &hist, i, j)? {
+            Some(terms) => {
+                let mut x = vec![0.0; self.mu_picked.len()];
+                for (w, term) in terms {
+                    let v: &[f64] = match term {
+                        Term::X(c) => &cell(layers, c)?.x_picked,
+                        Term::Q(c) => &cell(layers, c)?.q_picked,
+                        Term::Mu => &self.mu_picked,
+                        Term::Draw(f) => self.draws_picked[f].as_deref().unwrap_or_default(),
+                        Term::Net(_) => {
+                            // Only the final step replaces, and its state is computed whole.
+                            let state = self.state(layers, mu, &step, &hist, i, j)?;
+                            return self.proposal(state, i, j, step, predictor, hist);
+                        }
+                    };
+                    for (out, v) in x.iter_mut().zip(v) {
+                        *out += w * v;
+                    }
+                }
+                (x, None)
             }
-        }
-        Proposal {
-            distance: rms_distance(&x, &self.teacher_x[j]),
+            None => {
+                let state = self.state(layers, mu, &step, &hist, i, j)?;
+                return self.proposal(state, i, j, step, predictor, hist);
+            }
+        };
+        Ok(Proposal {
+            distance: rms_distance(&x_picked, &self.teacher_x[j]),
             from: i,
-            x_picked: x,
+            x_picked,
+            x,
             step,
+            predictor,
             hist,
-        }
+        })
     }
 
-    /// The full student state of a chosen step.
+    /// A proposal whose full state is known.
+    fn proposal(
+        &self,
+        state: T,
+        i: usize,
+        j: usize,
+        step: PlannedStep,
+        predictor: PlannedStep,
+        hist: Vec<(usize, usize)>,
+    ) -> Result<Proposal<T>> {
+        let host = state.to_host_f64()?;
+        let x_picked: Vec<f64> = self.picks.iter().map(|&p| host[p]).collect();
+        Ok(Proposal {
+            distance: rms_distance(&x_picked, &self.teacher_x[j]),
+            from: i,
+            x_picked,
+            x: Some(state),
+            step,
+            predictor,
+            hist,
+        })
+    }
+
+    /// The full student state of a step.
     fn state(
         &self,
         layers: &[Vec<Option<Cell<T>>>],
         mu: &T,
-        step: StudentStep,
+        step: &PlannedStep,
         hist: &[(usize, usize)],
         i: usize,
         j: usize,
     ) -> Result<T> {
-        let mut terms: Vec<(f64, &T)> = Vec::new();
-        for (w, term) in self.terms(step, hist, i, j) {
+        let terms = match self.terms(step, hist, i, j)? {
+            Some(terms) => terms,
+            None => {
+                // The thresholded replacement `x = threshold(a.net·net + a.x·x + a.mu·μ)`.
+                let Update::Replace { convert, .. } = step.update else {
+                    unreachable!("only a replacement is nonlinear")
+                };
+                vec![
+                    (convert.net, Term::Net(hist[0])),
+                    (convert.x, Term::X(hist[0])),
+                    (convert.mu, Term::Mu),
+                ]
+            }
+        };
+        let mut parts: Vec<(f64, &T)> = Vec::new();
+        for (w, term) in terms {
             let t = match term {
-                Term::X((l, n)) => live(&cell(layers, l, n).x)?,
-                Term::Q((l, n)) => live(&cell(layers, l, n).q)?,
+                Term::X(c) => live(&cell(layers, c)?.x)?,
+                Term::Q(c) => live(&cell(layers, c)?.q)?,
+                Term::Net(c) => live(&cell(layers, c)?.net)?,
                 Term::Mu => mu,
                 Term::Draw(f) => live(&self.draws[f])?,
             };
-            terms.push((w, t));
+            parts.push((w, t));
         }
-        lincomb(&terms, Parallelism::Sequential)
+        let mut x = lincomb(&parts, Parallelism::Sequential)?;
+        if let (
+            Update::Replace {
+                threshold: true, ..
+            },
+            Some(t),
+        ) = (step.update, self.thresholding)
+        {
+            x.threshold_per_sample(t.ratio(), t.floor(), t.max(), Parallelism::Sequential)?;
+        }
+        Ok(x)
     }
 
     /// Builds, layer by layer, the student state closest to the teacher's at every node, each
@@ -650,23 +736,23 @@ impl<T: SamplerTensor> Search<'_, T> {
         &self,
         model: &mut M,
         mu: &T,
-        x_start: T,
-        first_output: T,
+        (x_start, first_output, first_net): (T, T, T),
         m: usize,
         progress: &mut dyn FnMut(usize),
     ) -> Result<(Vec<f64>, f64)> {
         let last = self.nodes.len() - 1;
-        let base = orders(Mode::Exact, &self.rules.solver, m, &[]);
         let mut layers: Vec<Vec<Option<Cell<T>>>> = Vec::with_capacity(m + 1);
         let mut start: Vec<Option<Cell<T>>> = (0..=last).map(|_| None).collect();
         start[0] = Some(Cell {
             parent: 0,
+            predictor: None,
             x_picked: self.teacher_x[0].clone(),
             q_picked: first_output
                 .to_host_f64()
                 .map(|h| self.picks.iter().map(|&i| h[i]).collect())?,
             x: Some(x_start),
             q: Some(first_output),
+            net: (m == 1).then_some(first_net),
         });
         layers.push(start);
         for k in 1..=m {
@@ -677,12 +763,12 @@ impl<T: SamplerTensor> Search<'_, T> {
             };
             let mut layer: Vec<Option<Cell<T>>> = (0..=last).map(|_| None).collect();
             for (j, slot) in layer.iter_mut().enumerate().take(hi + 1).skip(lo) {
-                let mut best: Option<Proposal> = None;
+                let mut best: Option<Proposal<T>> = None;
                 for i in 0..j {
                     if layers[k - 1][i].is_none() {
                         continue;
                     }
-                    let p = self.candidate(&layers, &base, k, i, j);
+                    let p = self.candidate(&layers, mu, k, i, j)?;
                     if best.as_ref().is_none_or(|b| p.distance < b.distance) {
                         best = Some(p);
                     }
@@ -691,7 +777,9 @@ impl<T: SamplerTensor> Search<'_, T> {
                     distance,
                     from: i,
                     x_picked,
+                    x,
                     step,
+                    predictor,
                     hist,
                 }) = best
                 else {
@@ -704,8 +792,11 @@ impl<T: SamplerTensor> Search<'_, T> {
                         time: self.times[j],
                     });
                 }
-                let x = self.state(&layers, mu, step, &hist, i, j)?;
-                let (q, q_picked) = if k < m {
+                let x = match x {
+                    Some(x) => x,
+                    None => self.state(&layers, mu, &step, &hist, i, j)?,
+                };
+                let (q, net, q_picked) = if k < m {
                     let net =
                         model
                             .predict(&x, mu, self.times[j])
@@ -714,20 +805,41 @@ impl<T: SamplerTensor> Search<'_, T> {
                                 time: self.times[j],
                                 source: source.into_inner(),
                             })?;
-                    let c = self.rules.convert(self.nodes[j]);
-                    let q = lincomb(
+                    check_same_shape("model output", &crate::tensor::shape(mu), &net)?;
+                    let (c, threshold) = self.stepper.convert(self.nodes[j]);
+                    let mut q = lincomb(
                         &[(c.net, &net), (c.x, &x), (c.mu, mu)],
                         Parallelism::Sequential,
                     )?;
+                    if let (true, Some(t)) = (threshold, self.thresholding) {
+                        q.threshold_per_sample(
+                            t.ratio(),
+                            t.floor(),
+                            t.max(),
+                            Parallelism::Sequential,
+                        )?;
+                    }
                     let host = q.to_host_f64()?;
-                    (Some(q), self.picks.iter().map(|&p| host[p]).collect())
+                    if host.iter().any(|v| !v.is_finite()) {
+                        return Err(Error::NonFinite {
+                            what: "model output",
+                            step: k + 1,
+                            time: self.times[j],
+                        });
+                    }
+                    let q_picked = self.picks.iter().map(|&p| host[p]).collect();
+                    // Only a cell of layer m − 1 can start the final step, which may replace
+                    // the state with a conversion of the raw output.
+                    (Some(q), (k + 1 == m).then_some(net), q_picked)
                 } else {
-                    (None, Vec::new())
+                    (None, None, Vec::new())
                 };
                 *slot = Some(Cell {
                     parent: i,
+                    predictor: Some(predictor),
                     x: Some(x),
                     q,
+                    net,
                     x_picked,
                     q_picked,
                 });
@@ -736,9 +848,10 @@ impl<T: SamplerTensor> Search<'_, T> {
             // States of layer k − 1 and outputs older than the longest history are done with.
             for cell in layers[k - 1].iter_mut().flatten() {
                 cell.x = None;
+                cell.net = None;
             }
-            if k >= 3 {
-                for cell in layers[k - 3].iter_mut().flatten() {
+            if k >= HISTORY {
+                for cell in layers[k - HISTORY].iter_mut().flatten() {
                     cell.q = None;
                 }
             }
@@ -793,15 +906,26 @@ fn merge(candidates: &[Named], fine: &[Vec<f64>]) -> Vec<f64> {
     taken
 }
 
-/// `count` distinct coordinates of `len`, sorted, from `seed` (all when `count ≥ len`).
+/// `count` distinct coordinates of `len`, sorted, from `seed` (all when `count ≥ len`):
+/// Floyd's sampling on the crate's Philox stream, so the subset is the same on every platform
+/// and every version of the `rand` crate.
 fn coordinates(len: usize, count: usize, seed: u64) -> Vec<usize> {
     if count >= len {
         return (0..len).collect();
     }
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut picks = rand::seq::index::sample(&mut rng, len, count).into_vec();
-    picks.sort_unstable();
-    picks
+    let key = [seed as u32, (seed >> 32) as u32];
+    let mut picked = std::collections::BTreeSet::new();
+    for (draw, j) in (len - count..len).enumerate() {
+        let d = draw as u64;
+        let r = philox4x32_10([d as u32, (d >> 32) as u32, 0, 0], key);
+        let bits = u64::from(r[0]) | (u64::from(r[1]) << 32);
+        // Uniform on 0..=j by a 64 × 64-bit multiply (bias below 2⁻³²).
+        let t = ((u128::from(bits) * (j as u128 + 1)) >> 64) as usize;
+        if !picked.insert(t) {
+            picked.insert(j);
+        }
+    }
+    picked.into_iter().collect()
 }
 
 /// Root mean square of `a − b`.
@@ -833,6 +957,30 @@ fn teacher_noise<T>(plan: &Plan, draws: Vec<T>) -> Result<TeacherNoise<T>> {
         by_step.push(draw);
     }
     Ok((weights, by_step))
+}
+
+/// A network that keeps a copy of its first output.
+struct FirstOutput<'a, M, T> {
+    inner: &'a mut M,
+    net: Option<Result<T>>,
+}
+
+impl<T: SamplerTensor, M: ScoreModel<T>> ScoreModel<T> for FirstOutput<'_, M, T> {
+    fn fit_target(&self) -> crate::param::FitTarget {
+        self.inner.fit_target()
+    }
+
+    fn predict(&mut self, x: &T, mu: &T, t: f64) -> std::result::Result<T, crate::ModelError> {
+        let net = self.inner.predict(x, mu, t)?;
+        if self.net.is_none() {
+            self.net = Some(copy(&net));
+        }
+        Ok(net)
+    }
+
+    fn input_rank(&self) -> Option<usize> {
+        self.inner.input_rank()
+    }
 }
 
 /// A noise source that keeps a copy of every draw.
@@ -872,5 +1020,16 @@ mod tests {
         assert_eq!(a, coordinates(1000, 50, 3));
         assert_ne!(a, coordinates(1000, 50, 4));
         assert_eq!(coordinates(5, 50, 3), vec![0, 1, 2, 3, 4]);
+        // Every coordinate is equally likely: over 2000 seeds, each of 10 is picked about
+        // 2000 · 3/10 = 600 times (binomial std ≈ 20.5; the bound is 5 of them).
+        let mut counts = [0usize; 10];
+        for seed in 0..2000 {
+            let c = coordinates(10, 3, seed);
+            assert_eq!(c.len(), 3);
+            for i in c {
+                counts[i] += 1;
+            }
+        }
+        assert!(counts.iter().all(|&n| n.abs_diff(600) < 103), "{counts:?}");
     }
 }

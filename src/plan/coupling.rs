@@ -148,6 +148,30 @@ pub(crate) fn coupling_weights(coarse: &Plan, fine: &Plan) -> Result<Vec<Vec<f64
     Ok(out)
 }
 
+/// The weights `v_f` of the teacher's draws `z_f` in the noise term `w·ζ` of a student step
+/// from teacher node `i` to node `j` (`docs/math.md` §8.3): `ζ = Σ_f c_f z_f / ‖c‖`, `c_f` the
+/// noise weight of teacher step `f` (from node `f` to `f + 1`) carried through the state
+/// weights of the teacher steps after it up to `j`. `steps[f]` is teacher step `f`'s
+/// `(state weight, noise weight)`, `None` when it draws no noise. Returns `(f, v_f)`.
+pub(crate) fn coupled_weights(
+    steps: &[Option<(f64, f64)>],
+    i: usize,
+    j: usize,
+    w: f64,
+) -> Vec<(usize, f64)> {
+    let mut c: Vec<(usize, f64)> = Vec::new();
+    for (f, step) in steps.iter().enumerate().take(j).skip(i) {
+        if let Some((a, n)) = *step {
+            c.iter_mut().for_each(|(_, v)| *v *= a);
+            c.push((f, n));
+        }
+    }
+    let norm = c.iter().map(|(_, v)| v * v).sum::<f64>().sqrt();
+    let scale = if norm > 0.0 { w / norm } else { 0.0 };
+    c.iter_mut().for_each(|(_, v)| *v *= scale);
+    c
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,5 +234,24 @@ mod tests {
             matches!(&e, Error::InvalidGrid { reason } if reason.contains("multiple")),
             "{e}"
         );
+    }
+
+    #[test]
+    fn coupled_weights_carry_the_teacher_draws() {
+        // Two teacher steps with (state, noise) weights (0.5, 0.2), (0.8, 0.3): the draw reaching
+        // node 2 is 0.2·0.8·z₀ + 0.3·z₁, normalised and scaled to the student's weight.
+        let steps = [Some((0.5, 0.2)), Some((0.8, 0.3)), None];
+        let v = coupled_weights(&steps, 0, 2, 2.0);
+        let c: [f64; 2] = [0.2 * 0.8, 0.3];
+        let norm = (c[0] * c[0] + c[1] * c[1]).sqrt();
+        assert_eq!(v.len(), 2);
+        assert_eq!((v[0].0, v[1].0), (0, 1));
+        assert!((v[0].1 - 2.0 * c[0] / norm).abs() < 1e-15);
+        assert!((v[1].1 - 2.0 * c[1] / norm).abs() < 1e-15);
+        // A step onto the teacher's own next node draws the teacher's draw, at its own weight.
+        let one = coupled_weights(&steps, 1, 2, 0.3);
+        assert_eq!(one.len(), 1);
+        assert!((one[0].1 - 0.3).abs() < 1e-15);
+        assert!(coupled_weights(&steps, 2, 3, 1.0).is_empty());
     }
 }

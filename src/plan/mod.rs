@@ -5,12 +5,13 @@
 //! * [`multistep`]: the MR Sampler's multistep ODE/SDE (order rules, the UniC corrector).
 //! * [`singlestep`]: the MR Sampler's singlestep ODE.
 //! * [`baseline`]: Euler–Maruyama, Euler-ODE, posterior sampling and Heun.
-//! * [`calibrate`]: the grid search that fits a `K`-step grid to a recorded teacher pass.
-//! * [`coupling`]: the weights that put a coarse stochastic pass on a fine pass's Brownian path.
-//! * [`adaptive`]: the controller of the adaptive sampler, whose plan grows as steps are
+//! * [`coupling`]: the weights that put a coarse stochastic pass on a fine pass's Brownian path
+//!   (also the calibration search's, whose student steps [`multistep::Stepper`] builds).
+//! * [`controller`]: the controller of the adaptive sampler, whose plan grows as steps are
 //!   accepted.
+//! * [`settings`]: the samplers' settings as the planners read them.
 //!
-//! All three build their steps with one [`Frame`], which owns the node, converter,
+//! The planners build their steps with one [`Frame`], which owns the node, converter,
 //! thresholding and limit-step logic.
 
 pub(crate) mod baseline;
@@ -19,7 +20,6 @@ pub(crate) mod coupling;
 pub(crate) mod multistep;
 pub(crate) mod settings;
 pub(crate) mod singlestep;
-pub(crate) mod student;
 
 use crate::error::{Error, Result};
 use crate::param::{Affine, FitTarget, Parameterization, convert_coefficients};

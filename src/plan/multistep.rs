@@ -6,7 +6,7 @@ use super::{Frame, Plan, PlannedStep, Target, Update, correct_prior};
 use crate::config::{Mode, OrderRule, Solver};
 use crate::error::{Error, Result};
 use crate::param::{FitTarget, Parameterization};
-use crate::schedule::build_grid;
+use crate::schedule::{Schedule, build_grid};
 use crate::solver::unic_corrected_state;
 use crate::solver::{Equation, Node, SecondOrder, ThirdOrder, multistep_coefficients};
 
@@ -19,43 +19,135 @@ pub(crate) fn plan(cfg: &MrsSettings, fit: FitTarget) -> Result<Plan> {
     if cfg.mode == Mode::Reference && m < p {
         return Err(Error::TooFewSteps { steps: m, order: p });
     }
-    let exact = cfg.mode == Mode::Exact;
-    let param = cfg.parameterization;
-    let frame = Frame {
-        view: &*view,
-        fit,
-        param,
-        threshold_q: cfg.thresholding.is_some() && (!exact || param == Parameterization::Data),
-        threshold_x0: cfg.thresholding.is_some(),
-    };
-    let nodes: Vec<Node> = tau.iter().map(|&t| frame.node(t)).collect();
-    let lambdas: Vec<f64> = nodes.iter().map(|n| n.lambda).collect();
-    let orders = orders(cfg.mode, &cfg.solver, m, &lambdas);
-    let Forms {
-        equation,
-        second,
-        third,
-        corrector,
-    } = Forms::of(cfg);
-    let mut steps = Vec::with_capacity(m);
+    let stepper = Stepper::new(cfg, &*view, fit, m);
+    let nodes: Vec<Node> = tau.iter().map(|&t| stepper.node(t)).collect();
+    let mut steps: Vec<PlannedStep> = Vec::with_capacity(m);
+    let mut predictor: Option<PlannedStep> = None;
     for k in 1..=m {
-        let times = (tau[k - 1], tau[k]);
-        let step = if k == m && cfg.denoise_last {
+        // The nodes before step k, most recent first (as many as any step reads).
+        let hist: Vec<Node> = nodes[..k].iter().rev().take(HISTORY).copied().collect();
+        let step = stepper.step(k, (tau[k - 1], tau[k]), &hist, nodes[k])?;
+        steps.push(stepper.corrected(k, predictor.as_ref(), step, &hist));
+        predictor = Some(step);
+    }
+    let prior_std = match cfg.mode {
+        Mode::Exact => view.sigma(tau[0]),
+        Mode::Reference => view.sigma_inf(),
+    };
+    Ok(cfg.finish_plan(tau, steps, prior_std, stepper.history()))
+}
+
+/// How many past nodes a step (with its folded correction) can read: a third-order step
+/// corrected after a third-order step reads the three nodes before its start.
+pub(crate) const HISTORY: usize = 4;
+
+/// Builds any step of a multistep plan from its nodes. The planner builds its grid's steps with
+/// it, and the calibration search (`crate::calibrate`) its candidate steps between any two
+/// teacher times, so a calibrated grid runs exactly the steps the search scored.
+pub(crate) struct Stepper<'a> {
+    cfg: &'a MrsSettings,
+    frame: Frame<'a>,
+    forms: Forms,
+    /// Step `k`'s order before [`OrderRule::StepRatio`]'s test (which reads the nodes).
+    base: Vec<usize>,
+    m: usize,
+}
+
+impl<'a> Stepper<'a> {
+    /// The steps of an `m`-step pass of `cfg` on `view` (the sampler's model schedule), for a
+    /// network trained on `fit`.
+    pub(crate) fn new(
+        cfg: &'a MrsSettings,
+        view: &'a dyn Schedule,
+        fit: FitTarget,
+        m: usize,
+    ) -> Self {
+        let exact = cfg.mode == Mode::Exact;
+        let param = cfg.parameterization;
+        Self {
+            cfg,
+            frame: Frame {
+                view,
+                fit,
+                param,
+                threshold_q: cfg.thresholding.is_some()
+                    && (!exact || param == Parameterization::Data),
+                threshold_x0: cfg.thresholding.is_some(),
+            },
+            forms: Forms::of(cfg),
+            base: orders(cfg.mode, &cfg.solver, m, &[]),
+            m,
+        }
+    }
+
+    /// The schedule at `t`.
+    pub(crate) fn node(&self, t: f64) -> Node {
+        self.frame.node(t)
+    }
+
+    /// How many converted outputs the pass keeps (its [`Plan`]'s history).
+    pub(crate) fn history(&self) -> usize {
+        self.cfg.solver.order() + usize::from(self.forms.corrector)
+    }
+
+    /// Network output at `node` → the stored output `q`, and whether `q` is thresholded.
+    pub(crate) fn convert(&self, node: Node) -> (crate::param::Affine, bool) {
+        let step = self.frame.step_at(
+            node,
+            (0.0, 0.0),
+            Update::state(crate::solver::StepCoeffs::ZERO),
+            0,
+        );
+        (step.convert, step.threshold)
+    }
+
+    /// Step `k` (1-based) of `m`, from the time `times.0` to `times.1`: `hist` holds the nodes
+    /// of the pass's times up to `times.0`, most recent first (at least the step's order of
+    /// them, up to [`HISTORY`]), `target` the node at `times.1`. This is the predictor:
+    /// [`corrected`](Self::corrected) adds the corrections that read the step before.
+    pub(crate) fn step(
+        &self,
+        k: usize,
+        times: (f64, f64),
+        hist: &[Node],
+        target: Node,
+    ) -> Result<PlannedStep> {
+        let cfg = self.cfg;
+        let exact = cfg.mode == Mode::Exact;
+        let frame = &self.frame;
+        let step = if k == self.m && cfg.denoise_last {
             if exact {
                 frame.to_data(times, 0)
             } else {
                 // The reference returns the converted output in the solver's parameterization.
                 frame.to_solver_output(times, 0)
             }
-        } else if exact && nodes[k].sigma == 0.0 {
+        } else if exact && target.sigma == 0.0 {
             frame.to_data(times, 1)
         } else {
-            let order = orders[k - 1];
-            let history: Vec<Node> = (0..order).map(|j| nodes[k - 1 - j]).collect();
+            let mut order = self.base[k - 1].min(hist.len());
+            // An extrapolation over a step much longer (in λ) than the previous one falls
+            // back to first order (exact mode's `OrderRule::StepRatio`).
+            if let (true, OrderRule::StepRatio { max_ratio }) =
+                (exact, cfg.solver.order_rule().unwrap_or_default())
+            {
+                if k >= 2
+                    && hist.len() >= 2
+                    && step_too_long(
+                        max_ratio,
+                        target.lambda - hist[0].lambda,
+                        hist[0].lambda - hist[1].lambda,
+                    )
+                {
+                    order = 1;
+                }
+            }
+            let history = &hist[..order];
             // Repeated grid times (reference mode only): the reference divides by the zero
             // λ-step of a higher-order update and its run ends in non-finite values.
-            let lams = std::iter::once(nodes[k].lambda).chain(history.iter().map(|n| n.lambda));
-            let lams: Vec<f64> = lams.collect();
+            let lams: Vec<f64> = std::iter::once(target.lambda)
+                .chain(history.iter().map(|n| n.lambda))
+                .collect();
             #[allow(clippy::float_cmp)] // an exactly repeated time, not a near one
             let repeated = lams.windows(2).any(|w| w[0] == w[1]);
             if order > 1 && repeated {
@@ -64,28 +156,83 @@ pub(crate) fn plan(cfg: &MrsSettings, fit: FitTarget) -> Result<Plan> {
                      an order-{order} update divides by the zero λ-step there: use fewer steps, \
                      another grid, or exact mode",
                     cfg.grid.name(),
-                    tau[k - 1]
+                    times.0
                 )));
             }
-            let coeffs =
-                multistep_coefficients(equation, param, order, nodes[k], &history, third, second);
-            frame.step_at(nodes[k - 1], times, Update::state(coeffs), order)
+            let Forms {
+                equation,
+                second,
+                third,
+                ..
+            } = self.forms;
+            let coeffs = multistep_coefficients(
+                equation,
+                frame.param,
+                order,
+                target,
+                history,
+                third,
+                second,
+            );
+            frame.step_at(hist[0], times, Update::state(coeffs), order)
         };
-        steps.push(step);
+        Ok(step)
     }
-    if corrector {
-        fold_corrections(&mut steps, &nodes);
+
+    /// Step `k` as the pass runs it: `step` (from [`step`](Self::step)) with the prior
+    /// correction on step 1 (`docs/math.md` §5.5) and, with the UniC corrector, the
+    /// correction of the state it starts from folded in (§4.5): `prev` is step `k − 1` as
+    /// [`step`](Self::step) built it, `hist` the nodes `step` was built from. The state after
+    /// `prev` is corrected with the output evaluated there, which `step` reads anyway, so the
+    /// correction costs no evaluation.
+    pub(crate) fn corrected(
+        &self,
+        k: usize,
+        prev: Option<&PlannedStep>,
+        mut step: PlannedStep,
+        hist: &[Node],
+    ) -> PlannedStep {
+        if k == 1 && self.cfg.prior_correction {
+            correct_prior(std::slice::from_mut(&mut step), hist[0].alpha);
+        }
+        if let Some(prev) = prev {
+            self.fold_correction(prev, &mut step, hist);
+        }
+        step
     }
-    if cfg.prior_correction {
-        let first = steps.len().min(1);
-        correct_prior(&mut steps[..first], nodes[0].alpha);
+
+    fn fold_correction(&self, prev: &PlannedStep, step: &mut PlannedStep, hist: &[Node]) {
+        if !self.forms.corrector {
+            return;
+        }
+        let (
+            Update::Linear { coeffs: p, .. },
+            Update::Linear {
+                coeffs: mut c,
+                target: Target::State,
+                reuse_noise,
+            },
+        ) = (prev.update, step.update)
+        else {
+            return;
+        };
+        // `prev` went from hist[1] to hist[0] with order `prev.order`.
+        let order = prev.order.clamp(1, 3).min(hist.len() - 1);
+        let earlier = &hist[1..=order];
+        let (_, w, mu_c) = unic_corrected_state(order, hist[0], earlier);
+        // δ = x^c − x^p, on [m_{k−1}, m_{k−2}, …] (history slots 0, 1, …) and μ.
+        let a = c.x;
+        c.q[0] += a * w[0];
+        for (i, (cq, wi)) in c.q.iter_mut().zip(w).enumerate().skip(1) {
+            *cq += a * (wi - p.q[i - 1]);
+        }
+        c.mu += a * (mu_c - p.mu);
+        step.update = Update::Linear {
+            coeffs: c,
+            target: Target::State,
+            reuse_noise,
+        };
     }
-    let prior_std = if exact {
-        view.sigma(tau[0])
-    } else {
-        view.sigma_inf()
-    };
-    Ok(cfg.finish_plan(tau, steps, prior_std, p + usize::from(corrector)))
 }
 
 /// The solver forms a multistep configuration's steps are built with.
@@ -168,45 +315,6 @@ pub(crate) fn orders(mode: Mode, solver: &Solver, m: usize, lambdas: &[f64]) -> 
             }
         })
         .collect()
-}
-
-/// Folds the UniC correction of each state into the next step's weights (`docs/math.md`
-/// §4.5): the state after step k−1 is corrected with the output `m_{k−1}` evaluated there,
-/// which step k has anyway, so the correction costs no network evaluation. The last state is
-/// not corrected.
-fn fold_corrections(steps: &mut [PlannedStep], nodes: &[Node]) {
-    // The predictor weights, before any folding.
-    let original: Vec<PlannedStep> = steps.to_vec();
-    for k in 2..=steps.len() {
-        let (prev, cur) = (original[k - 2], original[k - 1]);
-        let (
-            Update::Linear { coeffs: p, .. },
-            Update::Linear {
-                coeffs: mut c,
-                target: Target::State,
-                reuse_noise,
-            },
-        ) = (prev.update, cur.update)
-        else {
-            continue;
-        };
-        // The state after step k−1 went from node k−2 to node k−1 with order `prev.order`.
-        let order = prev.order.clamp(1, 3);
-        let earlier: Vec<Node> = (0..order).map(|j| nodes[k - 2 - j]).collect();
-        let (_, w, mu_c) = unic_corrected_state(order, nodes[k - 1], &earlier);
-        // δ = x^c − x^p, on [m_{k−1}, m_{k−2}, …] (history slots 0, 1, …) and μ.
-        let a = c.x;
-        c.q[0] += a * w[0];
-        for (i, (cq, wi)) in c.q.iter_mut().zip(w).enumerate().skip(1) {
-            *cq += a * (wi - p.q[i - 1]);
-        }
-        c.mu += a * (mu_c - p.mu);
-        steps[k - 1].update = Update::Linear {
-            coeffs: c,
-            target: Target::State,
-            reuse_noise,
-        };
-    }
 }
 
 #[cfg(test)]

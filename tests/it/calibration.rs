@@ -37,12 +37,41 @@ fn mu(n: usize) -> ArrayD<f64> {
     ArrayD::from_shape_fn(IxDyn(&[n, 4]), |i| m[i[1]])
 }
 
+/// Calibrates `sampler` at 5 steps on the mixture with every coordinate recorded and checks
+/// that the search's own distance of the searched grid equals a real run of that grid.
+fn assert_search_tracks_its_grid(sampler: &MrSampler, what: &str) {
+    let mut model = mixture(schedule());
+    let cal = Calibrator::new(5)
+        .unwrap()
+        .with_fine_steps(10)
+        .unwrap()
+        .calibrate(
+            sampler,
+            &mut model,
+            &mu(32),
+            &mut PhiloxNoise::new(3),
+            |_| {},
+        )
+        .unwrap();
+    let searched = &cal.scores[0];
+    assert_eq!(searched.name, "searched");
+    let (d, s) = (searched.distance, cal.search_distance);
+    assert!(
+        (d - s).abs() <= 1e-9 * (1.0 + d),
+        "{what}: checked {d} vs searched {s}"
+    );
+    // The chosen grid is the best candidate, and its times are teacher times.
+    let best = cal.best();
+    assert!(cal.scores.iter().all(|c| best.distance <= c.distance));
+    assert_eq!(best.times, cal.grid);
+    assert!(cal.grid.iter().all(|t| cal.teacher_grid.contains(t)));
+}
+
 #[test]
 fn the_search_tracks_the_pass_its_grid_runs() {
     // With every coordinate recorded and no output clamp, the search's own distance of the
     // searched grid's result to the teacher's equals a real run of that grid: the search used
     // the same steps, orders, history and (SDE) noise.
-    let sch = schedule();
     for solver in [
         Solver::ode(1),
         Solver::ode(2),
@@ -51,38 +80,91 @@ fn the_search_tracks_the_pass_its_grid_runs() {
         Solver::sde(2),
     ] {
         for param in [Parameterization::Data, Parameterization::Noise] {
-            let sampler = MrSampler::from_arc(sch.clone(), 5)
+            let sampler = MrSampler::from_arc(schedule(), 5)
                 .unwrap()
                 .with_solver(solver)
                 .unwrap()
                 .with_parameterization(param)
                 .unwrap();
-            let mut model = mixture(sch.clone());
-            let cal = Calibrator::new(5)
-                .unwrap()
-                .with_fine_steps(10)
-                .unwrap()
-                .calibrate(
-                    &sampler,
-                    &mut model,
-                    &mu(32),
-                    &mut PhiloxNoise::new(3),
-                    |_| {},
-                )
-                .unwrap();
-            let searched = &cal.scores[0];
-            assert_eq!(searched.name, "searched");
-            let (d, s) = (searched.distance, cal.search_distance);
-            assert!(
-                (d - s).abs() <= 1e-9 * (1.0 + d),
-                "{solver:?} {param:?}: checked {d} vs searched {s}"
-            );
-            // The chosen grid is the best candidate, and its times are teacher times.
-            let best = cal.best();
-            assert!(cal.scores.iter().all(|c| best.distance <= c.distance));
-            assert_eq!(best.times, cal.grid);
-            assert!(cal.grid.iter().all(|t| cal.teacher_grid.contains(t)));
+            assert_search_tracks_its_grid(&sampler, &format!("{solver:?} {param:?}"));
         }
+    }
+}
+
+#[test]
+fn the_search_tracks_corrected_thresholded_and_denoised_passes() {
+    // The settings whose steps read the step before (the UniC corrector), change the first
+    // step (prior correction), end in a data prediction (denoise_last) or threshold outputs
+    // (a floor of 0.3 so that it bites on this mixture's values): the search builds them with
+    // the planner's own step builder, so its distances are a real run's.
+    let base = MrSampler::from_arc(schedule(), 5).unwrap();
+    let corrected = |order| {
+        Solver::Ode(OdeMultistep {
+            corrector: true,
+            ..OdeMultistep::new(order)
+        })
+    };
+    let thresholds = Some(mrsampler::Thresholding::bounded(0.9, 0.3, 1.5).unwrap());
+    let cases = [
+        (
+            "corrector order 2",
+            base.clone().with_solver(corrected(2)).unwrap(),
+        ),
+        (
+            "corrector order 3",
+            base.clone().with_solver(corrected(3)).unwrap(),
+        ),
+        (
+            "prior correction",
+            base.clone().with_prior_correction(true).unwrap(),
+        ),
+        (
+            "prior correction, SDE 2",
+            base.clone()
+                .with_solver(Solver::sde(2))
+                .unwrap()
+                .with_prior_correction(true)
+                .unwrap(),
+        ),
+        (
+            "denoise_last",
+            base.clone().with_denoise_last(true).unwrap(),
+        ),
+        (
+            "denoise_last, noise form",
+            base.clone()
+                .with_parameterization(Parameterization::Noise)
+                .unwrap()
+                .with_denoise_last(true)
+                .unwrap(),
+        ),
+        (
+            "thresholding",
+            base.clone().with_thresholding(thresholds).unwrap(),
+        ),
+        (
+            "thresholding, SDE 2",
+            base.clone()
+                .with_solver(Solver::sde(2))
+                .unwrap()
+                .with_thresholding(thresholds)
+                .unwrap(),
+        ),
+        (
+            "all of them",
+            base.clone()
+                .with_solver(corrected(3))
+                .unwrap()
+                .with_prior_correction(true)
+                .unwrap()
+                .with_thresholding(thresholds)
+                .unwrap()
+                .with_denoise_last(true)
+                .unwrap(),
+        ),
+    ];
+    for (what, sampler) in cases {
+        assert_search_tracks_its_grid(&sampler, what);
     }
 }
 
@@ -197,26 +279,20 @@ fn the_gaussian_oracle_calibrates_too() {
 
 #[test]
 fn unsupported_settings_are_typed_errors() {
-    let sch = schedule();
-    let base = MrSampler::from_arc(sch.clone(), 5).unwrap();
-    let corrected = base
-        .clone()
-        .with_solver(Solver::Ode(OdeMultistep {
-            corrector: true,
-            ..OdeMultistep::new(2)
-        }))
-        .unwrap();
+    // What cannot be calibrated on a teacher's grid: reference mode (its own grids and order
+    // rule) and the singlestep solver (evaluations between the grid times).
+    let base = MrSampler::from_arc(schedule(), 5).unwrap();
     let calibrator = Calibrator::new(5).unwrap();
     for s in [
-        corrected,
-        base.clone().with_prior_correction(true).unwrap(),
-        base.clone().with_denoise_last(true).unwrap(),
         base.clone().with_mode(mrsampler::Mode::Reference).unwrap(),
+        base.clone().with_solver(Solver::ode_singlestep(2)).unwrap(),
     ] {
-        assert!(
-            matches!(calibrator.cost(&s), Err(Error::Conflict { .. })),
-            "{s:?}"
-        );
+        match calibrator.cost(&s) {
+            Err(Error::Conflict { reason, .. }) => {
+                assert!(reason.contains("calibrate"), "{reason}")
+            }
+            other => panic!("{s:?}: {other:?}"),
+        }
     }
     assert!(matches!(
         Calibrator::new(0),
