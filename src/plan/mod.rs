@@ -113,24 +113,32 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The grid `τ_0 > … > τ_M` (an adaptive plan: its start time only).
-    pub fn timesteps(&self) -> &[f64] {
-        &self.timesteps
+    /// The grid `τ_0 > … > τ_M` of a fixed plan; `None` for an adaptive plan, whose times are
+    /// decided while it runs (its [`Run`](crate::Run) reports them).
+    pub fn timesteps(&self) -> Option<&[f64]> {
+        self.fixed().map(|_| self.timesteps.as_slice())
     }
 
-    /// The network evaluations planned (an adaptive plan: those of its first attempt).
-    pub fn num_evaluations(&self) -> usize {
-        self.steps.len()
+    /// The network evaluations of a fixed plan; `None` for an adaptive plan (its
+    /// [`Run`](crate::Run) counts them).
+    pub fn num_evaluations(&self) -> Option<usize> {
+        self.fixed().map(|_| self.steps.len())
     }
 
-    /// The times the network will be evaluated at, in order.
-    pub fn evaluation_times(&self) -> impl Iterator<Item = f64> + '_ {
-        self.steps.iter().map(|s| s.t_eval)
+    /// The times a fixed plan evaluates the network at, in order; `None` for an adaptive plan.
+    pub fn evaluation_times(&self) -> Option<impl Iterator<Item = f64> + '_> {
+        self.fixed().map(|_| self.steps.iter().map(|s| s.t_eval))
     }
 
-    /// The order of each planned evaluation's update (0: a `denoise_last` evaluation).
-    pub fn orders(&self) -> impl Iterator<Item = usize> + '_ {
-        self.steps.iter().map(|s| s.order)
+    /// The order of each of a fixed plan's updates (0: a `denoise_last` evaluation); `None` for
+    /// an adaptive plan.
+    pub fn orders(&self) -> Option<impl Iterator<Item = usize> + '_> {
+        self.fixed().map(|_| self.steps.iter().map(|s| s.order))
+    }
+
+    /// The time the pass starts from, `τ_0` (fixed and adaptive plans).
+    pub fn start_time(&self) -> f64 {
+        self.timesteps[0]
     }
 
     /// The std `σ_prior` of the prior draw `μ + σ_prior·z`.
@@ -141,6 +149,11 @@ impl Plan {
     /// Whether the plan grows while it runs (the adaptive sampler).
     pub fn is_adaptive(&self) -> bool {
         self.controller.is_some()
+    }
+
+    /// `Some(())` for a fixed plan.
+    fn fixed(&self) -> Option<()> {
+        (!self.is_adaptive()).then_some(())
     }
 }
 

@@ -430,12 +430,13 @@ fn evaluations_per_sample(
         total += spec
             .build(schedule.clone(), r.nfe)?
             .plan(FitTarget::Noise)?
-            .num_evaluations();
+            .num_evaluations()
+            .unwrap_or(r.nfe);
         if let Some(reference) = reference_for(spec, r.nfe, schedule, args)? {
             let plan = reference.plan(FitTarget::Noise)?;
             let key = reference_key(spec, &plan);
             if !seen.contains(&key) {
-                total += plan.num_evaluations();
+                total += plan.num_evaluations().unwrap_or(r.nfe);
                 seen.push(key);
             }
         }
@@ -448,7 +449,10 @@ fn evaluations_per_sample(
 type ReferenceKey = (String, Vec<f64>);
 
 fn reference_key(spec: &SamplerSpec, plan: &Plan) -> ReferenceKey {
-    (spec.without_grid(), plan.timesteps().to_vec())
+    (
+        spec.without_grid(),
+        plan.timesteps().map(<[f64]>::to_vec).unwrap_or_default(),
+    )
 }
 
 /// Converged runs already made for a chunk, by [`ReferenceKey`].

@@ -361,7 +361,10 @@ fn restore_one(
     }
     let mu = picture.tensor(device, DType::F32)?;
     let read = start.elapsed().as_secs_f64();
-    let nfe = sampler.plan(FitTarget::Noise)?.num_evaluations();
+    let nfe = sampler
+        .plan(FitTarget::Noise)?
+        .num_evaluations()
+        .ok_or("the sampler's evaluations are decided while it runs")?;
     let bar = if quiet {
         ProgressBar::hidden()
     } else {
