@@ -84,6 +84,7 @@ mod plan;
 pub mod sampler;
 pub mod schedule;
 mod solver;
+mod spec;
 pub mod tensor;
 
 #[cfg(feature = "conformance")]
@@ -121,6 +122,7 @@ pub use sampler::{
     AdaptiveSampler, Baseline, BaselineSampler, CoupledNoise, EmbeddedPair, MrSampler, Observer,
     Pending, Plan, Run, Sample, Sampler, SecondOrder, Stats, StepView, ThirdOrder, observe,
 };
+pub use spec::{GridSpec, SamplerKind, SamplerSpec};
 pub use tensor::{
     CounterDraw, NoNoise, NoiseSource, Parallelism, PhiloxNoise, ReplayNoise, SamplerTensor,
     SeededNoise,

@@ -17,7 +17,7 @@ from pathlib import Path
 # Lowest first. `lib` (the crate root with its re-exports and prelude) may import anything.
 LAYERS = [
     "error", "mode", "schedule", "param", "solver", "config", "tensor", "model", "plan",
-    "sampler", "calibrate", "oracle", "conformance", "lib",
+    "sampler", "spec", "calibrate", "oracle", "conformance", "lib",
 ]
 RANK = {m: i for i, m in enumerate(LAYERS)}
 ROOT = Path(__file__).resolve().parent.parent / "src"

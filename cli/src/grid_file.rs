@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use mrsampler::SamplerSpec;
 use mrsampler::schedule::{IrSdeSchedule, Schedule};
 use serde::{Deserialize, Serialize};
 
@@ -125,6 +126,11 @@ impl GridFile {
             .into());
         }
         Ok(file)
+    }
+
+    /// The sampler it was calibrated for (its grid field aside).
+    pub fn spec(&self) -> Result<SamplerSpec> {
+        Ok(self.sampler.parse()?)
     }
 
     /// An error unless the grid belongs to `schedule`.

@@ -32,6 +32,7 @@ mod loading;
 mod metrics;
 mod sampling;
 mod shipped;
+mod spec;
 
 use commands::{calibrate, convert, encode, eval, info, net, restore};
 

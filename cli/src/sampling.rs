@@ -1,24 +1,20 @@
 //! The samplers the tool offers, the schedule and the network as a score model: shared by
 //! `restore` and `eval`.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use candle_core::{Device, Tensor};
-use clap::ValueEnum;
 use mrsampler::schedule::{IrSdeSchedule, TimeGrid};
 use mrsampler::{
-    Baseline, BaselineSampler, Calibrator, FitTarget, MrSampler, Parameterization, Sampler,
-    ScoreModel, Solver,
+    FitTarget, GridSpec, Parameterization, Sampler, SamplerKind, SamplerSpec, ScoreModel,
 };
 use mrsampler_models::{
     DaClip, DaClipEncoder, Mirrored, Network, TileSpec, Tiled, UpstreamOptions, preset,
 };
 
 use crate::error::Result;
-use crate::grid_file::GridFile;
 use crate::loading::{Precision, load_options};
+use crate::spec::{ToolSpec, parse_spec};
 
 /// Which network to load and how: shared by `restore` and `eval`.
 #[derive(clap::Args)]
@@ -252,15 +248,23 @@ fn nfe_bound(schedule: &IrSdeSchedule) -> usize {
     schedule.t_max().round() as usize
 }
 
-/// The named time grids `--grid` takes (`mrsampler::schedule::TimeGrid`'s names).
-pub const GRID_NAMES: &str = "linspace, uniform-lambda, karras-n, karras-t, trailing, leading";
+/// Parses `--sampler`: a [`SamplerKind`] name.
+fn parse_kind(s: &str) -> std::result::Result<SamplerKind, String> {
+    let names: Vec<&str> = SamplerKind::ALL.iter().map(|k| k.name()).collect();
+    SamplerKind::ALL
+        .into_iter()
+        .find(|k| k.name() == s || (s == "euler-maruyama" && *k == SamplerKind::EulerMaruyama))
+        .ok_or_else(|| format!("unknown sampler `{s}`; use one of {}", names.join(", ")))
+}
 
-/// `restore`'s sampler options. Every option acts or is refused: the MR Sampler's options
-/// with a baseline, and sampler options next to a grid file (which fixes them), are errors.
+/// `restore`'s sampler options: the fields of a [`SamplerSpec`] as flags. Every option acts or
+/// is refused: the MR Sampler's options with a baseline, and sampler options next to a grid
+/// file (which fixes them), are errors.
 #[derive(clap::Args)]
 pub struct SamplerChoice {
-    /// The sampler (default: mrs-ode, the library's default, or the grid file's).
-    #[arg(long, value_enum)]
+    /// The sampler: mrs-ode (default, or the grid file's), mrs-sde, posterior, euler,
+    /// euler-ode, heun-ode, heun-sde.
+    #[arg(long, value_parser = parse_kind)]
     sampler: Option<SamplerKind>,
     /// The MR Sampler's order: ODE 1–3, SDE 1–2 (default 2).
     #[arg(long)]
@@ -269,8 +273,9 @@ pub struct SamplerChoice {
     #[arg(long, value_parser = ["data", "noise"])]
     param: Option<String>,
     /// The MR Sampler's time grid: linspace (default), uniform-lambda, karras-n, karras-t,
-    /// trailing, leading; or a grid file from `mrsampler calibrate` (`….json`), which fixes
-    /// the sampler and its NFE.
+    /// trailing, leading (a parameter in brackets: karras-t(5)); a list of times
+    /// `[100,40,0]`; or a grid file from `mrsampler calibrate` (`….json`), which fixes the
+    /// sampler and its NFE.
     #[arg(long)]
     grid: Option<String>,
     /// Network evaluations per image (default 10; a grid file's own with `--grid FILE`; at most
@@ -284,7 +289,7 @@ pub struct SamplerChoice {
 
 impl SamplerChoice {
     /// The configured sampler on `schedule`, or an error naming the flags that do not fit.
-    pub fn build(&self, schedule: IrSdeSchedule) -> Result<Box<dyn Sampler>> {
+    pub fn build(&self, schedule: &IrSdeSchedule) -> Result<Box<dyn Sampler>> {
         // The flags among `flags` that were given.
         let given = |flags: &[(bool, &'static str)]| -> Vec<&'static str> {
             flags
@@ -292,27 +297,32 @@ impl SamplerChoice {
                 .filter_map(|&(given, flag)| given.then_some(flag))
                 .collect()
         };
-        let mrs_flags = given(&[
-            (self.order.is_some(), "--order"),
-            (self.param.is_some(), "--param"),
-            (self.grid.is_some(), "--grid"),
-        ]);
         if self.nfe == Some(0) {
             return Err("--nfe 0: a sampler needs at least one network evaluation".into());
         }
-        let (spec, nfe) = match self.grid.as_deref().filter(|g| is_grid_file(g)) {
-            Some(file) => {
+        let grid = match self.grid.as_deref() {
+            Some(g) => Some(g.parse::<GridSpec>().map_err(|e| {
+                format!(
+                    "--grid {g}: {e}; or give a list of times [100,40,0], or a grid file \
+                     (….json) written by `mrsampler calibrate`"
+                )
+            })?),
+            None => None,
+        };
+        let (spec, nfe) = match grid {
+            Some(GridSpec::File(file)) => {
                 let given = given(&[
                     (self.sampler.is_some(), "--sampler"),
                     (self.order.is_some(), "--order"),
                     (self.param.is_some(), "--param"),
                 ]);
-                let spec: SamplerSpec = file.parse()?;
+                let spec = parse_spec(&file.to_string_lossy())?;
                 if !given.is_empty() {
                     return Err(format!(
-                        "{}: the grid file {file} fixes the sampler ({}); leave {} out",
+                        "{}: the grid file {} fixes the sampler ({}); leave {} out",
                         given.join(", "),
-                        spec.without_grid(),
+                        file.display(),
+                        spec.solver_name(),
                         given.join(", ")
                     )
                     .into());
@@ -320,220 +330,79 @@ impl SamplerChoice {
                 let steps = spec.calibrated_steps()?.unwrap_or_default();
                 if let Some(n) = self.nfe.filter(|&n| n != steps) {
                     return Err(format!(
-                        "--nfe {n}: the grid file {file} has {steps} steps; leave --nfe out or                          calibrate for that NFE"
+                        "--nfe {n}: the grid file {} has {steps} steps; leave --nfe out or \
+                         calibrate for that NFE",
+                        file.display()
                     )
                     .into());
                 }
                 (spec, steps)
             }
-            None => {
+            grid => {
                 let kind = self.sampler.unwrap_or(SamplerKind::MrsOde);
-                if !matches!(kind, SamplerKind::MrsOde | SamplerKind::MrsSde)
-                    && !mrs_flags.is_empty()
-                {
+                let mrs_flags = given(&[
+                    (self.order.is_some(), "--order"),
+                    (self.param.is_some(), "--param"),
+                    (grid.is_some(), "--grid"),
+                ]);
+                if !kind.is_mrs() && !mrs_flags.is_empty() {
                     return Err(format!(
-                        "{}: {} are the MR Sampler's options; --sampler {} has none (use                          --sampler mrs-ode or mrs-sde, or leave them out)",
+                        "{}: {} are the MR Sampler's options; --sampler {} has none (use \
+                         --sampler mrs-ode or mrs-sde, or leave them out)",
                         mrs_flags.join(", "),
                         mrs_flags.join(", "),
-                        kind.to_possible_value().map_or_else(String::new, |v| v.get_name().to_owned())
+                        kind.name()
                     )
                     .into());
                 }
-                let grid = self.grid.clone().unwrap_or_else(|| "linspace".to_owned());
-                if grid.parse::<TimeGrid>().is_err() {
+                let order = self.order.unwrap_or(2);
+                if kind.is_mrs() && !kind.orders().contains(&order) {
                     return Err(format!(
-                        "--grid {grid}: unknown time grid; use {GRID_NAMES}, or a grid file                          (….json) written by `mrsampler calibrate`"
+                        "--order {order}: {} takes orders {}–{}",
+                        kind.name(),
+                        kind.orders().start(),
+                        kind.orders().end()
                     )
                     .into());
                 }
-                let spec = SamplerSpec {
-                    kind,
-                    order: self.order.unwrap_or(2),
-                    param: match self.param.as_deref() {
-                        Some("noise") => Parameterization::Noise,
-                        _ => Parameterization::Data,
+                let spec = match kind.is_mrs() {
+                    true => SamplerSpec {
+                        param: match self.param.as_deref() {
+                            Some("noise") => Parameterization::Noise,
+                            _ => Parameterization::Data,
+                        },
+                        grid: grid.unwrap_or(GridSpec::Named(TimeGrid::Linspace)),
+                        ..SamplerSpec::mrs(kind, order)
                     },
-                    grid,
+                    false => SamplerSpec::baseline(kind),
                 };
-                (spec, self.nfe.unwrap_or(10))
+                let nfe = match &spec.grid {
+                    GridSpec::Times(times) if kind.is_mrs() => {
+                        let steps = times.len().saturating_sub(1);
+                        if let Some(n) = self.nfe.filter(|&n| n != steps) {
+                            return Err(format!(
+                                "--nfe {n}: the --grid list has {} times, so {steps} steps; \
+                                 leave --nfe out",
+                                times.len()
+                            )
+                            .into());
+                        }
+                        steps
+                    }
+                    _ => self.nfe.unwrap_or(10),
+                };
+                (spec, nfe)
             }
         };
-        let bound = nfe_bound(&schedule);
+        let bound = nfe_bound(schedule);
         if nfe > bound && !self.force {
             return Err(format!(
-                "--nfe {nfe} is more than the schedule's T = {bound} steps (its full chain; the                  MR Sampler needs 5–20); pass --force to run it anyway"
+                "--nfe {nfe} is more than the schedule's T = {bound} steps (its full chain; the \
+                 MR Sampler needs 5–20); pass --force to run it anyway"
             )
             .into());
         }
-        // The solvers' order ranges, stated in the flag's terms before the library's check.
-        let orders = match spec.kind {
-            SamplerKind::MrsOde => 1..=3,
-            SamplerKind::MrsSde => 1..=2,
-            _ => spec.order..=spec.order,
-        };
-        if !orders.contains(&spec.order) {
-            return Err(format!(
-                "--order {}: {} takes orders {}–{}",
-                spec.order,
-                spec.without_grid(),
-                orders.start(),
-                orders.end()
-            )
-            .into());
-        }
-        spec.build(schedule, nfe)
-    }
-}
-
-/// The sampler families.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum SamplerKind {
-    /// The MR Sampler on the probability-flow ODE.
-    MrsOde,
-    /// The MR Sampler on the reverse SDE.
-    MrsSde,
-    /// Posterior sampling (strided), DA-CLIP's and IR-SDE's sampler.
-    Posterior,
-    /// Euler–Maruyama on the reverse SDE (strided).
-    Euler,
-}
-
-/// A sampler configuration without its step count: `KIND[-ORDER][:PARAM][:GRID]`, e.g.
-/// `mrs-sde-2`, `mrs-ode-3:noise:uniform-lambda`, `posterior`; GRID may be a grid file
-/// written by `mrsampler calibrate` (`….json`), and the whole spec may be just that file
-/// (the sampler it was calibrated for).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SamplerSpec {
-    /// The family.
-    pub kind: SamplerKind,
-    /// The MR Sampler's order (ODE 1–3, SDE 1–2).
-    pub order: usize,
-    /// The MR Sampler's parameterization.
-    pub param: Parameterization,
-    /// The MR Sampler's time grid, as `TimeGrid` parses it, or the path of a grid file.
-    pub grid: String,
-}
-
-impl SamplerSpec {
-    /// Whether the sampler draws noise after its start state.
-    pub fn is_stochastic(&self) -> bool {
-        self.kind != SamplerKind::MrsOde
-    }
-
-    /// Whether it is one of the MR Sampler's configurations.
-    pub fn is_mrs(&self) -> bool {
-        matches!(self.kind, SamplerKind::MrsOde | SamplerKind::MrsSde)
-    }
-
-    /// The grid file, when the grid is one.
-    pub fn grid_file(&self) -> Option<&Path> {
-        is_grid_file(&self.grid).then(|| Path::new(&self.grid))
-    }
-
-    /// `KIND-ORDER:PARAM` (the MR Sampler) or `KIND` (a baseline).
-    pub fn without_grid(&self) -> String {
-        let param = match self.param {
-            Parameterization::Noise => "noise",
-            _ => "data",
-        };
-        match self.kind {
-            SamplerKind::Posterior => "posterior".to_owned(),
-            SamplerKind::Euler => "euler".to_owned(),
-            SamplerKind::MrsOde => format!("mrs-ode-{}:{param}", self.order),
-            SamplerKind::MrsSde => format!("mrs-sde-{}:{param}", self.order),
-        }
-    }
-}
-
-/// Whether a grid argument names a grid file rather than a grid.
-fn is_grid_file(grid: &str) -> bool {
-    grid.ends_with(".json")
-}
-
-impl FromStr for SamplerSpec {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        if is_grid_file(s) && !s.starts_with("mrs-") {
-            // A grid file alone: the sampler it was calibrated for.
-            let file = GridFile::load(Path::new(s)).map_err(|e| e.to_string())?;
-            let mut spec: SamplerSpec = file.sampler.parse()?;
-            spec.grid = s.to_owned();
-            return Ok(spec);
-        }
-        let usage = || {
-            format!(
-                "sampler `{s}`: expected KIND[-ORDER][:PARAM][:GRID] with KIND mrs-ode, mrs-sde, \
-                 posterior or euler, PARAM data or noise, GRID a time grid (linspace, \
-                 uniform-lambda, karras-t, ...), e.g. mrs-sde-2:data:linspace"
-            )
-        };
-        let mut parts = s.split(':');
-        let head = parts.next().unwrap_or_default();
-        let (kind, order) = match head {
-            "posterior" => (SamplerKind::Posterior, 1),
-            "euler" => (SamplerKind::Euler, 1),
-            _ => {
-                let (k, order) = match head.rsplit_once('-') {
-                    Some((k, o)) if o.chars().all(|c| c.is_ascii_digit()) && !o.is_empty() => {
-                        (k, o.parse().map_err(|_| usage())?)
-                    }
-                    _ => (head, 2),
-                };
-                let kind = match k {
-                    "mrs-ode" => SamplerKind::MrsOde,
-                    "mrs-sde" => SamplerKind::MrsSde,
-                    _ => return Err(usage()),
-                };
-                (kind, order)
-            }
-        };
-        let param = match parts.next() {
-            None | Some("data") => Parameterization::Data,
-            Some("noise") => Parameterization::Noise,
-            Some(_) => return Err(usage()),
-        };
-        let grid = parts.collect::<Vec<_>>().join(":");
-        let grid = if grid.is_empty() {
-            "linspace".to_owned()
-        } else {
-            grid
-        };
-        if is_grid_file(&grid) {
-            let file = GridFile::load(Path::new(&grid)).map_err(|e| e.to_string())?;
-            let head = s.rsplit_once(':').map_or(s, |(h, _)| h);
-            let own: SamplerSpec = file.sampler.parse()?;
-            let given: SamplerSpec = head.parse()?;
-            if own != given {
-                return Err(format!(
-                    "sampler `{s}`: the grid file was calibrated for {}, not {}; give the file \
-                     alone to use its sampler",
-                    file.sampler,
-                    given.without_grid()
-                ));
-            }
-        } else {
-            grid.parse::<TimeGrid>()
-                .map_err(|e| format!("sampler `{s}`: {e}"))?;
-        }
-        if !matches!(kind, SamplerKind::MrsOde | SamplerKind::MrsSde) && s != head {
-            return Err(usage());
-        }
-        Ok(Self {
-            kind,
-            order,
-            param,
-            grid,
-        })
-    }
-}
-
-impl fmt::Display for SamplerSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.is_mrs() {
-            true => write!(f, "{}:{}", self.without_grid(), self.grid),
-            false => write!(f, "{}", self.without_grid()),
-        }
+        spec.for_images(schedule, nfe)
     }
 }
 
@@ -763,89 +632,5 @@ impl ScoreModel<Tensor> for Model {
 
     fn input_rank(&self) -> Option<usize> {
         Some(4)
-    }
-}
-
-impl SamplerSpec {
-    /// The sampler `self` names, with `nfe` evaluations on `schedule`, its output clamped to
-    /// `[0, 1]`.
-    pub fn build(&self, schedule: IrSdeSchedule, nfe: usize) -> Result<Box<dyn Sampler>> {
-        let range = Some((0.0, 1.0));
-        if let Some(mrs) = self.build_mrs(schedule.clone(), nfe)? {
-            return Ok(Box::new(mrs));
-        }
-        let kind = match self.kind {
-            SamplerKind::Posterior => Baseline::Posterior,
-            _ => Baseline::EulerMaruyama,
-        };
-        Ok(Box::new(
-            BaselineSampler::new(schedule, kind, nfe)?.with_data_range(range)?,
-        ))
-    }
-
-    /// The MR Sampler `self` names (`None` for a baseline), as [`build`](Self::build).
-    pub fn build_mrs(&self, schedule: IrSdeSchedule, nfe: usize) -> Result<Option<MrSampler>> {
-        let solver = match self.kind {
-            SamplerKind::MrsOde => Solver::ode(self.order),
-            SamplerKind::MrsSde => Solver::sde(self.order),
-            SamplerKind::Posterior | SamplerKind::Euler => return Ok(None),
-        };
-        let grid = match self.grid_file() {
-            Some(path) => {
-                let file = GridFile::load(path)?;
-                file.check_schedule(&schedule, path)?;
-                if file.steps != nfe {
-                    return Err(format!(
-                        "{}: the grid has {} steps; {nfe} were asked for (a calibrated grid \
-                         runs at the NFE it was calibrated for)",
-                        path.display(),
-                        file.steps
-                    )
-                    .into());
-                }
-                TimeGrid::Custom(file.times)
-            }
-            None => self.grid.parse::<TimeGrid>()?,
-        };
-        Ok(Some(
-            MrSampler::new(schedule, nfe)?
-                .with_solver(solver)?
-                .with_parameterization(self.param)?
-                .with_grid(grid)?
-                .with_data_range(Some((0.0, 1.0)))?,
-        ))
-    }
-
-    /// The converged reference of `self`'s rows at `nfe` (an MR Sampler; `None` for a
-    /// baseline): the MR Sampler at `converged_nfe` on its grid, or with `teacher` on the
-    /// calibration teacher grid at `nfe` (every named grid at `nfe` nests in it), or, for a
-    /// calibrated grid, on the teacher's grid it was chosen from.
-    pub fn reference(
-        &self,
-        schedule: IrSdeSchedule,
-        nfe: usize,
-        converged_nfe: usize,
-        teacher: bool,
-    ) -> Result<Option<MrSampler>> {
-        let steps = self.calibrated_steps()?.unwrap_or(nfe);
-        let Some(own) = self.build_mrs(schedule.clone(), steps)? else {
-            return Ok(None);
-        };
-        let times = match self.grid_file() {
-            Some(path) => Some(GridFile::load(path)?.teacher_grid),
-            None if teacher => Some(Calibrator::new(nfe)?.teacher_grid(&own)?),
-            None => None,
-        };
-        match times {
-            Some(times) => Ok(Some(own.with_grid(TimeGrid::Custom(times))?)),
-            None => self.build_mrs(schedule, converged_nfe),
-        }
-    }
-
-    /// The step count of a calibrated spec's rows, `None` for others.
-    pub fn calibrated_steps(&self) -> Result<Option<usize>> {
-        self.grid_file()
-            .map(|p| GridFile::load(p).map(|f| f.steps))
-            .transpose()
     }
 }

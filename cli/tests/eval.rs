@@ -188,7 +188,10 @@ fn bad_inputs_are_refused_with_a_reason() {
     rgb(&dir.path().join("degraded/img1.png"), 8, 8, 4);
     for (extra, expected) in [
         (vec!["--samplers", "mrs-xde-2"], "expected KIND"),
-        (vec!["--samplers", "posterior:noise"], "expected KIND"),
+        (
+            vec!["--samplers", "posterior:noise"],
+            "write `posterior` alone",
+        ),
         (vec!["--nfe", "0"], "at least 1"),
         (vec!["--seeds", "0"], "at least 1"),
         (vec!["--device", "cuda:0"], "not available"),

@@ -7,10 +7,11 @@ use serde_json::{Map, Value};
 use crate::error::Error;
 use crate::param::{FitTarget, Parameterization};
 use crate::sampler::{
-    Baseline, BaselineSampler, Mode, MrSampler, OdeMultistep, OrderRule, Sampler, SdeMultistep,
-    Solver, Thresholding,
+    Baseline, BaselineSampler, Mode, OdeMultistep, OrderRule, Sampler, SdeMultistep, Solver,
+    Thresholding,
 };
 use crate::schedule::{CumulativeFrom, IrSdeSchedule, Schedule, ThetaSchedule, TimeGrid};
+use crate::spec::{GridSpec, SamplerKind, SamplerSpec};
 
 /// Why a case could not be read or run.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +58,10 @@ pub enum CaseError {
 /// The sampler a case configures, with how its model reads the output.
 #[derive(Debug, Clone)]
 pub struct CaseSampler {
+    /// The case's sampler in the crate's text form ([`SamplerSpec`]): the format's `kind`,
+    /// `solver_type`, `order`, `parameterization` and time grid; the format's other options
+    /// (mode, order rule, `lambda_min`, thresholding, `denoise_last`) are set on the sampler.
+    pub spec: SamplerSpec,
     /// The configured sampler (an MR Sampler or a baseline).
     pub sampler: Arc<dyn Sampler>,
     /// How the model output is read (baselines read noise).
@@ -370,11 +375,11 @@ fn parse_sampler(v: &Value, schedule: Arc<dyn Schedule>) -> Result<CaseSampler, 
     let kind = str_of(req(s, p, "kind")?, "sampler.kind")?;
     let baseline = match kind {
         "mrs" => None,
-        "euler_maruyama" => Some(Baseline::EulerMaruyama),
-        "posterior" => Some(Baseline::Posterior),
-        "euler_ode" => Some(Baseline::EulerOde),
-        "heun_ode" => Some(Baseline::Heun { stochastic: false }),
-        "heun_sde" => Some(Baseline::Heun { stochastic: true }),
+        "euler_maruyama" => Some(SamplerKind::EulerMaruyama),
+        "posterior" => Some(SamplerKind::Posterior),
+        "euler_ode" => Some(SamplerKind::EulerOde),
+        "heun_ode" => Some(SamplerKind::HeunOde),
+        "heun_sde" => Some(SamplerKind::HeunSde),
         other => {
             return Err(CaseError::UnknownKind {
                 what: "sampler",
@@ -384,7 +389,11 @@ fn parse_sampler(v: &Value, schedule: Arc<dyn Schedule>) -> Result<CaseSampler, 
     };
     let mode = parse_mode(s, p)?;
     let steps = usize_of(req(s, p, "num_steps")?, "sampler.num_steps")?;
-    if let Some(b) = baseline {
+    if let Some(kind) = baseline {
+        let spec = SamplerSpec::baseline(kind);
+        let b = kind.baseline().ok_or(Error::StepOrder {
+            what: "a baseline kind without a baseline",
+        })?;
         // A reference-mode case asks for the reference's arithmetic, unit steps included.
         let sampler = BaselineSampler::from_arc(schedule.clone(), b, steps)?;
         let unit_steps = mode == Mode::Reference
@@ -396,24 +405,16 @@ fn parse_sampler(v: &Value, schedule: Arc<dyn Schedule>) -> Result<CaseSampler, 
             sampler.with_mode(mode)?
         };
         return Ok(CaseSampler {
+            spec,
             sampler: Arc::new(sampler),
             fit: FitTarget::Noise,
             model_schedule: schedule,
         });
     }
     let order = usize_of(req(s, p, "order")?, "sampler.order")?;
-    // Exact mode replays the specification's order rule (`lower_order_final`), which the
-    // library's default refines (`OrderRule`'s documentation).
-    let rule = (mode == Mode::Exact).then_some(OrderRule::LowerOrderFinal);
-    let solver = match str_of(req(s, p, "solver_type")?, "sampler.solver_type")? {
-        "ode" => Solver::Ode(OdeMultistep {
-            order_rule: rule,
-            ..OdeMultistep::new(order)
-        }),
-        "sde" => Solver::Sde(SdeMultistep {
-            order_rule: rule,
-            ..SdeMultistep::new(order)
-        }),
+    let kind = match str_of(req(s, p, "solver_type")?, "sampler.solver_type")? {
+        "ode" => SamplerKind::MrsOde,
+        "sde" => SamplerKind::MrsSde,
         other => {
             return Err(CaseError::Invalid {
                 key: "sampler.solver_type".into(),
@@ -429,25 +430,59 @@ fn parse_sampler(v: &Value, schedule: Arc<dyn Schedule>) -> Result<CaseSampler, 
     let custom = opt(s, p, "timesteps", None, |v, k| vec_f64(v, k).map(Some))?;
     let grid_name = str_of(req(s, p, "time_schedule")?, "sampler.time_schedule")?;
     let grid = match (grid_name, custom) {
-        ("custom", Some(times)) => TimeGrid::Custom(times),
+        ("custom", Some(times)) => {
+            if times.len() != steps + 1 {
+                return Err(CaseError::Invalid {
+                    key: "sampler.timesteps".into(),
+                    reason: format!("{} times for num_steps = {steps}", times.len()),
+                });
+            }
+            GridSpec::Times(times)
+        }
         ("custom", None) => {
             return Err(CaseError::Invalid {
                 key: "sampler.timesteps".into(),
                 reason: "the custom grid needs its list of times".into(),
             });
         }
-        (name, _) => match name.parse()? {
+        (name, _) => GridSpec::Named(match name.parse()? {
             TimeGrid::KarrasN { .. } => TimeGrid::KarrasN { rho },
             TimeGrid::KarrasT { .. } => TimeGrid::KarrasT { rho },
             TimeGrid::Leading { .. } => TimeGrid::Leading { offset },
             other => other,
-        },
+        }),
+    };
+    if steps == 0 && !matches!(grid, GridSpec::Times(_)) {
+        return Err(Error::setting("num_steps", 0, "at least one step is needed").into());
+    }
+    let spec = SamplerSpec {
+        kind,
+        order,
+        param,
+        grid,
+    };
+    // Exact mode replays the specification's order rule (`lower_order_final`), which the
+    // library's default refines (`OrderRule`'s documentation).
+    let rule = (mode == Mode::Exact).then_some(OrderRule::LowerOrderFinal);
+    let solver = match kind {
+        SamplerKind::MrsSde => Solver::Sde(SdeMultistep {
+            order_rule: rule,
+            ..SdeMultistep::new(order)
+        }),
+        _ => Solver::Ode(OdeMultistep {
+            order_rule: rule,
+            ..OdeMultistep::new(order)
+        }),
     };
     let lambda_min = opt(s, p, "lambda_min", None, |v, k| f64_of(v, k).map(Some))?;
     // The reference's Karras grids span the whole schedule whatever lambda_min says; the
     // sampler refuses the pair, so the replay leaves lambda_min out for them.
-    let lambda_min =
-        lambda_min.filter(|_| !matches!(grid, TimeGrid::KarrasN { .. } | TimeGrid::KarrasT { .. }));
+    let lambda_min = lambda_min.filter(|_| {
+        !matches!(
+            spec.grid,
+            GridSpec::Named(TimeGrid::KarrasN { .. } | TimeGrid::KarrasT { .. })
+        )
+    });
     let thresholding = opt(s, p, "thresholding", false, bool_of)?;
     let ratio = opt(s, p, "threshold_ratio", 0.995, f64_of)?;
     let tmax = opt(s, p, "threshold_max", 1.5, f64_of)?;
@@ -459,30 +494,23 @@ fn parse_sampler(v: &Value, schedule: Arc<dyn Schedule>) -> Result<CaseSampler, 
         None
     };
     // The format's MRS `final` is clipped to the image range [0, 1].
-    let mut sampler = MrSampler::from_arc(schedule, steps.max(1))?
+    let mut sampler = spec
+        .build_mrs(schedule, steps)?
+        .ok_or(Error::StepOrder {
+            what: "an MR Sampler kind that built no MR Sampler",
+        })?
         .with_mode(mode)?
         .with_data_range(Some((0.0, 1.0)))?
         .with_solver(solver)?
-        .with_parameterization(param)?
         .with_lambda_min(lambda_min)?
         .with_denoise_last(denoise_last)?;
-    if let TimeGrid::Custom(v) = &grid {
-        if v.len() != steps + 1 {
-            return Err(CaseError::Invalid {
-                key: "sampler.timesteps".into(),
-                reason: format!("{} times for num_steps = {steps}", v.len()),
-            });
-        }
-    } else if steps == 0 {
-        return Err(Error::setting("num_steps", 0, "at least one step is needed").into());
-    }
-    sampler = sampler.with_grid(grid)?;
     // The format accepts thresholding where exact mode has nothing to threshold (the noise form
     // without a final data prediction), as a no-op; the sampler refuses that pair.
     if sampler.has_data_predictions_to_threshold() {
         sampler = sampler.with_thresholding(thresholds)?;
     }
     Ok(CaseSampler {
+        spec,
         model_schedule: sampler.model_schedule()?,
         sampler: Arc::new(sampler),
         fit,

@@ -161,6 +161,7 @@ pub fn run_case<T: SamplerTensor>(case: &Case, proto: &T) -> Result<Outcome, Cas
         sampler,
         fit,
         model_schedule,
+        ..
     } = &case.sampler;
     let mut model = build_model::<T>(case, *fit, model_schedule.clone())?;
     let sample =

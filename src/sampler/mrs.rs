@@ -454,7 +454,11 @@ mod tests {
     }
 
     fn orders(s: &MrSampler) -> Vec<usize> {
-        s.plan(FitTarget::Noise).unwrap().orders().unwrap().collect()
+        s.plan(FitTarget::Noise)
+            .unwrap()
+            .orders()
+            .unwrap()
+            .collect()
     }
 
     /// The step-ratio rule lowers the order of the long last λ-steps of a linspace-in-t grid

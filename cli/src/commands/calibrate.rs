@@ -14,7 +14,9 @@ use crate::error::Result;
 use crate::files::write_atomically;
 use crate::grid_file::{Candidate, FORMAT, GridFile, Provenance, ScheduleStamp};
 use crate::images::{self, Picture};
-use crate::sampling::{Model, ModelArgs, SamplerSpec};
+use crate::sampling::{Model, ModelArgs};
+use crate::spec::{ToolSpec, parse_spec};
+use mrsampler::SamplerSpec;
 
 /// `calibrate`'s options.
 #[derive(Args)]
@@ -26,7 +28,7 @@ pub struct CalibrateArgs {
     #[arg(long, num_args = 1..)]
     images: Vec<PathBuf>,
     /// The sampler to calibrate, `KIND[-ORDER][:PARAM]` with KIND `mrs-ode` or `mrs-sde`.
-    #[arg(long, default_value = "mrs-sde-2:data")]
+    #[arg(long, default_value = "mrs-sde-2:data", value_parser = parse_spec)]
     sampler: SamplerSpec,
     /// Network evaluations (steps) of the calibrated grid.
     #[arg(long)]
@@ -53,7 +55,7 @@ pub struct CalibrateArgs {
 
 /// Runs `calibrate`.
 pub fn run(args: CalibrateArgs) -> Result<()> {
-    if !args.sampler.is_mrs() || args.sampler.grid_file().is_some() {
+    if !args.sampler.kind.is_mrs() || args.sampler.grid_file().is_some() {
         return Err(format!(
             "--sampler {}: calibration fits the MR Sampler's grid; give mrs-ode-ORDER:PARAM or \
              mrs-sde-ORDER:PARAM",
@@ -112,7 +114,7 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
     }
     let one = Tensor::cat(&planes, 0)?;
     let mu = Tensor::cat(&vec![one; args.seeds], 0)?;
-    let Some(sampler) = args.sampler.build_mrs(schedule.clone(), args.nfe)? else {
+    let Some(sampler) = args.sampler.mrs_for_images(&schedule, args.nfe)? else {
         unreachable!("checked to be an MR Sampler above")
     };
     let calibrator = Calibrator::new(args.nfe)?
@@ -126,7 +128,7 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
         eprintln!(
             "calibrating {} at {} NFE on {} image(s) × {} seed(s): {evaluations} network \
              evaluations of a batch of {batch}",
-            args.sampler.without_grid(),
+            args.sampler.solver_name(),
             args.nfe,
             names.len(),
             args.seeds
@@ -175,7 +177,7 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
         .collect();
     let file = GridFile {
         format: FORMAT.to_owned(),
-        sampler: args.sampler.without_grid(),
+        sampler: args.sampler.solver_name(),
         steps: args.nfe,
         times: cal.grid.clone(),
         chosen: cal.best().name.clone(),

@@ -26,7 +26,9 @@ use crate::error::Result;
 use crate::files::write_atomically;
 use crate::images::{self, Picture};
 use crate::metrics::{gradient_energy_ratio, mean_sd, psnr, ssim};
-use crate::sampling::{Model, ModelArgs, SamplerSpec};
+use crate::sampling::{Model, ModelArgs};
+use crate::spec::{ToolSpec, parse_spec};
+use mrsampler::SamplerSpec;
 
 /// `eval`'s options.
 #[derive(Args)]
@@ -50,7 +52,8 @@ pub struct EvalArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "mrs-ode-2,mrs-sde-2,posterior"
+        default_value = "mrs-ode-2,mrs-sde-2,posterior",
+        value_parser = parse_spec
     )]
     samplers: Vec<SamplerSpec>,
     /// Evaluation counts of the MR Sampler rows.
@@ -223,12 +226,12 @@ pub fn run(args: EvalArgs) -> Result<()> {
         let calibrated = spec.calibrated_steps()?.map(|k| vec![k]);
         let counts = match &calibrated {
             Some(own) => own,
-            None if spec.is_mrs() => &args.nfe,
+            None if spec.kind.is_mrs() => &args.nfe,
             None => &args.baseline_nfe,
         };
         for &nfe in counts {
             // Build once here so that a bad configuration fails before any work.
-            spec.build(schedule.clone(), nfe)?;
+            spec.for_images(&schedule, nfe)?;
             rows.push(Row::new(Some(spec.clone()), nfe));
         }
     }
@@ -428,7 +431,7 @@ fn evaluations_per_sample(
     for r in rows {
         let Some(spec) = &r.spec else { continue };
         total += spec
-            .build(schedule.clone(), r.nfe)?
+            .for_images(schedule, r.nfe)?
             .plan(FitTarget::Noise)?
             .num_evaluations()
             .unwrap_or(r.nfe);
@@ -450,7 +453,7 @@ type ReferenceKey = (String, Vec<f64>);
 
 fn reference_key(spec: &SamplerSpec, plan: &Plan) -> ReferenceKey {
     (
-        spec.without_grid(),
+        spec.solver_name(),
         plan.timesteps().map(<[f64]>::to_vec).unwrap_or_default(),
     )
 }
@@ -468,7 +471,7 @@ fn reference_for(
     args: &EvalArgs,
 ) -> Result<Option<MrSampler>> {
     spec.reference(
-        schedule.clone(),
+        schedule,
         nfe,
         args.converged_nfe,
         args.converged == Converged::Teacher,
@@ -588,19 +591,16 @@ impl<'a> Chunk<'a> {
         let noise = || PhiloxNoise::per_sample(self.seeds.clone());
         // A baseline's full-chain row is its reference: run it first.
         let mut order: Vec<usize> = (0..rows.len()).collect();
-        order.sort_by_key(|&i| spec.is_mrs() || rows[i].nfe != t_steps);
-        let full_chain = match spec.is_mrs() {
+        order.sort_by_key(|&i| spec.kind.is_mrs() || rows[i].nfe != t_steps);
+        let full_chain = match spec.kind.is_mrs() {
             true => None,
-            false => Some(
-                spec.build(schedule.clone(), t_steps)?
-                    .plan(FitTarget::Noise)?,
-            ),
+            false => Some(spec.for_images(schedule, t_steps)?.plan(FitTarget::Noise)?),
         };
         let mut chain: Option<(&Plan, Tensor)> = None;
         let mut outs: Vec<Option<Tensor>> = vec![None; rows.len()];
         for i in order {
             let row = &mut rows[i];
-            let cfg = spec.build(schedule.clone(), row.nfe)?;
+            let cfg = spec.for_images(schedule, row.nfe)?;
             let plan = cfg.plan(FitTarget::Noise)?;
             let reference: Option<(&Plan, &Tensor)> =
                 match reference_for(spec, row.nfe, schedule, args)? {
@@ -631,7 +631,7 @@ impl<'a> Chunk<'a> {
             let begin = Instant::now();
             // Stochastic rows draw on the converged run's Brownian path where the grids nest.
             let ref_plan = reference.map(|r| r.0).or(full_chain.as_ref());
-            let coupling = match (spec.is_stochastic(), ref_plan) {
+            let coupling = match (spec.kind.is_stochastic(), ref_plan) {
                 (true, Some(r)) => CoupledNoise::new(&plan, r, noise()).map(Some),
                 _ => Ok(None),
             };
@@ -651,7 +651,7 @@ impl<'a> Chunk<'a> {
             }
             .x;
             row.seconds += begin.elapsed().as_secs_f64();
-            row.is_reference = !spec.is_mrs() && row.nfe == t_steps;
+            row.is_reference = !spec.kind.is_mrs() && row.nfe == t_steps;
             if row.is_reference {
                 self.measure(row, &x, None)?;
                 chain = full_chain.as_ref().map(|p| (p, x.clone()));

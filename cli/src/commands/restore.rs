@@ -297,7 +297,7 @@ pub fn run(args: RestoreArgs) -> Result<()> {
             .collect();
     }
     let (net, schedule) = args.model.load()?;
-    let sampler = args.sampler.build(schedule)?;
+    let sampler = args.sampler.build(&schedule)?;
     if let Some(size) = args.tile {
         net.check_tile(size)?;
     }
