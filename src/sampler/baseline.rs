@@ -214,32 +214,18 @@ mod tests {
     use crate::schedule::IrSdeSchedule;
 
     #[test]
-    fn unsupported_configurations_error() {
+    fn reference_heun_and_unit_steps() {
+        // The conflicts themselves are tested together in tests/it/conflicts.rs.
         let s = IrSdeSchedule::da_clip();
-        let checked = |r: Result<BaselineSampler>| r.and_then(BaselineSampler::check);
-        let e = checked(
-            BaselineSampler::new(s.clone(), Baseline::EulerOde, 10)
-                .unwrap()
-                .with_mode(Mode::Reference),
-        );
-        assert!(matches!(e, Err(Error::Conflict { .. })), "{e:?}");
         let h = BaselineSampler::new(s.clone(), Baseline::Heun { stochastic: false }, 10).unwrap();
         assert_eq!(h.plan(FitTarget::Noise).unwrap().steps.len(), 10);
-        let reference_heun = h.with_mode(Mode::Reference).unwrap();
-        assert!(matches!(
-            reference_heun.plan(FitTarget::Noise),
-            Err(Error::Conflict { .. })
-        ));
-        // The reference's unit steps at K < T need the opt-in, which applies only there.
-        let p = BaselineSampler::new(s.clone(), Baseline::Posterior, 10).unwrap();
-        let e = checked(p.clone().with_mode(Mode::Reference)).unwrap_err();
-        assert!(e.to_string().contains("exact mode"), "{e}");
-        let opted = p.clone().with_reference_unit_steps(true).unwrap();
+        let p = BaselineSampler::new(s, Baseline::Posterior, 10).unwrap();
+        let e = p
+            .clone()
+            .with_mode(Mode::Reference)
+            .and_then(BaselineSampler::check);
+        assert!(e.unwrap_err().to_string().contains("exact mode"));
+        let opted = p.with_reference_unit_steps(true).unwrap();
         assert_eq!(opted.mode(), Mode::Reference);
-        assert!(checked(opted.with_mode(Mode::Exact)).is_err());
-        let h = BaselineSampler::new(s.clone(), Baseline::Heun { stochastic: true }, 10).unwrap();
-        assert!(checked(h.with_reference_unit_steps(true)).is_err());
-        let p = BaselineSampler::new(s, Baseline::Posterior, 100).unwrap();
-        assert!(checked(p.with_mode(Mode::Reference)).is_ok());
     }
 }

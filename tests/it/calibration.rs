@@ -278,22 +278,8 @@ fn the_gaussian_oracle_calibrates_too() {
 }
 
 #[test]
-fn unsupported_settings_are_typed_errors() {
-    // What cannot be calibrated on a teacher's grid: reference mode (its own grids and order
-    // rule) and the singlestep solver (evaluations between the grid times).
-    let base = MrSampler::from_arc(schedule(), 5).unwrap();
-    let calibrator = Calibrator::new(5).unwrap();
-    for s in [
-        base.clone().with_mode(mrsampler::Mode::Reference).unwrap(),
-        base.clone().with_solver(Solver::ode_singlestep(2)).unwrap(),
-    ] {
-        match calibrator.cost(&s) {
-            Err(Error::Conflict { reason, .. }) => {
-                assert!(reason.contains("calibrate"), "{reason}")
-            }
-            other => panic!("{s:?}: {other:?}"),
-        }
-    }
+fn bad_calibrator_settings_are_typed_errors() {
+    // (The settings a calibration refuses are in conflicts.rs.)
     assert!(matches!(
         Calibrator::new(0),
         Err(Error::InvalidSetting { .. })

@@ -8,6 +8,7 @@ mod adaptive;
 mod api;
 mod backends;
 mod calibration;
+mod conflicts;
 mod convergence;
 mod determinism;
 mod diffusers;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use mrsampler::oracle::{GaussianOracle, gaussian_output_law};
 use mrsampler::schedule::{IrSdeSchedule, Schedule, TimeGrid};
-use mrsampler::{Mode, MrSampler, Parameterization, Sampler, SeededNoise, Solver};
+use mrsampler::{MrSampler, Sampler, SeededNoise, Solver};
 use ndarray::{ArrayD, IxDyn};
 
 const M: [f64; 3] = [0.7, 0.2, 0.45];
@@ -117,33 +117,6 @@ fn corrected_first_step_closed_form() {
         assert!(
             (got - want).abs() < 1e-13,
             "coordinate {i}: {got} vs {want}"
-        );
-    }
-}
-
-/// Outside the exact data form the correction does not apply: asking for it there is an
-/// error that names it (it used to be ignored silently).
-#[test]
-fn refused_outside_the_exact_data_form() {
-    let sch = Arc::new(IrSdeSchedule::da_clip());
-    for (mode, param) in [
-        (Mode::Reference, Parameterization::Data),
-        (Mode::Exact, Parameterization::Noise),
-    ] {
-        let base = MrSampler::from_arc(sch.clone(), 8)
-            .unwrap()
-            .with_mode(mode)
-            .unwrap()
-            .with_parameterization(param)
-            .unwrap();
-        assert!(base.clone().with_prior_correction(false).is_ok());
-        let e = base
-            .with_prior_correction(true)
-            .and_then(MrSampler::check)
-            .unwrap_err();
-        assert!(
-            matches!(&e, mrsampler::Error::Conflict { setting, .. } if setting == "prior_correction"),
-            "{mode:?} {param:?}: {e}"
         );
     }
 }
