@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Check that the core crate's modules import only downward, and list import cycles.
+"""Check that the core crate's and the tool's modules import only downward, and list import
+cycles.
 
     python3 tools/check_layers.py [--strict]
 
-Reads every `src/**/*.rs` file's `crate::` paths outside comments and unit-test modules (in `use` lines, grouped
+Reads every `src/**/*.rs` and `cli/src/**/*.rs` file's `crate::` paths outside comments and unit-test modules (in `use` lines, grouped
 `use crate::{...}` included, and inline paths), maps each file to its top-level module, and
-compares with LAYERS below (lowest first; a module may import its own layer and any lower one).
+compares with the crate's layers in CRATES below (lowest first; a module may import its own layer and any lower one).
 Also builds the file-level graph (`super::` resolved) and reports its cycles. Prints every
 violation; exits 1 on any with `--strict`, else 0 (the known ones are listed in the output).
 """
@@ -14,13 +15,28 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-# Lowest first. `lib` (the crate root with its re-exports and prelude) may import anything.
-LAYERS = [
-    "error", "mode", "schedule", "param", "solver", "config", "tensor", "model", "plan",
-    "sampler", "spec", "calibrate", "oracle", "conformance", "lib",
-]
+# Lowest first. The crate root (`lib`, the CLI's `main`: re-exports, the prelude, the argument
+# parser) may import anything.
+CRATES = {
+    "core": (
+        Path(__file__).resolve().parent.parent / "src",
+        "lib",
+        [
+            "error", "mode", "schedule", "param", "solver", "config", "tensor", "model", "plan",
+            "sampler", "spec", "calibrate", "oracle", "conformance", "lib",
+        ],
+    ),
+    "cli": (
+        Path(__file__).resolve().parent.parent / "cli" / "src",
+        "main",
+        [
+            "error", "files", "arrays", "images", "metrics", "classical", "shipped", "loading",
+            "grid_file", "spec", "sampling", "commands", "main",
+        ],
+    ),
+}
+ROOT, ROOT_FILE, LAYERS = CRATES["core"]
 RANK = {m: i for i, m in enumerate(LAYERS)}
-ROOT = Path(__file__).resolve().parent.parent / "src"
 
 
 def module_of(path: Path) -> str:
@@ -33,7 +49,7 @@ def file_key(path: Path) -> str:
     parts = list(rel.parts)
     if parts[-1] == "mod":
         parts.pop()
-    return "::".join(parts) or "lib"
+    return "::".join(parts) or ROOT_FILE
 
 
 def code_lines(text: str):
@@ -80,7 +96,7 @@ def imports(path: Path):
     if cut:
         text = text[: cut.start()]
     text = "\n".join(code_lines(text))
-    here = [] if path.name == "lib.rs" else file_key(path).split("::")
+    here = [] if path.name == ROOT_FILE + ".rs" else file_key(path).split("::")
     found = []
     for m in re.finditer(r"\buse\s+((?:crate|super)::[^;]*);", text, re.S):
         found.extend(p for p in expand_use(re.sub(r"\s+", "", m.group(1))) if not p.endswith("::"))
@@ -101,7 +117,7 @@ def imports(path: Path):
 
 def root_aliases():
     """Names the crate root re-exports (`pub use sampler::{MrSampler, ...}`) -> their module."""
-    text = "\n".join(code_lines((ROOT / "lib.rs").read_text()))
+    text = "\n".join(code_lines((ROOT / (ROOT_FILE + ".rs")).read_text()))
     aliases = {}
     for m in re.finditer(r"\bpub use\s+([^;]*);", text, re.S):
         for p in expand_use(re.sub(r"\s+", "", m.group(1))):
@@ -112,6 +128,18 @@ def root_aliases():
 
 
 def main() -> int:
+    """Checks every crate; exits 1 on any violation with `--strict`."""
+    global ROOT, ROOT_FILE, LAYERS, RANK
+    failed = 0
+    for name, (root, root_file, layers) in CRATES.items():
+        ROOT, ROOT_FILE, LAYERS = root, root_file, layers
+        RANK = {m: i for i, m in enumerate(LAYERS)}
+        print(f"{name} ({root.relative_to(root.parent.parent) if name == 'cli' else 'src'}):")
+        failed |= check_crate()
+    return failed
+
+
+def check_crate() -> int:
     strict = "--strict" in sys.argv
     aliases = root_aliases()
     files = sorted(ROOT.rglob("*.rs"))
@@ -133,7 +161,7 @@ def main() -> int:
                 k = "::".join(p[:n])
                 if k in keys and k != me:
                     # A child importing through its parent module (a re-export) is no cycle.
-                    if not me.startswith(k + "::") and k != "lib":
+                    if not me.startswith(k + "::") and k != ROOT_FILE:
                         graph[me].add(k)
                     break
     # Cycles: strongly connected components of more than one file (Tarjan).
