@@ -4,12 +4,10 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use crate::config::{Mode, OdeMultistep, OrderRule, SdeMultistep, Solver, Thresholding};
 use crate::error::Error;
 use crate::param::{FitTarget, Parameterization};
-use crate::sampler::{
-    Baseline, BaselineSampler, Mode, OdeMultistep, OrderRule, Sampler, SdeMultistep, Solver,
-    Thresholding,
-};
+use crate::sampler::{Baseline, BaselineSampler, Sampler};
 use crate::schedule::{CumulativeFrom, IrSdeSchedule, Schedule, ThetaSchedule, TimeGrid};
 use crate::spec::{GridSpec, SamplerKind, SamplerSpec};
 

@@ -320,7 +320,7 @@ pub(crate) fn orders(mode: Mode, solver: &Solver, m: usize, lambdas: &[f64]) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sampler::OdeMultistep;
+    use crate::config::OdeMultistep;
     use crate::solver::SecondOrder;
 
     #[test]

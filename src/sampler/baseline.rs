@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use super::{Mode, Sampler};
-use crate::config::check_data_range;
+use super::Sampler;
+use crate::config::{Mode, check_data_range};
 use crate::error::{Error, Result};
 use crate::plan::Plan;
 use crate::schedule::Schedule;

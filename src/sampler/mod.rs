@@ -11,7 +11,6 @@ mod coupled;
 mod mrs;
 mod run;
 
-pub use crate::config::{Mode, OdeMultistep, OrderRule, SdeMultistep, Solver, Thresholding};
 pub use adaptive::{AdaptiveSampler, EmbeddedPair};
 pub use baseline::{Baseline, BaselineSampler};
 pub use coupled::CoupledNoise;

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use super::{Mode, OdeMultistep, Sampler, Solver, Thresholding};
-use crate::config::check_data_range;
+use super::Sampler;
+use crate::config::{Mode, OdeMultistep, Solver, Thresholding, check_data_range};
 use crate::error::{Error, Result};
 use crate::param::{FitTarget, Parameterization};
 use crate::plan::Plan;
@@ -446,7 +446,7 @@ impl Sampler for MrSampler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sampler::OrderRule;
+    use crate::config::OrderRule;
     use crate::schedule::IrSdeSchedule;
 
     fn sampler(m: usize) -> MrSampler {
