@@ -1,5 +1,6 @@
 //! Samplers: their configurations ([`MrSampler`], [`BaselineSampler`], [`AdaptiveSampler`]
-//! and their vocabulary: [`Mode`], [`Solver`], [`OrderRule`], [`Thresholding`]), the
+//! and their vocabulary, exported from the crate root: [`Mode`](crate::Mode), [`Solver`](crate::Solver),
+//! [`OrderRule`](crate::OrderRule), [`Thresholding`](crate::Thresholding)), the
 //! [`Sampler`] trait, and the step-level [`Run`] that applies every sampler's [`Plan`].
 //!
 //! A sampler's [`plan`](Sampler::plan) is pure `f64` (made in the private `plan` module); [`Run`] is the
