@@ -24,6 +24,25 @@ pub trait ScoreModel<T> {
     /// One network evaluation.
     fn predict(&mut self, x: &T, mu: &T, t: f64) -> Result<T, ModelError>;
 
+    /// One network evaluation with a time per sample: `t[i]` for sample `i` of the batch axis
+    /// (`t.len()` is the batch size). This is what lets a server put the pending evaluations
+    /// of runs at different steps into one call ([`Run`](crate::Run)'s step API). Networks
+    /// whose time embedding is per sample override it; the default calls
+    /// [`predict`](Self::predict) when every time is the same and refuses different times.
+    fn predict_per_sample(&mut self, x: &T, mu: &T, t: &[f64]) -> Result<T, ModelError> {
+        match t.split_first() {
+            #[allow(clippy::float_cmp)] // the same time, not a near one
+            Some((&first, rest)) if rest.iter().all(|&u| u == first) => self.predict(x, mu, first),
+            Some(_) => Err(ModelError::msg(
+                "this network takes one time per call: evaluate samples at different times in \
+                 separate calls (or implement ScoreModel::predict_per_sample)",
+            )),
+            None => Err(ModelError::msg(
+                "predict_per_sample needs one time per sample",
+            )),
+        }
+    }
+
     /// The rank of the tensors the network takes, when it takes only one (4 for an image
     /// network). Default `None`: any rank.
     fn input_rank(&self) -> Option<usize> {
@@ -37,6 +56,9 @@ impl<T, M: ScoreModel<T> + ?Sized> ScoreModel<T> for &mut M {
     }
     fn predict(&mut self, x: &T, mu: &T, t: f64) -> Result<T, ModelError> {
         (**self).predict(x, mu, t)
+    }
+    fn predict_per_sample(&mut self, x: &T, mu: &T, t: &[f64]) -> Result<T, ModelError> {
+        (**self).predict_per_sample(x, mu, t)
     }
     fn input_rank(&self) -> Option<usize> {
         (**self).input_rank()

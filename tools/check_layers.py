@@ -31,7 +31,7 @@ CRATES = {
         "main",
         [
             "error", "files", "arrays", "images", "metrics", "classical", "shipped", "loading",
-            "grid_file", "spec", "sampling", "commands", "main",
+            "grid_file", "spec", "sampling", "serve", "commands", "main",
         ],
     ),
 }
@@ -145,6 +145,10 @@ def check_crate() -> int:
     files = sorted(ROOT.rglob("*.rs"))
     keys = {file_key(f) for f in files}
     violations = []
+    for f in files:
+        if module_of(f) not in RANK and module_of(f) != ROOT_FILE:
+            violations.append(f"{f.relative_to(ROOT.parent)}: module {module_of(f)} has no layer "
+                              f"(add it to CRATES in tools/check_layers.py)")
     graph = defaultdict(set)
     for f in files:
         mod = module_of(f)

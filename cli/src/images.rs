@@ -112,6 +112,19 @@ fn is_image(p: &Path) -> bool {
     )
 }
 
+/// The stable 64-bit FNV-1a hash of `bytes` (the same on every platform and Rust version).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The noise seed of an image: `--seed` and the image's key (its path relative to the input
+/// it was found under, `/`-separated).
+pub fn image_seed(seed: u64, key: &str) -> u64 {
+    fnv1a(key.as_bytes()) ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
 /// Reads `path`.
 pub fn read(path: &Path) -> Result<Picture> {
     let img =
@@ -191,6 +204,15 @@ impl Picture {
     /// Writes `restored` (`(1, C, H, W)`, clamped to `[0, 1]`) with this picture's alpha and
     /// bit depth as a PNG at `path`.
     pub fn write_png(&self, restored: &Tensor, path: &Path) -> Result<()> {
+        let bytes = self.encode_png(restored)?;
+        crate::files::write_atomically(path, |tmp| {
+            std::fs::write(tmp, &bytes).map_err(|e| format!("{}: {e}", path.display()).into())
+        })
+    }
+
+    /// `restored` (`(1, C, H, W)`, clamped to `[0, 1]`) with this picture's alpha and bit
+    /// depth, as the bytes of a PNG file ([`write_png`](Self::write_png) writes them).
+    pub fn encode_png(&self, restored: &Tensor) -> Result<Vec<u8>> {
         let v: Vec<f32> = restored
             .to_dtype(DType::F32)?
             .to_device(&Device::Cpu)?
@@ -235,9 +257,12 @@ impl Picture {
                 Rgba([q16(v[k]), q16(v[n + k]), q16(v[2 * n + k]), a[k]])
             })),
         };
-        crate::files::write_atomically(path, |tmp| {
-            img.save_with_format(tmp, image::ImageFormat::Png)
-                .map_err(|e| format!("{}: {e}", path.display()).into())
-        })
+        let mut bytes = Vec::new();
+        img.write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
+        .map_err(|e| format!("cannot encode the PNG: {e}"))?;
+        Ok(bytes)
     }
 }

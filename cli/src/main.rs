@@ -31,10 +31,11 @@ mod images;
 mod loading;
 mod metrics;
 mod sampling;
+mod serve;
 mod shipped;
 mod spec;
 
-use commands::{calibrate, convert, encode, eval, info, net, restore};
+use commands::{calibrate, convert, encode, eval, info, net, restore, serve as serve_command};
 
 #[derive(Parser)]
 #[command(
@@ -66,6 +67,9 @@ enum Command {
     /// Fit a sampler's time grid to the network on a few images; write it as a grid file for
     /// `restore --grid` and `eval --samplers`.
     Calibrate(calibrate::CalibrateArgs),
+    /// Serve restoration over HTTP (`POST /v1/restore`), batching the requests' network calls
+    /// at the step level.
+    Serve(serve_command::ServeArgs),
 }
 
 /// mimalloc keeps the large tensor buffers of a batched evaluation mapped between network
@@ -83,6 +87,7 @@ fn main() -> ExitCode {
         Command::Restore(args) => restore::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Calibrate(args) => calibrate::run(args),
+        Command::Serve(args) => serve_command::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

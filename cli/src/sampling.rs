@@ -9,7 +9,7 @@ use mrsampler::{
     FitTarget, GridSpec, Parameterization, Sampler, SamplerKind, SamplerSpec, ScoreModel,
 };
 use mrsampler_models::{
-    DaClip, DaClipEncoder, Mirrored, Network, TileSpec, Tiled, UpstreamOptions, preset,
+    Contexts, DaClip, DaClipEncoder, Mirrored, Network, TileSpec, Tiled, UpstreamOptions, preset,
 };
 
 use crate::error::Result;
@@ -483,6 +483,15 @@ impl Denoiser {
         Ok(())
     }
 
+    /// Whether it is an ONNX graph.
+    pub fn is_onnx(&self) -> bool {
+        match self {
+            #[cfg(feature = "onnx")]
+            Self::Onnx { .. } => true,
+            _ => false,
+        }
+    }
+
     /// The device of the weights.
     pub fn device(&self) -> &Device {
         match self {
@@ -536,6 +545,20 @@ impl ScoreModel<Tensor> for Denoiser {
             Self::DaClip(d) => d.predict(x, mu, t),
             #[cfg(feature = "onnx")]
             Self::Onnx { net, .. } => net.predict(x, mu, t),
+        }
+    }
+
+    fn predict_per_sample(
+        &mut self,
+        x: &Tensor,
+        mu: &Tensor,
+        t: &[f64],
+    ) -> std::result::Result<Tensor, mrsampler::ModelError> {
+        match self {
+            Self::Plain(n) => n.predict_per_sample(x, mu, t),
+            Self::DaClip(d) => d.predict_per_sample(x, mu, t),
+            #[cfg(feature = "onnx")]
+            Self::Onnx { net, .. } => net.predict_per_sample(x, mu, t),
         }
     }
 
@@ -604,6 +627,50 @@ impl Model {
         }
     }
 
+    /// The device of the weights.
+    pub fn device(&self) -> Device {
+        match self {
+            Model::Whole(n) => n.inner().device().clone(),
+            Model::Tiled(t) => t.inner().inner().device().clone(),
+        }
+    }
+
+    /// Whether one call can evaluate samples at different times ([`ScoreModel::
+    /// predict_per_sample`]): the candle networks on the whole image; not tiles, nor ONNX
+    /// graphs (whose time input may be one value).
+    pub fn takes_per_sample_times(&self) -> bool {
+        match self {
+            Model::Whole(n) => !n.inner().is_onnx(),
+            Model::Tiled(_) => false,
+        }
+    }
+
+    /// The per-image conditioning a batch of `mu` needs (DA-CLIP's contexts, one row per
+    /// image), computed from each whole image.
+    pub fn contexts(&self, mu: &Tensor) -> Result<Option<Contexts>> {
+        let denoiser = match self {
+            Model::Whole(n) => n.inner(),
+            Model::Tiled(t) => t.inner().inner(),
+        };
+        match denoiser {
+            Denoiser::DaClip(d) => Ok(Some(d.encoder().contexts(mu)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Pins `contexts` (one row per sample of the following calls), as
+    /// [`contexts`](Self::contexts) made them.
+    pub fn pin_contexts(&mut self, contexts: &Contexts) -> Result<()> {
+        let denoiser = match self {
+            Model::Whole(n) => n.inner_mut(),
+            Model::Tiled(t) => t.inner_mut().inner_mut(),
+        };
+        if let Denoiser::DaClip(d) = denoiser {
+            d.use_contexts(contexts)?;
+        }
+        Ok(())
+    }
+
     /// See [`Denoiser::prepare`].
     pub fn prepare(&mut self, mu: &Tensor) -> Result<()> {
         match self {
@@ -627,6 +694,18 @@ impl ScoreModel<Tensor> for Model {
         match self {
             Model::Whole(n) => n.predict(x, mu, t),
             Model::Tiled(n) => n.predict(x, mu, t),
+        }
+    }
+
+    fn predict_per_sample(
+        &mut self,
+        x: &Tensor,
+        mu: &Tensor,
+        t: &[f64],
+    ) -> std::result::Result<Tensor, mrsampler::ModelError> {
+        match self {
+            Model::Whole(n) => n.predict_per_sample(x, mu, t),
+            Model::Tiled(n) => n.predict_per_sample(x, mu, t),
         }
     }
 

@@ -52,6 +52,24 @@ pub fn mirror_pad(x: &Tensor, margin: usize) -> Result<Tensor> {
     mirror_extend(&x, 3, margin, margin)
 }
 
+impl<M> Mirrored<M> {
+    /// `evaluate` on the mirror-padded `x` and `μ`, its output cropped back.
+    fn padded(
+        &mut self,
+        x: &Tensor,
+        mu: &Tensor,
+        evaluate: impl FnOnce(&mut M, &Tensor, &Tensor) -> std::result::Result<Tensor, ModelError>,
+    ) -> std::result::Result<Tensor, ModelError> {
+        let (_, _, h, w) = x.dims4()?;
+        let out = evaluate(
+            &mut self.inner,
+            &mirror_pad(x, self.margin)?,
+            &mirror_pad(mu, self.margin)?,
+        )?;
+        Ok(out.narrow(2, self.margin, h)?.narrow(3, self.margin, w)?)
+    }
+}
+
 impl<M: ScoreModel<Tensor>> ScoreModel<Tensor> for Mirrored<M> {
     fn fit_target(&self) -> FitTarget {
         self.inner.fit_target()
@@ -66,13 +84,19 @@ impl<M: ScoreModel<Tensor>> ScoreModel<Tensor> for Mirrored<M> {
         if self.margin == 0 {
             return self.inner.predict(x, mu, t);
         }
-        let (_, _, h, w) = x.dims4()?;
-        let out = self.inner.predict(
-            &mirror_pad(x, self.margin)?,
-            &mirror_pad(mu, self.margin)?,
-            t,
-        )?;
-        Ok(out.narrow(2, self.margin, h)?.narrow(3, self.margin, w)?)
+        self.padded(x, mu, |inner, x, mu| inner.predict(x, mu, t))
+    }
+
+    fn predict_per_sample(
+        &mut self,
+        x: &Tensor,
+        mu: &Tensor,
+        t: &[f64],
+    ) -> std::result::Result<Tensor, ModelError> {
+        if self.margin == 0 {
+            return self.inner.predict_per_sample(x, mu, t);
+        }
+        self.padded(x, mu, |inner, x, mu| inner.predict_per_sample(x, mu, t))
     }
 
     fn input_rank(&self) -> Option<usize> {

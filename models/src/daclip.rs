@@ -170,6 +170,17 @@ impl ScoreModel<Tensor> for DaClip {
         mu: &Tensor,
         t: f64,
     ) -> std::result::Result<Tensor, ModelError> {
+        self.predict_per_sample(x, mu, &[t])
+    }
+
+    /// Per-sample times; the contexts are the pinned ones (one row per sample, e.g. several
+    /// images' contexts concatenated) or `μ`'s own.
+    fn predict_per_sample(
+        &mut self,
+        x: &Tensor,
+        mu: &Tensor,
+        t: &[f64],
+    ) -> std::result::Result<Tensor, ModelError> {
         if self.source != Source::Pinned && self.source != Source::Mu(mu.id()) {
             let contexts = self.encoder.contexts(mu)?;
             self.use_contexts(&contexts)?;

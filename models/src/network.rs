@@ -325,16 +325,25 @@ impl Network {
     }
 }
 
-/// Runs `forward` in the network's dtype and returns the result in the input's dtype.
+/// Runs `forward` in the network's dtype at the times `t` (one, or one per sample) and returns
+/// the result in the input's dtype.
 pub(crate) fn predict_as_input(
     dtype: DType,
     x: &Tensor,
     mu: &Tensor,
-    t: f64,
+    t: &[f64],
     forward: impl FnOnce(&Tensor, &Tensor, &[f32]) -> Result<Tensor>,
 ) -> std::result::Result<Tensor, ModelError> {
+    if t.len() != 1 && t.len() != x.dim(0)? {
+        return Err(ModelError::msg(format!(
+            "{} times for a batch of {}: give one time per sample",
+            t.len(),
+            x.dim(0)?
+        )));
+    }
     let (xd, md) = (x.to_dtype(dtype)?, mu.to_dtype(dtype)?);
-    Ok(forward(&xd, &md, &[t as f32])?.to_dtype(x.dtype())?)
+    let t: Vec<f32> = t.iter().map(|&t| t as f32).collect();
+    Ok(forward(&xd, &md, &t)?.to_dtype(x.dtype())?)
 }
 
 macro_rules! score_model {
@@ -349,6 +358,15 @@ macro_rules! score_model {
                 x: &Tensor,
                 mu: &Tensor,
                 t: f64,
+            ) -> std::result::Result<Tensor, ModelError> {
+                predict_as_input(self.dtype(), x, mu, &[t], |x, mu, t| self.forward(x, mu, t))
+            }
+
+            fn predict_per_sample(
+                &mut self,
+                x: &Tensor,
+                mu: &Tensor,
+                t: &[f64],
             ) -> std::result::Result<Tensor, ModelError> {
                 predict_as_input(self.dtype(), x, mu, t, |x, mu, t| self.forward(x, mu, t))
             }

@@ -8,3 +8,4 @@ pub mod eval;
 pub mod info;
 pub mod net;
 pub mod restore;
+pub mod serve;

@@ -17,7 +17,7 @@ use mrsampler::{FitTarget, PhiloxNoise, Sampler, StepView};
 use mrsampler_models::TileSpec;
 
 use crate::error::Result;
-use crate::images::{self, Input, Picture};
+use crate::images::{self, Input, Picture, image_seed};
 use crate::sampling::{Model, ModelArgs, SamplerChoice, Timed};
 
 /// `restore`'s options.
@@ -141,19 +141,6 @@ fn shard_from_env(var: impl Fn(&str) -> Option<String>) -> Result<(usize, usize)
                 .into(),
         ),
     }
-}
-
-/// The stable 64-bit FNV-1a hash of `bytes` (the same on every platform and Rust version).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
-/// The noise seed of an image: `--seed` and the image's key (its path relative to the input
-/// it was found under, `/`-separated).
-fn image_seed(seed: u64, key: &str) -> u64 {
-    fnv1a(key.as_bytes()) ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 /// Plans every output and checks the plan: no output is an input and no two inputs share an
@@ -425,6 +412,7 @@ fn restore_one(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::images::fnv1a;
 
     /// An environment of `pairs`.
     fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
