@@ -148,3 +148,22 @@ impl<T, M: ScoreModel<T>> ScoreModel<T> for CountingModel<M> {
         self.inner.predict(x, mu, t)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::ArrayD;
+
+    #[test]
+    fn per_sample_times_default_to_one_call_or_refuse() {
+        let mut m = FnModel::new(FitTarget::Noise, |x: &ArrayD<f64>, _: &ArrayD<f64>, t| {
+            Ok(x.mapv(|v| v + t))
+        });
+        let x = ArrayD::<f64>::zeros(vec![2, 1]);
+        let same = m.predict_per_sample(&x, &x, &[4.0, 4.0]).unwrap();
+        assert_eq!(same, x.mapv(|_| 4.0));
+        let err = m.predict_per_sample(&x, &x, &[4.0, 5.0]).unwrap_err();
+        assert!(err.to_string().contains("one time per call"), "{err}");
+        assert!(m.predict_per_sample(&x, &x, &[]).is_err());
+    }
+}

@@ -128,7 +128,22 @@ impl Linear {
         Self { weight, bias }
     }
 
+    /// Each sample of the leading (batch) axis is multiplied on its own, so that a sample's
+    /// result does not depend on what shares its batch (the matrix product picks its kernels
+    /// and summation order by the matrix sizes): `mrsampler serve` batches requests and must
+    /// give each the bytes of a call of its own.
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let batch = x.dims().first().copied().unwrap_or(1);
+        if x.rank() >= 2 && batch > 1 {
+            let rows = (0..batch)
+                .map(|i| self.forward_one(&x.narrow(0, i, 1)?))
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(Tensor::cat(&rows, 0)?);
+        }
+        self.forward_one(x)
+    }
+
+    fn forward_one(&self, x: &Tensor) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let (cout, cin) = self.weight.dims2()?;
         let rows: usize = dims[..dims.len() - 1].iter().product();
