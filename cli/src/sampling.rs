@@ -636,12 +636,12 @@ impl Model {
     }
 
     /// Whether one call can evaluate samples at different times ([`ScoreModel::
-    /// predict_per_sample`]): the candle networks on the whole image; not tiles, nor ONNX
-    /// graphs (whose time input may be one value).
+    /// predict_per_sample`]): the candle networks, whole or tiled; not ONNX graphs (whose time
+    /// input may be one value).
     pub fn takes_per_sample_times(&self) -> bool {
         match self {
             Model::Whole(n) => !n.inner().is_onnx(),
-            Model::Tiled(_) => false,
+            Model::Tiled(t) => !t.inner().inner().is_onnx(),
         }
     }
 

@@ -129,12 +129,7 @@ fn batched_requests_give_restores_bytes() {
         );
     }
     let (_, metrics) = get(&server.url, "/metrics");
-    let value = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-            .unwrap_or_else(|| panic!("{name} not in {metrics}"))
-    };
+    let value = |name: &str| metric(&metrics, name);
     assert_eq!(value("mrsampler_requests_total{outcome=\"ok\"}"), 4.0);
     // 24 evaluations in fewer calls: some calls held several requests.
     assert_eq!(value("mrsampler_batch_size_sum"), 24.0);
@@ -211,4 +206,58 @@ fn a_full_queue_is_503_and_shutdown_finishes_the_running_requests() {
         let (status, _, png) = thread.join().unwrap();
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&png));
     }
+}
+
+#[test]
+fn tiled_requests_share_calls_and_give_restores_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["p.png", "q.png", "r.png"];
+    for (k, name) in names.iter().enumerate() {
+        rgb(&dir.path().join(name), 56, 40, 10 + k as u32);
+    }
+    let files: Vec<String> = names
+        .iter()
+        .map(|n| dir.path().join(n).to_string_lossy().into_owned())
+        .collect();
+    let out = dir.path().join("restored");
+    let out_arg = out.to_string_lossy().into_owned();
+    let tiling = ["--tile", "32", "--overlap", "8", "--tile-batch", "2"];
+    let mut args = vec!["restore", "--quiet", "--nfe", "4", "--out", &out_arg];
+    args.extend(tiling);
+    args.extend(files.iter().map(String::as_str));
+    let (ok, text) = mrsampler(&args);
+    assert!(ok, "{text}");
+    let mut flags = vec!["--max-batch", "3", "--nfe", "4"];
+    flags.extend(tiling);
+    let server = Server::start(&flags);
+    let threads: Vec<_> = names
+        .iter()
+        .zip(&files)
+        .map(|(name, file)| {
+            let (url, body) = (server.url.clone(), std::fs::read(file).unwrap());
+            let query = format!("name={name}");
+            std::thread::spawn(move || post(&url, &query, &body))
+        })
+        .collect();
+    for (name, thread) in names.iter().zip(threads) {
+        let (status, _, png) = thread.join().unwrap();
+        assert_eq!(status, 200, "{name}: {}", String::from_utf8_lossy(&png));
+        assert!(
+            png == std::fs::read(out.join(name)).unwrap(),
+            "{name} differs"
+        );
+    }
+    let (_, metrics) = get(&server.url, "/metrics");
+    let calls = metric(&metrics, "mrsampler_batch_size_count");
+    assert_eq!(metric(&metrics, "mrsampler_batch_size_sum"), 12.0);
+    assert!(calls < 12.0, "no call held two requests: {metrics}");
+    assert!(server.terminate());
+}
+
+/// The value of the metric line that starts with `name`.
+fn metric(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("{name} not in {metrics}"))
 }

@@ -167,20 +167,37 @@ impl<M> Tiled<M> {
 impl<M: ScoreModel<Tensor>> Tiled<M> {
     /// The blended prediction; the inner network's errors pass through unchanged (with their
     /// sources), the tiling's own are this crate's.
+    ///
+    /// `t` holds one time, or one per image of the batch (each image's tiles are evaluated at
+    /// its time, so tiles of several images share the inner network's calls).
     fn evaluate(
         &mut self,
         x: &Tensor,
         mu: &Tensor,
-        t: f64,
+        t: &[f64],
     ) -> std::result::Result<Tensor, ModelError> {
         let (b, c, h, w) = x.dims4().map_err(|e| Error::Input {
             reason: format!("tiling takes (batch, channels, height, width) tensors: {e}"),
         })?;
+        if t.len() != 1 && t.len() != b {
+            return Err(ModelError::msg(format!(
+                "{} times for a batch of {b}: give one time per sample",
+                t.len()
+            )));
+        }
         let s = self.spec;
         let (ys, xs) = (s.origins(h), s.origins(w));
+        // The inner network on `n` tiles of the whole batch (tile-major, image-minor).
+        let mut inner = |x: &Tensor, mu: &Tensor, n: usize| match t {
+            [one] => self.inner.predict(x, mu, *one),
+            per_image => {
+                let times: Vec<f64> = (0..n).flat_map(|_| per_image.iter().copied()).collect();
+                self.inner.predict_per_sample(x, mu, &times)
+            }
+        };
         if ys.len() == 1 && xs.len() == 1 {
             // One tile covers the image: the network sees the image itself.
-            return self.inner.predict(x, mu, t);
+            return inner(x, mu, 1);
         }
         let (th, tw) = (s.size.min(h), s.size.min(w));
         // Blended on the host: one copy of each tile's output, whatever the device.
@@ -198,7 +215,7 @@ impl<M: ScoreModel<Tensor>> Tiled<M> {
                     .collect::<candle_core::Result<_>>()?;
                 Ok(Tensor::cat(&parts, 0)?)
             };
-            let out = self.inner.predict(&cut(x)?, &cut(mu)?, t)?;
+            let out = inner(&cut(x)?, &cut(mu)?, chunk.len())?;
             let out: Vec<f32> = out
                 .to_dtype(DType::F32)?
                 .flatten_all()?
@@ -244,6 +261,15 @@ impl<M: ScoreModel<Tensor>> ScoreModel<Tensor> for Tiled<M> {
         x: &Tensor,
         mu: &Tensor,
         t: f64,
+    ) -> std::result::Result<Tensor, ModelError> {
+        self.evaluate(x, mu, &[t])
+    }
+
+    fn predict_per_sample(
+        &mut self,
+        x: &Tensor,
+        mu: &Tensor,
+        t: &[f64],
     ) -> std::result::Result<Tensor, ModelError> {
         self.evaluate(x, mu, t)
     }

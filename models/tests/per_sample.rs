@@ -87,3 +87,11 @@ fn nafnet_per_sample_times_are_separate_calls() {
 fn mirrored_margins_keep_per_sample_times() {
     assert_per_sample_is_separate(&mut Mirrored::new(network("unet_nf4_d2.safetensors"), 5), 3);
 }
+
+#[test]
+fn tiles_of_several_images_keep_per_sample_times() {
+    use mrsampler_models::{TileSpec, Tiled};
+    // 24 × 32 images in 16-pixel tiles overlapping by 4: 2 × 3 tiles each, 4 per inner call.
+    let spec = TileSpec::new(16, 4, 4).unwrap();
+    assert_per_sample_is_separate(&mut Tiled::new(network("unet_nf4_d2.safetensors"), spec), 3);
+}

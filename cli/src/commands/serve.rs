@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Args;
 use mrsampler::SamplerSpec;
 use mrsampler::schedule::Schedule;
+use mrsampler_models::TileSpec;
 
 use crate::error::Result;
 use crate::sampling::{Model, ModelArgs};
@@ -41,6 +42,16 @@ pub struct ServeArgs {
     /// The NFE of a request that gives none (a grid file's own with a grid file).
     #[arg(long)]
     nfe: Option<usize>,
+    /// Evaluate the network on overlapping SIZE × SIZE tiles (as `restore --tile`); tiles of
+    /// same-size images share the network's calls.
+    #[arg(long)]
+    tile: Option<usize>,
+    /// Overlap of neighbouring tiles in pixels (default 32).
+    #[arg(long, requires = "tile")]
+    overlap: Option<usize>,
+    /// Tiles per network call and image (default 16).
+    #[arg(long, requires = "tile")]
+    tile_batch: Option<usize>,
 }
 
 /// Runs `serve`.
@@ -60,8 +71,22 @@ pub fn run(args: ServeArgs) -> Result<()> {
     };
     // The default sampler must build (a wrong one is named before the service starts).
     args.sampler.for_images(&schedule, nfe)?;
+    let tiles = args
+        .tile
+        .map(|size| {
+            TileSpec::new(
+                size,
+                args.overlap.unwrap_or(32),
+                args.tile_batch.unwrap_or(16),
+            )
+        })
+        .transpose()
+        .map_err(|e| format!("--tile/--overlap/--tile-batch: {e}"))?;
+    if let Some(size) = args.tile {
+        net.check_tile(size)?;
+    }
     let channels = net.channels();
-    let model = Model::new(net, args.model.border(), None);
+    let model = Model::new(net, args.model.border(), tiles);
     let limits = Limits {
         max_body: args.max_body,
         max_pixels: args.max_pixels,
