@@ -1,6 +1,6 @@
 //! `mrsampler serve` on loopback: batched requests give `restore`'s bytes, bad requests get a
-//! JSON 4xx, a full queue a 503 with Retry-After, and a SIGTERM finishes the running requests
-//! before the process exits.
+//! JSON 4xx, a slow one a 504, a full queue a 503 with Retry-After, and a SIGTERM finishes the
+//! running requests before the process exits.
 
 mod common;
 
@@ -143,7 +143,14 @@ fn batched_requests_give_restores_bytes() {
 #[test]
 fn bad_requests_get_json_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&["--max-pixels", "2000", "--max-body", "100000"]);
+    let server = Server::start(&[
+        "--max-pixels",
+        "2000",
+        "--max-body",
+        "100000",
+        "--timeout",
+        "1",
+    ]);
     let small = dir.path().join("small.png");
     rgb(&small, 40, 32, 1);
     let body = std::fs::read(&small).unwrap();
@@ -175,10 +182,19 @@ fn bad_requests_get_json_errors() {
         let message = json["error"].as_str().unwrap();
         assert!(message.contains(needle), "{query}: {message}");
     }
+    // Past --timeout: 504, and the request leaves its batch.
+    let (status, _, text) = post(&server.url, "nfe=100", &body);
+    assert_eq!(status, 504, "{}", String::from_utf8_lossy(&text));
     // The server is still up and answers a good request.
     let (status, _, png) = post(&server.url, "nfe=2", &body);
     assert_eq!(status, 200);
     assert!(png.starts_with(b"\x89PNG"));
+    let (_, metrics) = get(&server.url, "/metrics");
+    assert_eq!(
+        metric(&metrics, "mrsampler_requests_total{outcome=\"timeout\"}"),
+        1.0
+    );
+    assert_eq!(metric(&metrics, "mrsampler_running"), 0.0);
 }
 
 #[test]

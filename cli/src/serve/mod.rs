@@ -157,9 +157,14 @@ async fn shutdown_signal() {
     }
 }
 
-/// A JSON error answer.
+/// A JSON error answer, counted as `outcome`.
 fn error(app: &App, status: StatusCode, outcome: &str, message: impl Into<String>) -> Response {
     app.metrics.finished(outcome);
+    json_error(status, message)
+}
+
+/// A JSON error answer (for an outcome the scheduler counted).
+fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
     let body = serde_json::json!({ "error": message.into() }).to_string();
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
@@ -308,23 +313,13 @@ async fn restore(
             }
             response
         }
-        Ok(Ok(Err(Failure::Timeout))) | Err(_) => {
-            // The scheduler counted it; a timeout here means the scheduler could not answer.
-            error(
-                &app,
-                StatusCode::GATEWAY_TIMEOUT,
-                "timeout_reply",
-                format!("not restored within {:?}", app.limits.timeout),
-            )
-        }
+        // The scheduler counts these: a timeout it answered, a dropped wait as a cancellation.
+        Ok(Ok(Err(Failure::Timeout))) | Err(_) => json_error(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("not restored within {:?}", app.limits.timeout),
+        ),
         Ok(Ok(Err(Failure::Internal(message)))) => {
-            let body = serde_json::json!({ "error": message }).to_string();
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                [(header::CONTENT_TYPE, "application/json")],
-                body,
-            )
-                .into_response()
+            json_error(StatusCode::INTERNAL_SERVER_ERROR, message)
         }
         Ok(Err(_)) => error(
             &app,

@@ -82,19 +82,21 @@ pub fn run(
         metrics.queued.set(jobs.len() as i64);
         // Drop the requests whose client went away or whose time is up.
         let now = Instant::now();
-        active.retain_mut(|a| {
-            if a.reply.is_closed() {
-                metrics.finished("cancelled");
-                return false;
+        let mut i = 0;
+        while i < active.len() {
+            let gone = active[i].reply.is_closed();
+            if gone || now > active[i].deadline {
+                let a = active.swap_remove(i);
+                if gone {
+                    metrics.finished("cancelled");
+                } else {
+                    metrics.finished("timeout");
+                    let _ = a.reply.send(Err(Failure::Timeout));
+                }
+            } else {
+                i += 1;
             }
-            if now > a.deadline {
-                metrics.finished("timeout");
-                let reply = std::mem::replace(&mut a.reply, oneshot::channel().0);
-                let _ = reply.send(Err(Failure::Timeout));
-                return false;
-            }
-            true
-        });
+        }
         metrics.running.set(active.len() as i64);
         if active.is_empty() {
             continue;
