@@ -277,3 +277,25 @@ fn metric(metrics: &str, name: &str) -> f64 {
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
         .unwrap_or_else(|| panic!("{name} not in {metrics}"))
 }
+
+#[test]
+fn the_pixel_budget_bounds_what_runs_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a.png");
+    rgb(&file, 40, 32, 5);
+    let body = std::fs::read(&file).unwrap();
+    // 1280 pixels each against a budget of 1500: one request runs at a time, the others wait.
+    let server = Server::start(&["--max-batch", "4", "--max-batch-pixels", "1500"]);
+    let threads: Vec<_> = (0..3)
+        .map(|seed| {
+            let (url, body) = (server.url.clone(), body.clone());
+            std::thread::spawn(move || post(&url, &format!("nfe=3&seed={seed}"), &body))
+        })
+        .collect();
+    for thread in threads {
+        assert_eq!(thread.join().unwrap().0, 200);
+    }
+    let (_, metrics) = get(&server.url, "/metrics");
+    assert_eq!(metric(&metrics, "mrsampler_batch_size_sum"), 9.0);
+    assert_eq!(metric(&metrics, "mrsampler_batch_size_count"), 9.0);
+}

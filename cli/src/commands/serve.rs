@@ -21,9 +21,14 @@ pub struct ServeArgs {
     /// Address to listen on (port 0: any free port, printed at start).
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// Most requests sampled at once, and most samples in one network call.
-    #[arg(long, default_value_t = 4)]
+    /// Most requests sampled at once, and most samples in one network call (on a 2-core CPU,
+    /// 2 gave the best throughput; `docs/serve.md`).
+    #[arg(long, default_value_t = 2)]
     max_batch: usize,
+    /// Most pixels sampled at once over the running requests, the memory budget (default:
+    /// --max-pixels); one request alone is always admitted.
+    #[arg(long)]
+    max_batch_pixels: Option<usize>,
     /// Requests that may wait beyond the running ones; more are answered 503 with Retry-After.
     #[arg(long, default_value_t = 32)]
     queue: usize,
@@ -88,6 +93,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let channels = net.channels();
     let model = Model::new(net, args.model.border(), tiles);
     let limits = Limits {
+        max_batch: args.max_batch,
+        max_batch_pixels: args.max_batch_pixels.unwrap_or(args.max_pixels),
         max_body: args.max_body,
         max_pixels: args.max_pixels,
         queue: args.queue,
@@ -101,7 +108,6 @@ pub fn run(args: ServeArgs) -> Result<()> {
         model,
         schedule,
         channels,
-        args.max_batch,
         limits,
         args.listen,
         move |addr| {

@@ -40,6 +40,10 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// The service's limits and defaults.
 pub struct Limits {
+    /// Most requests sampled at once, and most samples in one network call.
+    pub max_batch: usize,
+    /// Most pixels sampled at once over the running requests (the memory budget).
+    pub max_batch_pixels: usize,
     /// Largest request body, bytes.
     pub max_body: usize,
     /// Largest image, pixels (width × height).
@@ -72,7 +76,6 @@ pub fn run(
     model: Model,
     schedule: IrSdeSchedule,
     channels: usize,
-    max_batch: usize,
     limits: Limits,
     listen: SocketAddr,
     ready: impl FnOnce(SocketAddr),
@@ -82,7 +85,8 @@ pub fn run(
     let settings = Settings {
         schedule: schedule.clone(),
         device: model.device(),
-        max_batch,
+        max_batch: limits.max_batch,
+        max_running_pixels: limits.max_batch_pixels,
     };
     let worker = {
         let metrics = metrics.clone();

@@ -54,6 +54,10 @@ pub struct Settings {
     pub device: Device,
     /// Most samples in one network call, and most requests running at once.
     pub max_batch: usize,
+    /// Most pixels (over all running requests) sampled at once, the memory budget: a request
+    /// that would pass it waits (first in line) until enough running ones finish; one request
+    /// alone is always admitted.
+    pub max_running_pixels: usize,
 }
 
 /// Runs until `jobs` is closed and every admitted request is answered.
@@ -64,20 +68,29 @@ pub fn run(
     metrics: Arc<Metrics>,
 ) {
     let mut active: Vec<Active> = Vec::new();
+    // A request taken from the queue that does not fit the pixel budget yet.
+    let mut waiting: Option<Job> = None;
     let per_sample = model.takes_per_sample_times();
+    let pixels = |p: &Picture| p.width * p.height;
     loop {
-        // Admit: wait for work when idle, else take what is waiting, up to the batch size.
-        if active.is_empty() {
+        // Admit: wait for work when idle, else take what is waiting, up to the batch size and
+        // the pixel budget.
+        if active.is_empty() && waiting.is_none() {
             match jobs.blocking_recv() {
-                Some(job) => admit(job, &mut model, &settings, &mut active, &metrics),
+                Some(job) => waiting = Some(job),
                 None => return,
             }
         }
         while active.len() < settings.max_batch {
-            match jobs.try_recv() {
-                Ok(job) => admit(job, &mut model, &settings, &mut active, &metrics),
-                Err(_) => break,
+            let Some(job) = waiting.take().or_else(|| jobs.try_recv().ok()) else {
+                break;
+            };
+            let running: usize = active.iter().map(|a| pixels(&a.picture)).sum();
+            if !active.is_empty() && running + pixels(&job.picture) > settings.max_running_pixels {
+                waiting = Some(job);
+                break;
             }
+            admit(job, &mut model, &settings, &mut active, &metrics);
         }
         metrics.queued.set(jobs.len() as i64);
         // Drop the requests whose client went away or whose time is up.
