@@ -49,6 +49,23 @@ impl ConvSpec {
 }
 
 impl Conv {
+    /// From its tensors (`weight` `[cout, cin / groups, k, k]`).
+    pub(crate) fn from_parts(
+        weight: Tensor,
+        bias: Option<Tensor>,
+        stride: usize,
+        padding: usize,
+        groups: usize,
+    ) -> Self {
+        Self {
+            weight,
+            bias,
+            stride,
+            padding,
+            groups,
+        }
+    }
+
     pub(crate) fn new(w: &Weights, prefix: &str, s: ConvSpec) -> Result<Self> {
         let weight = w.take(
             &format!("{prefix}.weight"),
@@ -170,6 +187,11 @@ pub(crate) struct LayerNorm {
 }
 
 impl LayerNorm {
+    /// From its tensors.
+    pub(crate) fn from_parts(weight: Tensor, bias: Tensor, eps: f64) -> Self {
+        Self { weight, bias, eps }
+    }
+
     pub(crate) fn new(w: &Weights, prefix: &str, dim: usize, eps: f64) -> Result<Self> {
         Ok(Self {
             weight: w.take(&format!("{prefix}.weight"), &[dim])?,
@@ -201,6 +223,16 @@ pub(crate) struct GroupNorm {
 }
 
 impl GroupNorm {
+    /// From its tensors (`groups` divides the channels: checked by the caller).
+    pub(crate) fn from_parts(weight: Tensor, bias: Tensor, groups: usize, eps: f64) -> Self {
+        Self {
+            weight,
+            bias,
+            groups,
+            eps,
+        }
+    }
+
     pub(crate) fn new(
         w: &Weights,
         prefix: &str,
@@ -274,6 +306,11 @@ pub(crate) struct ChannelNorm {
 }
 
 impl ChannelNorm {
+    /// From its gain `g` `[1, C, 1, 1]`.
+    pub(crate) fn from_gain(g: Tensor) -> Self {
+        Self { g }
+    }
+
     pub(crate) fn new(w: &Weights, prefix: &str, dim: usize) -> Result<Self> {
         Ok(Self {
             g: w.take(&format!("{prefix}.g"), &[1, dim, 1, 1])?,

@@ -45,6 +45,7 @@ mod clip;
 mod daclip;
 mod error;
 mod kernels;
+pub mod layers;
 mod nafnet;
 mod network;
 #[cfg(feature = "onnx")]
