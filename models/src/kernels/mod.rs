@@ -1,17 +1,19 @@
 //! CPU kernels where candle's own CPU path is slow (measured in `docs/benchmarks.md`): dense
 //! convolutions as one row-chunked im2col and matrix product in NCHW, depthwise 3 × 3
-//! convolutions computed directly, the attention's softmax in one pass per row, and the
-//! normalisations across channels in pixel-contiguous runs. Other
+//! convolutions computed directly, the attention's softmax in one pass per row, GroupNorm in
+//! two passes per group, and the normalisations across channels in pixel-contiguous runs. Other
 //! devices and dtypes use candle's operations.
 
 mod channels;
 mod depthwise;
+mod group_norm;
 mod im2col;
 mod matmul;
 mod softmax;
 
 pub(crate) use channels::{channel_layer_norm, softmax_across};
 pub use depthwise::conv3x3 as depthwise_conv3x3;
+pub(crate) use group_norm::group_norm;
 pub(crate) use im2col::conv2d;
 pub(crate) use matmul::matmul;
 pub(crate) use softmax::scaled_softmax_last;
