@@ -20,6 +20,7 @@ trait Kit {
     -> Result<Self::Conv>;
     fn norm(vb: VarBuilder, channels: usize) -> Result<Self::Norm>;
     fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor>;
+    fn silu(x: &Tensor) -> Result<Tensor>;
 }
 
 fn cfg(k: usize, stride: usize) -> Conv2dConfig {
@@ -51,6 +52,9 @@ impl Kit for Fast {
     fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
         layers::attention(q, k, v, scale)
     }
+    fn silu(x: &Tensor) -> Result<Tensor> {
+        layers::silu(x)
+    }
 }
 
 /// `candle_nn`'s layers.
@@ -74,6 +78,9 @@ impl Kit for Plain {
     fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
         let scores = (q.matmul(&k.t()?)? * scale)?;
         candle_nn::ops::softmax_last_dim(&scores)?.matmul(v)
+    }
+    fn silu(x: &Tensor) -> Result<Tensor> {
+        x.silu()
     }
 }
 
@@ -104,10 +111,10 @@ impl<K: Kit> ResBlock<K> {
     }
 
     fn forward(&self, x: &Tensor, temb: &Tensor) -> Result<Tensor> {
-        let h = self.conv1.forward(&self.norm1.forward(x)?.silu()?)?;
+        let h = self.conv1.forward(&K::silu(&self.norm1.forward(x)?)?)?;
         let t = self.time.forward(temb)?.unsqueeze(2)?.unsqueeze(3)?;
         let h = h.broadcast_add(&t)?;
-        let h = self.conv2.forward(&self.norm2.forward(&h)?.silu()?)?;
+        let h = self.conv2.forward(&K::silu(&self.norm2.forward(&h)?)?)?;
         let skip = match &self.skip {
             Some(s) => s.forward(x)?,
             None => x.clone(),

@@ -104,6 +104,14 @@ impl Conv {
     }
 }
 
+/// SiLU, `x·σ(x)`: the vectorised kernel on the CPU in f32, else candle's.
+pub(crate) fn silu(x: &Tensor) -> Result<Tensor> {
+    match kernels::silu(x)? {
+        Some(y) => Ok(y),
+        None => Ok(x.silu()?),
+    }
+}
+
 /// A 1 × 1 convolution as one matrix product `[Cout, Cin] · [B, Cin, H·W]`.
 fn pointwise(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
     let (b, cin, h, wd) = x.dims4()?;

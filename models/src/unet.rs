@@ -378,8 +378,8 @@ impl ResBlock {
 
     fn forward(&self, x: &Tensor, temb: &Tensor) -> Result<Tensor> {
         let ss = chunks(&self.mlp.forward(&temb.silu()?)?, 2)?;
-        let h = modulate(&self.conv1.forward(x)?, &ss[0], &ss[1])?.silu()?;
-        let h = self.conv2.forward(&h)?.silu()?;
+        let h = crate::blocks::silu(&modulate(&self.conv1.forward(x)?, &ss[0], &ss[1])?)?;
+        let h = crate::blocks::silu(&self.conv2.forward(&h)?)?;
         let skip = match &self.skip {
             Some(c) => c.forward(x)?,
             None => x.clone(),

@@ -4,6 +4,7 @@
 //! two passes per group, and the normalisations across channels in pixel-contiguous runs. Other
 //! devices and dtypes use candle's operations.
 
+mod activation;
 mod channels;
 mod depthwise;
 mod group_norm;
@@ -11,6 +12,7 @@ mod im2col;
 mod matmul;
 mod softmax;
 
+pub(crate) use activation::silu;
 pub(crate) use channels::{channel_layer_norm, softmax_across};
 pub use depthwise::conv3x3 as depthwise_conv3x3;
 pub(crate) use group_norm::group_norm;
