@@ -406,6 +406,18 @@ impl SamplerChoice {
     }
 }
 
+/// The tiling of `--tile SIZE [--overlap] [--tile-batch]` (defaults 32 and 16), `None`
+/// without `--tile`.
+pub fn tile_spec(
+    tile: Option<usize>,
+    overlap: Option<usize>,
+    tile_batch: Option<usize>,
+) -> Result<Option<TileSpec>> {
+    tile.map(|size| TileSpec::new(size, overlap.unwrap_or(32), tile_batch.unwrap_or(16)))
+        .transpose()
+        .map_err(|e| format!("--tile/--overlap/--tile-batch: {e}").into())
+}
+
 /// The schedule: from the option file's `sde` section, else the preset.
 fn schedule(options: Option<&UpstreamOptions>, preset_name: Option<&str>) -> Result<IrSdeSchedule> {
     if let Some(sde) = options.and_then(|o| o.sde.as_ref()) {
@@ -629,30 +641,20 @@ impl Model {
 
     /// The device of the weights.
     pub fn device(&self) -> Device {
-        match self {
-            Model::Whole(n) => n.inner().device().clone(),
-            Model::Tiled(t) => t.inner().inner().device().clone(),
-        }
+        self.denoiser().device().clone()
     }
 
     /// Whether one call can evaluate samples at different times ([`ScoreModel::
     /// predict_per_sample`]): the candle networks, whole or tiled; not ONNX graphs (whose time
     /// input may be one value).
     pub fn takes_per_sample_times(&self) -> bool {
-        match self {
-            Model::Whole(n) => !n.inner().is_onnx(),
-            Model::Tiled(t) => !t.inner().inner().is_onnx(),
-        }
+        !self.denoiser().is_onnx()
     }
 
     /// The per-image conditioning a batch of `mu` needs (DA-CLIP's contexts, one row per
     /// image), computed from each whole image.
     pub fn contexts(&self, mu: &Tensor) -> Result<Option<Contexts>> {
-        let denoiser = match self {
-            Model::Whole(n) => n.inner(),
-            Model::Tiled(t) => t.inner().inner(),
-        };
-        match denoiser {
+        match self.denoiser() {
             Denoiser::DaClip(d) => Ok(Some(d.encoder().contexts(mu)?)),
             _ => Ok(None),
         }
@@ -661,11 +663,7 @@ impl Model {
     /// Pins `contexts` (one row per sample of the following calls), as
     /// [`contexts`](Self::contexts) made them.
     pub fn pin_contexts(&mut self, contexts: &Contexts) -> Result<()> {
-        let denoiser = match self {
-            Model::Whole(n) => n.inner_mut(),
-            Model::Tiled(t) => t.inner_mut().inner_mut(),
-        };
-        if let Denoiser::DaClip(d) = denoiser {
+        if let Denoiser::DaClip(d) = self.denoiser_mut() {
             d.use_contexts(contexts)?;
         }
         Ok(())
@@ -673,9 +671,21 @@ impl Model {
 
     /// See [`Denoiser::prepare`].
     pub fn prepare(&mut self, mu: &Tensor) -> Result<()> {
+        self.denoiser_mut().prepare(mu)
+    }
+
+    /// The network inside the margin and the tiling.
+    fn denoiser(&self) -> &Denoiser {
         match self {
-            Model::Whole(d) => d.inner_mut().prepare(mu),
-            Model::Tiled(t) => t.inner_mut().inner_mut().prepare(mu),
+            Model::Whole(n) => n.inner(),
+            Model::Tiled(t) => t.inner().inner(),
+        }
+    }
+
+    fn denoiser_mut(&mut self) -> &mut Denoiser {
+        match self {
+            Model::Whole(n) => n.inner_mut(),
+            Model::Tiled(t) => t.inner_mut().inner_mut(),
         }
     }
 }

@@ -14,7 +14,6 @@ use candle_core::{DType, Device, Tensor};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use mrsampler::{FitTarget, PhiloxNoise, Sampler, StepView};
-use mrsampler_models::TileSpec;
 
 use crate::error::Result;
 use crate::images::{self, Input, Picture, image_seed};
@@ -262,17 +261,7 @@ fn output_path(out: &Path, input: &Input, naming: Naming, tree: bool) -> Result<
 /// Runs `restore`.
 pub fn run(args: RestoreArgs) -> Result<()> {
     let shard = args.shard.as_deref().map(parse_shard).transpose()?;
-    let tiles = args
-        .tile
-        .map(|size| {
-            TileSpec::new(
-                size,
-                args.overlap.unwrap_or(32),
-                args.tile_batch.unwrap_or(16),
-            )
-        })
-        .transpose()
-        .map_err(|e| format!("--tile/--overlap/--tile-batch: {e}"))?;
+    let tiles = crate::sampling::tile_spec(args.tile, args.overlap, args.tile_batch)?;
     let inputs = images::collect_inputs(&args.inputs, args.tree)?;
     let mut jobs = plan(&args, inputs)?;
     if let Some((k, n)) = shard {

@@ -6,7 +6,6 @@ use std::time::Duration;
 use clap::Args;
 use mrsampler::SamplerSpec;
 use mrsampler::schedule::Schedule;
-use mrsampler_models::TileSpec;
 
 use crate::error::Result;
 use crate::sampling::{Model, ModelArgs};
@@ -76,17 +75,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     };
     // The default sampler must build (a wrong one is named before the service starts).
     args.sampler.for_images(&schedule, nfe)?;
-    let tiles = args
-        .tile
-        .map(|size| {
-            TileSpec::new(
-                size,
-                args.overlap.unwrap_or(32),
-                args.tile_batch.unwrap_or(16),
-            )
-        })
-        .transpose()
-        .map_err(|e| format!("--tile/--overlap/--tile-batch: {e}"))?;
+    let tiles = crate::sampling::tile_spec(args.tile, args.overlap, args.tile_batch)?;
     if let Some(size) = args.tile {
         net.check_tile(size)?;
     }
