@@ -53,6 +53,10 @@ CASES = [
     dict(name="nafnet_w4_e121_gray", arch="ConditionalNAFNet", module="deraining",
          setting=dict(img_channel=1, width=4, enc_blk_nums=[1, 2, 1], middle_blk_num=2,
                       dec_blk_nums=[2, 1, 1]), shape=[1, 1, 9, 17], times=[70.75, 100.0]),
+    # Wide enough (odd sides, 4 623 output pixels at full resolution) for the Winograd 3 x 3
+    # convolution, which the crate uses from 2 048 output pixels.
+    dict(name="unet_nf4_d2_wide", arch="ConditionalUNet", module="deraining",
+         setting=dict(in_nc=3, out_nc=3, nf=4, depth=2), shape=[1, 3, 69, 67], times=[37.5]),
 ]
 
 # The released configurations (upstream option files, `network_G.setting`).

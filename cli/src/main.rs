@@ -15,7 +15,7 @@
 //!
 //! `net` is the porting check: it evaluates the network once on given inputs, so a
 //! conversion can be compared with the PyTorch module number for number.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)] // one exception: `keep_freed_memory`, a foreign call
 
 use std::process::ExitCode;
 
@@ -78,7 +78,23 @@ enum Command {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `mi_option_purge_delay` (index 15 of `mi_option_t` in mimalloc's header, v2 and
+/// v3; `libmimalloc-sys` names no constant for it).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Freed memory stays committed for 10 s before mimalloc returns it to the system (its default
+/// is 1 s). A network forward frees and allocates hundreds of MiB of layer outputs; returned
+/// and touched again, every 2 MiB of it was zeroed by the kernel anew, which took a third of
+/// an IR-SDE U-Net forward (`docs/benchmarks.md`). Memory still goes back after an idle spell.
+#[allow(unsafe_code)]
+fn keep_freed_memory() {
+    // SAFETY: `mi_option_set` stores one integer in mimalloc's option table; called first
+    // thing in `main`, before any other thread exists.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 10_000) }
+}
+
 fn main() -> ExitCode {
+    keep_freed_memory();
     let result = match Cli::parse().command {
         Command::Info(args) => info::run(args),
         Command::Net(args) => net::run(args),

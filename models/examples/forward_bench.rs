@@ -27,6 +27,10 @@
 
 use std::time::Instant;
 
+/// The allocator of the `mrsampler` tool, whose forward this measures.
+#[path = "support/allocator.rs"]
+mod allocator;
+
 use candle_core::{DType, Device, Tensor};
 use mrsampler_models::{
     ClipVisionConfig, ConditionalUNet, DaClipEncoder, NafNetConfig, Network, NetworkConfig,
@@ -106,6 +110,7 @@ fn product() {
 }
 
 fn main() {
+    allocator::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("depthwise") {
         depthwise();

@@ -76,19 +76,20 @@ impl Conv {
         } else {
             None
         };
-        Ok(Self {
-            weight,
-            bias,
-            stride: s.stride,
-            padding: s.padding,
-            groups: s.groups,
-        })
+        Ok(Self::from_parts(
+            weight, bias, s.stride, s.padding, s.groups,
+        ))
     }
 
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (cout, _, k, _) = self.weight.dims4()?;
         if self.groups > 1 && self.groups == cout && k == 3 && self.stride == 1 {
             return kernels::depthwise_conv3x3(x, &self.weight, self.bias.as_ref());
+        }
+        if self.groups == 1 && kernels::winograd_applies(x, &self.weight, self.stride, self.padding)
+        {
+            let u = kernels::winograd_weight(&self.weight)?;
+            return kernels::winograd_conv3x3(x, &u, self.padding, self.bias.as_ref());
         }
         let y = if k == 1 && self.stride == 1 && self.groups == 1 {
             pointwise(x, &self.weight)?

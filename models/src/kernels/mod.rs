@@ -1,5 +1,7 @@
 //! CPU kernels where candle's own CPU path is slow (measured in `docs/benchmarks.md`): dense
-//! convolutions as one row-chunked im2col and matrix product in NCHW, depthwise 3 × 3
+//! 3 × 3 stride-1 convolutions by Winograd's F(2 × 2, 3 × 3) on images of at least 2 048
+//! output pixels, other dense convolutions as one row-chunked im2col and matrix product in
+//! NCHW, depthwise 3 × 3
 //! convolutions computed directly, the attention's softmax in one pass per row, GroupNorm in
 //! two passes per group, and the normalisations across channels in pixel-contiguous runs. Other
 //! devices and dtypes use candle's operations.
@@ -11,6 +13,7 @@ mod group_norm;
 mod im2col;
 mod matmul;
 mod softmax;
+mod winograd;
 
 pub(crate) use activation::silu;
 pub(crate) use channels::{channel_layer_norm, softmax_across};
@@ -19,6 +22,9 @@ pub(crate) use group_norm::group_norm;
 pub(crate) use im2col::conv2d;
 pub(crate) use matmul::matmul;
 pub(crate) use softmax::scaled_softmax_last;
+pub(crate) use winograd::{
+    applies as winograd_applies, conv3x3 as winograd_conv3x3, transform_weight as winograd_weight,
+};
 
 /// `max |t|` over all elements of an `f32` tensor (the kernels' tests).
 #[cfg(test)]
