@@ -15,7 +15,7 @@
 //!
 //! `net` is the porting check: it evaluates the network once on given inputs, so a
 //! conversion can be compared with the PyTorch module number for number.
-#![deny(unsafe_code)] // one exception: `keep_freed_memory`, a foreign call
+#![deny(unsafe_code)] // one exception: `configure_process`, before any thread exists
 
 use std::process::ExitCode;
 
@@ -82,19 +82,31 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// v3; `libmimalloc-sys` names no constant for it).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Freed memory stays committed for 10 s before mimalloc returns it to the system (its default
-/// is 1 s). A network forward frees and allocates hundreds of MiB of layer outputs; returned
-/// and touched again, every 2 MiB of it was zeroed by the kernel anew, which took a third of
-/// an IR-SDE U-Net forward (`docs/benchmarks.md`). Memory still goes back after an idle spell.
+/// Two process-wide settings that the network forward's speed depends on, made first thing in
+/// `main` (`docs/benchmarks.md`, "Faster than ONNX Runtime"):
+///
+/// * freed memory stays committed for 10 s before mimalloc returns it to the system (its
+///   default is 1 s). A forward frees and allocates hundreds of MiB of layer outputs; returned
+///   and touched again, every 2 MiB of it was zeroed by the kernel anew, which took a third of
+///   an IR-SDE U-Net forward. Memory still goes back after an idle spell.
+/// * candle's pool for element-wise operations parks its threads as soon as an operation ends
+///   (`CANDLE_BARRIER_POOL_SPIN_LIMIT=1`, unless the environment sets it): by default they spin
+///   for 25 000 rounds, on the cores the next matrix product needs, which took a fifth of the
+///   CPU time of a NAFNet forward on two cores.
 #[allow(unsafe_code)]
-fn keep_freed_memory() {
-    // SAFETY: `mi_option_set` stores one integer in mimalloc's option table; called first
-    // thing in `main`, before any other thread exists.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 10_000) }
+fn configure_process() {
+    // SAFETY: `mi_option_set` stores one integer in mimalloc's option table, and `set_var`
+    // writes the environment; both run before this process has a second thread.
+    unsafe {
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 10_000);
+        if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
+            std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "1");
+        }
+    }
 }
 
 fn main() -> ExitCode {
-    keep_freed_memory();
+    configure_process();
     let result = match Cli::parse().command {
         Command::Info(args) => info::run(args),
         Command::Net(args) => net::run(args),

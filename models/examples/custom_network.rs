@@ -12,8 +12,8 @@ use std::time::Instant;
 /// As in the `mrsampler` tool: an allocator that keeps large buffers mapped between layers
 /// (with the system allocator each layer's output is mapped and unmapped afresh, and page
 /// faults took a tenth of the forward).
-#[path = "support/allocator.rs"]
-mod allocator;
+#[path = "support/process.rs"]
+mod process;
 
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Conv2dConfig, Linear, VarBuilder, VarMap, linear};
@@ -232,7 +232,7 @@ fn median_seconds(runs: usize, mut f: impl FnMut() -> Result<Tensor>) -> Result<
 }
 
 fn main() -> Result<()> {
-    allocator::keep_freed_memory();
+    process::configure_process();
     let args: Vec<String> = std::env::args().collect();
     let size: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(256);
     let runs: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3);

@@ -27,9 +27,9 @@
 
 use std::time::Instant;
 
-/// The allocator of the `mrsampler` tool, whose forward this measures.
-#[path = "support/allocator.rs"]
-mod allocator;
+/// The process setup of the `mrsampler` tool, whose forward this measures.
+#[path = "support/process.rs"]
+mod process;
 
 use candle_core::{DType, Device, Tensor};
 use mrsampler_models::{
@@ -110,7 +110,7 @@ fn product() {
 }
 
 fn main() {
-    allocator::keep_freed_memory();
+    process::configure_process();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("depthwise") {
         depthwise();
