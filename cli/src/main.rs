@@ -85,10 +85,11 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// Two process-wide settings that the network forward's speed depends on, made first thing in
 /// `main` (`docs/benchmarks.md`, "Faster than ONNX Runtime"):
 ///
-/// * freed memory stays committed for 10 s before mimalloc returns it to the system (its
-///   default is 1 s). A forward frees and allocates hundreds of MiB of layer outputs; returned
-///   and touched again, every 2 MiB of it was zeroed by the kernel anew, which took a third of
-///   an IR-SDE U-Net forward. Memory still goes back after an idle spell.
+/// * mimalloc keeps freed memory for reuse instead of returning it to the system (by default it
+///   returns it after 1 s; a 10 s delay still returned 1.2 GiB over five DA-CLIP forwards). A
+///   forward frees and allocates hundreds of MiB of layer outputs; returned and touched again,
+///   every 2 MiB of it was zeroed by the kernel anew, which took a third of an IR-SDE U-Net
+///   forward. The peak is unchanged: what is kept is what the next forward reuses.
 /// * candle's pool for element-wise operations parks its threads as soon as an operation ends
 ///   (`CANDLE_BARRIER_POOL_SPIN_LIMIT=1`, unless the environment sets it): by default they spin
 ///   for 25 000 rounds, on the cores the next matrix product needs, which took a fifth of the
@@ -98,7 +99,7 @@ fn configure_process() {
     // SAFETY: `mi_option_set` stores one integer in mimalloc's option table, and `set_var`
     // writes the environment; both run before this process has a second thread.
     unsafe {
-        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 10_000);
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1);
         if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
             std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "1");
         }

@@ -497,11 +497,12 @@ impl AttentionBlock {
                 let scale = (head_dim as f64).powf(-0.5);
                 let out = match kind {
                     Attention::Linear => {
-                        let q = (softmax(&q, 2)? * scale)?;
+                        let q = softmax(&q, 2)?;
                         let k = softmax(&k, 3)?;
-                        let v = (v / n as f64)?;
-                        // context[d, e] = Σₙ k[d, n] v[e, n]; out[e, n] = Σ_d context[d, e] q[d, n].
-                        let context = k.matmul(&v.t()?)?;
+                        // context[d, e] = Σₙ k[d, n] v[e, n] / N; out[e, n] = Σ_d context[d, e]
+                        // q[d, n] · scale. Both factors scale the small [d, d] context, not the
+                        // image-sized q and v (two passes fewer, the same products).
+                        let context = (k.matmul(&v.t()?)? * (scale / n as f64))?;
                         context.t()?.matmul(&q)?
                     }
                     _ => {

@@ -1,5 +1,5 @@
 //! The process setup of the `mrsampler` tool (`configure_process` in `cli/src/main.rs`), for the
-//! examples that time its forward: mimalloc, freed memory kept committed for 10 s, and candle's
+//! examples that time its forward: mimalloc, freed memory kept for reuse, and candle's
 //! element-wise thread pool parked as soon as an operation ends.
 
 #[global_allocator]
@@ -13,7 +13,7 @@ pub fn configure_process() {
     // SAFETY: `mi_option_set` stores one integer in mimalloc's option table, and `set_var`
     // writes the environment; both run before the process has a second thread.
     unsafe {
-        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 10_000);
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1);
         if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
             std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "1");
         }

@@ -20,9 +20,11 @@ pub(crate) fn silu(x: &Tensor) -> Result<Option<Tensor>> {
     Ok(Some(x.contiguous()?.apply_op1_no_bwd(&Silu)?))
 }
 
-/// `e^y` for `y ≤ 88` (larger `y` is clamped; below −87 the result flushes to 0).
+/// `e^y` for `y ≤ 88` (larger `y` is clamped; below −87 the result is `e^−87`, 1.6e-38): the
+/// exponential of the SiLU and the softmax kernels, which vectorises where the C library's
+/// `expf` runs one element at a time.
 #[inline(always)]
-fn exp(y: f32) -> f32 {
+pub(crate) fn exp(y: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;

@@ -11,6 +11,7 @@
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::activation::exp;
 use crate::error::Result;
 
 /// Pixels per block of the statistics pass.
@@ -123,7 +124,7 @@ impl CustomOp1 for Op {
                                 sc.iter_mut()
                                     .zip(row(ch))
                                     .zip(sh.iter())
-                                    .for_each(|((s, &v), &m)| *s += (v - m).exp());
+                                    .for_each(|((s, &v), &m)| *s += exp(v - m));
                             }
                             sc.iter_mut().for_each(|s| *s = s.recip());
                         }
@@ -134,11 +135,7 @@ impl CustomOp1 for Op {
                 .zip(xo.par_chunks(inner))
                 .for_each(|(o, xr)| {
                     for (((o, &v), &m), &s) in o.iter_mut().zip(xr).zip(&shift).zip(&scale) {
-                        *o = if softmax {
-                            (v - m).exp() * s
-                        } else {
-                            (v - m) * s
-                        };
+                        *o = if softmax { exp(v - m) * s } else { (v - m) * s };
                     }
                 });
         }

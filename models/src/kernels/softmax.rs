@@ -10,6 +10,7 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::activation::exp;
 use crate::blocks;
 use crate::error::Result;
 
@@ -52,13 +53,11 @@ impl CustomOp1 for ScaledSoftmax {
             .zip(x.par_chunks(n))
             .for_each(|(o, row)| {
                 let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v * scale));
-                let mut sum = 0f32;
-                for (o, &v) in o.iter_mut().zip(row) {
-                    let e = (v * scale - max).exp();
-                    *o = e;
-                    sum += e;
-                }
-                let inv = 1.0 / sum;
+                // The exponentials in one pass (it vectorises), their sum in another.
+                o.iter_mut()
+                    .zip(row)
+                    .for_each(|(o, &v)| *o = exp(v * scale - max));
+                let inv = 1.0 / o.iter().sum::<f32>();
                 o.iter_mut().for_each(|v| *v *= inv);
             });
         Ok((CpuStorage::F32(out), layout.shape().clone()))
