@@ -81,6 +81,42 @@ impl Conv {
         ))
     }
 
+    /// The product of a 1 × 1 convolution without its bias, where the fused epilogues apply
+    /// to it (CPU f32, a bias to fuse); else `None`.
+    fn pointwise_unbiased(&self, x: &Tensor) -> Result<Option<(Tensor, &Tensor)>> {
+        let (_, _, k, _) = self.weight.dims4()?;
+        let Some(bias) = &self.bias else {
+            return Ok(None);
+        };
+        if (k, self.stride, self.groups) != (1, 1, 1) || !kernels::fused_applies(x) {
+            return Ok(None);
+        }
+        Ok(Some((pointwise(x, &self.weight)?, bias)))
+    }
+
+    /// `residual + scale · self.forward(x)` (`scale` one value per output channel), with the
+    /// bias, the scale and the sum in one pass after a 1 × 1 product on the CPU in f32.
+    pub(crate) fn forward_scaled_residual(
+        &self,
+        x: &Tensor,
+        scale: &Tensor,
+        residual: &Tensor,
+    ) -> Result<Tensor> {
+        match self.pointwise_unbiased(x)? {
+            Some((m, bias)) => kernels::fused_bias_scale_residual(&m, bias, scale, residual),
+            None => Ok((residual + self.forward(x)?.broadcast_mul(scale)?)?),
+        }
+    }
+
+    /// `simple_gate(self.forward(x))`, with the bias and the gate in one pass after a 1 × 1
+    /// product on the CPU in f32.
+    pub(crate) fn forward_gated(&self, x: &Tensor) -> Result<Tensor> {
+        match self.pointwise_unbiased(x)? {
+            Some((m, bias)) => kernels::fused_bias_gate(&m, bias),
+            None => simple_gate(&self.forward(x)?),
+        }
+    }
+
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (cout, _, k, _) = self.weight.dims4()?;
         if self.groups > 1 && self.groups == cout && k == 3 && self.stride == 1 {
@@ -329,9 +365,26 @@ impl ChannelNorm {
         })
     }
 
+    /// `modulate(self.forward(x), scale, shift)` (`[B, C]` modulations), in one pass on the
+    /// CPU in f32: the modulation folds into the norm's gain and shift.
+    pub(crate) fn forward_modulated(
+        &self,
+        x: &Tensor,
+        scale: &Tensor,
+        shift: &Tensor,
+    ) -> Result<Tensor> {
+        let c = self.g.elem_count();
+        let gain = self.g.reshape((1, c))?.broadcast_mul(&(scale + 1.0)?)?;
+        let eps = if x.dtype() == DType::F32 { 1e-5 } else { 1e-3 };
+        match kernels::channel_layer_norm(x, &gain, Some(shift), eps)? {
+            Some(y) => Ok(y),
+            None => modulate(&self.forward(x)?, scale, shift),
+        }
+    }
+
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let eps = if x.dtype() == DType::F32 { 1e-5 } else { 1e-3 };
-        if let Some(y) = kernels::channel_layer_norm(x, &self.g, eps)? {
+        if let Some(y) = kernels::channel_layer_norm(x, &self.g, None, eps)? {
             return Ok(y);
         }
         let mean = x.mean_keepdim(1)?;

@@ -13,7 +13,7 @@ use std::fmt;
 use candle_core::{DType, Device, Tensor};
 
 use crate::blocks::{
-    ChannelNorm, Conv, ConvSpec, Linear, NetworkInput, chunks, modulate, network_input, pad_to,
+    ChannelNorm, Conv, ConvSpec, Linear, NetworkInput, chunks, network_input, pad_to,
     pixel_shuffle, simple_gate, time_embedding, zero_pad,
 };
 use crate::checkpoint::{Checkpoint, Weights};
@@ -181,16 +181,15 @@ impl NafBlock {
     fn forward(&self, inp: &Tensor, temb: &Tensor) -> Result<Tensor> {
         let m = chunks(&self.mlp.forward(&simple_gate(temb)?)?, 4)?;
         let (shift_att, scale_att, shift_ffn, scale_ffn) = (&m[0], &m[1], &m[2], &m[3]);
-        let x = modulate(&self.norm1.forward(inp)?, scale_att, shift_att)?;
+        let x = self.norm1.forward_modulated(inp, scale_att, shift_att)?;
         let x = simple_gate(&self.conv2.forward(&self.conv1.forward(&x)?)?)?;
         let attn = self.sca.forward(&x.mean_keepdim((2, 3))?)?;
-        let x = self.conv3.forward(&x.broadcast_mul(&attn)?)?;
-        let y = (inp + x.broadcast_mul(&self.beta)?)?;
-        let x = modulate(&self.norm2.forward(&y)?, scale_ffn, shift_ffn)?;
-        let x = self
-            .conv5
-            .forward(&simple_gate(&self.conv4.forward(&x)?)?)?;
-        Ok((y + x.broadcast_mul(&self.gamma)?)?)
+        let y = self
+            .conv3
+            .forward_scaled_residual(&x.broadcast_mul(&attn)?, &self.beta, inp)?;
+        let x = self.norm2.forward_modulated(&y, scale_ffn, shift_ffn)?;
+        let x = self.conv4.forward_gated(&x)?;
+        self.conv5.forward_scaled_residual(&x, &self.gamma, &y)
     }
 }
 

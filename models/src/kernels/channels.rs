@@ -18,31 +18,57 @@ use crate::error::Result;
 const BLOCK: usize = 2048;
 
 /// What to do across channels.
-#[derive(Clone, Copy)]
 enum Across {
-    /// `(x − mean) / sqrt(var + eps)` (biased variance), then times a per-channel gain.
-    LayerNorm { eps: f32 },
+    /// `(x − mean) / sqrt(var + eps)` (biased variance), then times `gain` plus `shift`, one
+    /// value per (outer index, channel).
+    LayerNorm {
+        eps: f32,
+        gain: Vec<f32>,
+        shift: Vec<f32>,
+    },
     /// `exp(x − max) / Σ exp(x − max)`.
     Softmax,
 }
 
-/// IR-SDE's channel LayerNorm of `x: [B, C, H, W]` with gain `g: [1, C, 1, 1]`, or `None`
-/// where the fused kernel does not apply (the caller then composes it).
-pub(crate) fn channel_layer_norm(x: &Tensor, g: &Tensor, eps: f64) -> Result<Option<Tensor>> {
+/// IR-SDE's channel LayerNorm of `x: [B, C, H, W]` times `gain` plus `shift`, or `None` where
+/// the fused kernel does not apply (the caller then composes it). `gain` and `shift` hold one
+/// value per channel (`[C]`, `[1, C, 1, 1]`) or per image and channel (`[B, C]`): a
+/// modulation after the norm folds into them, so it costs no pass of its own.
+pub(crate) fn channel_layer_norm(
+    x: &Tensor,
+    gain: &Tensor,
+    shift: Option<&Tensor>,
+    eps: f64,
+) -> Result<Option<Tensor>> {
     if !(x.device().is_cpu() && x.dtype() == DType::F32 && x.rank() == 4) {
         return Ok(None);
     }
     let (b, c, h, w) = x.dims4()?;
+    let per_image = |t: &Tensor| -> Result<Vec<f32>> {
+        let rows = t.elem_count() / c.max(1);
+        Ok(t.to_dtype(DType::F32)?
+            .reshape((rows, c))?
+            .broadcast_as((b, c))?
+            .contiguous()?
+            .flatten_all()?
+            .to_vec1()?)
+    };
+    let gain = per_image(gain)?;
+    let shift = match shift {
+        Some(s) => per_image(s)?,
+        None => vec![0.0; b * c],
+    };
     let y = x
         .contiguous()?
         .reshape((b, c, h * w))?
         .apply_op1_no_bwd(&Op {
-            across: Across::LayerNorm { eps: eps as f32 },
+            across: Across::LayerNorm {
+                eps: eps as f32,
+                gain,
+                shift,
+            },
         })?;
-    Ok(Some(
-        y.reshape((b, c, h, w))?
-            .broadcast_mul(&g.reshape((1, c, 1, 1))?)?,
-    ))
+    Ok(Some(y.reshape((b, c, h, w))?))
 }
 
 /// Softmax over axis `axis` of `x`, or `None` where the fused kernel does not apply.
@@ -82,10 +108,11 @@ impl CustomOp1 for Op {
         let x = &data[o0..o1];
         let mut out = vec![0f32; x.len()];
         let plane = c * inner;
-        for (xo, oo) in x
+        for (i, (xo, oo)) in x
             .chunks_exact(plane)
             .zip(out.chunks_exact_mut(plane))
             .take(outer)
+            .enumerate()
         {
             // Per pixel: (shift, scale) with y = (x − shift) · scale, or (max, 1 / Σ exp).
             let mut shift = vec![0f32; inner];
@@ -98,7 +125,7 @@ impl CustomOp1 for Op {
                     let (p0, len) = (blk * BLOCK, sh.len());
                     let row = |ch: usize| &xo[ch * inner + p0..ch * inner + p0 + len];
                     match self.across {
-                        Across::LayerNorm { eps } => {
+                        Across::LayerNorm { eps, .. } => {
                             sh.fill(0.0);
                             for ch in 0..c {
                                 sh.iter_mut().zip(row(ch)).for_each(|(m, &v)| *m += v);
@@ -130,14 +157,33 @@ impl CustomOp1 for Op {
                         }
                     }
                 });
-            let softmax = matches!(self.across, Across::Softmax);
-            oo.par_chunks_mut(inner)
-                .zip(xo.par_chunks(inner))
-                .for_each(|(o, xr)| {
-                    for (((o, &v), &m), &s) in o.iter_mut().zip(xr).zip(&shift).zip(&scale) {
-                        *o = if softmax { exp(v - m) * s } else { (v - m) * s };
-                    }
-                });
+            match &self.across {
+                Across::Softmax => {
+                    oo.par_chunks_mut(inner)
+                        .zip(xo.par_chunks(inner))
+                        .for_each(|(o, xr)| {
+                            for (((o, &v), &m), &s) in o.iter_mut().zip(xr).zip(&shift).zip(&scale)
+                            {
+                                *o = exp(v - m) * s;
+                            }
+                        })
+                }
+                Across::LayerNorm {
+                    gain, shift: add, ..
+                } => {
+                    let (gain, add) = (&gain[i * c..(i + 1) * c], &add[i * c..(i + 1) * c]);
+                    oo.par_chunks_mut(inner)
+                        .zip(xo.par_chunks(inner))
+                        .enumerate()
+                        .for_each(|(ch, (o, xr))| {
+                            let (g, a) = (gain[ch], add[ch]);
+                            for (((o, &v), &m), &s) in o.iter_mut().zip(xr).zip(&shift).zip(&scale)
+                            {
+                                *o = (v - m) * s * g + a;
+                            }
+                        });
+                }
+            }
         }
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
@@ -163,7 +209,20 @@ mod tests {
             .unwrap()
             .broadcast_mul(&g)
             .unwrap();
-        let got = channel_layer_norm(&x, &g, 1e-5).unwrap().unwrap();
+        let got = channel_layer_norm(&x, &g, None, 1e-5).unwrap().unwrap();
+        assert!(max_abs_diff(&got, &want) < 1e-5);
+        // A per-image modulation folded into the gain and shift.
+        let scale = Tensor::randn(0f32, 1f32, (2, 5), &Device::Cpu).unwrap();
+        let shift = Tensor::randn(0f32, 1f32, (2, 5), &Device::Cpu).unwrap();
+        let gain = g
+            .reshape((1, 5))
+            .unwrap()
+            .broadcast_mul(&(&scale + 1.0).unwrap())
+            .unwrap();
+        let got = channel_layer_norm(&x, &gain, Some(&shift), 1e-5)
+            .unwrap()
+            .unwrap();
+        let want = crate::blocks::modulate(&want, &scale, &shift).unwrap();
         assert!(max_abs_diff(&got, &want) < 1e-5);
     }
 

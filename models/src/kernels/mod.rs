@@ -6,9 +6,14 @@
 //! two passes per group, and the normalisations across channels in pixel-contiguous runs. Other
 //! devices and dtypes use candle's operations.
 
+use candle_core::{CpuStorage, Storage, Tensor};
+
+use crate::error::Result;
+
 mod activation;
 mod channels;
 mod depthwise;
+mod fused;
 mod group_norm;
 mod im2col;
 mod matmul;
@@ -18,6 +23,10 @@ mod winograd;
 pub(crate) use activation::silu;
 pub(crate) use channels::{channel_layer_norm, softmax_across};
 pub use depthwise::conv3x3 as depthwise_conv3x3;
+pub(crate) use fused::{
+    applies as fused_applies, bias_gate as fused_bias_gate,
+    bias_scale_residual as fused_bias_scale_residual,
+};
 pub(crate) use group_norm::group_norm;
 pub(crate) use im2col::conv2d;
 pub(crate) use matmul::matmul;
@@ -25,6 +34,18 @@ pub(crate) use softmax::scaled_softmax_last;
 pub(crate) use winograd::{
     applies as winograd_applies, conv3x3 as winograd_conv3x3, transform_weight as winograd_weight,
 };
+
+/// `f` of the elements of a contiguous CPU f32 tensor, borrowed.
+pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    match (&*storage, layout.contiguous_offsets()) {
+        (Storage::Cpu(CpuStorage::F32(data)), Some((o0, o1))) => Ok(f(&data[o0..o1])),
+        _ => Err(candle_core::Error::Msg(
+            "CPU kernel: expected a contiguous CPU f32 tensor".into(),
+        )
+        .into()),
+    }
+}
 
 /// `max |t|` over all elements of an `f32` tensor (the kernels' tests).
 #[cfg(test)]

@@ -24,9 +24,10 @@
 //!      ⎣0  1  0 −1⎦       ⎣ 0    0    1 ⎦
 //! ```
 
-use candle_core::{CpuStorage, DType, Storage, Tensor};
+use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
+use super::with_f32;
 use crate::error::{Error, Result};
 
 /// Floats in one band's transformed input (8 MiB of f32). Measured on the IR-SDE U-Net at 256²
@@ -146,18 +147,6 @@ pub(crate) fn conv3x3(
         Ok(())
     })??;
     Ok(Tensor::from_vec(y, (b, cout, oh, ow), u.device())?)
-}
-
-/// `f` of the elements of a contiguous CPU f32 tensor, borrowed.
-fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    match (&*storage, layout.contiguous_offsets()) {
-        (Storage::Cpu(CpuStorage::F32(data)), Some((o0, o1))) => Ok(f(&data[o0..o1])),
-        _ => Err(candle_core::Error::Msg(
-            "3 × 3 convolution: expected a contiguous CPU f32 tensor".into(),
-        )
-        .into()),
-    }
 }
 
 /// `Bᵀ d B` of every tile in tile rows `rows` of one image `[Cin, H, W]`, as `[Cin, 16, tiles]`.

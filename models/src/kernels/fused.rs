@@ -1,0 +1,103 @@
+//! Element-wise epilogues of 1 × 1 convolutions, fused into one pass over the product: the
+//! bias, then a per-channel scale and a residual (`r + s_c·(m + b_c)`, NAFNet's
+//! `inp + β·conv(x)`), or the bias, then the SimpleGate (`(m₁ + b₁)·(m₂ + b₂)` over the two
+//! channel halves). candle takes two or three passes, each with a fresh output, for either.
+
+use candle_core::{DType, Tensor};
+use rayon::prelude::*;
+
+use super::with_f32;
+use crate::error::Result;
+
+/// Whether the fused epilogues apply to a product `m: [B, C, H, W]`: CPU f32.
+pub(crate) fn applies(m: &Tensor) -> bool {
+    m.device().is_cpu() && m.dtype() == DType::F32 && m.rank() == 4
+}
+
+/// One value per channel of a `[C]`- or `[1, C, 1, 1]`-shaped tensor.
+fn per_channel(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
+}
+
+/// `residual + scale_c · (m + bias_c)` for `m, residual: [B, C, H, W]`, `bias, scale` one value
+/// per channel. Callers check [`applies`].
+pub(crate) fn bias_scale_residual(
+    m: &Tensor,
+    bias: &Tensor,
+    scale: &Tensor,
+    residual: &Tensor,
+) -> Result<Tensor> {
+    let (b, c, h, w) = m.dims4()?;
+    let (bias, scale) = (per_channel(bias)?, per_channel(scale)?);
+    let plane = h * w;
+    let (m, r) = (
+        m.contiguous()?,
+        residual.contiguous()?.to_dtype(DType::F32)?,
+    );
+    let mut out = vec![0f32; b * c * plane];
+    with_f32(&m, |m| {
+        with_f32(&r, |r| {
+            out.par_chunks_mut(plane)
+                .zip(m.par_chunks(plane).zip(r.par_chunks(plane)))
+                .enumerate()
+                .for_each(|(i, (o, (m, r)))| {
+                    let (bc, sc) = (bias[i % c], scale[i % c]);
+                    for ((o, &m), &r) in o.iter_mut().zip(m).zip(r) {
+                        *o = r + sc * (m + bc);
+                    }
+                });
+        })
+    })??;
+    Ok(Tensor::from_vec(out, (b, c, h, w), residual.device())?)
+}
+
+/// `(m[:, :C/2] + bias[:C/2]) · (m[:, C/2:] + bias[C/2:])` for `m: [B, C, H, W]` with `C` even.
+/// Callers check [`applies`].
+pub(crate) fn bias_gate(m: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let (b, c, h, w) = m.dims4()?;
+    let half = c / 2;
+    let bias = per_channel(bias)?;
+    let plane = h * w;
+    let m = m.contiguous()?;
+    let mut out = vec![0f32; b * half * plane];
+    with_f32(&m, |m| {
+        out.par_chunks_mut(plane).enumerate().for_each(|(i, o)| {
+            let (img, ch) = (i / half, i % half);
+            let first = &m[(img * c + ch) * plane..][..plane];
+            let second = &m[(img * c + half + ch) * plane..][..plane];
+            let (b1, b2) = (bias[ch], bias[half + ch]);
+            for ((o, &x), &y) in o.iter_mut().zip(first).zip(second) {
+                *o = (x + b1) * (y + b2);
+            }
+        });
+    })?;
+    Ok(Tensor::from_vec(out, (b, half, h, w), m.device())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+
+    use super::super::max_abs_diff;
+
+    #[test]
+    fn epilogues_equal_their_composed_forms() {
+        let dev = Device::Cpu;
+        let m = Tensor::randn(0f32, 1f32, (2, 6, 5, 7), &dev).unwrap();
+        let r = Tensor::randn(0f32, 1f32, (2, 6, 5, 7), &dev).unwrap();
+        let bias = Tensor::randn(0f32, 1f32, 6, &dev).unwrap();
+        let scale = Tensor::randn(0f32, 1f32, (1, 6, 1, 1), &dev).unwrap();
+        let biased = m
+            .broadcast_add(&bias.reshape((1, 6, 1, 1)).unwrap())
+            .unwrap();
+
+        let want = (&r + biased.broadcast_mul(&scale).unwrap()).unwrap();
+        let got = super::bias_scale_residual(&m, &bias, &scale, &r).unwrap();
+        assert!(max_abs_diff(&got, &want) < 1e-6);
+
+        let want = crate::blocks::simple_gate(&biased).unwrap();
+        let got = super::bias_gate(&m, &bias).unwrap();
+        assert_eq!(got.dims(), &[2, 3, 5, 7]);
+        assert!(max_abs_diff(&got, &want) < 1e-6);
+    }
+}
