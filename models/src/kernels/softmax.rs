@@ -52,16 +52,57 @@ impl CustomOp1 for ScaledSoftmax {
         out.par_chunks_mut(n)
             .zip(x.par_chunks(n))
             .for_each(|(o, row)| {
-                let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v * scale));
+                let (lo, hi) = min_max(row);
+                let max = (lo * scale).max(hi * scale); // either sign of scale
                 // The exponentials in one pass (it vectorises), their sum in another.
                 o.iter_mut()
                     .zip(row)
                     .for_each(|(o, &v)| *o = exp(v * scale - max));
-                let inv = 1.0 / o.iter().sum::<f32>();
+                let inv = 1.0 / sum(o);
                 o.iter_mut().for_each(|v| *v *= inv);
             });
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
+}
+
+/// Lanes of the running minimum, maximum and sum below: 16 interleaved running values
+/// vectorise, where one is a single dependency chain.
+const LANES: usize = 16;
+
+/// `(min, max)` of `row`.
+#[inline(always)]
+fn min_max(row: &[f32]) -> (f32, f32) {
+    let (mut lo, mut hi) = ([f32::INFINITY; LANES], [f32::NEG_INFINITY; LANES]);
+    let mut chunks = row.chunks_exact(LANES);
+    for c in &mut chunks {
+        for ((l, h), &v) in lo.iter_mut().zip(hi.iter_mut()).zip(c) {
+            *l = l.min(v);
+            *h = h.max(v);
+        }
+    }
+    let rest = chunks.remainder().iter();
+    let lo = lo
+        .iter()
+        .chain(rest.clone())
+        .fold(f32::INFINITY, |a, &v| a.min(v));
+    let hi = hi
+        .iter()
+        .chain(rest)
+        .fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+    (lo, hi)
+}
+
+/// `Σ row`.
+#[inline(always)]
+fn sum(row: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let mut chunks = row.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    acc.iter().chain(chunks.remainder()).sum()
 }
 
 #[cfg(test)]
