@@ -19,6 +19,7 @@ use crate::blocks::{
 };
 use crate::checkpoint::{Checkpoint, Weights};
 use crate::error::{Error, Result};
+use crate::kernels;
 use crate::transformer::SpatialTransformer;
 
 /// The attention block kind at one position of the U-Net.
@@ -378,12 +379,20 @@ impl ResBlock {
 
     fn forward(&self, x: &Tensor, temb: &Tensor) -> Result<Tensor> {
         let ss = chunks(&self.mlp.forward(&temb.silu()?)?, 2)?;
-        let h = crate::blocks::silu(&modulate(&self.conv1.forward(x)?, &ss[0], &ss[1])?)?;
-        let h = crate::blocks::silu(&self.conv2.forward(&h)?)?;
         let skip = match &self.skip {
             Some(c) => c.forward(x)?,
             None => x.clone(),
         };
+        let h = self.conv1.forward(x)?;
+        if kernels::fused_applies(&h) {
+            // The modulation, the SiLUs and the sum in two passes (candle's operations: six).
+            let gain = (&ss[0] + 1.0)?;
+            let h = kernels::fused_affine_silu(&h, Some(&gain), Some(&ss[1]), None)?;
+            let h = self.conv2.forward(&h)?;
+            return kernels::fused_affine_silu(&h, None, None, Some(&skip));
+        }
+        let h = crate::blocks::silu(&modulate(&h, &ss[0], &ss[1])?)?;
+        let h = crate::blocks::silu(&self.conv2.forward(&h)?)?;
         Ok((h + skip)?)
     }
 }

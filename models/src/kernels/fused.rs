@@ -1,11 +1,13 @@
-//! Element-wise epilogues of 1 × 1 convolutions, fused into one pass over the product: the
-//! bias, then a per-channel scale and a residual (`r + s_c·(m + b_c)`, NAFNet's
-//! `inp + β·conv(x)`), or the bias, then the SimpleGate (`(m₁ + b₁)·(m₂ + b₂)` over the two
-//! channel halves). candle takes two or three passes, each with a fresh output, for either.
+//! Element-wise epilogues of convolutions, fused into one pass over the output: the bias, then
+//! a per-channel scale and a residual (`r + s_c·(m + b_c)`, NAFNet's `inp + β·conv(x)`); the
+//! bias, then the SimpleGate (`(m₁ + b₁)·(m₂ + b₂)` over the two channel halves); a per-image,
+//! per-channel affine map, then SiLU, then a residual (`silu(g·x + a) + r`, the U-Net's
+//! ResBlocks). candle takes two to four passes, each with a fresh output, for any of them.
 
 use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
+use super::activation::exp;
 use super::with_f32;
 use crate::error::Result;
 
@@ -74,6 +76,62 @@ pub(crate) fn bias_gate(m: &Tensor, bias: &Tensor) -> Result<Tensor> {
     Ok(Tensor::from_vec(out, (b, half, h, w), m.device())?)
 }
 
+/// `silu(gain · x + shift) + residual` for `x: [B, C, H, W]`; `gain` and `shift` one value
+/// per image and channel (`[B, C]`, or absent: 1 and 0), `residual` absent or `x`'s shape.
+/// Callers check [`applies`].
+pub(crate) fn affine_silu(
+    x: &Tensor,
+    gain: Option<&Tensor>,
+    shift: Option<&Tensor>,
+    residual: Option<&Tensor>,
+) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let per_image = |t: Option<&Tensor>, default: f32| -> Result<Vec<f32>> {
+        match t {
+            Some(t) => Ok(t
+                .to_dtype(DType::F32)?
+                .reshape((b, c))?
+                .flatten_all()?
+                .to_vec1()?),
+            None => Ok(vec![default; b * c]),
+        }
+    };
+    let (gain, shift) = (per_image(gain, 1.0)?, per_image(shift, 0.0)?);
+    let plane = h * w;
+    let x = x.contiguous()?;
+    let r = residual
+        .map(|r| r.contiguous()?.to_dtype(DType::F32))
+        .transpose()?;
+    let mut out = vec![0f32; b * c * plane];
+    with_f32(&x, |x| -> Result<()> {
+        let mut run = |r: Option<&[f32]>| {
+            out.par_chunks_mut(plane)
+                .zip(x.par_chunks(plane))
+                .enumerate()
+                .for_each(|(i, (o, x))| {
+                    let (g, a) = (gain[i], shift[i]);
+                    o.iter_mut().zip(x).for_each(|(o, &v)| {
+                        let v = g * v + a;
+                        *o = v / (1.0 + exp(-v));
+                    });
+                    if let Some(r) = r {
+                        o.iter_mut()
+                            .zip(&r[i * plane..(i + 1) * plane])
+                            .for_each(|(o, &r)| *o += r);
+                    }
+                });
+        };
+        match &r {
+            Some(r) => with_f32(r, |r| run(Some(r))),
+            None => {
+                run(None);
+                Ok(())
+            }
+        }
+    })??;
+    Ok(Tensor::from_vec(out, (b, c, h, w), x.device())?)
+}
+
 #[cfg(test)]
 mod tests {
     use candle_core::{Device, Tensor};
@@ -99,5 +157,17 @@ mod tests {
         let got = super::bias_gate(&m, &bias).unwrap();
         assert_eq!(got.dims(), &[2, 3, 5, 7]);
         assert!(max_abs_diff(&got, &want) < 1e-6);
+
+        let (g, a) = (
+            Tensor::randn(1f32, 0.3f32, (2, 6), &dev).unwrap(),
+            Tensor::randn(0f32, 1f32, (2, 6), &dev).unwrap(),
+        );
+        let modulated = crate::blocks::modulate(&m, &(&g - 1.0).unwrap(), &a).unwrap();
+        let want = (modulated.silu().unwrap() + &r).unwrap();
+        let got = super::affine_silu(&m, Some(&g), Some(&a), Some(&r)).unwrap();
+        assert!(max_abs_diff(&got, &want) < 1e-5);
+        let want = m.silu().unwrap();
+        let got = super::affine_silu(&m, None, None, None).unwrap();
+        assert!(max_abs_diff(&got, &want) < 1e-5);
     }
 }
