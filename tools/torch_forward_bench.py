@@ -16,6 +16,13 @@ is what computing it once per image saves. Random weights, one [1, 3, SIZE, SIZE
 float32, torch.no_grad().
 Prints one table row: median seconds of REPEATS forwards after a warm-up, and the process's
 peak resident memory (MiB). Run one configuration per process.
+
+`--onnxruntime` times the same module in ONNX Runtime instead (CPU execution provider,
+`--threads` intra-op threads, all graph optimisations): exported by `torch.onnx.export`
+(opset 18, fixed shapes) to a temporary file, then run on the same inputs. The encoder has no
+other ONNX route (`tools/export_onnx.py` exports denoisers); for the denoisers it agrees with
+`forward_bench onnx` on `tools/export_onnx.py`'s graphs. The peak memory then includes the
+PyTorch module the graph was exported from.
 """
 import argparse
 import resource
@@ -45,6 +52,7 @@ ap.add_argument("size", type=int)
 ap.add_argument("repeats", type=int, nargs="?", default=3)
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--const-cross", action="store_true")
+ap.add_argument("--onnxruntime", action="store_true")
 args = ap.parse_args()
 torch.set_num_threads(args.threads)
 x = torch.randn(1, 3, args.size, args.size)
@@ -75,6 +83,42 @@ else:
     cls, setting = ARCHS[args.arch]
     net = getattr(load_modules(args.upstream, "deraining"), cls)(**setting).eval()
     call = lambda: net(x, mu, t)  # noqa: E731
+runtime = f"PyTorch {torch.__version__.split('+')[0]}"
+if args.onnxruntime:
+    import os
+    import tempfile
+
+    import onnxruntime as ort
+
+    class Call(torch.nn.Module):
+        """The timed call as a module of its tensor inputs, for the export."""
+
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, *inputs):
+            return rebuild(self.net, *inputs)
+
+    if args.arch == "daclip":
+        inputs = (x, mu, t, ic, dc)
+        rebuild = lambda n, x, mu, t, ic, dc: n(x, mu, t, text_context=dc, image_context=ic)  # noqa: E731
+    elif args.arch == "daclip-encoder":
+        inputs = (pixels,)
+        rebuild = lambda n, p: n.encode_image(p, control=True)  # noqa: E731
+    else:
+        inputs = (x, mu, t)
+        rebuild = lambda n, x, mu, t: n(x, mu, t)  # noqa: E731
+    path = os.path.join(tempfile.mkdtemp(), "net.onnx")
+    with torch.no_grad():
+        torch.onnx.export(Call(net), inputs, path, opset_version=18, dynamo=False)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = args.threads
+    opts.inter_op_num_threads = 1
+    session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    feed = {i.name: v.numpy() for i, v in zip(session.get_inputs(), inputs)}
+    call = lambda: session.run(None, feed)  # noqa: E731
+    runtime = f"ONNX Runtime {ort.__version__}"
 times = []
 with torch.no_grad():
     call()
@@ -84,5 +128,5 @@ with torch.no_grad():
         times.append(time.perf_counter() - start)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 name = args.arch + (" (cross-attention once)" if args.const_cross else "")
-print(f"| PyTorch {torch.__version__.split('+')[0]} | {name} | {args.size}² | "
+print(f"| {runtime} | {name} | {args.size}² | "
       f"{statistics.median(times):.3f} | {peak:.0f} |")

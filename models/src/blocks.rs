@@ -164,30 +164,32 @@ fn pointwise(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
 /// A fully connected layer (`torch.nn.Linear`) on `[…, in]` (any leading dimensions).
 #[derive(Debug, Clone)]
 pub(crate) struct Linear {
-    weight: Tensor,
+    /// The weight transposed, `[in, out]`, held contiguous: the product then reads it row by
+    /// row (as `[out, in]` seen through a transpose, packing it for every product took more
+    /// time than the products of DA-CLIP's encoder, whose 50 tokens reuse it little).
+    weight_t: Tensor,
     bias: Option<Tensor>,
 }
 
 impl Linear {
     pub(crate) fn new(w: &Weights, prefix: &str, cin: usize, cout: usize) -> Result<Self> {
-        Ok(Self {
-            weight: w.take(&format!("{prefix}.weight"), &[cout, cin])?,
-            bias: Some(w.take(&format!("{prefix}.bias"), &[cout])?),
-        })
+        let weight = w.take(&format!("{prefix}.weight"), &[cout, cin])?;
+        let bias = w.take(&format!("{prefix}.bias"), &[cout])?;
+        Self::from_parts(weight, Some(bias))
     }
 
     /// A layer built with `bias=False`.
     pub(crate) fn without_bias(w: &Weights, prefix: &str, cin: usize, cout: usize) -> Result<Self> {
-        Ok(Self {
-            weight: w.take(&format!("{prefix}.weight"), &[cout, cin])?,
-            bias: None,
-        })
+        Self::from_parts(w.take(&format!("{prefix}.weight"), &[cout, cin])?, None)
     }
 
     /// A layer from a weight `[out, in]` and bias `[out]` taken apart by the caller (packed
     /// projections).
-    pub(crate) fn from_parts(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self { weight, bias }
+    pub(crate) fn from_parts(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        Ok(Self {
+            weight_t: weight.t()?.contiguous()?,
+            bias,
+        })
     }
 
     /// Each sample of the leading (batch) axis is multiplied on its own, so that a sample's
@@ -207,12 +209,12 @@ impl Linear {
 
     fn forward_one(&self, x: &Tensor) -> Result<Tensor> {
         let dims = x.dims().to_vec();
-        let (cout, cin) = self.weight.dims2()?;
+        let (cin, cout) = self.weight_t.dims2()?;
         let rows: usize = dims[..dims.len() - 1].iter().product();
         let y = x
             .contiguous()?
             .reshape((rows, cin))?
-            .matmul(&self.weight.t()?)?;
+            .matmul(&self.weight_t)?;
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,

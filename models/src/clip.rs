@@ -168,7 +168,7 @@ impl Layer {
             qkv: Linear::from_parts(
                 w.take(&format!("{p}.attn.in_proj_weight"), &[3 * d, d])?,
                 Some(w.take(&format!("{p}.attn.in_proj_bias"), &[3 * d])?),
-            ),
+            )?,
             out: Linear::new(w, &format!("{p}.attn.out_proj"), d, d)?,
             ln_2: LayerNorm::new(w, &format!("{p}.ln_2"), d, 1e-5)?,
             fc: Linear::new(w, &format!("{p}.mlp.c_fc"), d, c.mlp_width)?,
