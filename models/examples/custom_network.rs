@@ -9,9 +9,8 @@
 
 use std::time::Instant;
 
-/// As in the `mrsampler` tool: an allocator that keeps large buffers mapped between layers
-/// (with the system allocator each layer's output is mapped and unmapped afresh, and page
-/// faults took a tenth of the forward).
+/// The process setup of the `mrsampler` tool (docs/models.md, "Setting up the process for
+/// speed"): mimalloc keeping freed memory for reuse, candle's element-wise pool parked at once.
 #[path = "support/process.rs"]
 mod process;
 
