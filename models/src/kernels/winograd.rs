@@ -30,15 +30,17 @@ use rayon::prelude::*;
 use super::with_f32;
 use crate::error::{Error, Result};
 
-/// Floats in one band's transformed input (8 MiB of f32). Measured on the IR-SDE U-Net at 256²
-/// in `docs/benchmarks.md`.
+/// Floats in one band's transformed input (8 MiB of f32). Measured on a 64-channel convolution
+/// at 256² (`docs/benchmarks.md`): 13–14 ms, against 14–15 ms with 2²⁰ and 38–49 ms with 2²²
+/// or 2²³.
 const BAND_FLOATS: usize = 1 << 21;
 
 /// Output pixels from which [`conv3x3`] beats the column form, its kernel transform included
 /// (made at every call: kept, the transformed kernels would cost 16/9 of the weights' memory).
 /// The transform costs the same per channel pair at every image size and the saving grows with
 /// the pixels, so one size decides: measured 2 threads, 128 and 512 channels, the two are even
-/// between 32² and 48² (`docs/benchmarks.md`).
+/// between 32² and 48² (`docs/benchmarks.md`; DA-CLIP's denoiser at 256² gained nothing from
+/// 1 024 or 512).
 const MIN_PIXELS: usize = 2048;
 
 /// Whether [`conv3x3`] applies and pays: a CPU f32 convolution with a 3 × 3 kernel, stride 1,
