@@ -149,6 +149,23 @@ pub(crate) fn silu(x: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// `silu(modulate(x, scale, shift))` (`[B, C]` modulations): one fused pass on the CPU in f32,
+/// else candle's operations.
+pub(crate) fn silu_modulated(x: &Tensor, scale: &Tensor, shift: &Tensor) -> Result<Tensor> {
+    if kernels::fused_applies(x) {
+        return kernels::fused_affine_silu(x, Some(&(scale + 1.0)?), Some(shift), None);
+    }
+    silu(&modulate(x, scale, shift)?)
+}
+
+/// `silu(x) + residual`: one fused pass on the CPU in f32, else candle's operations.
+pub(crate) fn silu_plus(x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+    if kernels::fused_applies(x) {
+        return kernels::fused_affine_silu(x, None, None, Some(residual));
+    }
+    Ok((silu(x)? + residual)?)
+}
+
 /// A 1 × 1 convolution as one matrix product `[Cout, Cin] · [B, Cin, H·W]`.
 fn pointwise(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
     let (b, cin, h, wd) = x.dims4()?;

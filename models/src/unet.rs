@@ -14,12 +14,11 @@ use std::fmt;
 use candle_core::{DType, Device, Tensor};
 
 use crate::blocks::{
-    ChannelNorm, Conv, ConvSpec, Linear, NetworkInput, attention, chunks, modulate, network_input,
-    pad_to, reflect_pad, softmax, time_embedding,
+    ChannelNorm, Conv, ConvSpec, Linear, NetworkInput, attention, chunks, network_input, pad_to,
+    reflect_pad, silu_modulated, silu_plus, softmax, time_embedding,
 };
 use crate::checkpoint::{Checkpoint, Weights};
 use crate::error::{Error, Result};
-use crate::kernels;
 use crate::transformer::SpatialTransformer;
 
 /// The attention block kind at one position of the U-Net.
@@ -383,17 +382,8 @@ impl ResBlock {
             Some(c) => c.forward(x)?,
             None => x.clone(),
         };
-        let h = self.conv1.forward(x)?;
-        if kernels::fused_applies(&h) {
-            // The modulation, the SiLUs and the sum in two passes (candle's operations: six).
-            let gain = (&ss[0] + 1.0)?;
-            let h = kernels::fused_affine_silu(&h, Some(&gain), Some(&ss[1]), None)?;
-            let h = self.conv2.forward(&h)?;
-            return kernels::fused_affine_silu(&h, None, None, Some(&skip));
-        }
-        let h = crate::blocks::silu(&modulate(&h, &ss[0], &ss[1])?)?;
-        let h = crate::blocks::silu(&self.conv2.forward(&h)?)?;
-        Ok((h + skip)?)
+        let h = silu_modulated(&self.conv1.forward(x)?, &ss[0], &ss[1])?;
+        silu_plus(&self.conv2.forward(&h)?, &skip)
     }
 }
 

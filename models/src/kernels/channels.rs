@@ -12,6 +12,7 @@ use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::activation::exp;
+use super::per_image_channel;
 use crate::error::Result;
 
 /// Pixels per block of the statistics pass.
@@ -44,20 +45,8 @@ pub(crate) fn channel_layer_norm(
         return Ok(None);
     }
     let (b, c, h, w) = x.dims4()?;
-    let per_image = |t: &Tensor| -> Result<Vec<f32>> {
-        let rows = t.elem_count() / c.max(1);
-        Ok(t.to_dtype(DType::F32)?
-            .reshape((rows, c))?
-            .broadcast_as((b, c))?
-            .contiguous()?
-            .flatten_all()?
-            .to_vec1()?)
-    };
-    let gain = per_image(gain)?;
-    let shift = match shift {
-        Some(s) => per_image(s)?,
-        None => vec![0.0; b * c],
-    };
+    let gain = per_image_channel(Some(gain), b, c, 1.0)?;
+    let shift = per_image_channel(shift, b, c, 0.0)?;
     let y = x
         .contiguous()?
         .reshape((b, c, h * w))?

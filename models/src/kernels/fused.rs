@@ -8,17 +8,12 @@ use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
 use super::activation::exp;
-use super::with_f32;
+use super::{per_image_channel, with_f32};
 use crate::error::Result;
 
 /// Whether the fused epilogues apply to a product `m: [B, C, H, W]`: CPU f32.
 pub(crate) fn applies(m: &Tensor) -> bool {
     m.device().is_cpu() && m.dtype() == DType::F32 && m.rank() == 4
-}
-
-/// One value per channel of a `[C]`- or `[1, C, 1, 1]`-shaped tensor.
-fn per_channel(t: &Tensor) -> Result<Vec<f32>> {
-    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
 }
 
 /// `residual + scale_c · (m + bias_c)` for `m, residual: [B, C, H, W]`, `bias, scale` one value
@@ -30,7 +25,8 @@ pub(crate) fn bias_scale_residual(
     residual: &Tensor,
 ) -> Result<Tensor> {
     let (b, c, h, w) = m.dims4()?;
-    let (bias, scale) = (per_channel(bias)?, per_channel(scale)?);
+    let bias = per_image_channel(Some(bias), 1, c, 0.0)?;
+    let scale = per_image_channel(Some(scale), 1, c, 1.0)?;
     let plane = h * w;
     let (m, r) = (
         m.contiguous()?,
@@ -58,7 +54,7 @@ pub(crate) fn bias_scale_residual(
 pub(crate) fn bias_gate(m: &Tensor, bias: &Tensor) -> Result<Tensor> {
     let (b, c, h, w) = m.dims4()?;
     let half = c / 2;
-    let bias = per_channel(bias)?;
+    let bias = per_image_channel(Some(bias), 1, c, 0.0)?;
     let plane = h * w;
     let m = m.contiguous()?;
     let mut out = vec![0f32; b * half * plane];
@@ -86,47 +82,35 @@ pub(crate) fn affine_silu(
     residual: Option<&Tensor>,
 ) -> Result<Tensor> {
     let (b, c, h, w) = x.dims4()?;
-    let per_image = |t: Option<&Tensor>, default: f32| -> Result<Vec<f32>> {
-        match t {
-            Some(t) => Ok(t
-                .to_dtype(DType::F32)?
-                .reshape((b, c))?
-                .flatten_all()?
-                .to_vec1()?),
-            None => Ok(vec![default; b * c]),
-        }
-    };
-    let (gain, shift) = (per_image(gain, 1.0)?, per_image(shift, 0.0)?);
+    let gain = per_image_channel(gain, b, c, 1.0)?;
+    let shift = per_image_channel(shift, b, c, 0.0)?;
     let plane = h * w;
     let x = x.contiguous()?;
-    let r = residual
-        .map(|r| r.contiguous()?.to_dtype(DType::F32))
-        .transpose()?;
+    let residual = residual.map(Tensor::contiguous).transpose()?;
     let mut out = vec![0f32; b * c * plane];
-    with_f32(&x, |x| -> Result<()> {
-        let mut run = |r: Option<&[f32]>| {
-            out.par_chunks_mut(plane)
-                .zip(x.par_chunks(plane))
-                .enumerate()
-                .for_each(|(i, (o, x))| {
-                    let (g, a) = (gain[i], shift[i]);
-                    o.iter_mut().zip(x).for_each(|(o, &v)| {
-                        let v = g * v + a;
-                        *o = v / (1.0 + exp(-v));
-                    });
-                    if let Some(r) = r {
-                        o.iter_mut()
-                            .zip(&r[i * plane..(i + 1) * plane])
-                            .for_each(|(o, &r)| *o += r);
-                    }
+    // One (image, channel) plane per task: `out = silu(g·x + a)`, then `+= r`.
+    let fill = |out: &mut [f32], x: &[f32], r: Option<&[f32]>| {
+        out.par_chunks_mut(plane)
+            .zip(x.par_chunks(plane))
+            .enumerate()
+            .for_each(|(i, (o, x))| {
+                let (g, a) = (gain[i], shift[i]);
+                o.iter_mut().zip(x).for_each(|(o, &v)| {
+                    let v = g * v + a;
+                    *o = v / (1.0 + exp(-v));
                 });
-        };
-        match &r {
-            Some(r) => with_f32(r, |r| run(Some(r))),
-            None => {
-                run(None);
-                Ok(())
-            }
+                if let Some(r) = r {
+                    o.iter_mut()
+                        .zip(&r[i * plane..(i + 1) * plane])
+                        .for_each(|(o, &r)| *o += r);
+                }
+            });
+    };
+    with_f32(&x, |x| match &residual {
+        Some(r) => with_f32(r, |r| fill(&mut out, x, Some(r))),
+        None => {
+            fill(&mut out, x, None);
+            Ok(())
         }
     })??;
     Ok(Tensor::from_vec(out, (b, c, h, w), x.device())?)

@@ -47,6 +47,27 @@ pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> 
     }
 }
 
+/// `t` as one value per (image, channel) of a batch of `b` images with `c` channels: `t` holds
+/// `c` values (`[C]`, `[1, C]`, `[1, C, 1, 1]`: the same for every image) or `b·c` (`[B, C]`);
+/// absent, `default` everywhere.
+pub(crate) fn per_image_channel(
+    t: Option<&Tensor>,
+    b: usize,
+    c: usize,
+    default: f32,
+) -> Result<Vec<f32>> {
+    let Some(t) = t else {
+        return Ok(vec![default; b * c]);
+    };
+    let rows = t.elem_count() / c.max(1);
+    Ok(t.to_dtype(candle_core::DType::F32)?
+        .reshape((rows, c))?
+        .broadcast_as((b, c))?
+        .contiguous()?
+        .flatten_all()?
+        .to_vec1()?)
+}
+
 /// `max |t|` over all elements of an `f32` tensor (the kernels' tests).
 #[cfg(test)]
 pub(crate) fn max_abs(t: &candle_core::Tensor) -> f32 {
