@@ -1,10 +1,10 @@
 //! CPU kernels where candle's own CPU path is slow (measured in `docs/benchmarks.md`): dense
 //! 3 × 3 stride-1 convolutions by Winograd's F(2 × 2, 3 × 3) on images of at least 2 048
 //! output pixels, other dense convolutions as one row-chunked im2col and matrix product in
-//! NCHW, depthwise 3 × 3
-//! convolutions computed directly, the attention's softmax in one pass per row, GroupNorm in
-//! two passes per group, and the normalisations across channels in pixel-contiguous runs. Other
-//! devices and dtypes use candle's operations.
+//! NCHW, depthwise 3 × 3 convolutions computed directly, convolution epilogues fused into one
+//! pass, the attention's softmax in one pass per row, GroupNorm in two passes per group, and
+//! the normalisations across channels in pixel-contiguous runs. Other devices and dtypes use
+//! candle's operations.
 
 use candle_core::{CpuStorage, Storage, Tensor};
 
