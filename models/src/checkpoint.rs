@@ -55,6 +55,21 @@ impl Checkpoint {
     /// [`Error::Io`] if the file cannot be read; [`Error::Checkpoint`] if it is truncated,
     /// corrupt, in PyTorch's legacy (pre-1.6, non-zip) format, or holds no tensors.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        Self::load_matching(path, |_| true)
+    }
+
+    /// Reads the tensors of a checkpoint whose names `keep` accepts (names as [`names`]
+    /// gives them, after normalisation). From a `.pth` archive only those tensors' storages
+    /// are read, so a network that needs part of a large training checkpoint (DA-CLIP's
+    /// encoder without its text tower) does not pay for the rest.
+    ///
+    /// [`names`]: Self::names
+    ///
+    /// The result is empty when `keep` accepts none of the file's tensors.
+    ///
+    /// # Errors
+    /// As [`load`](Self::load).
+    pub fn load_matching(path: impl AsRef<Path>, keep: impl Fn(&str) -> bool) -> Result<Self> {
         let path = path.as_ref();
         let mut magic = [0u8; 8];
         let n = std::fs::File::open(path)
@@ -68,7 +83,7 @@ impl Checkpoint {
             reason,
         };
         let (tensors, format) = if n >= 4 && magic[..4] == *b"PK\x03\x04" {
-            (read_pth(path).map_err(bad)?, Format::Pth)
+            (read_pth(path, &keep).map_err(bad)?, Format::Pth)
         } else if n >= 2 && magic[0] == 0x80 && magic[1] <= 5 {
             return Err(bad(
                 "PyTorch's legacy (non-zip) serialization, which cannot be read safely; \
@@ -86,10 +101,14 @@ impl Checkpoint {
         } else {
             return Err(bad(format!("the file is only {n} bytes long")));
         };
-        if tensors.is_empty() {
+        if tensors.is_empty() && format == Format::Safetensors {
             return Err(bad("the file holds no tensors".into()));
         }
-        Ok(Self::normalise(tensors, path.to_owned(), format))
+        let ckpt = Self::normalise(tensors, path.to_owned(), format);
+        Ok(match format {
+            Format::Pth => ckpt,
+            Format::Safetensors => ckpt.retain(&keep),
+        })
     }
 
     /// Wraps tensors that are already in memory (names as in the upstream state dict).
@@ -167,7 +186,7 @@ impl Checkpoint {
         self.tensors.len()
     }
 
-    /// Whether there are no tensors (never true for a loaded file).
+    /// Whether there are no tensors (never true for a file read by [`load`](Self::load)).
     pub fn is_empty(&self) -> bool {
         self.tensors.is_empty()
     }
@@ -216,13 +235,18 @@ fn read_up_to(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
-/// Reads the state dict of a `torch.save` zip archive.
+/// Reads the tensors of a `torch.save` zip archive whose (normalised) names `keep` accepts.
 ///
 /// The pickle is parsed by candle's reader; the archive is opened with a known start offset
 /// of 0, because the zip crate's offset detection rejects valid archives whose member names
 /// have certain lengths (every `torch.save` file whose stem is 21 characters long, seen with
-/// zip 9.1–9.8).
-fn read_pth(path: &Path) -> std::result::Result<BTreeMap<String, Tensor>, String> {
+/// zip 9.1–9.8). Every storage member is read once, straight into the buffer its tensors
+/// share: tensors that alias one storage (DA-CLIP's `visual.*` and `clip.visual.*`) stay one
+/// allocation, as in PyTorch, and `f32`/`f64` storages are not copied after reading.
+fn read_pth(
+    path: &Path,
+    keep: &dyn Fn(&str) -> bool,
+) -> std::result::Result<BTreeMap<String, Tensor>, String> {
     use candle_core::pickle::{Object, Stack};
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let config = zip::read::Config {
@@ -268,24 +292,79 @@ fn read_pth(path: &Path) -> std::result::Result<BTreeMap<String, Tensor>, String
             format!("no tensors at the top level nor under any of the keys {WRAPPER_KEYS:?}")
         })?
     };
-    let mut out = BTreeMap::new();
+    let mut infos = Vec::with_capacity(entries.len());
     for (name, value) in entries {
-        let Some(info) = value
+        if let Some(info) = value
             .into_tensor_info(name, &dir)
             .map_err(|e| format!("unreadable tensor record: {e}"))?
-        else {
-            continue;
+        {
+            infos.push(info);
+        }
+    }
+    if infos.is_empty() {
+        return Err("the file holds no tensors".into());
+    }
+    // `keep` sees the names as `Checkpoint::normalise` will leave them.
+    let strip = infos.iter().all(|i| i.name.starts_with("module."));
+    let normalised = |name: &str| -> String {
+        match name.strip_prefix("module.") {
+            Some(rest) if strip => rest.to_owned(),
+            _ => name.to_owned(),
+        }
+    };
+    let mut storages: BTreeMap<String, Tensor> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for info in infos.into_iter().filter(|i| keep(&normalised(&i.name))) {
+        let storage = match storages.get(&info.path) {
+            Some(s) => s.clone(),
+            None => {
+                let s = read_pth_storage(&mut zip, &info)
+                    .map_err(|e| format!("tensor `{}`: {e}", info.name))?;
+                storages.insert(info.path.clone(), s.clone());
+                s
+            }
         };
-        let t =
-            read_pth_tensor(&mut zip, &info).map_err(|e| format!("tensor `{}`: {e}", info.name))?;
+        let t = view_of(&storage, &info).map_err(|e| format!("tensor `{}`: {e}", info.name))?;
         out.insert(info.name, t);
     }
     Ok(out)
 }
 
-/// One tensor's storage from the archive, viewed with its recorded shape and strides.
-fn read_pth_tensor<R: std::io::Read + std::io::Seek>(
+/// A storage member of the archive as a one-dimensional tensor of its elements, read into
+/// the tensor's own buffer where the dtype allows it.
+fn read_pth_storage<R: std::io::Read + std::io::Seek>(
     zip: &mut zip::ZipArchive<R>,
+    info: &candle_core::pickle::TensorInfo,
+) -> std::result::Result<Tensor, String> {
+    let mut member = zip.by_name(&info.path).map_err(|e| e.to_string())?;
+    let width = info.dtype.size_in_bytes();
+    let len = usize::try_from(member.size()).map_err(|e| e.to_string())? / width;
+    fn typed<T: bytemuck::Pod + candle_core::WithDType>(
+        member: &mut impl std::io::Read,
+        len: usize,
+    ) -> std::result::Result<Tensor, String> {
+        let mut values = vec![T::zeroed(); len];
+        member
+            .read_exact(bytemuck::cast_slice_mut(&mut values))
+            .map_err(|e| format!("truncated storage: {e}"))?;
+        Tensor::from_vec(values, len, &Device::Cpu).map_err(|e| e.to_string())
+    }
+    match info.dtype {
+        DType::F32 => typed::<f32>(&mut member, len),
+        DType::F64 => typed::<f64>(&mut member, len),
+        dtype => {
+            let mut bytes = vec![0u8; len * width];
+            member
+                .read_exact(&mut bytes)
+                .map_err(|e| format!("truncated storage: {e}"))?;
+            Tensor::from_raw_buffer(&bytes, dtype, &[len], &Device::Cpu).map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// The tensor `info` records, as a view of its storage with its shape and strides.
+fn view_of(
+    storage: &Tensor,
     info: &candle_core::pickle::TensorInfo,
 ) -> std::result::Result<Tensor, String> {
     let layout = &info.layout;
@@ -293,21 +372,25 @@ fn read_pth_tensor<R: std::io::Read + std::io::Seek>(
     if !layout.is_contiguous() && !fortran {
         return Err(format!("strided storage {layout:?} is not supported"));
     }
-    let mut member = zip.by_name(&info.path).map_err(|e| e.to_string())?;
-    let skip = layout.start_offset() as u64;
-    std::io::copy(&mut member.by_ref().take(skip), &mut std::io::sink())
-        .map_err(|e| e.to_string())?;
     let dims = layout.dims();
+    let count: usize = dims.iter().product();
+    // candle's pickle reader records the storage offset in bytes.
+    let start = layout.start_offset() / info.dtype.size_in_bytes();
+    if start + count > storage.elem_count() {
+        return Err(format!(
+            "truncated storage: elements {start}..{} of {}",
+            start + count,
+            storage.elem_count()
+        ));
+    }
     let read_dims: Vec<usize> = if fortran {
         dims.iter().rev().copied().collect()
     } else {
         dims.to_vec()
     };
-    let mut bytes = vec![0u8; dims.iter().product::<usize>() * info.dtype.size_in_bytes()];
-    member
-        .read_exact(&mut bytes)
-        .map_err(|e| format!("truncated storage: {e}"))?;
-    let t = Tensor::from_raw_buffer(&bytes, info.dtype, &read_dims, &Device::Cpu)
+    let t = storage
+        .narrow(0, start, count)
+        .and_then(|t| t.reshape(read_dims))
         .map_err(|e| e.to_string())?;
     if fortran {
         let rev: Vec<usize> = (0..dims.len()).rev().collect();

@@ -303,7 +303,13 @@ impl DaClipEncoder {
     /// # Errors
     /// The errors of [`Checkpoint::load`] and [`from_checkpoint`](Self::from_checkpoint).
     pub fn load(path: impl AsRef<Path>, device: &Device, dtype: DType) -> Result<Self> {
-        Self::from_checkpoint(&Checkpoint::load(path)?, device, dtype)
+        // Only the towers: a training checkpoint's text tower is a quarter of its bytes.
+        let ckpt = Checkpoint::load_matching(path, |name| {
+            MAIN.iter()
+                .chain(&[CONTROL])
+                .any(|p| name.strip_prefix(p).is_some_and(|r| r.starts_with('.')))
+        })?;
+        Self::from_checkpoint(&ckpt, device, dtype)
     }
 
     /// Builds the encoder from a checkpoint, the configuration inferred from the shapes.
