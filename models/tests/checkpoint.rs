@@ -78,7 +78,7 @@ fn load_matching_reads_only_the_tensors_asked_for() {
         n.starts_with("init_conv.")
     })
     .unwrap();
-    assert!(st.len() >= 1 && st.names().all(|n| n.starts_with("init_conv.")));
+    assert!(!st.is_empty() && st.names().all(|n| n.starts_with("init_conv.")));
 }
 
 /// DA-CLIP's training checkpoint wraps its state dict, prefixes every name with `module.` and
