@@ -19,8 +19,8 @@ in a type annotation).
 
 `--arch shipped` (default): the shipped weights in the upstream ConditionalUNet (attention 4 x 4,
 as trained). `--arch unet|nafnet`: IR-SDE's U-Net (nf 64, depth 4) or Refusion's NAFNet (width
-64) at their released configurations, weights from `--checkpoint` (a state_dict as
-`tools/upstream_parity.py --one` writes it). `--arch daclip`: DA-CLIP's denoiser (nf 64,
+64) at their released configurations, or others with `--setting '{"nf": 40}'`, weights from
+`--checkpoint` (a state_dict as `tools/upstream_parity.py --one` writes it). `--arch daclip`: DA-CLIP's denoiser (nf 64,
 [1, 2, 4, 8], contexts 512) from `--checkpoint` and its ViT-B/32 encoder with the controller
 from `--clip` (as `tools/daclip_parity.py --one ... --released-encoder` writes them), imported
 from a daclip-uir checkout; each restore computes the contexts as upstream's test script does
@@ -34,6 +34,7 @@ steps and scales the time to 100 (each step is one network call and a few tensor
 the row says so).
 """
 import argparse
+import json
 import resource
 import statistics
 import sys
@@ -134,6 +135,9 @@ def main():
     ap.add_argument("--nfe", type=int, nargs="+", default=[5, 10, 20])
     ap.add_argument("--arch", choices=["shipped", "unet", "nafnet", "daclip"], default="shipped")
     ap.add_argument("--checkpoint", type=Path, help="the network's state_dict (--arch != shipped)")
+    ap.add_argument("--setting", type=json.loads, default={},
+                    help="--arch unet|nafnet: constructor arguments over the released ones, as "
+                         "JSON (a configuration the project does not ship)")
     ap.add_argument("--clip", type=Path, help="DA-CLIP's encoder checkpoint (--arch daclip)")
     ap.add_argument("--daclip", type=Path, help="a daclip-uir checkout (--arch daclip)")
     ap.add_argument("--posterior-steps", type=int, default=100)
@@ -148,9 +152,13 @@ def main():
     elif a.arch in ("unet", "nafnet"):
         from upstream_parity import load_modules
         pkg = load_modules(a.irsde, "deraining")
-        unet = (pkg.ConditionalUNet(in_nc=3, out_nc=3, nf=64, depth=4) if a.arch == "unet" else
-                pkg.ConditionalNAFNet(img_channel=3, width=64, enc_blk_nums=[1, 1, 1, 28],
-                                      middle_blk_num=1, dec_blk_nums=[1, 1, 1, 1]))
+        if a.arch == "unet":
+            setting = dict(in_nc=3, out_nc=3, nf=64, depth=4) | a.setting
+            unet = pkg.ConditionalUNet(**setting)
+        else:
+            setting = dict(img_channel=3, width=64, enc_blk_nums=[1, 1, 1, 28], middle_blk_num=1,
+                           dec_blk_nums=[1, 1, 1, 1]) | a.setting
+            unet = pkg.ConditionalNAFNet(**setting)
         unet.load_state_dict(torch.load(a.checkpoint))
         net = Net(unet).eval()
     else:
