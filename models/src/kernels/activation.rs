@@ -58,7 +58,7 @@ impl CustomOp1 for Silu {
             candle_core::bail!("silu: contiguous input only");
         };
         let x = &data[o0..o1];
-        let mut out = vec![0f32; x.len()];
+        let mut out = super::zeroed(x.len());
         out.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
             .for_each(|(y, x)| {

@@ -77,7 +77,7 @@ impl CustomOp2 for Depthwise3x3 {
         }
         let (x, w) = (&x[x0..x1], &w[w0..w1]);
         let plane = h * wd;
-        let mut out = vec![0f32; b * c * plane];
+        let mut out = super::zeroed(b * c * plane);
         if plane > 0 {
             out.par_chunks_mut(plane).enumerate().for_each(|(bc, dst)| {
                 let ch = bc % c;

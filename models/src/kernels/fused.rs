@@ -32,7 +32,7 @@ pub(crate) fn bias_scale_residual(
         m.contiguous()?,
         residual.contiguous()?.to_dtype(DType::F32)?,
     );
-    let mut out = vec![0f32; b * c * plane];
+    let mut out = super::zeroed(b * c * plane);
     with_f32(&m, |m| {
         with_f32(&r, |r| {
             out.par_chunks_mut(plane)
@@ -57,7 +57,7 @@ pub(crate) fn bias_gate(m: &Tensor, bias: &Tensor) -> Result<Tensor> {
     let bias = per_image_channel(Some(bias), 1, c, 0.0)?;
     let plane = h * w;
     let m = m.contiguous()?;
-    let mut out = vec![0f32; b * half * plane];
+    let mut out = super::zeroed(b * half * plane);
     with_f32(&m, |m| {
         out.par_chunks_mut(plane).enumerate().for_each(|(i, o)| {
             let (img, ch) = (i / half, i % half);
@@ -87,7 +87,7 @@ pub(crate) fn affine_silu(
     let plane = h * w;
     let x = x.contiguous()?;
     let residual = residual.map(Tensor::contiguous).transpose()?;
-    let mut out = vec![0f32; b * c * plane];
+    let mut out = super::zeroed(b * c * plane);
     // One (image, channel) plane per task: `out = silu(g·x + a)`, then `+= r`.
     let fill = |out: &mut [f32], x: &[f32], r: Option<&[f32]>| {
         out.par_chunks_mut(plane)

@@ -62,7 +62,7 @@ impl CustomOp1 for Op {
         let x = &data[o0..o1];
         let per_group = c / self.groups;
         let block = per_group * inner;
-        let mut out = vec![0f32; x.len()];
+        let mut out = super::zeroed(x.len());
         out.par_chunks_mut(block)
             .zip(x.par_chunks(block))
             .enumerate()

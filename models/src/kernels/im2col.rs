@@ -96,7 +96,7 @@ impl CustomOp1 for Im2Col {
             ow,
         } = *self;
         let n = (y1 - y0) * ow;
-        let mut cols = vec![0f32; cin * k * k * n];
+        let mut cols = super::zeroed(cin * k * k * n);
         cols.par_chunks_mut(n).enumerate().for_each(|(r, dst)| {
             let (c, kh, kw) = (r / (k * k), (r / k) % k, r % k);
             let plane = &x[c * h * w..(c + 1) * h * w];

@@ -7,6 +7,7 @@
 //! candle's operations.
 
 use candle_core::{CpuStorage, Storage, Tensor};
+use rayon::prelude::*;
 
 use crate::error::Result;
 
@@ -34,6 +35,20 @@ pub(crate) use softmax::scaled_softmax_last;
 pub(crate) use winograd::{
     applies as winograd_applies, conv3x3 as winograd_conv3x3, transform_weight as winograd_weight,
 };
+
+/// Outputs below this many floats are zeroed by the calling thread.
+const PARALLEL_ZEROS: usize = 1 << 16;
+
+/// `n` zeros for a kernel's output, written by the thread pool when `n` is large: zeroing a
+/// reused buffer is otherwise one thread's `memset` while the other cores wait.
+pub(crate) fn zeroed(n: usize) -> Vec<f32> {
+    if n < PARALLEL_ZEROS {
+        return vec![0.0; n];
+    }
+    let mut v = Vec::with_capacity(n);
+    v.par_extend(rayon::iter::repeat_n(0f32, n));
+    v
+}
 
 /// `f` of the elements of a contiguous CPU f32 tensor, borrowed.
 pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
@@ -78,4 +93,17 @@ pub(crate) fn max_abs(t: &candle_core::Tensor) -> f32 {
 #[cfg(test)]
 pub(crate) fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
     max_abs(&(a - b).unwrap())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn zeroed_is_n_zeros_on_both_sides_of_the_threshold() {
+        let t = super::PARALLEL_ZEROS;
+        for n in [0, 1, t - 1, t, t + 1, 3 * t + 7] {
+            let v = super::zeroed(n);
+            assert_eq!(v.len(), n);
+            assert!(v.iter().all(|&x| x == 0.0), "n = {n}");
+        }
+    }
 }

@@ -47,7 +47,7 @@ impl CustomOp1 for ScaledSoftmax {
             .ok_or_else(|| candle_core::Error::Msg("scaled softmax: not contiguous".into()))?;
         let x = &data[start..end];
         let n = layout.dims().last().copied().unwrap_or(1).max(1);
-        let mut out = vec![0f32; x.len()];
+        let mut out = super::zeroed(x.len());
         let scale = self.scale;
         out.par_chunks_mut(n)
             .zip(x.par_chunks(n))

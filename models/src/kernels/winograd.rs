@@ -67,7 +67,7 @@ pub(crate) fn transform_weight(weight: &Tensor) -> Result<Tensor> {
     let (cout, cin, _, _) = weight.dims4()?;
     let weight = weight.to_dtype(DType::F32)?.contiguous()?;
     let pairs = cout * cin;
-    let mut u = vec![0f32; 16 * pairs];
+    let mut u = super::zeroed(16 * pairs);
     // Task `i` writes pairs `i·PAIRS..` of each of the 16 planes.
     let mut tasks: Vec<Vec<&mut [f32]>> = (0..pairs.div_ceil(PAIRS))
         .map(|_| Vec::with_capacity(16))
@@ -128,7 +128,7 @@ pub(crate) fn conv3x3(
     };
     let band = (BAND_FLOATS / (16 * cin * tw).max(1)).clamp(1, th);
     let x = x.contiguous()?;
-    let mut y = vec![0f32; b * cout * oh * ow];
+    let mut y = super::zeroed(b * cout * oh * ow);
     with_f32(&x, |x| -> Result<()> {
         for (xb, yb) in x
             .chunks_exact(cin * h * w)
@@ -162,7 +162,7 @@ fn transform_input(
     let tiles = rows.len() * tw;
     let width = 2 * tw + 2; // the padded input columns the tiles of a row read
     let inside = w.min(width.saturating_sub(padding)); // input columns inside those
-    let mut v = vec![0f32; cin * 16 * tiles];
+    let mut v = super::zeroed(cin * 16 * tiles);
     v.par_chunks_mut(16 * tiles)
         .enumerate()
         .for_each(|(c, vc)| {
