@@ -9,7 +9,7 @@ use candle_core::{DType, Tensor};
 
 use crate::checkpoint::Weights;
 use crate::error::{Error, Result};
-use crate::kernels;
+use crate::kernels::{self, RowEpilogue};
 
 /// A 2-D convolution (`torch.nn.Conv2d`, square kernel, dilation 1).
 #[derive(Debug, Clone)]
@@ -214,17 +214,32 @@ impl Linear {
     /// and summation order by the matrix sizes): `mrsampler serve` batches requests and must
     /// give each the bytes of a call of its own.
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_with(x, RowEpilogue::Bias)
+    }
+
+    /// `gelu(linear(x))`, the exact (`erf`) GELU, in the product's output pass on the CPU.
+    pub(crate) fn forward_gelu(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_with(x, RowEpilogue::BiasGelu)
+    }
+
+    /// GEGLU: `h[.., :n/2] · gelu(h[.., n/2:])` of `h = linear(x)` (`n` outputs, `n/2` out), in
+    /// the product's output pass on the CPU.
+    pub(crate) fn forward_geglu(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_with(x, RowEpilogue::BiasGeglu)
+    }
+
+    fn forward_with(&self, x: &Tensor, epilogue: RowEpilogue) -> Result<Tensor> {
         let batch = x.dims().first().copied().unwrap_or(1);
         if x.rank() >= 2 && batch > 1 {
             let rows = (0..batch)
-                .map(|i| self.forward_one(&x.narrow(0, i, 1)?))
+                .map(|i| self.forward_one(&x.narrow(0, i, 1)?, epilogue))
                 .collect::<Result<Vec<_>>>()?;
             return Ok(Tensor::cat(&rows, 0)?);
         }
-        self.forward_one(x)
+        self.forward_one(x, epilogue)
     }
 
-    fn forward_one(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward_one(&self, x: &Tensor, epilogue: RowEpilogue) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let (cin, cout) = self.weight_t.dims2()?;
         let rows: usize = dims[..dims.len() - 1].iter().product();
@@ -232,12 +247,26 @@ impl Linear {
             .contiguous()?
             .reshape((rows, cin))?
             .matmul(&self.weight_t)?;
-        let y = match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
+        let y = if epilogue == RowEpilogue::Bias && self.bias.is_none() {
+            y
+        } else if y.device().is_cpu() && y.dtype() == DType::F32 {
+            kernels::fused_rows(&y, self.bias.as_ref(), epilogue)?
+        } else {
+            let y = match &self.bias {
+                Some(b) => y.broadcast_add(b)?,
+                None => y,
+            };
+            match epilogue {
+                RowEpilogue::Bias => y,
+                RowEpilogue::BiasGelu => y.gelu_erf()?,
+                RowEpilogue::BiasGeglu => {
+                    let half = cout / 2;
+                    (y.narrow(1, 0, half)? * y.narrow(1, half, half)?.gelu_erf()?)?
+                }
+            }
         };
         let mut out = dims;
-        *out.last_mut().expect("rank ≥ 1") = cout;
+        *out.last_mut().expect("rank ≥ 1") = y.dim(1)?;
         Ok(y.reshape(out)?)
     }
 }

@@ -194,7 +194,7 @@ impl Layer {
             .contiguous()?
             .reshape((b, n, d))?;
         let x = (self.out.forward(&a)? + x)?;
-        let h = self.fc.forward(&self.ln_2.forward(&x)?)?.gelu_erf()?;
+        let h = self.fc.forward_gelu(&self.ln_2.forward(&x)?)?;
         Ok((self.proj.forward(&h)? + x)?)
     }
 }

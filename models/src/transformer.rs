@@ -104,9 +104,7 @@ impl Block {
         let h = self.norm1.forward(x)?;
         let x = (self.attn1.forward(&h, &h, budget)? + x)?;
         let x = x.broadcast_add(cross)?;
-        let h = self.ff_in.forward(&self.norm3.forward(&x)?)?;
-        let half = h.dim(2)? / 2;
-        let gated = (h.narrow(2, 0, half)? * h.narrow(2, half, half)?.gelu_erf()?)?;
+        let gated = self.ff_in.forward_geglu(&self.norm3.forward(&x)?)?;
         Ok((self.ff_out.forward(&gated)? + x)?)
     }
 }

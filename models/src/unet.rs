@@ -888,9 +888,7 @@ impl ConditionalUNet {
         let m = 1usize << c.depth();
         let x = reflect_pad(&x, pad_to(h, m), pad_to(w, m))?;
         let temb = time_embedding(&times, c.nf, self.dtype, &self.device)?;
-        let mut temb = self
-            .time2
-            .forward(&self.time1.forward(&temb)?.gelu_erf()?)?;
+        let mut temb = self.time2.forward(&self.time1.forward_gelu(&temb)?)?;
         if let Some(p) = &cond.prompt {
             temb = temb.broadcast_add(p)?;
         }

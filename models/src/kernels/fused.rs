@@ -3,11 +3,13 @@
 //! bias, then the SimpleGate (`(m₁ + b₁)·(m₂ + b₂)` over the two channel halves); a per-image,
 //! per-channel affine map, then SiLU, then a residual (`silu(g·x + a) + r`, the U-Net's
 //! ResBlocks). candle takes two to four passes, each with a fresh output, for any of them.
+//! For fully connected layers, the bias alone, or with the exact GELU or GEGLU
+//! ([`RowEpilogue`]).
 
 use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
-use super::activation::exp;
+use super::activation::{exp, gelu};
 use super::{per_image_channel, with_f32};
 use crate::error::Result;
 
@@ -116,6 +118,56 @@ pub(crate) fn affine_silu(
     Ok(Tensor::from_vec(out, (b, c, h, w), x.device())?)
 }
 
+/// What a fully connected layer's output pass applies after its product `y: [rows, n]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RowEpilogue {
+    /// `y + b`.
+    Bias,
+    /// `gelu(y + b)` (the exact, `erf`, GELU).
+    BiasGelu,
+    /// `(y + b)[.., :n/2] · gelu((y + b)[.., n/2:])`: GEGLU, `[rows, n/2]` out.
+    BiasGeglu,
+}
+
+/// `epilogue` of `y: [rows, n]` (contiguous) with `bias: [n]` (absent: 0), in one pass per
+/// row. Callers check that `y` is CPU f32.
+pub(crate) fn rows(y: &Tensor, bias: Option<&Tensor>, epilogue: RowEpilogue) -> Result<Tensor> {
+    let (rows, n) = y.dims2()?;
+    let bias = per_image_channel(bias, 1, n, 0.0)?;
+    let y = y.contiguous()?;
+    let width = match epilogue {
+        RowEpilogue::BiasGeglu => n / 2,
+        _ => n,
+    };
+    let mut out = super::zeroed(rows * width);
+    with_f32(&y, |y| {
+        out.par_chunks_mut(width.max(1))
+            .zip(y.par_chunks(n.max(1)))
+            .for_each(|(o, y)| match epilogue {
+                RowEpilogue::Bias => {
+                    for ((o, &v), &b) in o.iter_mut().zip(y).zip(&bias) {
+                        *o = v + b;
+                    }
+                }
+                RowEpilogue::BiasGelu => {
+                    for ((o, &v), &b) in o.iter_mut().zip(y).zip(&bias) {
+                        *o = gelu(v + b);
+                    }
+                }
+                RowEpilogue::BiasGeglu => {
+                    let (value, gate) = y.split_at(width);
+                    let (bv, bg) = bias.split_at(width);
+                    for (((o, &v), &g), (&bv, &bg)) in
+                        o.iter_mut().zip(value).zip(gate).zip(bv.iter().zip(bg))
+                    {
+                        *o = (v + bv) * gelu(g + bg);
+                    }
+                }
+            });
+    })?;
+    Ok(Tensor::from_vec(out, (rows, width), y.device())?)
+}
+
 #[cfg(test)]
 mod tests {
     use candle_core::{Device, Tensor};
@@ -153,5 +205,28 @@ mod tests {
         let want = m.silu().unwrap();
         let got = super::affine_silu(&m, None, None, None).unwrap();
         assert!(max_abs_diff(&got, &want) < 1e-5);
+    }
+
+    #[test]
+    fn row_epilogues_equal_their_composed_forms() {
+        use super::RowEpilogue::*;
+        let dev = Device::Cpu;
+        let y = Tensor::randn(0f32, 2f32, (37, 10), &dev).unwrap();
+        let bias = Tensor::randn(0f32, 1f32, 10, &dev).unwrap();
+        let biased = y.broadcast_add(&bias).unwrap();
+        let got = super::rows(&y, Some(&bias), Bias).unwrap();
+        assert!(max_abs_diff(&got, &biased) == 0.0);
+        // candle's GELU calls the C library's erf: the reference.
+        let got = super::rows(&y, Some(&bias), BiasGelu).unwrap();
+        assert!(max_abs_diff(&got, &biased.gelu_erf().unwrap()) < 2e-6);
+        let want = (biased.narrow(1, 0, 5).unwrap()
+            * biased.narrow(1, 5, 5).unwrap().gelu_erf().unwrap())
+        .unwrap();
+        let got = super::rows(&y, Some(&bias), BiasGeglu).unwrap();
+        assert_eq!(got.dims(), &[37, 5]);
+        assert!(max_abs_diff(&got, &want) < 2e-6);
+        // Without a bias: the product alone.
+        let got = super::rows(&y, None, BiasGelu).unwrap();
+        assert!(max_abs_diff(&got, &y.gelu_erf().unwrap()) < 2e-6);
     }
 }

@@ -25,8 +25,9 @@ pub(crate) use activation::silu;
 pub(crate) use channels::{channel_layer_norm, softmax_across};
 pub use depthwise::conv3x3 as depthwise_conv3x3;
 pub(crate) use fused::{
-    affine_silu as fused_affine_silu, applies as fused_applies, bias_gate as fused_bias_gate,
-    bias_scale_residual as fused_bias_scale_residual,
+    RowEpilogue, affine_silu as fused_affine_silu, applies as fused_applies,
+    bias_gate as fused_bias_gate, bias_scale_residual as fused_bias_scale_residual,
+    rows as fused_rows,
 };
 pub(crate) use group_norm::group_norm;
 pub(crate) use im2col::conv2d;
