@@ -249,6 +249,7 @@ fn read_pth(
 ) -> std::result::Result<BTreeMap<String, Tensor>, String> {
     use candle_core::pickle::{Object, Stack};
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let archive_len = file.metadata().map_err(|e| e.to_string())?.len();
     let config = zip::read::Config {
         archive_offset: zip::read::ArchiveOffset::Known(0),
     };
@@ -318,7 +319,7 @@ fn read_pth(
         let storage = match storages.get(&info.path) {
             Some(s) => s.clone(),
             None => {
-                let s = read_pth_storage(&mut zip, &info)
+                let s = read_pth_storage(&mut zip, archive_len, &info)
                     .map_err(|e| format!("tensor `{}`: {e}", info.name))?;
                 storages.insert(info.path.clone(), s.clone());
                 s
@@ -334,9 +335,18 @@ fn read_pth(
 /// the tensor's own buffer where the dtype allows it.
 fn read_pth_storage<R: std::io::Read + std::io::Seek>(
     zip: &mut zip::ZipArchive<R>,
+    archive_len: u64,
     info: &candle_core::pickle::TensorInfo,
 ) -> std::result::Result<Tensor, String> {
     let mut member = zip.by_name(&info.path).map_err(|e| e.to_string())?;
+    // `torch.save` stores its members uncompressed: a member cannot be longer than the file
+    // (a corrupt directory entry must not become a huge allocation).
+    if member.size() > archive_len {
+        return Err(format!(
+            "truncated storage: {} bytes declared in a {archive_len}-byte file",
+            member.size()
+        ));
+    }
     let width = info.dtype.size_in_bytes();
     let len = usize::try_from(member.size()).map_err(|e| e.to_string())? / width;
     fn typed<T: bytemuck::Pod + candle_core::WithDType>(

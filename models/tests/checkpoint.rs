@@ -107,3 +107,37 @@ fn a_training_checkpoint_is_filtered_by_normalised_names() {
         full.get("clip.visual.conv1.weight").unwrap()
     ));
 }
+
+/// A storage whose directory entry claims more bytes than the file has is refused with an
+/// error, not attempted as an allocation.
+#[test]
+fn an_impossible_storage_size_is_an_error() {
+    let mut bytes = std::fs::read(data("views.pth")).unwrap();
+    // Central directory headers: signature PK\x01\x02, sizes at offsets 20 and 24, the name's
+    // length at 28 and the name at 46.
+    let mut patched = 0;
+    let mut i = 0;
+    while i + 46 <= bytes.len() {
+        if bytes[i..i + 4] == *b"PK\x01\x02" {
+            let name_len = u16::from_le_bytes([bytes[i + 28], bytes[i + 29]]) as usize;
+            let name = &bytes[i + 46..i + 46 + name_len];
+            if name.ends_with(b"data/0") {
+                for field in [20, 24] {
+                    bytes[i + field..i + field + 4].copy_from_slice(&0x7fff_0000u32.to_le_bytes());
+                }
+                patched += 1;
+            }
+        }
+        i += 1;
+    }
+    assert_eq!(patched, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.pth");
+    std::fs::write(&path, &bytes).unwrap();
+    match Checkpoint::load(&path) {
+        Err(mrsampler_models::Error::Checkpoint { reason, .. }) => {
+            assert!(reason.contains("bytes declared in a"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
