@@ -272,7 +272,17 @@ pub fn run(args: RestoreArgs) -> Result<()> {
             .map(|(_, j)| j)
             .collect();
     }
+    let loading = Instant::now();
     let (net, schedule) = args.model.load()?;
+    if !args.quiet {
+        // Apart from the images' lines, which time the restoring alone: reading a large
+        // checkpoint (DA-CLIP's encoder is 1 GB) can take as long as restoring an image.
+        eprintln!(
+            "network ({}) loaded in {:.2} s",
+            args.model.describe(),
+            loading.elapsed().as_secs_f64()
+        );
+    }
     let sampler = args.sampler.build(&schedule)?;
     if let Some(size) = args.tile {
         net.check_tile(size)?;
