@@ -396,7 +396,7 @@ fn restore_one(
             String::new()
         };
         eprintln!(
-            "{} -> {} ({} evaluations, {:.1} s: network {network:.2} s, sampler {:.3} s{contexts}, \
+            "{} -> {} ({} evaluations, {:.2} s: network {network:.2} s, sampler {:.3} s{contexts}, \
              read {read:.3} s, write {write:.3} s)",
             input.display(),
             output.display(),
