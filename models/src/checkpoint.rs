@@ -307,15 +307,16 @@ fn read_pth(
     }
     // `keep` sees the names as `Checkpoint::normalise` will leave them.
     let strip = infos.iter().all(|i| i.name.starts_with("module."));
-    let normalised = |name: &str| -> String {
-        match name.strip_prefix("module.") {
-            Some(rest) if strip => rest.to_owned(),
-            _ => name.to_owned(),
-        }
+    let kept = |name: &str| -> bool {
+        keep(
+            name.strip_prefix("module.")
+                .filter(|_| strip)
+                .unwrap_or(name),
+        )
     };
     let mut storages: BTreeMap<String, Tensor> = BTreeMap::new();
     let mut out = BTreeMap::new();
-    for info in infos.into_iter().filter(|i| keep(&normalised(&i.name))) {
+    for info in infos.into_iter().filter(|i| kept(&i.name)) {
         let storage = match storages.get(&info.path) {
             Some(s) => s.clone(),
             None => {

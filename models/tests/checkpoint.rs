@@ -3,16 +3,11 @@
 //! every value an `arange`, so the expected tensors are closed forms), and reading part of a
 //! checkpoint.
 
-use std::path::PathBuf;
+mod common;
 
 use candle_core::{DType, Device, Tensor};
+use common::data;
 use mrsampler_models::Checkpoint;
-
-fn data(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
-}
 
 fn values(t: &Tensor) -> Vec<f64> {
     t.to_dtype(DType::F64)
