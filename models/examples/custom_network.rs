@@ -16,7 +16,7 @@ mod process;
 
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Conv2dConfig, Linear, VarBuilder, VarMap, linear};
-use mrsampler_models::layers;
+use mrsampler_models::layers::{self, on_pool};
 
 /// The layers the network is written with.
 trait Kit {
@@ -244,12 +244,15 @@ fn main() -> Result<()> {
     let params: usize = map.all_vars().iter().map(|v| v.elem_count()).sum();
     let x = Tensor::randn(0f32, 1.0, (1, 3, size, size), &device)?;
     let mu = Tensor::randn(0f32, 1.0, (1, 3, size, size), &device)?.affine(0.2, 0.5)?;
-    let (t_fast, y_fast) = median_seconds(runs, || fast.forward(&x, &mu, &[37.0]))?;
+    let (t_fast, y_fast) =
+        median_seconds(runs, || on_pool(&device, || fast.forward(&x, &mu, &[37.0])))?;
     if args.get(3).map(String::as_str) == Some("fast") {
         println!("mrsampler_models::layers: {t_fast:.3} s per forward ({size}², median of {runs})");
         return Ok(());
     }
-    let (t_plain, y_plain) = median_seconds(runs, || plain.forward(&x, &mu, &[37.0]))?;
+    let (t_plain, y_plain) = median_seconds(runs, || {
+        on_pool(&device, || plain.forward(&x, &mu, &[37.0]))
+    })?;
     let diff = (&y_fast - &y_plain)?.abs()?.max_all()?.to_scalar::<f32>()?;
     let scale = y_plain.abs()?.max_all()?.to_scalar::<f32>()?;
     println!(

@@ -12,7 +12,9 @@
 //! | [`TimeEmbedding`] | a sinusoidal embedding | per-sample times, as the networks' |
 //! | [`silu`] | `Tensor::silu` | an exponential that vectorises (candle calls `expf` per element) |
 //!
-//! On other devices and dtypes each layer falls back to candle's own operations.
+//! On other devices and dtypes each layer falls back to candle's own operations. Run your
+//! network's whole forward through [`on_pool`]: the layers' kernels then run on the thread
+//! pool's threads without a hand-over per kernel.
 //! `docs/models.md` builds a small conditional network from them and measures it against the
 //! same network in `candle_nn` and in PyTorch (`models/examples/custom_network.rs`).
 //!
@@ -36,6 +38,41 @@ use candle_nn::{Conv2dConfig, Module, VarBuilder};
 
 use crate::blocks;
 use crate::error::Error;
+
+/// Runs `f` (typically a network's whole forward) on one of the threads of rayon's global
+/// pool when `device` is the CPU and the calling thread belongs to no rayon pool; on the
+/// calling thread otherwise (another device, or already a pool thread, e.g. inside
+/// [`rayon::ThreadPool::install`]).
+///
+/// A forward runs hundreds of parallel kernels and matrix products. Started from a thread
+/// outside the pool, each of them hands its work to the pool and puts the caller to sleep
+/// until the pool is done: a wake-up and a sleep per kernel, with the caller's core idle in
+/// between. Started on a pool thread, that thread takes its own share of every kernel and
+/// nothing is handed over: DA-CLIP's denoiser forward at 256² took 11 % less time on two
+/// threads (`docs/benchmarks.md`, issue 29). This crate's convolutional networks do this in
+/// their `forward`; a network built from these layers gains it by calling its forward
+/// through `on_pool`:
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use candle_nn::{Conv2dConfig, Module, VarBuilder, VarMap};
+/// use mrsampler_models::layers::{Conv2d, on_pool};
+/// # fn main() -> candle_core::Result<()> {
+/// let map = VarMap::new();
+/// let vb = VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu);
+/// let conv = Conv2d::new(vb.pp("conv"), 3, 8, 3, Conv2dConfig { padding: 1, ..Default::default() })?;
+/// let x = Tensor::zeros((1, 3, 16, 16), DType::F32, &Device::Cpu)?;
+/// let y = on_pool(x.device(), || conv.forward(&x))?;
+/// assert_eq!(y.dims(), &[1, 8, 16, 16]);
+/// # Ok(()) }
+/// ```
+pub fn on_pool<R: Send>(device: &Device, f: impl FnOnce() -> R + Send) -> R {
+    if device.is_cpu() && rayon::current_thread_index().is_none() {
+        rayon::scope(|_| f())
+    } else {
+        f()
+    }
+}
 
 /// This crate's error as candle's (the layers implement candle's `Module`).
 fn to_candle(e: Error) -> candle_core::Error {

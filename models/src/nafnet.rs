@@ -337,6 +337,11 @@ impl ConditionalNafNet {
     /// # Errors
     /// [`Error::Input`] for shapes the network cannot take; [`Error::Candle`].
     pub fn forward(&self, xt: &Tensor, mu: &Tensor, t: &[f32]) -> Result<Tensor> {
+        crate::layers::on_pool(&self.device, || self.forward_here(xt, mu, t))
+    }
+
+    /// The body of the public entry point, on the thread that runs it.
+    fn forward_here(&self, xt: &Tensor, mu: &Tensor, t: &[f32]) -> Result<Tensor> {
         let c = &self.config;
         let NetworkInput { x, times, h, w } =
             network_input(xt, mu, c.img_channels, c.conditional, t)?;

@@ -875,6 +875,19 @@ impl ConditionalUNet {
         t: &[f32],
         cond: &Conditioning,
     ) -> Result<Tensor> {
+        crate::layers::on_pool(&self.device, || {
+            self.forward_conditioned_here(xt, mu, t, cond)
+        })
+    }
+
+    /// The body of the public entry point, on the thread that runs it.
+    fn forward_conditioned_here(
+        &self,
+        xt: &Tensor,
+        mu: &Tensor,
+        t: &[f32],
+        cond: &Conditioning,
+    ) -> Result<Tensor> {
         let c = &self.config;
         let NetworkInput { x, times, h, w } =
             network_input(xt, mu, c.in_channels, c.conditional, t)?;

@@ -4,7 +4,7 @@
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Conv2dConfig, Module, VarBuilder, VarMap};
 use mrsampler_models::layers::{
-    ChannelNorm, Conv2d, GroupNorm, LayerNorm, TimeEmbedding, attention,
+    ChannelNorm, Conv2d, GroupNorm, LayerNorm, TimeEmbedding, attention, on_pool,
 };
 
 fn cpu() -> Device {
@@ -141,4 +141,47 @@ fn time_embedding_is_the_sinusoid_per_sample() {
         }
     }
     assert!(TimeEmbedding::new(7).is_err());
+}
+
+#[test]
+fn on_pool_runs_on_a_pool_thread_and_stays_in_the_callers_pool() {
+    // From a thread outside every pool: moved onto the global pool.
+    let outside = std::thread::spawn(|| {
+        on_pool(&cpu(), || {
+            (rayon::current_thread_index(), rayon::current_num_threads())
+        })
+    })
+    .join()
+    .unwrap();
+    assert!(outside.0.is_some(), "ran outside the pool");
+    // Inside a pool of its own: stays there (same size, still a pool thread).
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap();
+    let inside = pool.install(|| on_pool(&cpu(), || rayon::current_num_threads()));
+    assert_eq!(inside, 3);
+    // The layers give the same result on and off the pool.
+    let mut map = VarMap::new();
+    let vb = VarBuilder::from_varmap(&map, DType::F32, &cpu());
+    let cfg = Conv2dConfig {
+        padding: 1,
+        ..Default::default()
+    };
+    let _ = candle_nn::conv2d(4, 8, 3, cfg, vb.pp("c")).unwrap(); // random weight
+    map.set_one("c.bias", randn(&[8], 3)).unwrap();
+    let conv = Conv2d::new(vb.pp("c"), 4, 8, 3, cfg).unwrap();
+    let x = randn(&[1, 4, 64, 64], 7);
+    let here = conv.forward(&x).unwrap();
+    let pooled = on_pool(&cpu(), || conv.forward(&x)).unwrap();
+    assert!(
+        here.abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            > 0.1
+    );
+    assert_eq!(rel(&pooled, &here), 0.0);
 }
