@@ -159,7 +159,7 @@ fn on_pool_runs_on_a_pool_thread_and_stays_in_the_callers_pool() {
         .num_threads(3)
         .build()
         .unwrap();
-    let inside = pool.install(|| on_pool(&cpu(), || rayon::current_num_threads()));
+    let inside = pool.install(|| on_pool(&cpu(), rayon::current_num_threads));
     assert_eq!(inside, 3);
     // The layers give the same result on and off the pool.
     let mut map = VarMap::new();
