@@ -86,9 +86,12 @@ fn depthwise() {
     }
 }
 
-/// GFLOPS of candle's CPU matrix product on a convolution-shaped product (median of 9).
-fn product() {
-    let (m, k, n) = (128, 1728, 16384);
+/// GFLOPS of candle's CPU matrix product `[M, K] · [K, N]` (median of 9); by default a
+/// convolution-shaped product.
+fn product(dims: &[String]) {
+    let dim =
+        |i: usize, default: usize| dims.get(i).and_then(|s| s.parse().ok()).unwrap_or(default);
+    let (m, k, n) = (dim(0, 128), dim(1, 1728), dim(2, 16384));
     let a = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu).expect("a");
     let b = Tensor::randn(0f32, 1.0, (k, n), &Device::Cpu).expect("b");
     let _ = a.matmul(&b).expect("warm-up");
@@ -117,14 +120,14 @@ fn main() {
         return;
     }
     if args.first().map(String::as_str) == Some("product") {
-        product();
+        product(&args[1..]);
         return;
     }
     if args.first().map(String::as_str) == Some("onnx") {
         return onnx(&args[1..]);
     }
     let usage = "usage: forward_bench unet|unet-deshadow|nafnet|daclip|daclip-encoder SIZE \
-                 [REPEATS] [BUDGET_MIB] | depthwise | product";
+                 [REPEATS] [BUDGET_MIB] | depthwise | product [M K N]";
     let (arch, size) = match (
         args.first(),
         args.get(1).and_then(|s| s.parse::<usize>().ok()),
