@@ -413,6 +413,10 @@ fn view_of(
 /// Where a network's parameters come from while it is built.
 enum Source<'a> {
     Checkpoint(&'a Checkpoint),
+    /// A checkpoint the builder owns: each tensor leaves it when taken, so a layer that keeps
+    /// a transformed copy (a transposed weight) frees the original as soon as it is built,
+    /// and what is left at the end is what no layer used.
+    Owned(RefCell<BTreeMap<String, Tensor>>),
     /// Random weights of the right shapes (parameter counts, benchmarks).
     Random,
 }
@@ -431,6 +435,25 @@ impl<'a> Weights<'a> {
     pub(crate) fn new(ckpt: &'a Checkpoint, device: &Device, dtype: DType, config: String) -> Self {
         Self {
             source: Source::Checkpoint(ckpt),
+            device: device.clone(),
+            dtype,
+            config,
+            used: RefCell::new(BTreeSet::new()),
+            params: Cell::new(0),
+        }
+    }
+
+    /// As [`new`](Self::new) with the checkpoint handed over: its tensors are dropped as the
+    /// layers take them (a network that stores transposed weights then never holds both
+    /// copies of all of them at once).
+    pub(crate) fn owned(
+        ckpt: Checkpoint,
+        device: &Device,
+        dtype: DType,
+        config: String,
+    ) -> Weights<'static> {
+        Weights {
+            source: Source::Owned(RefCell::new(ckpt.tensors)),
             device: device.clone(),
             dtype,
             config,
@@ -459,22 +482,13 @@ impl<'a> Weights<'a> {
         self.params
             .set(self.params.get() + shape.iter().product::<usize>());
         self.used.borrow_mut().insert(name.to_owned());
-        match self.source {
-            Source::Checkpoint(ckpt) => {
-                let t = ckpt.get(name).ok_or_else(|| Error::MissingTensor {
-                    name: name.to_owned(),
-                    config: self.config.clone(),
-                })?;
-                if t.dims() != shape {
-                    return Err(Error::ShapeMismatch {
-                        name: name.to_owned(),
-                        expected: shape.to_vec(),
-                        found: t.dims().to_vec(),
-                        config: self.config.clone(),
-                    });
-                }
-                Ok(t.to_dtype(self.dtype)?.to_device(&self.device)?)
-            }
+        let missing = || Error::MissingTensor {
+            name: name.to_owned(),
+            config: self.config.clone(),
+        };
+        let t = match &self.source {
+            Source::Checkpoint(ckpt) => ckpt.get(name).ok_or_else(missing)?.clone(),
+            Source::Owned(tensors) => tensors.borrow_mut().remove(name).ok_or_else(missing)?,
             Source::Random => {
                 // Drawn on the host from a generator seeded by the tensor's name, then moved:
                 // the same configuration gets the same weights on every device and in every
@@ -500,11 +514,20 @@ impl<'a> Weights<'a> {
                         })
                         .collect()
                 };
-                Ok(Tensor::from_vec(values, shape, &Device::Cpu)?
+                return Ok(Tensor::from_vec(values, shape, &Device::Cpu)?
                     .to_dtype(self.dtype)?
-                    .to_device(&self.device)?)
+                    .to_device(&self.device)?);
             }
+        };
+        if t.dims() != shape {
+            return Err(Error::ShapeMismatch {
+                name: name.to_owned(),
+                expected: shape.to_vec(),
+                found: t.dims().to_vec(),
+                config: self.config.clone(),
+            });
         }
+        Ok(t.to_dtype(self.dtype)?.to_device(&self.device)?)
     }
 
     pub(crate) fn dtype(&self) -> DType {
@@ -519,14 +542,21 @@ impl<'a> Weights<'a> {
     /// Checks that every tensor of the checkpoint for which `owned` holds was used (the
     /// checkpoint may hold other models' parts); returns the parameter count.
     pub(crate) fn finish_where(self, owned: impl Fn(&str) -> bool) -> Result<usize> {
-        if let Source::Checkpoint(ckpt) = self.source {
-            let used = self.used.borrow();
-            if let Some(name) = ckpt.names().find(|n| owned(n) && !used.contains(*n)) {
-                return Err(Error::UnexpectedTensor {
-                    name: name.to_owned(),
-                    config: self.config,
-                });
-            }
+        let used = self.used.borrow();
+        let unused = match &self.source {
+            Source::Checkpoint(ckpt) => ckpt
+                .names()
+                .find(|n| owned(n) && !used.contains(*n))
+                .map(str::to_owned),
+            // What is left was never taken.
+            Source::Owned(tensors) => tensors.borrow().keys().find(|n| owned(n)).cloned(),
+            Source::Random => None,
+        };
+        if let Some(name) = unused {
+            return Err(Error::UnexpectedTensor {
+                name,
+                config: self.config.clone(),
+            });
         }
         Ok(self.params.get())
     }

@@ -297,6 +297,13 @@ fn main_tower(ckpt: &Checkpoint) -> Option<&'static str> {
 }
 const CONTROL: &str = "visual_control";
 
+/// Whether `name` belongs to the main tower under the prefix `main` or to the controller.
+fn is_part(main: &str, name: &str) -> bool {
+    [main, CONTROL]
+        .iter()
+        .any(|p| name.strip_prefix(p).is_some_and(|r| r.starts_with('.')))
+}
+
 impl DaClipEncoder {
     /// Reads a DA-CLIP checkpoint (`.pth` as released, or converted safetensors).
     ///
@@ -309,7 +316,13 @@ impl DaClipEncoder {
                 .chain(&[CONTROL])
                 .any(|p| name.strip_prefix(p).is_some_and(|r| r.starts_with('.')))
         })?;
-        Self::from_checkpoint(&ckpt, device, dtype)
+        let (main, config) = Self::identify(&ckpt)?;
+        // One name per tensor: the main tower's alias shares its storages and would keep
+        // them alive after the builder has dropped the other name.
+        let part = ckpt.retain(|name| is_part(main, name));
+        drop(ckpt);
+        let w = Weights::owned(part, device, dtype, format!("DA-CLIP encoder {config:?}"));
+        Self::build(w, config, main, |name| is_part(main, name))
     }
 
     /// Builds the encoder from a checkpoint, the configuration inferred from the shapes.
@@ -319,6 +332,13 @@ impl DaClipEncoder {
     /// [`Error::MissingTensor`], [`Error::ShapeMismatch`], [`Error::UnexpectedTensor`] (a
     /// tensor under the towers' prefixes that the encoder does not use).
     pub fn from_checkpoint(ckpt: &Checkpoint, device: &Device, dtype: DType) -> Result<Self> {
+        let (_, config) = Self::identify(ckpt)?;
+        Self::from_checkpoint_with(ckpt, config, device, dtype)
+    }
+
+    /// The main tower's prefix and the configuration its shapes give, for a checkpoint that
+    /// holds a vision tower and DA-CLIP's controller.
+    fn identify(ckpt: &Checkpoint) -> Result<(&'static str, ClipVisionConfig)> {
         let main = main_tower(ckpt).ok_or_else(|| Error::UnknownArchitecture {
             path: ckpt.origin().to_owned(),
             reason: "no `clip.visual.conv1.weight` or `visual.conv1.weight`: not a DA-CLIP \
@@ -333,8 +353,7 @@ impl DaClipEncoder {
                     .into(),
             });
         }
-        let config = ClipVisionConfig::infer(ckpt, main)?;
-        Self::from_checkpoint_with(ckpt, config, device, dtype)
+        Ok((main, ClipVisionConfig::infer(ckpt, main)?))
     }
 
     /// Builds the encoder from a checkpoint with a stated configuration (for towers whose
@@ -351,9 +370,7 @@ impl DaClipEncoder {
         config.validate()?;
         let main = main_tower(ckpt).unwrap_or(MAIN[0]);
         let w = Weights::new(ckpt, device, dtype, format!("DA-CLIP encoder {config:?}"));
-        Self::build(w, config, main, |name| {
-            name.starts_with(&format!("{main}.")) || name.starts_with(&format!("{CONTROL}."))
-        })
+        Self::build(w, config, main, |name| is_part(main, name))
     }
 
     /// The part of a DA-CLIP checkpoint the encoder reads (the main tower under one name,
@@ -364,9 +381,7 @@ impl DaClipEncoder {
     /// As [`from_checkpoint`](Self::from_checkpoint).
     pub fn compact(ckpt: &Checkpoint) -> Result<Checkpoint> {
         let main = main_tower(ckpt).unwrap_or(MAIN[0]);
-        let part = ckpt.retain(|name| {
-            name.starts_with(&format!("{main}.")) || name.starts_with(&format!("{CONTROL}."))
-        });
+        let part = ckpt.retain(|name| is_part(main, name));
         Self::from_checkpoint(&part, &Device::Cpu, DType::F32)?;
         Ok(part)
     }

@@ -396,3 +396,41 @@ fn a_malformed_encoder_checkpoint_is_an_error_not_a_panic() {
         .to_string();
     assert!(err.contains("controller"), "{err}");
 }
+
+#[test]
+fn loading_from_a_file_reports_unused_and_missing_tensors_as_building_from_a_checkpoint_does() {
+    // `load` builds from a checkpoint it owns (each tensor dropped as its layer takes it);
+    // what it refuses must be what `from_checkpoint` refuses.
+    let ckpt = mrsampler_models::Checkpoint::load(data("daclip_vit_w128_l2.pt")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let extra = ckpt
+        .names()
+        .map(|n| (n.to_owned(), ckpt.get(n).unwrap().clone()))
+        .chain([(
+            "visual_control.transformer.stray".to_owned(),
+            Tensor::zeros(4, DType::F32, &Device::Cpu).unwrap(),
+        )]);
+    let extra = mrsampler_models::Checkpoint::from_tensors(extra);
+    let path = dir.path().join("extra.safetensors");
+    extra.save_safetensors(&path, DType::F32).unwrap();
+    let from_file = DaClipEncoder::load(&path, &Device::Cpu, DType::F32).unwrap_err();
+    let built = DaClipEncoder::from_checkpoint(&extra, &Device::Cpu, DType::F32).unwrap_err();
+    assert!(
+        from_file
+            .to_string()
+            .contains("visual_control.transformer.stray"),
+        "{from_file}"
+    );
+    assert_eq!(from_file.to_string(), built.to_string());
+
+    let short = ckpt.retain(|n| n != "visual_control.transformer.zero_modules.1.weight");
+    let path = dir.path().join("short.safetensors");
+    short.save_safetensors(&path, DType::F32).unwrap();
+    let from_file = DaClipEncoder::load(&path, &Device::Cpu, DType::F32).unwrap_err();
+    let built = DaClipEncoder::from_checkpoint(&short, &Device::Cpu, DType::F32).unwrap_err();
+    assert!(
+        from_file.to_string().contains("zero_modules.1.weight"),
+        "{from_file}"
+    );
+    assert_eq!(from_file.to_string(), built.to_string());
+}
