@@ -311,11 +311,7 @@ impl DaClipEncoder {
     /// The errors of [`Checkpoint::load`] and [`from_checkpoint`](Self::from_checkpoint).
     pub fn load(path: impl AsRef<Path>, device: &Device, dtype: DType) -> Result<Self> {
         // Only the towers: a training checkpoint's text tower is a quarter of its bytes.
-        let ckpt = Checkpoint::load_matching(path, |name| {
-            MAIN.iter()
-                .chain(&[CONTROL])
-                .any(|p| name.strip_prefix(p).is_some_and(|r| r.starts_with('.')))
-        })?;
+        let ckpt = Checkpoint::load_matching(path, |name| MAIN.iter().any(|m| is_part(m, name)))?;
         let (main, config) = Self::identify(&ckpt)?;
         // One name per tensor: the main tower's alias shares its storages and would keep
         // them alive after the builder has dropped the other name.
