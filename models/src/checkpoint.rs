@@ -432,15 +432,19 @@ pub(crate) struct Weights<'a> {
 }
 
 impl<'a> Weights<'a> {
-    pub(crate) fn new(ckpt: &'a Checkpoint, device: &Device, dtype: DType, config: String) -> Self {
+    fn with_source(source: Source<'a>, device: &Device, dtype: DType, config: String) -> Self {
         Self {
-            source: Source::Checkpoint(ckpt),
+            source,
             device: device.clone(),
             dtype,
             config,
             used: RefCell::new(BTreeSet::new()),
             params: Cell::new(0),
         }
+    }
+
+    pub(crate) fn new(ckpt: &'a Checkpoint, device: &Device, dtype: DType, config: String) -> Self {
+        Self::with_source(Source::Checkpoint(ckpt), device, dtype, config)
     }
 
     /// As [`new`](Self::new) with the checkpoint handed over: its tensors are dropped as the
@@ -452,25 +456,16 @@ impl<'a> Weights<'a> {
         dtype: DType,
         config: String,
     ) -> Weights<'static> {
-        Weights {
-            source: Source::Owned(RefCell::new(ckpt.tensors)),
-            device: device.clone(),
+        Weights::with_source(
+            Source::Owned(RefCell::new(ckpt.tensors)),
+            device,
             dtype,
             config,
-            used: RefCell::new(BTreeSet::new()),
-            params: Cell::new(0),
-        }
+        )
     }
 
     pub(crate) fn random(device: &Device, dtype: DType, config: String) -> Weights<'static> {
-        Weights {
-            source: Source::Random,
-            device: device.clone(),
-            dtype,
-            config,
-            used: RefCell::new(BTreeSet::new()),
-            params: Cell::new(0),
-        }
+        Weights::with_source(Source::Random, device, dtype, config)
     }
 
     pub(crate) fn device(&self) -> &Device {
