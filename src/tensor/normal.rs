@@ -4,9 +4,12 @@
 //! the transform in `f32` with polynomial `ln`, `sin` and `cos` (absolute error below 2e-6 on
 //! the normals), written once as explicit SIMD over `pulp`'s portable vector types: one
 //! Philox block per vector lane (8 with AVX2, 16 with AVX-512, 1 on the scalar fallback), the
-//! words of the block's two Box–Muller pairs in four vectors, so nothing is shuffled until the
-//! normals are stored. Every lane computes exactly the IEEE operations of the per-block
-//! reference in the tests (`reference`), so the stream's bits do not depend on the SIMD width.
+//! words of the block's two Box–Muller pairs in four vectors. The two things the portable set
+//! cannot express, integer-to-float conversion and the final transposition into block order,
+//! come from a [`Level`]: native instructions on x86-64 (AVX2, AVX-512), portable emulations
+//! elsewhere, all exact. Every lane computes exactly the IEEE operations of the per-block
+//! reference in the tests (`reference`), so the stream's bits do not depend on the SIMD width
+//! or level.
 
 use pulp::Simd;
 
@@ -66,21 +69,131 @@ fn philox<S: Simd>(s: S, mut c: [S::u32s; 4], key: [u32; 2]) -> [S::u32s; 4] {
     c
 }
 
-/// `n < 2²³` as `f32`, exactly (through the bits of `2²³ + n`: `pulp`'s portable set has no
-/// integer-to-float conversion).
-#[inline(always)]
-fn small_to_f32<S: Simd>(s: S, n: S::u32s) -> S::f32s {
-    let biased = s.transmute_f32s_u32s(s.or_u32s(n, s.splat_u32s(0x4b00_0000)));
-    s.sub_f32s(biased, s.splat_f32s(8_388_608.0))
+/// What one SIMD level does natively and `pulp`'s portable vector set cannot express: the
+/// exact conversion of small integers to `f32`, and storing the four vectors of normals in
+/// block order. Every implementation gives the same bits (exact conversions, pure data
+/// movement), so the stream does not depend on which one runs.
+trait Level<S: Simd>: Copy {
+    /// `n < 2²⁴` as `f32`, exactly.
+    fn u24_to_f32(self, s: S, n: S::u32s) -> S::f32s;
+    /// Stores normal `k` of lane `l`'s block (`z[k]`'s lane `l`) at `out[4·l + k]`
+    /// (`out` is `4·lanes` long).
+    fn store_blocks(self, s: S, z: [S::f32s; 4], out: &mut [f32]);
 }
 
-/// The top 24 bits of `w` as `f32`, exactly: two halves below 2²³, recombined exactly.
-#[inline(always)]
-fn top24_to_f32<S: Simd>(s: S, w: S::u32s) -> S::f32s {
-    let n = s.wrapping_dyn_shr_u32s(w, s.splat_u32s(8));
-    let half = small_to_f32(s, s.wrapping_dyn_shr_u32s(n, s.splat_u32s(1)));
-    let odd = small_to_f32(s, s.and_u32s(n, s.splat_u32s(1)));
-    s.add_f32s(s.add_f32s(half, half), odd)
+/// Any level through `pulp`'s portable operations (the fallback everywhere but x86-64).
+#[derive(Clone, Copy)]
+struct Portable;
+
+impl<S: Simd> Level<S> for Portable {
+    /// Two halves below 2²³, each exact through the bits of `2²³ + n` (`pulp`'s portable set
+    /// has no integer-to-float conversion), recombined exactly.
+    #[inline(always)]
+    fn u24_to_f32(self, s: S, n: S::u32s) -> S::f32s {
+        let below_2_23 = |n: S::u32s| {
+            let biased = s.transmute_f32s_u32s(s.or_u32s(n, s.splat_u32s(0x4b00_0000)));
+            s.sub_f32s(biased, s.splat_f32s(8_388_608.0))
+        };
+        let half = below_2_23(s.wrapping_dyn_shr_u32s(n, s.splat_u32s(1)));
+        let odd = below_2_23(s.and_u32s(n, s.splat_u32s(1)));
+        s.add_f32s(s.add_f32s(half, half), odd)
+    }
+
+    /// Through a stack buffer, lane by lane.
+    #[inline(always)]
+    fn store_blocks(self, s: S, z: [S::f32s; 4], out: &mut [f32]) {
+        let lanes = S::F32_LANES;
+        let mut rows = [[0f32; MAX_LANES]; 4];
+        for (row, z) in rows.iter_mut().zip(z) {
+            s.partial_store_f32s(&mut row[..lanes], z);
+        }
+        for (l, block) in out.chunks_exact_mut(4).enumerate() {
+            block.copy_from_slice(&[rows[0][l], rows[1][l], rows[2][l], rows[3][l]]);
+        }
+    }
+}
+
+/// AVX2: the native conversion and a 4 × 8 transposition in registers.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Avx2;
+
+#[cfg(target_arch = "x86_64")]
+impl Level<pulp::x86::V3> for Avx2 {
+    #[inline(always)]
+    fn u24_to_f32(self, s: pulp::x86::V3, n: pulp::u32x8) -> pulp::f32x8 {
+        s.convert_i32x8_to_f32x8(s.transmute_i32s_u32s(n))
+    }
+
+    #[inline(always)]
+    fn store_blocks(self, s: pulp::x86::V3, z: [pulp::f32x8; 4], out: &mut [f32]) {
+        use pulp::bytemuck::cast;
+        let avx = s.avx;
+        let [z0, z1, z2, z3] = z.map(cast);
+        // Within each 128-bit half: pairs, then whole blocks (b_l = lane l's four normals).
+        let (t0, t1) = (
+            avx._mm256_unpacklo_ps(z0, z1),
+            avx._mm256_unpackhi_ps(z0, z1),
+        );
+        let (t2, t3) = (
+            avx._mm256_unpacklo_ps(z2, z3),
+            avx._mm256_unpackhi_ps(z2, z3),
+        );
+        let b04 = avx._mm256_shuffle_ps::<0b01_00_01_00>(t0, t2);
+        let b15 = avx._mm256_shuffle_ps::<0b11_10_11_10>(t0, t2);
+        let b26 = avx._mm256_shuffle_ps::<0b01_00_01_00>(t1, t3);
+        let b37 = avx._mm256_shuffle_ps::<0b11_10_11_10>(t1, t3);
+        let rows = [
+            avx._mm256_permute2f128_ps::<0x20>(b04, b15),
+            avx._mm256_permute2f128_ps::<0x20>(b26, b37),
+            avx._mm256_permute2f128_ps::<0x31>(b04, b15),
+            avx._mm256_permute2f128_ps::<0x31>(b26, b37),
+        ];
+        for (chunk, row) in out.chunks_exact_mut(8).zip(rows) {
+            chunk.copy_from_slice(&cast::<_, [f32; 8]>(row));
+        }
+    }
+}
+
+/// AVX-512: the native conversion and a 4 × 16 transposition in registers.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Avx512;
+
+#[cfg(target_arch = "x86_64")]
+impl Level<pulp::x86::V4> for Avx512 {
+    #[inline(always)]
+    fn u24_to_f32(self, s: pulp::x86::V4, n: pulp::u32x16) -> pulp::f32x16 {
+        s.convert_i32x16_to_f32x16(s.transmute_i32s_u32s(n))
+    }
+
+    #[inline(always)]
+    fn store_blocks(self, s: pulp::x86::V4, z: [pulp::f32x16; 4], out: &mut [f32]) {
+        use pulp::bytemuck::cast;
+        let f = s.avx512f;
+        let [z0, z1, z2, z3] = z.map(cast);
+        // Within each 128-bit quarter as for AVX2: quarter q of `bj` holds block 4q + j.
+        let (t0, t1) = (f._mm512_unpacklo_ps(z0, z1), f._mm512_unpackhi_ps(z0, z1));
+        let (t2, t3) = (f._mm512_unpacklo_ps(z2, z3), f._mm512_unpackhi_ps(z2, z3));
+        let b0 = f._mm512_shuffle_ps::<0b01_00_01_00>(t0, t2);
+        let b1 = f._mm512_shuffle_ps::<0b11_10_11_10>(t0, t2);
+        let b2 = f._mm512_shuffle_ps::<0b01_00_01_00>(t1, t3);
+        let b3 = f._mm512_shuffle_ps::<0b11_10_11_10>(t1, t3);
+        // Then a 4 × 4 transposition of the quarters.
+        let lo01 = f._mm512_shuffle_f32x4::<0b01_00_01_00>(b0, b1); // blocks 0 4 1 5
+        let lo23 = f._mm512_shuffle_f32x4::<0b01_00_01_00>(b2, b3); // blocks 2 6 3 7
+        let hi01 = f._mm512_shuffle_f32x4::<0b11_10_11_10>(b0, b1); // blocks 8 12 9 13
+        let hi23 = f._mm512_shuffle_f32x4::<0b11_10_11_10>(b2, b3); // blocks 10 14 11 15
+        let rows = [
+            f._mm512_shuffle_f32x4::<0b10_00_10_00>(lo01, lo23),
+            f._mm512_shuffle_f32x4::<0b11_01_11_01>(lo01, lo23),
+            f._mm512_shuffle_f32x4::<0b10_00_10_00>(hi01, hi23),
+            f._mm512_shuffle_f32x4::<0b11_01_11_01>(hi01, hi23),
+        ];
+        for (chunk, row) in out.chunks_exact_mut(16).zip(rows) {
+            chunk.copy_from_slice(&cast::<_, [f32; 16]>(row));
+        }
+    }
 }
 
 /// 1.0 where `mask`, else 0.0.
@@ -91,7 +204,7 @@ fn indicator<S: Simd>(s: S, mask: S::m32s) -> S::f32s {
 
 /// `ln(u)` for normal `u > 0`: the reference's `ln_f32`, operation for operation.
 #[inline(always)]
-fn ln<S: Simd>(s: S, u: S::f32s) -> S::f32s {
+fn ln<S: Simd>(s: S, level: impl Level<S>, u: S::f32s) -> S::f32s {
     let bits = s.transmute_u32s_f32s(u);
     let exponent = s.and_u32s(
         s.wrapping_dyn_shr_u32s(bits, s.splat_u32s(23)),
@@ -107,7 +220,7 @@ fn ln<S: Simd>(s: S, u: S::f32s) -> S::f32s {
     // (exponent − 127 + big) as f32, exactly.
     let big_u = s.select_u32s(big, s.splat_u32s(1), s.splat_u32s(0));
     let e = s.sub_f32s(
-        small_to_f32(s, s.add_u32s(exponent, big_u)),
+        level.u24_to_f32(s, s.add_u32s(exponent, big_u)),
         s.splat_f32s(127.0),
     );
     let one = s.splat_f32s(1.0);
@@ -172,13 +285,14 @@ fn sincos_turn<S: Simd>(s: S, u: S::f32s) -> (S::f32s, S::f32s) {
 
 /// The Box–Muller pair of words `(a, b)` in every lane: `(r cos 2πu₂, r sin 2πu₂)`.
 #[inline(always)]
-fn pair<S: Simd>(s: S, a: S::u32s, b: S::u32s) -> (S::f32s, S::f32s) {
+fn pair<S: Simd>(s: S, level: impl Level<S>, a: S::u32s, b: S::u32s) -> (S::f32s, S::f32s) {
+    let top24 = |w| level.u24_to_f32(s, s.wrapping_dyn_shr_u32s(w, s.splat_u32s(8)));
     let u1 = s.mul_f32s(
-        s.add_f32s(top24_to_f32(s, a), s.splat_f32s(0.5)),
+        s.add_f32s(top24(a), s.splat_f32s(0.5)),
         s.splat_f32s(SCALE24),
     );
-    let u2 = s.mul_f32s(top24_to_f32(s, b), s.splat_f32s(SCALE24));
-    let r = s.sqrt_f32s(s.mul_f32s(s.splat_f32s(-2.0), ln(s, u1)));
+    let u2 = s.mul_f32s(top24(b), s.splat_f32s(SCALE24));
+    let r = s.sqrt_f32s(s.mul_f32s(s.splat_f32s(-2.0), ln(s, level, u1)));
     let (sin, cos) = sincos_turn(s, u2);
     (s.mul_f32s(r, cos), s.mul_f32s(r, sin))
 }
@@ -188,9 +302,11 @@ const MAX_LANES: usize = 16;
 
 /// The normals of blocks `first, first + 1, …, first + lanes − 1` (`lanes` = the vector's
 /// width), block by block into `out` (`4·lanes` long).
+#[allow(clippy::too_many_arguments)] // the draw's four coordinates, the level and the output
 #[inline(always)]
 fn group<S: Simd>(
     s: S,
+    level: impl Level<S>,
     iota: S::u32s,
     first: u32,
     stream: u32,
@@ -198,7 +314,6 @@ fn group<S: Simd>(
     key: [u32; 2],
     out: &mut [f32],
 ) {
-    let lanes = S::F32_LANES;
     let counters = [
         s.add_u32s(s.splat_u32s(first), iota),
         s.splat_u32s(stream),
@@ -206,18 +321,12 @@ fn group<S: Simd>(
         s.splat_u32s(0),
     ];
     let w = philox(s, counters, key);
-    let (z0, z1) = pair(s, w[0], w[1]);
-    let (z2, z3) = pair(s, w[2], w[3]);
-    let mut rows = [[0f32; MAX_LANES]; 4];
-    for (row, z) in rows.iter_mut().zip([z0, z1, z2, z3]) {
-        s.partial_store_f32s(&mut row[..lanes], z);
-    }
-    for (l, block) in out.chunks_exact_mut(4).enumerate() {
-        block.copy_from_slice(&[rows[0][l], rows[1][l], rows[2][l], rows[3][l]]);
-    }
+    let (z0, z1) = pair(s, level, w[0], w[1]);
+    let (z2, z3) = pair(s, level, w[2], w[3]);
+    level.store_blocks(s, [z0, z1, z2, z3], out);
 }
 
-/// The bulk `f32` fill as a `pulp` operation, compiled for the detected SIMD level.
+/// One bulk `f32` fill: blocks `first_block ..` of `(stream, draw)` under `key` into `out`.
 struct FillF32<'a> {
     out: &'a mut [f32],
     first_block: u32,
@@ -226,10 +335,10 @@ struct FillF32<'a> {
     key: [u32; 2],
 }
 
-impl pulp::WithSimd for FillF32<'_> {
-    type Output = ();
+impl FillF32<'_> {
+    /// The fill on `s`'s vectors with `level`'s native operations.
     #[inline(always)]
-    fn with_simd<S: Simd>(self, s: S) {
+    fn run<S: Simd>(self, s: S, level: impl Level<S>) {
         let lanes = S::F32_LANES;
         debug_assert!(lanes <= MAX_LANES);
         let mut iota = [0u32; MAX_LANES];
@@ -240,28 +349,91 @@ impl pulp::WithSimd for FillF32<'_> {
         let mut chunks = self.out.chunks_exact_mut(4 * lanes);
         let mut block = self.first_block;
         for chunk in &mut chunks {
-            group(s, iota, block, self.stream, self.draw, self.key, chunk);
+            group(
+                s,
+                level,
+                iota,
+                block,
+                self.stream,
+                self.draw,
+                self.key,
+                chunk,
+            );
             block = block.wrapping_add(lanes as u32);
         }
         // The last blocks one at a time, with the same operations on one lane.
         let scalar = pulp::Scalar::new();
         for part in chunks.into_remainder().chunks_mut(4) {
             let mut z = [0f32; 4];
-            group(scalar, 0, block, self.stream, self.draw, self.key, &mut z);
+            group(
+                scalar,
+                Portable,
+                0,
+                block,
+                self.stream,
+                self.draw,
+                self.key,
+                &mut z,
+            );
             part.copy_from_slice(&z[..part.len()]);
             block = block.wrapping_add(1);
         }
     }
 }
 
+/// The portable fill, compiled for whichever level `pulp` detects.
+impl pulp::WithSimd for FillF32<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, s: S) {
+        self.run(s, Portable)
+    }
+}
+
+/// The fill on one level with that level's native operations, compiled for its features.
+#[cfg(target_arch = "x86_64")]
+struct Native<'a, S, L> {
+    fill: FillF32<'a>,
+    simd: S,
+    level: L,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl<S: Simd, L: Level<S>> pulp::NullaryFnOnce for Native<'_, S, L> {
+    type Output = ();
+    #[inline(always)]
+    fn call(self) {
+        self.fill.run(self.simd, self.level)
+    }
+}
+
 pub(crate) fn fill_f32(out: &mut [f32], first_block: u32, stream: u32, draw: u32, key: [u32; 2]) {
-    pulp::Arch::new().dispatch(FillF32 {
+    let fill = FillF32 {
         out,
         first_block,
         stream,
         draw,
         key,
-    });
+    };
+    #[cfg(target_arch = "x86_64")]
+    {
+        use pulp::x86::{V3, V4};
+        if let Some(simd) = V4::try_new() {
+            return simd.vectorize(Native {
+                fill,
+                simd,
+                level: Avx512,
+            });
+        }
+        if let Some(simd) = V3::try_new() {
+            return simd.vectorize(Native {
+                fill,
+                simd,
+                level: Avx2,
+            });
+        }
+    }
+    pulp::Arch::new().dispatch(fill);
 }
 
 /// The `f32` transform written per block, one lane at a time: the definition the SIMD code
@@ -429,12 +601,17 @@ mod tests {
         }
     }
 
-    /// The SIMD fill (at this CPU's dispatch level, and on `pulp`'s one-lane scalar level)
-    /// reproduces the per-block reference bit for bit, including the last partial blocks.
+    /// Every way of filling reproduces the per-block reference bit for bit, including the last
+    /// partial blocks: `fill_f32` (the best native level of this CPU), each native x86-64 level
+    /// the CPU has, the portable code at `pulp`'s detected level and on its one-lane scalar
+    /// level.
     #[test]
     fn simd_fill_is_the_reference_bit_for_bit() {
-        let key = [0x0bad_cafe, 0x1234_5678];
-        let (first, stream, draw) = (u32::MAX - 40, 3, 17); // crosses the counter's wrap
+        const KEY: [u32; 2] = [0x0bad_cafe, 0x1234_5678];
+        const FIRST: u32 = u32::MAX - 40; // crosses the counter's wrap
+        const STREAM: u32 = 3;
+        const DRAW: u32 = 17;
+        let (key, first, stream, draw) = (KEY, FIRST, STREAM, DRAW);
         let n = 4 * LANES * 300 + 4 * 5 + 3;
         let mut want = vec![0f32; n.div_ceil(4 * LANES) * 4 * LANES];
         let mut buf = [0f32; 4 * LANES];
@@ -443,23 +620,51 @@ mod tests {
             eight_blocks(block, stream, draw, key, &mut buf);
             chunk.copy_from_slice(&buf);
         }
+        fn job(out: &mut [f32]) -> FillF32<'_> {
+            FillF32 {
+                out,
+                first_block: FIRST,
+                stream: STREAM,
+                draw: DRAW,
+                key: KEY,
+            }
+        }
+        let mut fills: Vec<(&str, Vec<f32>)> = Vec::new();
         let mut got = vec![0f32; n];
         fill_f32(&mut got, first, stream, draw, key);
-        let mut scalar = vec![0f32; n];
-        pulp::Scalar::new().vectorize(FillF32 {
-            out: &mut scalar,
-            first_block: first,
-            stream,
-            draw,
-            key,
-        });
-        for (i, ((g, s), w)) in got.iter().zip(&scalar).zip(&want).enumerate() {
-            assert_eq!(g.to_bits(), w.to_bits(), "element {i}: {g} vs {w}");
-            assert_eq!(
-                s.to_bits(),
-                w.to_bits(),
-                "element {i} (scalar level): {s} vs {w}"
-            );
+        fills.push(("fill_f32", got));
+        #[cfg(target_arch = "x86_64")]
+        {
+            if let Some(simd) = pulp::x86::V4::try_new() {
+                let mut got = vec![0f32; n];
+                simd.vectorize(Native {
+                    fill: job(&mut got),
+                    simd,
+                    level: Avx512,
+                });
+                fills.push(("AVX-512", got));
+            }
+            if let Some(simd) = pulp::x86::V3::try_new() {
+                let mut got = vec![0f32; n];
+                simd.vectorize(Native {
+                    fill: job(&mut got),
+                    simd,
+                    level: Avx2,
+                });
+                fills.push(("AVX2", got));
+            }
+        }
+        let mut got = vec![0f32; n];
+        pulp::Arch::new().dispatch(job(&mut got));
+        fills.push(("portable", got));
+        let mut got = vec![0f32; n];
+        pulp::Scalar::new().vectorize(job(&mut got));
+        fills.push(("portable, scalar level", got));
+        assert!(fills.len() >= 3);
+        for (name, got) in &fills {
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(g.to_bits(), w.to_bits(), "{name}, element {i}: {g} vs {w}");
+            }
         }
     }
 }
