@@ -275,16 +275,16 @@ impl Calibrator {
         let mut candidates: Vec<Named> = Vec::new();
         for grid in named_grids() {
             // A named grid that cannot be built at K (e.g. too few steps) is not a candidate.
-            if let Ok(times) = build(&grid, self.steps) {
-                if times.len() == self.steps + 1 {
-                    candidates.push((grid_name(&grid), times));
-                }
+            if let Ok(times) = build(&grid, self.steps)
+                && times.len() == self.steps + 1
+            {
+                candidates.push((grid_name(&grid), times));
             }
         }
-        if let TimeGrid::Custom(times) = &sampler.grid {
-            if times.len() == self.steps + 1 {
-                candidates.push(("configured".to_owned(), times.clone()));
-            }
+        if let TimeGrid::Custom(times) = &sampler.grid
+            && times.len() == self.steps + 1
+        {
+            candidates.push(("configured".to_owned(), times.clone()));
         }
         let fine = [
             build(&TimeGrid::Linspace, self.fine)?,

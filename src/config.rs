@@ -110,14 +110,14 @@ impl Solver {
                 format!("the {} solver supports orders 1 to {max}", self.name()),
             ));
         }
-        if let Some(OrderRule::StepRatio { max_ratio }) = self.order_rule() {
-            if !(max_ratio >= 1.0 && max_ratio.is_finite()) {
-                return Err(Error::setting(
-                    "max_ratio",
-                    max_ratio,
-                    "must be finite and >= 1",
-                ));
-            }
+        if let Some(OrderRule::StepRatio { max_ratio }) = self.order_rule()
+            && !(max_ratio >= 1.0 && max_ratio.is_finite())
+        {
+            return Err(Error::setting(
+                "max_ratio",
+                max_ratio,
+                "must be finite and >= 1",
+            ));
         }
         if self.second_order() == Some(SecondOrder::Midpoint) && order == 1 {
             return Err(Error::conflict(
@@ -131,16 +131,13 @@ impl Solver {
             order,
             ..
         }) = self
+            && *order < 3
         {
-            if *order < 3 {
-                return Err(Error::conflict(
-                    "third_order",
-                    "order < 3",
-                    format!(
-                        "the third-order form ({form:?}) applies to order 3 only; set it to None"
-                    ),
-                ));
-            }
+            return Err(Error::conflict(
+                "third_order",
+                "order < 3",
+                format!("the third-order form ({form:?}) applies to order 3 only; set it to None"),
+            ));
         }
         Ok(())
     }
@@ -325,14 +322,14 @@ impl Default for Thresholding {
 
 /// Validates a data range `(lo, hi)`: the clamp applied to a returned sample.
 pub(crate) fn check_data_range(range: Option<(f64, f64)>) -> Result<Option<(f64, f64)>> {
-    if let Some((lo, hi)) = range {
-        if lo.is_nan() || hi.is_nan() || lo > hi {
-            return Err(Error::setting(
-                "data_range",
-                format!("({lo}, {hi})"),
-                "needs lo <= hi",
-            ));
-        }
+    if let Some((lo, hi)) = range
+        && (lo.is_nan() || hi.is_nan() || lo > hi)
+    {
+        return Err(Error::setting(
+            "data_range",
+            format!("({lo}, {hi})"),
+            "needs lo <= hi",
+        ));
     }
     Ok(range)
 }

@@ -333,7 +333,7 @@ impl GroupNorm {
         groups: usize,
         eps: f64,
     ) -> Result<Self> {
-        if groups == 0 || channels % groups != 0 {
+        if groups == 0 || !channels.is_multiple_of(groups) {
             return Err(Error::config(format!(
                 "GroupNorm `{prefix}`: {channels} channels cannot form {groups} groups"
             )));

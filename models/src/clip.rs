@@ -130,14 +130,14 @@ impl ClipVisionConfig {
     pub fn validate(&self) -> Result<()> {
         if self.patch_size == 0
             || self.image_size < self.patch_size
-            || self.image_size % self.patch_size != 0
+            || !self.image_size.is_multiple_of(self.patch_size)
         {
             return Err(Error::config(format!(
                 "image size {} must be a positive multiple of the patch size {}",
                 self.image_size, self.patch_size
             )));
         }
-        if self.layers == 0 || self.heads == 0 || self.width % self.heads != 0 {
+        if self.layers == 0 || self.heads == 0 || !self.width.is_multiple_of(self.heads) {
             return Err(Error::config(format!(
                 "{} layers of width {} in {} heads: need at least one layer and heads that \
                  divide the width",

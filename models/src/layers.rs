@@ -130,7 +130,7 @@ impl Conv2d {
         if cfg.dilation != 1 {
             candle_core::bail!("Conv2d: dilation {} (only 1 is supported)", cfg.dilation);
         }
-        if cfg.groups == 0 || cin % cfg.groups != 0 || cout % cfg.groups != 0 {
+        if cfg.groups == 0 || !cin.is_multiple_of(cfg.groups) || !cout.is_multiple_of(cfg.groups) {
             candle_core::bail!(
                 "Conv2d: {cin} → {cout} channels cannot form {} groups",
                 cfg.groups
@@ -169,7 +169,7 @@ impl GroupNorm {
         groups: usize,
         eps: f64,
     ) -> candle_core::Result<Self> {
-        if groups == 0 || channels % groups != 0 {
+        if groups == 0 || !channels.is_multiple_of(groups) {
             candle_core::bail!("GroupNorm: {channels} channels cannot form {groups} groups");
         }
         let weight = vb.get(channels, "weight")?;
@@ -269,7 +269,7 @@ impl TimeEmbedding {
     /// # Errors
     /// An odd or too small `dim`.
     pub fn new(dim: usize) -> candle_core::Result<Self> {
-        if dim < 4 || dim % 2 != 0 {
+        if dim < 4 || !dim.is_multiple_of(2) {
             candle_core::bail!("TimeEmbedding: dim {dim} (an even number ≥ 4)");
         }
         Ok(Self { dim })

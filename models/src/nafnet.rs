@@ -98,7 +98,7 @@ impl NafNetConfig {
     /// # Errors
     /// [`Error::InvalidConfig`] naming the bad value.
     pub fn validate(&self) -> Result<()> {
-        if self.width < 4 || self.width % 2 != 0 {
+        if self.width < 4 || !self.width.is_multiple_of(2) {
             return Err(Error::config(format!(
                 "width = {} must be even and at least 4",
                 self.width

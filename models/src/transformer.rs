@@ -122,7 +122,7 @@ pub(crate) struct SpatialTransformer {
 impl SpatialTransformer {
     /// The block at `p` for `dim` channels: `dim / 32` heads of 32.
     pub(crate) fn new(w: &Weights, p: &str, dim: usize, context_dim: usize) -> Result<Self> {
-        if dim < HEAD_DIM || dim % GROUPS != 0 {
+        if dim < HEAD_DIM || !dim.is_multiple_of(GROUPS) {
             return Err(Error::config(format!(
                 "a spatial transformer at `{p}` needs a multiple of {GROUPS} channels (its \
                  GroupNorm has {GROUPS} groups and its heads are {HEAD_DIM} wide); it has {dim}"

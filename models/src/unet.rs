@@ -214,13 +214,13 @@ impl UNetConfig {
         let prompt_dim = ckpt
             .shape("text_mlp.0.weight")
             .and_then(|s| s.get(1).copied());
-        if let (Some(a), Some(b)) = (cross_dim, prompt_dim) {
-            if a != b {
-                return Err(Error::config(format!(
-                    "the cross-attention takes {a}-wide contexts but the prompt path {b}-wide \
+        if let (Some(a), Some(b)) = (cross_dim, prompt_dim)
+            && a != b
+        {
+            return Err(Error::config(format!(
+                "the cross-attention takes {a}-wide contexts but the prompt path {b}-wide \
                      ones"
-                )));
-            }
+            )));
         }
         // The stem sees `cat(x_t − μ, μ)` (2·in_nc channels) in every conditional module; the
         // unconditional one (denoising-sde) sees `x_t` and has full attention in the middle.
@@ -250,7 +250,7 @@ impl UNetConfig {
     /// # Errors
     /// [`Error::InvalidConfig`] naming the bad value.
     pub fn validate(&self) -> Result<()> {
-        if self.nf < 4 || self.nf % 2 != 0 {
+        if self.nf < 4 || !self.nf.is_multiple_of(2) {
             return Err(Error::config(format!(
                 "nf = {} must be even and at least 4 (the time embedding has nf/2 − 1 > 0 \
                  frequency steps)",
@@ -273,7 +273,7 @@ impl UNetConfig {
                 self.channel_mults.len()
             )));
         }
-        if self.heads == 0 || self.head_dim == 0 || self.stem_kernel % 2 == 0 {
+        if self.heads == 0 || self.head_dim == 0 || self.stem_kernel.is_multiple_of(2) {
             return Err(Error::config(
                 "heads and head_dim must be positive and the stem kernel odd",
             ));

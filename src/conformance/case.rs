@@ -333,16 +333,16 @@ fn parse_schedule(v: &Value) -> Result<IrSdeSchedule, CaseError> {
     let sched = match (input, sigma_inf) {
         (Some(ms), si) => {
             let sched = IrSdeSchedule::new(theta, steps, eps, ms)?;
-            if let Some(si) = si {
-                if (sched.sigma_inf() - si).abs() > 1e-12 * si.abs() {
-                    return Err(CaseError::Invalid {
-                        key: "schedule.max_sigma".into(),
-                        reason: format!(
-                            "{si} disagrees with max_sigma_input {ms} (σ∞ = {} by the ÷255 rule)",
-                            sched.sigma_inf()
-                        ),
-                    });
-                }
+            if let Some(si) = si
+                && (sched.sigma_inf() - si).abs() > 1e-12 * si.abs()
+            {
+                return Err(CaseError::Invalid {
+                    key: "schedule.max_sigma".into(),
+                    reason: format!(
+                        "{si} disagrees with max_sigma_input {ms} (σ∞ = {} by the ÷255 rule)",
+                        sched.sigma_inf()
+                    ),
+                });
             }
             sched
         }

@@ -249,26 +249,26 @@ pub fn check(case: &Case, result: &Result<Outcome, CaseError>) -> Vec<String> {
             }
         }
     }
-    if let Some(w) = &exp.exact_endpoint {
-        if let ModelSpec::Gaussian { m, c, .. } = &case.model {
-            match exact_endpoint(case, m, c, &o.timesteps) {
-                Ok(e) => cmp(&mut bad, "exact_endpoint (oracle map)", &e, w),
-                Err(e) => bad.push(format!("exact_endpoint: {e}")),
-            }
+    if let Some(w) = &exp.exact_endpoint
+        && let ModelSpec::Gaussian { m, c, .. } = &case.model
+    {
+        match exact_endpoint(case, m, c, &o.timesteps) {
+            Ok(e) => cmp(&mut bad, "exact_endpoint (oracle map)", &e, w),
+            Err(e) => bad.push(format!("exact_endpoint: {e}")),
         }
     }
-    if let Some(w) = &exp.orders {
-        if &o.orders != w {
-            bad.push(format!("orders: {:?} != expected {w:?}", o.orders));
-        }
+    if let Some(w) = &exp.orders
+        && &o.orders != w
+    {
+        bad.push(format!("orders: {:?} != expected {w:?}", o.orders));
     }
-    if let Some(w) = exp.n_model_calls {
-        if o.n_model_calls != w {
-            bad.push(format!(
-                "n_model_calls: {} != expected {w}",
-                o.n_model_calls
-            ));
-        }
+    if let Some(w) = exp.n_model_calls
+        && o.n_model_calls != w
+    {
+        bad.push(format!(
+            "n_model_calls: {} != expected {w}",
+            o.n_model_calls
+        ));
     }
     bad
 }

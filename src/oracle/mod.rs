@@ -47,7 +47,7 @@ pub(crate) fn batch_split(
     event: usize,
 ) -> std::result::Result<(usize, usize), ModelError> {
     let total: usize = shape.iter().product();
-    if event == 0 || total % event != 0 {
+    if event == 0 || !total.is_multiple_of(event) {
         return Err(Error::ShapeMismatch {
             what: "oracle input (event size)",
             expected: vec![event],

@@ -42,23 +42,22 @@ fn noisy_steps(plan: &Plan, which: &str) -> Result<Vec<Noisy>> {
             target,
             reuse_noise,
         } = s.update
+            && let Some(noise) = coeffs.noise
         {
-            if let Some(noise) = coeffs.noise {
-                if target != Target::State || reuse_noise || coeffs.stage != 0.0 {
-                    return Err(Error::InvalidGrid {
-                        reason: format!(
-                            "the {which} plan has a two-stage stochastic step (stochastic Heun); \
+            if target != Target::State || reuse_noise || coeffs.stage != 0.0 {
+                return Err(Error::InvalidGrid {
+                    reason: format!(
+                        "the {which} plan has a two-stage stochastic step (stochastic Heun); \
                              coupled noise supports one-stage steps"
-                        ),
-                    });
-                }
-                out.push(Noisy {
-                    start: s.t_eval,
-                    end: s.t_next,
-                    x: coeffs.x,
-                    noise,
+                    ),
                 });
             }
+            out.push(Noisy {
+                start: s.t_eval,
+                end: s.t_next,
+                x: coeffs.x,
+                noise,
+            });
         }
     }
     Ok(out)

@@ -130,17 +130,15 @@ impl<'a> Stepper<'a> {
             // back to first order (exact mode's `OrderRule::StepRatio`).
             if let (true, OrderRule::StepRatio { max_ratio }) =
                 (exact, cfg.solver.order_rule().unwrap_or_default())
+                && k >= 2
+                && hist.len() >= 2
+                && step_too_long(
+                    max_ratio,
+                    target.lambda - hist[0].lambda,
+                    hist[0].lambda - hist[1].lambda,
+                )
             {
-                if k >= 2
-                    && hist.len() >= 2
-                    && step_too_long(
-                        max_ratio,
-                        target.lambda - hist[0].lambda,
-                        hist[0].lambda - hist[1].lambda,
-                    )
-                {
-                    order = 1;
-                }
+                order = 1;
             }
             let history = &hist[..order];
             // Repeated grid times (reference mode only): the reference divides by the zero

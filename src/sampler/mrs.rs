@@ -124,14 +124,14 @@ impl MrSampler {
 
     /// Drops grid times whose `λ` is below `lambda_min` (default: none, i.e. `−∞`).
     pub fn with_lambda_min(self, lambda_min: Option<f64>) -> Result<Self> {
-        if let Some(l) = lambda_min {
-            if l.is_nan() {
-                return Err(Error::setting(
-                    "lambda_min",
-                    l,
-                    "must be a number (or None for −∞)",
-                ));
-            }
+        if let Some(l) = lambda_min
+            && l.is_nan()
+        {
+            return Err(Error::setting(
+                "lambda_min",
+                l,
+                "must be a number (or None for −∞)",
+            ));
         }
         Self {
             lambda_min: lambda_min.filter(|l| *l > f64::NEG_INFINITY),

@@ -284,11 +284,13 @@ impl<T: SamplerTensor> Run<T> {
                 });
                 let fresh = coeffs.noise.is_some() && !(reuse_noise && self.z.is_some());
                 let mut stepped = false;
-                if fresh && fused && !reused_later {
-                    if let Some(draw) = noise.counter_draw(&self.shape)? {
-                        self.fused_step(&step, coeffs, net, Some(draw))?;
-                        stepped = true;
-                    }
+                if fresh
+                    && fused
+                    && !reused_later
+                    && let Some(draw) = noise.counter_draw(&self.shape)?
+                {
+                    self.fused_step(&step, coeffs, net, Some(draw))?;
+                    stepped = true;
                 }
                 if !stepped {
                     if fresh {

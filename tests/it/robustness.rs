@@ -217,7 +217,7 @@ fn run(c: &Config) -> Result<Sample<ArrayD<f64>>, mrsampler::Error> {
                 None => None,
             };
             // Spare seed bits pick singlestep updates and the second-order form.
-            let second_order = if c.seed % 5 == 0 {
+            let second_order = if c.seed.is_multiple_of(5) {
                 SecondOrder::Midpoint
             } else {
                 SecondOrder::Taylor
@@ -228,7 +228,7 @@ fn run(c: &Config) -> Result<Sample<ArrayD<f64>>, mrsampler::Error> {
                     second_order,
                     ..SdeMultistep::new(order)
                 })
-            } else if c.seed % 3 == 0 {
+            } else if c.seed.is_multiple_of(3) {
                 Solver::ode_singlestep(order)
             } else {
                 Solver::Ode(OdeMultistep {
