@@ -294,6 +294,9 @@ impl LayerNorm {
     }
 
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(y) = kernels::layer_norm_last(x, &self.weight, &self.bias, self.eps)? {
+            return Ok(y);
+        }
         let last = x.rank() - 1;
         let mean = x.mean_keepdim(last)?;
         let centred = x.broadcast_sub(&mean)?;
@@ -386,7 +389,7 @@ pub(crate) fn attention(
     while start < n {
         let len = block.min(n - start);
         let qc = q.narrow(2, start, len)?.contiguous()?;
-        let weights = kernels::scaled_softmax_last(&qc.matmul(&kt)?, scale)?;
+        let weights = kernels::scaled_softmax_last_in_place(qc.matmul(&kt)?, scale)?;
         outs.push(weights.matmul(v)?);
         start += len;
     }

@@ -91,9 +91,14 @@ impl CustomOp1 for Silu {
         out.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
             .for_each(|(y, x)| {
-                y.iter_mut()
-                    .zip(x)
-                    .for_each(|(y, &v)| *y = v / (1.0 + exp(-v)));
+                super::vectorized(
+                    #[inline(always)]
+                    || {
+                        y.iter_mut()
+                            .zip(x)
+                            .for_each(|(y, &v)| *y = v / (1.0 + exp(-v)))
+                    },
+                )
             });
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }

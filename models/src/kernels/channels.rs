@@ -111,50 +111,63 @@ impl CustomOp1 for Op {
                 .zip(scale.par_chunks_mut(BLOCK))
                 .enumerate()
                 .for_each(|(blk, (sh, sc))| {
-                    let (p0, len) = (blk * BLOCK, sh.len());
-                    let row = |ch: usize| &xo[ch * inner + p0..ch * inner + p0 + len];
-                    match self.across {
-                        Across::LayerNorm { eps, .. } => {
-                            sh.fill(0.0);
-                            for ch in 0..c {
-                                sh.iter_mut().zip(row(ch)).for_each(|(m, &v)| *m += v);
+                    super::vectorized(
+                        #[inline(always)]
+                        || {
+                            let (p0, len) = (blk * BLOCK, sh.len());
+                            let row = |ch: usize| &xo[ch * inner + p0..ch * inner + p0 + len];
+                            match self.across {
+                                Across::LayerNorm { eps, .. } => {
+                                    sh.fill(0.0);
+                                    for ch in 0..c {
+                                        sh.iter_mut().zip(row(ch)).for_each(|(m, &v)| *m += v);
+                                    }
+                                    sh.iter_mut().for_each(|m| *m /= c as f32);
+                                    sc.fill(0.0);
+                                    for ch in 0..c {
+                                        sc.iter_mut()
+                                            .zip(row(ch))
+                                            .zip(sh.iter())
+                                            .for_each(|((s, &v), &m)| *s += (v - m) * (v - m));
+                                    }
+                                    sc.iter_mut()
+                                        .for_each(|s| *s = (*s / c as f32 + eps).sqrt().recip());
+                                }
+                                Across::Softmax => {
+                                    sh.fill(f32::NEG_INFINITY);
+                                    for ch in 0..c {
+                                        sh.iter_mut()
+                                            .zip(row(ch))
+                                            .for_each(|(m, &v)| *m = m.max(v));
+                                    }
+                                    sc.fill(0.0);
+                                    for ch in 0..c {
+                                        sc.iter_mut()
+                                            .zip(row(ch))
+                                            .zip(sh.iter())
+                                            .for_each(|((s, &v), &m)| *s += exp(v - m));
+                                    }
+                                    sc.iter_mut().for_each(|s| *s = s.recip());
+                                }
                             }
-                            sh.iter_mut().for_each(|m| *m /= c as f32);
-                            sc.fill(0.0);
-                            for ch in 0..c {
-                                sc.iter_mut()
-                                    .zip(row(ch))
-                                    .zip(sh.iter())
-                                    .for_each(|((s, &v), &m)| *s += (v - m) * (v - m));
-                            }
-                            sc.iter_mut()
-                                .for_each(|s| *s = (*s / c as f32 + eps).sqrt().recip());
-                        }
-                        Across::Softmax => {
-                            sh.fill(f32::NEG_INFINITY);
-                            for ch in 0..c {
-                                sh.iter_mut().zip(row(ch)).for_each(|(m, &v)| *m = m.max(v));
-                            }
-                            sc.fill(0.0);
-                            for ch in 0..c {
-                                sc.iter_mut()
-                                    .zip(row(ch))
-                                    .zip(sh.iter())
-                                    .for_each(|((s, &v), &m)| *s += exp(v - m));
-                            }
-                            sc.iter_mut().for_each(|s| *s = s.recip());
-                        }
-                    }
+                        },
+                    )
                 });
             match &self.across {
                 Across::Softmax => {
                     oo.par_chunks_mut(inner)
                         .zip(xo.par_chunks(inner))
                         .for_each(|(o, xr)| {
-                            for (((o, &v), &m), &s) in o.iter_mut().zip(xr).zip(&shift).zip(&scale)
-                            {
-                                *o = exp(v - m) * s;
-                            }
+                            super::vectorized(
+                                #[inline(always)]
+                                || {
+                                    for (((o, &v), &m), &s) in
+                                        o.iter_mut().zip(xr).zip(&shift).zip(&scale)
+                                    {
+                                        *o = exp(v - m) * s;
+                                    }
+                                },
+                            )
                         })
                 }
                 Across::LayerNorm {
@@ -165,11 +178,17 @@ impl CustomOp1 for Op {
                         .zip(xo.par_chunks(inner))
                         .enumerate()
                         .for_each(|(ch, (o, xr))| {
-                            let (g, a) = (gain[ch], add[ch]);
-                            for (((o, &v), &m), &s) in o.iter_mut().zip(xr).zip(&shift).zip(&scale)
-                            {
-                                *o = (v - m) * s * g + a;
-                            }
+                            super::vectorized(
+                                #[inline(always)]
+                                || {
+                                    let (g, a) = (gain[ch], add[ch]);
+                                    for (((o, &v), &m), &s) in
+                                        o.iter_mut().zip(xr).zip(&shift).zip(&scale)
+                                    {
+                                        *o = (v - m) * s * g + a;
+                                    }
+                                },
+                            )
                         });
                 }
             }

@@ -80,14 +80,19 @@ impl CustomOp2 for Depthwise3x3 {
         let mut out = super::zeroed(b * c * plane);
         if plane > 0 {
             out.par_chunks_mut(plane).enumerate().for_each(|(bc, dst)| {
-                let ch = bc % c;
-                plane3x3(
-                    &x[bc * plane..(bc + 1) * plane],
-                    &w[ch * 9..ch * 9 + 9],
-                    dst,
-                    h,
-                    wd,
-                );
+                super::vectorized(
+                    #[inline(always)]
+                    || {
+                        let ch = bc % c;
+                        plane3x3(
+                            &x[bc * plane..(bc + 1) * plane],
+                            &w[ch * 9..ch * 9 + 9],
+                            dst,
+                            h,
+                            wd,
+                        );
+                    },
+                )
             });
         }
         Ok((CpuStorage::F32(out), l1.shape().clone()))

@@ -67,28 +67,33 @@ impl CustomOp1 for Op {
             .zip(x.par_chunks(block))
             .enumerate()
             .for_each(|(k, (yo, xo))| {
-                let n = xo.len() as f64;
-                let mean = xo.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-                let var = xo
-                    .iter()
-                    .map(|&v| {
-                        let d = f64::from(v) - mean;
-                        d * d
-                    })
-                    .sum::<f64>()
-                    / n;
-                let inv = 1.0 / (var + self.eps).sqrt();
-                let first = (k % self.groups) * per_group;
-                for (ch, (yc, xc)) in yo
-                    .chunks_exact_mut(inner)
-                    .zip(xo.chunks_exact(inner))
-                    .enumerate()
-                {
-                    let a = inv * f64::from(self.weight[first + ch]);
-                    let b = f64::from(self.bias[first + ch]) - mean * a;
-                    let (a, b) = (a as f32, b as f32);
-                    yc.iter_mut().zip(xc).for_each(|(y, &v)| *y = v * a + b);
-                }
+                super::vectorized(
+                    #[inline(always)]
+                    || {
+                        let n = xo.len() as f64;
+                        let mean = xo.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+                        let var = xo
+                            .iter()
+                            .map(|&v| {
+                                let d = f64::from(v) - mean;
+                                d * d
+                            })
+                            .sum::<f64>()
+                            / n;
+                        let inv = 1.0 / (var + self.eps).sqrt();
+                        let first = (k % self.groups) * per_group;
+                        for (ch, (yc, xc)) in yo
+                            .chunks_exact_mut(inner)
+                            .zip(xo.chunks_exact(inner))
+                            .enumerate()
+                        {
+                            let a = inv * f64::from(self.weight[first + ch]);
+                            let b = f64::from(self.bias[first + ch]) - mean * a;
+                            let (a, b) = (a as f32, b as f32);
+                            yc.iter_mut().zip(xc).for_each(|(y, &v)| *y = v * a + b);
+                        }
+                    },
+                )
             });
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }

@@ -98,32 +98,39 @@ impl CustomOp1 for Im2Col {
         let n = (y1 - y0) * ow;
         let mut cols = super::zeroed(cin * k * k * n);
         cols.par_chunks_mut(n).enumerate().for_each(|(r, dst)| {
-            let (c, kh, kw) = (r / (k * k), (r / k) % k, r % k);
-            let plane = &x[c * h * w..(c + 1) * h * w];
-            for (oy, out) in (y0..y1).zip(dst.chunks_mut(ow)) {
-                let Some(iy) = (oy * stride + kh).checked_sub(padding).filter(|&iy| iy < h) else {
-                    continue; // a padding row: stays zero
-                };
-                let row = &plane[iy * w..(iy + 1) * w];
-                // Output columns whose input column ox·stride + kw − padding is inside.
-                let hi = w + padding; // inside ⇔ ox·stride + kw < hi
-                if kw >= hi {
-                    continue;
-                }
-                let first = padding.saturating_sub(kw).div_ceil(stride);
-                let last = ((hi - kw - 1) / stride + 1).min(ow);
-                if first >= last {
-                    continue;
-                }
-                let ix0 = first * stride + kw - padding;
-                if stride == 1 {
-                    out[first..last].copy_from_slice(&row[ix0..ix0 + (last - first)]);
-                } else {
-                    for (o, ix) in out[first..last].iter_mut().zip((ix0..).step_by(stride)) {
-                        *o = row[ix];
+            super::vectorized(
+                #[inline(always)]
+                || {
+                    let (c, kh, kw) = (r / (k * k), (r / k) % k, r % k);
+                    let plane = &x[c * h * w..(c + 1) * h * w];
+                    for (oy, out) in (y0..y1).zip(dst.chunks_mut(ow)) {
+                        let Some(iy) = (oy * stride + kh).checked_sub(padding).filter(|&iy| iy < h)
+                        else {
+                            continue; // a padding row: stays zero
+                        };
+                        let row = &plane[iy * w..(iy + 1) * w];
+                        // Output columns whose input column ox·stride + kw − padding is inside.
+                        let hi = w + padding; // inside ⇔ ox·stride + kw < hi
+                        if kw >= hi {
+                            continue;
+                        }
+                        let first = padding.saturating_sub(kw).div_ceil(stride);
+                        let last = ((hi - kw - 1) / stride + 1).min(ow);
+                        if first >= last {
+                            continue;
+                        }
+                        let ix0 = first * stride + kw - padding;
+                        if stride == 1 {
+                            out[first..last].copy_from_slice(&row[ix0..ix0 + (last - first)]);
+                        } else {
+                            for (o, ix) in out[first..last].iter_mut().zip((ix0..).step_by(stride))
+                            {
+                                *o = row[ix];
+                            }
+                        }
                     }
-                }
-            }
+                },
+            )
         });
         Ok((CpuStorage::F32(cols), Shape::from((cin * k * k, n))))
     }

@@ -2,9 +2,10 @@
 //! 3 × 3 stride-1 convolutions by Winograd's F(2 × 2, 3 × 3) on images of at least 2 048
 //! output pixels, other dense convolutions as one row-chunked im2col and matrix product in
 //! NCHW, depthwise 3 × 3 convolutions computed directly, convolution epilogues fused into one
-//! pass, the attention's softmax in one pass per row, GroupNorm in two passes per group, and
-//! the normalisations across channels in pixel-contiguous runs. Other devices and dtypes use
-//! candle's operations.
+//! pass, the attention's softmax in one pass per row, GroupNorm in two passes per group, the
+//! tokens' LayerNorm row by row, and the normalisations across channels in pixel-contiguous
+//! runs, each compiled for the CPU's widest SIMD level ([`vectorized`]). Other devices and
+//! dtypes use candle's operations.
 
 use candle_core::{CpuStorage, Storage, Tensor};
 use rayon::prelude::*;
@@ -17,6 +18,7 @@ mod depthwise;
 mod fused;
 mod group_norm;
 mod im2col;
+mod layer_norm;
 mod matmul;
 mod softmax;
 mod winograd;
@@ -31,11 +33,30 @@ pub(crate) use fused::{
 };
 pub(crate) use group_norm::group_norm;
 pub(crate) use im2col::conv2d;
+pub(crate) use layer_norm::layer_norm_last;
 pub(crate) use matmul::matmul;
-pub(crate) use softmax::scaled_softmax_last;
+pub(crate) use softmax::{scaled_softmax_last, scaled_softmax_last_in_place};
 pub(crate) use winograd::{
     applies as winograd_applies, conv3x3 as winograd_conv3x3, transform_weight as winograd_weight,
 };
+
+/// Runs `f` compiled for the CPU's widest SIMD level (AVX-512, or AVX2 with FMA, chosen at
+/// run time through `pulp`; baseline code elsewhere), so that the loops in it vectorise at
+/// that width instead of the 128 bits every x86-64 has. Give `f` `#[inline(always)]`: the
+/// wider instructions reach only code inlined into the dispatched function. The results are
+/// those of the baseline build (no floating-point contraction, the same operation order).
+#[inline(always)]
+pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+    struct Op<F>(F);
+    impl<R, F: FnOnce() -> R> pulp::WithSimd for Op<F> {
+        type Output = R;
+        #[inline(always)]
+        fn with_simd<S: pulp::Simd>(self, _: S) -> R {
+            (self.0)()
+        }
+    }
+    pulp::Arch::new().dispatch(Op(f))
+}
 
 /// Outputs below this many floats are zeroed by the calling thread.
 const PARALLEL_ZEROS: usize = 1 << 16;

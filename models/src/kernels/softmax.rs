@@ -7,7 +7,7 @@
 //! of the network. On the CPU in f32 this module does each row's three passes while the row is
 //! in cache, rows split across threads. Other devices and dtypes use candle's operations.
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, InplaceOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::activation::exp;
@@ -16,7 +16,7 @@ use crate::error::Result;
 
 /// `softmax(scale · x)` along the last dimension.
 pub(crate) fn scaled_softmax_last(x: &Tensor, scale: f64) -> Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && x.rank() >= 1 {
+    if fused(x) {
         Ok(x.contiguous()?.apply_op1_no_bwd(&ScaledSoftmax {
             scale: scale as f32,
         })?)
@@ -25,8 +25,56 @@ pub(crate) fn scaled_softmax_last(x: &Tensor, scale: f64) -> Result<Tensor> {
     }
 }
 
+/// [`scaled_softmax_last`] written over `x` itself where the fused kernel applies (no second
+/// score-sized buffer); for a temporary nothing else reads, such as a product's fresh output.
+pub(crate) fn scaled_softmax_last_in_place(x: Tensor, scale: f64) -> Result<Tensor> {
+    if fused(&x) && x.is_contiguous() {
+        x.inplace_op1(&ScaledSoftmax {
+            scale: scale as f32,
+        })?;
+        Ok(x)
+    } else {
+        scaled_softmax_last(&x, scale)
+    }
+}
+
+fn fused(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && x.rank() >= 1
+}
+
 struct ScaledSoftmax {
     scale: f32,
+}
+
+impl ScaledSoftmax {
+    /// Every row of `rows` (rows of `n`), in place, rows split across threads.
+    fn rows(&self, rows: &mut [f32], n: usize) {
+        let scale = self.scale;
+        rows.par_chunks_mut(n).for_each(|row| {
+            super::vectorized(
+                #[inline(always)]
+                || {
+                    let (lo, hi) = min_max(row);
+                    let max = (lo * scale).max(hi * scale); // either sign of scale
+                    // The exponentials in one pass (it vectorises), their sum in another.
+                    row.iter_mut().for_each(|v| *v = exp(*v * scale - max));
+                    let inv = 1.0 / sum(row);
+                    row.iter_mut().for_each(|v| *v *= inv);
+                },
+            )
+        });
+    }
+}
+
+/// The contiguous part of `layout` and its last dimension.
+fn span(layout: &Layout) -> candle_core::Result<(std::ops::Range<usize>, usize)> {
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("scaled softmax: not contiguous".into()))?;
+    Ok((
+        start..end,
+        layout.dims().last().copied().unwrap_or(1).max(1),
+    ))
 }
 
 impl CustomOp1 for ScaledSoftmax {
@@ -42,26 +90,27 @@ impl CustomOp1 for ScaledSoftmax {
         let CpuStorage::F32(data) = storage else {
             candle_core::bail!("scaled softmax: f32 only");
         };
-        let (start, end) = layout
-            .contiguous_offsets()
-            .ok_or_else(|| candle_core::Error::Msg("scaled softmax: not contiguous".into()))?;
-        let x = &data[start..end];
-        let n = layout.dims().last().copied().unwrap_or(1).max(1);
-        let mut out = super::zeroed(x.len());
-        let scale = self.scale;
-        out.par_chunks_mut(n)
-            .zip(x.par_chunks(n))
-            .for_each(|(o, row)| {
-                let (lo, hi) = min_max(row);
-                let max = (lo * scale).max(hi * scale); // either sign of scale
-                // The exponentials in one pass (it vectorises), their sum in another.
-                o.iter_mut()
-                    .zip(row)
-                    .for_each(|(o, &v)| *o = exp(v * scale - max));
-                let inv = 1.0 / sum(o);
-                o.iter_mut().for_each(|v| *v *= inv);
-            });
+        let (range, n) = span(layout)?;
+        // A parallel copy, then the rows in place (no zero-filled buffer written first).
+        let mut out = Vec::with_capacity(range.len());
+        out.par_extend(data[range].par_iter().copied());
+        self.rows(&mut out, n);
         Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+}
+
+impl InplaceOp1 for ScaledSoftmax {
+    fn name(&self) -> &'static str {
+        "scaled-softmax-last-dim-in-place"
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("scaled softmax: f32 only");
+        };
+        let (range, n) = span(layout)?;
+        self.rows(&mut data[range], n);
+        Ok(())
     }
 }
 
@@ -117,6 +166,16 @@ mod tests {
         let composed = blocks::composed_softmax(&(&x * 0.7).unwrap(), 3).unwrap();
         let d = super::super::max_abs_diff(&fused, &composed);
         // Sums of 77 f32 terms in different orders: within 77·ε of the largest output.
+        let top: f32 = composed.max_all().unwrap().to_scalar().unwrap();
+        assert!(d <= 77.0 * f32::EPSILON * top, "{d}");
+    }
+
+    #[test]
+    fn in_place_equals_the_composed_softmax() {
+        let x = Tensor::randn(0f32, 3f32, (2, 3, 5, 77), &Device::Cpu).unwrap();
+        let composed = blocks::composed_softmax(&(&x * -0.7).unwrap(), 3).unwrap();
+        let fused = scaled_softmax_last_in_place(x.copy().unwrap(), -0.7).unwrap();
+        let d = super::super::max_abs_diff(&fused, &composed);
         let top: f32 = composed.max_all().unwrap().to_scalar().unwrap();
         assert!(d <= 77.0 * f32::EPSILON * top, "{d}");
     }

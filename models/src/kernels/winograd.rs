@@ -82,23 +82,28 @@ pub(crate) fn transform_weight(weight: &Tensor) -> Result<Tensor> {
             .into_par_iter()
             .zip(g.par_chunks(9 * PAIRS))
             .for_each(|(mut planes, g)| {
-                for (p, k) in g.chunks_exact(9).enumerate() {
-                    // G g (4 × 3), then (G g) Gᵀ (4 × 4).
-                    let mut gg = [[0f32; 3]; 4];
-                    for c in 0..3 {
-                        let (k0, k1, k2) = (k[c], k[3 + c], k[6 + c]);
-                        gg[0][c] = k0;
-                        gg[1][c] = 0.5 * (k0 + k1 + k2);
-                        gg[2][c] = 0.5 * (k0 - k1 + k2);
-                        gg[3][c] = k2;
-                    }
-                    for (a, row) in gg.iter().enumerate() {
-                        planes[4 * a][p] = row[0];
-                        planes[4 * a + 1][p] = 0.5 * (row[0] + row[1] + row[2]);
-                        planes[4 * a + 2][p] = 0.5 * (row[0] - row[1] + row[2]);
-                        planes[4 * a + 3][p] = row[2];
-                    }
-                }
+                super::vectorized(
+                    #[inline(always)]
+                    || {
+                        for (p, k) in g.chunks_exact(9).enumerate() {
+                            // G g (4 × 3), then (G g) Gᵀ (4 × 4).
+                            let mut gg = [[0f32; 3]; 4];
+                            for c in 0..3 {
+                                let (k0, k1, k2) = (k[c], k[3 + c], k[6 + c]);
+                                gg[0][c] = k0;
+                                gg[1][c] = 0.5 * (k0 + k1 + k2);
+                                gg[2][c] = 0.5 * (k0 - k1 + k2);
+                                gg[3][c] = k2;
+                            }
+                            for (a, row) in gg.iter().enumerate() {
+                                planes[4 * a][p] = row[0];
+                                planes[4 * a + 1][p] = 0.5 * (row[0] + row[1] + row[2]);
+                                planes[4 * a + 2][p] = 0.5 * (row[0] - row[1] + row[2]);
+                                planes[4 * a + 3][p] = row[2];
+                            }
+                        }
+                    },
+                )
             });
     })?;
     Ok(Tensor::from_vec(u, (16, cout, cin), weight.device())?)
@@ -166,58 +171,63 @@ fn transform_input(
     v.par_chunks_mut(16 * tiles)
         .enumerate()
         .for_each(|(c, vc)| {
-            let plane = &x[c * h * w..(c + 1) * h * w];
-            // Four zero-padded input rows `d`, then their column transform `t = Bᵀ d`.
-            let mut d = [
-                vec![0f32; width],
-                vec![0f32; width],
-                vec![0f32; width],
-                vec![0f32; width],
-            ];
-            let mut t = [
-                vec![0f32; width],
-                vec![0f32; width],
-                vec![0f32; width],
-                vec![0f32; width],
-            ];
-            for (i, ty) in rows.clone().enumerate() {
-                for (r, dr) in d.iter_mut().enumerate() {
-                    match (2 * ty + r).checked_sub(padding).filter(|&iy| iy < h) {
-                        Some(iy) => dr[padding..padding + inside]
-                            .copy_from_slice(&plane[iy * w..iy * w + inside]),
-                        None => dr[padding..padding + inside].fill(0.0),
+            super::vectorized(
+                #[inline(always)]
+                || {
+                    let plane = &x[c * h * w..(c + 1) * h * w];
+                    // Four zero-padded input rows `d`, then their column transform `t = Bᵀ d`.
+                    let mut d = [
+                        vec![0f32; width],
+                        vec![0f32; width],
+                        vec![0f32; width],
+                        vec![0f32; width],
+                    ];
+                    let mut t = [
+                        vec![0f32; width],
+                        vec![0f32; width],
+                        vec![0f32; width],
+                        vec![0f32; width],
+                    ];
+                    for (i, ty) in rows.clone().enumerate() {
+                        for (r, dr) in d.iter_mut().enumerate() {
+                            match (2 * ty + r).checked_sub(padding).filter(|&iy| iy < h) {
+                                Some(iy) => dr[padding..padding + inside]
+                                    .copy_from_slice(&plane[iy * w..iy * w + inside]),
+                                None => dr[padding..padding + inside].fill(0.0),
+                            }
+                        }
+                        let [d0, d1, d2, d3] = &d;
+                        let [t0, t1, t2, t3] = &mut t;
+                        for x in 0..width {
+                            t0[x] = d0[x] - d2[x];
+                            t1[x] = d1[x] + d2[x];
+                            t2[x] = d2[x] - d1[x];
+                            t3[x] = d1[x] - d3[x];
+                        }
+                        // The row transform `t B` across the four columns of each tile: plane `4a + b`
+                        // of this tile row, one contiguous run per plane.
+                        for (a, ta) in t.iter().enumerate() {
+                            let run = |b: usize| {
+                                let start = (4 * a + b) * tiles + i * tw;
+                                start..start + tw
+                            };
+                            let (v0, rest) = vc.split_at_mut(run(1).start);
+                            let v0 = &mut v0[run(0)];
+                            let (v1, rest) = rest.split_at_mut(tiles);
+                            let (v2, v3) = rest.split_at_mut(tiles);
+                            let (v1, v2, v3) = (&mut v1[..tw], &mut v2[..tw], &mut v3[..tw]);
+                            for j in 0..tw {
+                                let (c0, c1, c2, c3) =
+                                    (ta[2 * j], ta[2 * j + 1], ta[2 * j + 2], ta[2 * j + 3]);
+                                v0[j] = c0 - c2;
+                                v1[j] = c1 + c2;
+                                v2[j] = c2 - c1;
+                                v3[j] = c1 - c3;
+                            }
+                        }
                     }
-                }
-                let [d0, d1, d2, d3] = &d;
-                let [t0, t1, t2, t3] = &mut t;
-                for x in 0..width {
-                    t0[x] = d0[x] - d2[x];
-                    t1[x] = d1[x] + d2[x];
-                    t2[x] = d2[x] - d1[x];
-                    t3[x] = d1[x] - d3[x];
-                }
-                // The row transform `t B` across the four columns of each tile: plane `4a + b`
-                // of this tile row, one contiguous run per plane.
-                for (a, ta) in t.iter().enumerate() {
-                    let run = |b: usize| {
-                        let start = (4 * a + b) * tiles + i * tw;
-                        start..start + tw
-                    };
-                    let (v0, rest) = vc.split_at_mut(run(1).start);
-                    let v0 = &mut v0[run(0)];
-                    let (v1, rest) = rest.split_at_mut(tiles);
-                    let (v2, v3) = rest.split_at_mut(tiles);
-                    let (v1, v2, v3) = (&mut v1[..tw], &mut v2[..tw], &mut v3[..tw]);
-                    for j in 0..tw {
-                        let (c0, c1, c2, c3) =
-                            (ta[2 * j], ta[2 * j + 1], ta[2 * j + 2], ta[2 * j + 3]);
-                        v0[j] = c0 - c2;
-                        v1[j] = c1 + c2;
-                        v2[j] = c2 - c1;
-                        v3[j] = c1 - c3;
-                    }
-                }
-            }
+                },
+            )
         });
     v
 }
@@ -238,53 +248,58 @@ fn transform_output(
         .zip(bias.par_iter())
         .enumerate()
         .for_each(|(co, (yc, &bias))| {
-            // `s = Aᵀ M`: two rows of four values per tile, one run of `tw` per value.
-            let mut s = [
-                [
-                    vec![0f32; tw],
-                    vec![0f32; tw],
-                    vec![0f32; tw],
-                    vec![0f32; tw],
-                ],
-                [
-                    vec![0f32; tw],
-                    vec![0f32; tw],
-                    vec![0f32; tw],
-                    vec![0f32; tw],
-                ],
-            ];
-            for (i, ty) in rows.clone().enumerate() {
-                let run = |xi: usize| {
-                    let start = xi * plane + co * tiles + i * tw;
-                    &m[start..start + tw]
-                };
-                let [s0, s1] = &mut s;
-                for b in 0..4 {
-                    let (m0, m1, m2, m3) = (run(b), run(4 + b), run(8 + b), run(12 + b));
-                    let (s0, s1) = (&mut s0[b], &mut s1[b]);
-                    for j in 0..tw {
-                        s0[j] = m0[j] + m1[j] + m2[j];
-                        s1[j] = m1[j] - m2[j] - m3[j];
+            super::vectorized(
+                #[inline(always)]
+                || {
+                    // `s = Aᵀ M`: two rows of four values per tile, one run of `tw` per value.
+                    let mut s = [
+                        [
+                            vec![0f32; tw],
+                            vec![0f32; tw],
+                            vec![0f32; tw],
+                            vec![0f32; tw],
+                        ],
+                        [
+                            vec![0f32; tw],
+                            vec![0f32; tw],
+                            vec![0f32; tw],
+                            vec![0f32; tw],
+                        ],
+                    ];
+                    for (i, ty) in rows.clone().enumerate() {
+                        let run = |xi: usize| {
+                            let start = xi * plane + co * tiles + i * tw;
+                            &m[start..start + tw]
+                        };
+                        let [s0, s1] = &mut s;
+                        for b in 0..4 {
+                            let (m0, m1, m2, m3) = (run(b), run(4 + b), run(8 + b), run(12 + b));
+                            let (s0, s1) = (&mut s0[b], &mut s1[b]);
+                            for j in 0..tw {
+                                s0[j] = m0[j] + m1[j] + m2[j];
+                                s1[j] = m1[j] - m2[j] - m3[j];
+                            }
+                        }
+                        // `s A`, two output pixels per tile and row.
+                        for (r, sr) in s.iter().enumerate() {
+                            let oy = 2 * ty + r;
+                            if oy >= oh {
+                                break;
+                            }
+                            let out = &mut yc[oy * ow..(oy + 1) * ow];
+                            let (a0, a1, a2, a3) = (&sr[0], &sr[1], &sr[2], &sr[3]);
+                            let pairs = ow / 2;
+                            for (j, o) in out.chunks_exact_mut(2).enumerate().take(pairs) {
+                                o[0] = a0[j] + a1[j] + a2[j] + bias;
+                                o[1] = a1[j] - a2[j] - a3[j] + bias;
+                            }
+                            if ow % 2 == 1 {
+                                out[ow - 1] = a0[pairs] + a1[pairs] + a2[pairs] + bias;
+                            }
+                        }
                     }
-                }
-                // `s A`, two output pixels per tile and row.
-                for (r, sr) in s.iter().enumerate() {
-                    let oy = 2 * ty + r;
-                    if oy >= oh {
-                        break;
-                    }
-                    let out = &mut yc[oy * ow..(oy + 1) * ow];
-                    let (a0, a1, a2, a3) = (&sr[0], &sr[1], &sr[2], &sr[3]);
-                    let pairs = ow / 2;
-                    for (j, o) in out.chunks_exact_mut(2).enumerate().take(pairs) {
-                        o[0] = a0[j] + a1[j] + a2[j] + bias;
-                        o[1] = a1[j] - a2[j] - a3[j] + bias;
-                    }
-                    if ow % 2 == 1 {
-                        out[ow - 1] = a0[pairs] + a1[pairs] + a2[pairs] + bias;
-                    }
-                }
-            }
+                },
+            )
         });
 }
 
