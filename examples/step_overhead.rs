@@ -6,12 +6,17 @@
 //!
 //! Prints one JSON line:
 //! `{"shape": [...], "dtype": "f32", "threads": N, "ode2_data_ms_per_step": X,
-//!   "sde2_data_ms_per_step": Y, "noise_fill_ms": W, "copy_floor_ms": Z}`, each the best of
+//!   "sde2_data_ms_per_step": Y, "noise_fill_ms": W, "copy_floor_ms": Z,
+//!   "copy_floor_sequential_ms": V}`, each the best of
 //! `--runs` timings of 20 consecutive steps (or fills). The SDE step generates its noise inside
 //! the fused kernel (a counter draw of `PhiloxNoise`); `noise_fill_ms` is the same draw filled
-//! into a tensor, what a step with a non-counter-based source adds. The copy floor is the time to stream as many tensor-sized buffers as
-//! the fused ODE-2 data step reads and writes (4 read, 2 written: three copies), split across
-//! the same threads.
+//! into a tensor, what a step with a non-counter-based source adds. The copy floor is the time
+//! to stream as many tensor-sized buffers as the fused ODE-2 data step reads and writes (4
+//! read, 2 written: three copies), split across the same threads, the three copies advancing
+//! together block by block as the step's streams do. `copy_floor_sequential_ms` is the same
+//! three copies one after another (the floor's definition until 2026-12-07): one pair of
+//! buffers at a time can stay in a large L3 cache, which made that floor bimodal on the dev
+//! machine (`docs/benchmarks.md`).
 
 use mrsampler::Solver;
 use mrsampler::schedule::{IrSdeSchedule, TimeGrid};
@@ -20,6 +25,8 @@ use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
 const STEPS: usize = 20;
+/// Elements each copy of the floor moves before the next buffer's turn (16 KiB of `f32`).
+const BLOCK: usize = 4096;
 
 fn parse() -> Result<(Vec<usize>, usize, usize), String> {
     let mut shape = vec![4, 3, 512, 512];
@@ -107,19 +114,47 @@ fn time_noise(shape: &[usize], par: Parallelism, runs: usize) -> f64 {
     best * 1e3
 }
 
-fn copy_floor(n: usize, parts: usize, runs: usize) -> f64 {
-    let src: Vec<Vec<f32>> = (0..3).map(|_| vec![0.5f32; n]).collect();
-    let mut dst: Vec<Vec<f32>> = (0..3).map(|_| vec![0.0f32; n]).collect();
+/// The copy floor: three copies of `n` floats split into `parts`; `together`: block by block
+/// across the three (the definition), else one whole copy after another (the definition
+/// before 2026-12-07, printed for comparison).
+fn copy_floor(n: usize, parts: usize, runs: usize, together: bool) -> f64 {
+    let src: [Vec<f32>; 3] = std::array::from_fn(|_| vec![0.5f32; n]);
+    let mut dst: [Vec<f32>; 3] = std::array::from_fn(|_| vec![0.0f32; n]);
     let chunk = n.div_ceil(parts);
     let mut best = f64::INFINITY;
     for _ in 0..runs {
         let t = std::time::Instant::now();
         for _ in 0..STEPS {
-            for (d, s) in dst.iter_mut().zip(&src) {
-                d.par_chunks_mut(chunk)
-                    .zip(s.par_chunks(chunk))
-                    .for_each(|(d, s)| d.copy_from_slice(s));
+            if !together {
+                for (d, s) in dst.iter_mut().zip(&src) {
+                    d.par_chunks_mut(chunk)
+                        .zip(s.par_chunks(chunk))
+                        .for_each(|(d, s)| d.copy_from_slice(s));
+                }
+                continue;
             }
+            // The three copies advance together, block by block, so that all six buffers
+            // stream at once as in the step (copied one after another, one pair at a time
+            // can stay in a large L3 cache and the floor would not be a memory floor).
+            let [d0, d1, d2] = &mut dst;
+            d0.par_chunks_mut(chunk)
+                .zip(d1.par_chunks_mut(chunk))
+                .zip(d2.par_chunks_mut(chunk))
+                .zip(src[0].par_chunks(chunk))
+                .zip(src[1].par_chunks(chunk))
+                .zip(src[2].par_chunks(chunk))
+                .for_each(|(((((d0, d1), d2), s0), s1), s2)| {
+                    for (((a, b), c), ((x, y), z)) in d0
+                        .chunks_mut(BLOCK)
+                        .zip(d1.chunks_mut(BLOCK))
+                        .zip(d2.chunks_mut(BLOCK))
+                        .zip(s0.chunks(BLOCK).zip(s1.chunks(BLOCK)).zip(s2.chunks(BLOCK)))
+                    {
+                        a.copy_from_slice(x);
+                        b.copy_from_slice(y);
+                        c.copy_from_slice(z);
+                    }
+                });
         }
         best = best.min(t.elapsed().as_secs_f64() / STEPS as f64);
     }
@@ -141,15 +176,16 @@ fn main() {
         .expect("thread pool");
     let n: usize = shape.iter().product();
     let par = Parallelism::Rayon(threads);
-    let [ode, sde, fill, floor] = pool.install(|| {
+    let [ode, sde, fill, floor, one_by_one] = pool.install(|| {
         [
             time_steps(Solver::ode(2), &shape, par, runs),
             time_steps(Solver::sde(2), &shape, par, runs),
             time_noise(&shape, par, runs),
-            copy_floor(n, par.parts_for(n), runs),
+            copy_floor(n, par.parts_for(n), runs, true),
+            copy_floor(n, par.parts_for(n), runs, false),
         ]
     });
     println!(
-        r#"{{"shape": {shape:?}, "dtype": "f32", "threads": {threads}, "ode2_data_ms_per_step": {ode:.3}, "sde2_data_ms_per_step": {sde:.3}, "noise_fill_ms": {fill:.3}, "copy_floor_ms": {floor:.3}}}"#
+        r#"{{"shape": {shape:?}, "dtype": "f32", "threads": {threads}, "ode2_data_ms_per_step": {ode:.3}, "sde2_data_ms_per_step": {sde:.3}, "noise_fill_ms": {fill:.3}, "copy_floor_ms": {floor:.3}, "copy_floor_sequential_ms": {one_by_one:.3}}}"#
     );
 }
