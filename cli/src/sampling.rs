@@ -288,6 +288,15 @@ pub struct SamplerChoice {
 }
 
 impl SamplerChoice {
+    /// The checks that need no schedule, so that a command can refuse a wrong flag before it
+    /// spends seconds loading a network.
+    pub fn check(&self) -> Result<()> {
+        if self.nfe == Some(0) {
+            return Err("--nfe 0: a sampler needs at least one network evaluation".into());
+        }
+        Ok(())
+    }
+
     /// The configured sampler on `schedule`, or an error naming the flags that do not fit.
     pub fn build(&self, schedule: &IrSdeSchedule) -> Result<Box<dyn Sampler>> {
         // The flags among `flags` that were given.
@@ -297,9 +306,7 @@ impl SamplerChoice {
                 .filter_map(|&(given, flag)| given.then_some(flag))
                 .collect()
         };
-        if self.nfe == Some(0) {
-            return Err("--nfe 0: a sampler needs at least one network evaluation".into());
-        }
+        self.check()?;
         let grid = match self.grid.as_deref() {
             Some(g) => Some(g.parse::<GridSpec>().map_err(|e| {
                 format!(

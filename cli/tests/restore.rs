@@ -350,6 +350,23 @@ fn flags_that_would_do_nothing_are_refused() {
         !ok && text.contains("bf16") && !text.contains("/no/such"),
         "{text}"
     );
+    // So is --nfe 0.
+    let (ok, text) = mrsampler(&[
+        "restore",
+        img.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--model",
+        "/no/such/model.pth",
+        "--preset",
+        "ir-sde-deraining",
+        "--nfe",
+        "0",
+    ]);
+    assert!(
+        !ok && text.contains("--nfe 0") && !text.contains("/no/such"),
+        "{text}"
+    );
 }
 
 /// Messages in the user's terms: image sizes as width × height, an existing file as `--out`,

@@ -272,6 +272,7 @@ pub fn run(args: RestoreArgs) -> Result<()> {
             .map(|(_, j)| j)
             .collect();
     }
+    args.sampler.check()?;
     let loading = Instant::now();
     let (net, schedule) = args.model.load()?;
     if !args.quiet {
