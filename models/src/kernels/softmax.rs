@@ -5,7 +5,8 @@
 //! sum, division), each a pass over the whole score matrix with its own allocation; for the
 //! attention over pixels of DA-CLIP's spatial transformers that matrix is the largest tensor
 //! of the network. On the CPU in f32 this module does each row's three passes while the row is
-//! in cache, rows split across threads. Other devices and dtypes use candle's operations.
+//! in cache, rows split across threads; the attention, whose scores are a product's fresh
+//! output, has them overwritten in place. Other devices and dtypes use candle's operations.
 
 use candle_core::{CpuStorage, CustomOp1, InplaceOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
