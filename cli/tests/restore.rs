@@ -333,40 +333,25 @@ fn flags_that_would_do_nothing_are_refused() {
         }
         assert!(!out.exists() || listing(&out).is_empty(), "{extra:?} wrote");
     }
-    // bf16 is refused before the model is read.
-    let (ok, text) = mrsampler(&[
-        "restore",
-        img.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--model",
-        "/no/such/model.pth",
-        "--preset",
-        "ir-sde-deraining",
-        "--dtype",
-        "bf16",
-    ]);
-    assert!(
-        !ok && text.contains("bf16") && !text.contains("/no/such"),
-        "{text}"
-    );
-    // So is --nfe 0.
-    let (ok, text) = mrsampler(&[
-        "restore",
-        img.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--model",
-        "/no/such/model.pth",
-        "--preset",
-        "ir-sde-deraining",
-        "--nfe",
-        "0",
-    ]);
-    assert!(
-        !ok && text.contains("--nfe 0") && !text.contains("/no/such"),
-        "{text}"
-    );
+    // bf16 and --nfe 0 are refused before the model is read.
+    for (flag, value, says) in [("--dtype", "bf16", "bf16"), ("--nfe", "0", "--nfe 0")] {
+        let (ok, text) = mrsampler(&[
+            "restore",
+            img.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--model",
+            "/no/such/model.pth",
+            "--preset",
+            "ir-sde-deraining",
+            flag,
+            value,
+        ]);
+        assert!(
+            !ok && text.contains(says) && !text.contains("/no/such"),
+            "{flag} {value}: {text}"
+        );
+    }
 }
 
 /// Messages in the user's terms: image sizes as width × height, an existing file as `--out`,

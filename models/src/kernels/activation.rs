@@ -80,13 +80,7 @@ impl CustomOp1 for Silu {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = s else {
-            candle_core::bail!("silu: f32 only");
-        };
-        let Some((o0, o1)) = l.contiguous_offsets() else {
-            candle_core::bail!("silu: contiguous input only");
-        };
-        let x = &data[o0..o1];
+        let x = super::contiguous_f32("silu", s, l)?;
         let mut out = super::zeroed(x.len());
         out.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))

@@ -87,14 +87,8 @@ impl CustomOp1 for Op {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = s else {
-            candle_core::bail!("across-channels: f32 only");
-        };
-        let Some((o0, o1)) = l.contiguous_offsets() else {
-            candle_core::bail!("across-channels: contiguous input only");
-        };
+        let x = super::contiguous_f32("across-channels", s, l)?;
         let (outer, c, inner) = l.shape().dims3()?;
-        let x = &data[o0..o1];
         let mut out = super::zeroed(x.len());
         let plane = c * inner;
         for (i, (xo, oo)) in x

@@ -49,17 +49,11 @@ impl CustomOp1 for Op {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = s else {
-            candle_core::bail!("group-norm: f32 only");
-        };
-        let Some((o0, o1)) = l.contiguous_offsets() else {
-            candle_core::bail!("group-norm: contiguous input only");
-        };
+        let x = super::contiguous_f32("group-norm", s, l)?;
         let (_, c, inner) = l.shape().dims3()?;
         if self.groups == 0 || c % self.groups != 0 || self.weight.len() != c {
             candle_core::bail!("group-norm: {c} channels, {} groups", self.groups);
         }
-        let x = &data[o0..o1];
         let per_group = c / self.groups;
         let block = per_group * inner;
         let mut out = super::zeroed(x.len());

@@ -79,14 +79,8 @@ impl CustomOp1 for Im2Col {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = s else {
-            candle_core::bail!("im2col-rows: f32 only");
-        };
-        let Some((o0, o1)) = l.contiguous_offsets() else {
-            candle_core::bail!("im2col-rows: contiguous input only");
-        };
+        let x = super::contiguous_f32("im2col-rows", s, l)?;
         let (cin, h, w) = l.shape().dims3()?;
-        let x = &data[o0..o1];
         let Self {
             k,
             stride,

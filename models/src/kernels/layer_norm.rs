@@ -64,12 +64,7 @@ impl CustomOp1 for Op {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = s else {
-            candle_core::bail!("layer-norm: f32 only");
-        };
-        let Some((o0, o1)) = l.contiguous_offsets() else {
-            candle_core::bail!("layer-norm: contiguous input only");
-        };
+        let x = super::contiguous_f32("layer-norm", s, l)?;
         let n = l.dims().last().copied().unwrap_or(1).max(1);
         if self.weight.len() != n || self.bias.len() != n {
             candle_core::bail!(
@@ -78,7 +73,6 @@ impl CustomOp1 for Op {
                 self.bias.len()
             );
         }
-        let x = &data[o0..o1];
         let mut out = super::zeroed(x.len());
         out.par_chunks_mut(n * ROWS_PER_TASK)
             .zip(x.par_chunks(n * ROWS_PER_TASK))

@@ -58,6 +58,22 @@ pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
     pulp::Arch::new().dispatch(Op(f))
 }
 
+/// The input of the custom operation `op` as a contiguous `f32` slice, or an error naming the
+/// operation (its callers check the dtype and make the input contiguous first).
+pub(crate) fn contiguous_f32<'a>(
+    op: &str,
+    s: &'a CpuStorage,
+    l: &candle_core::Layout,
+) -> candle_core::Result<&'a [f32]> {
+    let CpuStorage::F32(data) = s else {
+        candle_core::bail!("{op}: f32 only");
+    };
+    let Some((o0, o1)) = l.contiguous_offsets() else {
+        candle_core::bail!("{op}: contiguous input only");
+    };
+    Ok(&data[o0..o1])
+}
+
 /// Outputs below this many floats are zeroed by the calling thread.
 const PARALLEL_ZEROS: usize = 1 << 16;
 
