@@ -5,6 +5,8 @@
 //! Each layer is built from [`Weights`] under its upstream state-dict prefix, so the names in
 //! this file are the names in the released checkpoints.
 
+use std::sync::Arc;
+
 use candle_core::{DType, Tensor};
 
 use crate::checkpoint::Weights;
@@ -181,11 +183,19 @@ fn pointwise(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
 /// A fully connected layer (`torch.nn.Linear`) on `[…, in]` (any leading dimensions).
 #[derive(Debug, Clone)]
 pub(crate) struct Linear {
-    /// The weight transposed, `[in, out]`, held contiguous: the product then reads it row by
-    /// row (as `[out, in]` seen through a transpose, packing it for every product took more
-    /// time than the products of DA-CLIP's encoder, whose 50 tokens reuse it little).
-    weight_t: Tensor,
+    weight: LinearWeight,
     bias: Option<Tensor>,
+}
+
+/// How a [`Linear`] holds its weight.
+#[derive(Debug, Clone)]
+enum LinearWeight {
+    /// Transposed, `[in, out]`, contiguous: the product then reads it row by row (as
+    /// `[out, in]` seen through a transpose, packing it for every product took more time than
+    /// the products of DA-CLIP's encoder, whose 50 tokens reuse it little).
+    Transposed(Tensor),
+    /// Packed once for products of a few rows (CPU, f32; [`Linear::packed`]).
+    Packed(Arc<kernels::PackedWeight>),
 }
 
 impl Linear {
@@ -204,8 +214,25 @@ impl Linear {
     /// projections).
     pub(crate) fn from_parts(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
         Ok(Self {
-            weight_t: weight.t()?.contiguous()?,
+            weight: LinearWeight::Transposed(weight.t()?.contiguous()?),
             bias,
+        })
+    }
+
+    /// The layer with its weight packed once for products of a few rows (the encoder's 50
+    /// tokens: `kernels::PackedWeight`), where it is a CPU f32 weight; otherwise unchanged.
+    pub(crate) fn packed(self) -> Result<Self> {
+        let LinearWeight::Transposed(w) = &self.weight else {
+            return Ok(self);
+        };
+        if !(w.device().is_cpu() && w.dtype() == DType::F32) {
+            return Ok(self);
+        }
+        let (cin, cout) = w.dims2()?;
+        let packed = kernels::with_f32(w, |w| kernels::PackedWeight::new(w, cin, cout))?;
+        Ok(Self {
+            weight: LinearWeight::Packed(Arc::new(packed)),
+            bias: self.bias,
         })
     }
 
@@ -241,12 +268,19 @@ impl Linear {
 
     fn forward_one(&self, x: &Tensor, epilogue: RowEpilogue) -> Result<Tensor> {
         let dims = x.dims().to_vec();
-        let (cin, cout) = self.weight_t.dims2()?;
         let rows: usize = dims[..dims.len() - 1].iter().product();
-        let y = x
-            .contiguous()?
-            .reshape((rows, cin))?
-            .matmul(&self.weight_t)?;
+        let (cout, y) = match &self.weight {
+            LinearWeight::Transposed(w) => {
+                let (cin, cout) = w.dims2()?;
+                (cout, x.contiguous()?.reshape((rows, cin))?.matmul(w)?)
+            }
+            LinearWeight::Packed(w) => {
+                let (cin, cout) = w.dims();
+                let x = x.contiguous()?.to_dtype(DType::F32)?.reshape((rows, cin))?;
+                let y = kernels::with_f32(&x, |x| w.product(x, rows))?;
+                (cout, Tensor::from_vec(y, (rows, cout), x.device())?)
+            }
+        };
         let y = if epilogue == RowEpilogue::Bias && self.bias.is_none() {
             y
         } else if y.device().is_cpu() && y.dtype() == DType::F32 {

@@ -168,11 +168,12 @@ impl Layer {
             qkv: Linear::from_parts(
                 w.take(&format!("{p}.attn.in_proj_weight"), &[3 * d, d])?,
                 Some(w.take(&format!("{p}.attn.in_proj_bias"), &[3 * d])?),
-            )?,
-            out: Linear::new(w, &format!("{p}.attn.out_proj"), d, d)?,
+            )?
+            .packed()?,
+            out: Linear::new(w, &format!("{p}.attn.out_proj"), d, d)?.packed()?,
             ln_2: LayerNorm::new(w, &format!("{p}.ln_2"), d, 1e-5)?,
-            fc: Linear::new(w, &format!("{p}.mlp.c_fc"), d, c.mlp_width)?,
-            proj: Linear::new(w, &format!("{p}.mlp.c_proj"), c.mlp_width, d)?,
+            fc: Linear::new(w, &format!("{p}.mlp.c_fc"), d, c.mlp_width)?.packed()?,
+            proj: Linear::new(w, &format!("{p}.mlp.c_proj"), c.mlp_width, d)?.packed()?,
             heads: c.heads,
         })
     }
@@ -412,7 +413,8 @@ impl DaClipEncoder {
                     &format!("{CONTROL}.transformer.zero_modules.{i}"),
                     config.width,
                     config.width,
-                )
+                )?
+                .packed()
             })
             .collect::<Result<_>>()?;
         let (device, dtype) = (w.device().clone(), w.dtype());

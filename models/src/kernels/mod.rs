@@ -20,6 +20,7 @@ mod group_norm;
 mod im2col;
 mod layer_norm;
 mod matmul;
+mod packed;
 mod softmax;
 mod winograd;
 
@@ -35,6 +36,7 @@ pub(crate) use group_norm::group_norm;
 pub(crate) use im2col::conv2d;
 pub(crate) use layer_norm::layer_norm_last;
 pub(crate) use matmul::matmul;
+pub(crate) use packed::PackedWeight;
 pub(crate) use softmax::{scaled_softmax_last, scaled_softmax_last_in_place};
 pub(crate) use winograd::{
     applies as winograd_applies, conv3x3 as winograd_conv3x3, transform_weight as winograd_weight,

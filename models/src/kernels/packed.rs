@@ -1,0 +1,174 @@
+//! Products `x [M, K] · W [K, N]` of a few rows against a weight packed once, when its layer
+//! is built: DA-CLIP's encoder multiplies 50 tokens by 704 MB of weights per image, each
+//! weight used by those 50 rows only, and a general product (`gemm`) packs its operand again
+//! at every call, which cost about as much as the arithmetic (`docs/benchmarks.md`). Here the
+//! weight is stored as panels of `NR` columns, `K` rows each, contiguous, so a product streams
+//! it once; `MR` rows of `x` are multiplied by one panel at a time with `MR × 2` vector
+//! accumulators (`NR` = two vectors of the CPU's widest level), one task per panel.
+
+use pulp::Simd;
+use rayon::prelude::*;
+
+/// Rows of one register tile.
+const MR: usize = 5;
+
+/// A weight `[K, N]` as panels of `nr` columns: panel `p` holds rows `0..K` of columns
+/// `p·nr .. p·nr + nr`, row after row, zero past column `N`.
+#[derive(Debug, Clone)]
+pub(crate) struct PackedWeight {
+    k: usize,
+    n: usize,
+    nr: usize,
+    panels: Vec<f32>,
+}
+
+/// Two vectors of the widest level this CPU has.
+fn panel_width() -> usize {
+    struct Lanes;
+    impl pulp::WithSimd for Lanes {
+        type Output = usize;
+        #[inline(always)]
+        fn with_simd<S: Simd>(self, _: S) -> usize {
+            S::F32_LANES
+        }
+    }
+    2 * pulp::Arch::new().dispatch(Lanes)
+}
+
+impl PackedWeight {
+    /// Packs `w` (`[K, N]`, row-major).
+    pub(crate) fn new(w: &[f32], k: usize, n: usize) -> Self {
+        debug_assert_eq!(w.len(), k * n);
+        let nr = panel_width();
+        let np = n.div_ceil(nr);
+        let mut panels = vec![0f32; np * k * nr];
+        for (p, panel) in panels.chunks_exact_mut(k * nr).enumerate() {
+            let c0 = p * nr;
+            let width = (n - c0).min(nr);
+            for (row, dst) in panel.chunks_exact_mut(nr).enumerate() {
+                dst[..width].copy_from_slice(&w[row * n + c0..][..width]);
+            }
+        }
+        Self { k, n, nr, panels }
+    }
+
+    /// `(K, N)`.
+    pub(crate) fn dims(&self) -> (usize, usize) {
+        (self.k, self.n)
+    }
+
+    /// `x · W` for `x` `[M, K]` row-major: `[M, N]` row-major.
+    pub(crate) fn product(&self, x: &[f32], m: usize) -> Vec<f32> {
+        let (k, n, nr) = (self.k, self.n, self.nr);
+        debug_assert_eq!(x.len(), m * k);
+        // One task per panel, so that each thread streams its share of the weight once: the
+        // products of a panel for every row, `[M, nr]`, then each row's columns in place.
+        let mut blocks = super::zeroed(n.div_ceil(nr) * m * nr);
+        blocks
+            .par_chunks_mut((m * nr).max(1))
+            .zip(self.panels.par_chunks(k * nr))
+            .for_each(|(out, panel)| {
+                pulp::Arch::new().dispatch(Panel {
+                    panel,
+                    k,
+                    nr,
+                    x,
+                    out,
+                })
+            });
+        let mut y = super::zeroed(m * n);
+        y.par_chunks_mut(n.max(1)).enumerate().for_each(|(r, row)| {
+            for (c, dst) in row.chunks_mut(nr).enumerate() {
+                dst.copy_from_slice(&blocks[(c * m + r) * nr..][..dst.len()]);
+            }
+        });
+        y
+    }
+}
+
+/// One panel times every row of `x`: `out` `[M, nr]`.
+struct Panel<'a> {
+    panel: &'a [f32],
+    k: usize,
+    nr: usize,
+    x: &'a [f32],
+    out: &'a mut [f32],
+}
+
+impl pulp::WithSimd for Panel<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, s: S) {
+        let Panel {
+            panel,
+            k,
+            nr,
+            x,
+            out,
+        } = self;
+        let lanes = S::F32_LANES;
+        if nr != 2 * lanes || k == 0 {
+            // Packed for another level (never within one process) or empty: plain sums.
+            for (r, row) in out.chunks_exact_mut(nr).enumerate() {
+                for (j, o) in row.iter_mut().enumerate() {
+                    *o = (0..k).map(|i| x[r * k + i] * panel[i * nr + j]).sum();
+                }
+            }
+            return;
+        }
+        let (panel, _) = S::as_simd_f32s(panel);
+        let zero = s.splat_f32s(0.0);
+        for (x, out) in x.chunks(MR * k).zip(out.chunks_mut(MR * nr)) {
+            let rows = x.len() / k;
+            let mut acc = [[zero; 2]; MR];
+            for (i, wv) in panel.chunks_exact(2).enumerate() {
+                for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+                    let xv = s.splat_f32s(x[r * k + i]);
+                    acc[0] = s.mul_add_f32s(xv, wv[0], acc[0]);
+                    acc[1] = s.mul_add_f32s(xv, wv[1], acc[1]);
+                }
+            }
+            for (acc, row) in acc.iter().zip(out.chunks_exact_mut(nr)) {
+                let (first, second) = row.split_at_mut(lanes);
+                s.partial_store_f32s(first, acc[0]);
+                s.partial_store_f32s(second, acc[1]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Against the sums in f64, for row counts around the tile and column counts around the
+    /// panel width (the zero padding of the last panel).
+    #[test]
+    fn equals_the_product() {
+        for (m, k, n) in [(50, 64, 96), (7, 33, 45), (1, 5, 3), (11, 128, 200)] {
+            let x: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.02)
+                .collect();
+            let w: Vec<f32> = (0..k * n)
+                .map(|i| ((i * 53 % 97) as f32 - 48.0) * 0.03)
+                .collect();
+            let y = PackedWeight::new(&w, k, n).product(&x, m);
+            for r in 0..m {
+                for c in 0..n {
+                    let want: f64 = (0..k)
+                        .map(|i| f64::from(x[r * k + i]) * f64::from(w[i * n + c]))
+                        .sum();
+                    let got = f64::from(y[r * n + c]);
+                    // k f32 products and sums: within k·ε of the sum of magnitudes.
+                    let mag: f64 = (0..k)
+                        .map(|i| (f64::from(x[r * k + i]) * f64::from(w[i * n + c])).abs())
+                        .sum();
+                    assert!(
+                        (got - want).abs() <= k as f64 * f64::from(f32::EPSILON) * mag + 1e-12,
+                        "{m}×{k}·{k}×{n} at ({r}, {c}): {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+}
