@@ -461,6 +461,10 @@ impl DaClipEncoder {
                 )));
             }
         }
+        crate::layers::on_pool(&self.device, || self.encode_here(pixels))
+    }
+
+    fn encode_here(&self, pixels: &Tensor) -> Result<Contexts> {
         let pixels = pixels.to_dtype(self.dtype)?.to_device(&self.device)?;
         let mut c = self.control.embed(&pixels)?;
         let mut hidden = Vec::with_capacity(self.zero.len());

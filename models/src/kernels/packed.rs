@@ -117,23 +117,39 @@ impl pulp::WithSimd for Panel<'_> {
             return;
         }
         let (panel, _) = S::as_simd_f32s(panel);
-        let zero = s.splat_f32s(0.0);
         for (x, out) in x.chunks(MR * k).zip(out.chunks_mut(MR * nr)) {
-            let rows = x.len() / k;
-            let mut acc = [[zero; 2]; MR];
-            for (i, wv) in panel.chunks_exact(2).enumerate() {
-                for (r, acc) in acc.iter_mut().enumerate().take(rows) {
-                    let xv = s.splat_f32s(x[r * k + i]);
-                    acc[0] = s.mul_add_f32s(xv, wv[0], acc[0]);
-                    acc[1] = s.mul_add_f32s(xv, wv[1], acc[1]);
-                }
-            }
-            for (acc, row) in acc.iter().zip(out.chunks_exact_mut(nr)) {
-                let (first, second) = row.split_at_mut(lanes);
-                s.partial_store_f32s(first, acc[0]);
-                s.partial_store_f32s(second, acc[1]);
+            match x.len() / k {
+                MR => tile::<S, MR>(s, panel, x, k, out),
+                1 => tile::<S, 1>(s, panel, x, k, out),
+                2 => tile::<S, 2>(s, panel, x, k, out),
+                3 => tile::<S, 3>(s, panel, x, k, out),
+                _ => tile::<S, 4>(s, panel, x, k, out),
             }
         }
+    }
+}
+
+/// `R` rows of `x` (`[R, k]`) times one panel (`k` rows of two vectors): `out` `[R, 2·lanes]`.
+/// The accumulators stay in registers; every index below is provably in bounds.
+#[inline(always)]
+fn tile<S: Simd, const R: usize>(s: S, panel: &[S::f32s], x: &[f32], k: usize, out: &mut [f32]) {
+    let lanes = S::F32_LANES;
+    let panel = &panel[..2 * k];
+    let xr: [&[f32]; R] = std::array::from_fn(|r| &x[r * k..][..k]);
+    let zero = s.splat_f32s(0.0);
+    let mut acc = [[zero; 2]; R];
+    for i in 0..k {
+        let (w0, w1) = (panel[2 * i], panel[2 * i + 1]);
+        for r in 0..R {
+            let xv = s.splat_f32s(xr[r][i]);
+            acc[r][0] = s.mul_add_f32s(xv, w0, acc[r][0]);
+            acc[r][1] = s.mul_add_f32s(xv, w1, acc[r][1]);
+        }
+    }
+    for (acc, row) in acc.iter().zip(out.chunks_exact_mut(2 * lanes)) {
+        let (first, second) = row.split_at_mut(lanes);
+        s.partial_store_f32s(first, acc[0]);
+        s.partial_store_f32s(second, acc[1]);
     }
 }
 
