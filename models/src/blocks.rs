@@ -229,7 +229,13 @@ impl Linear {
             return Ok(self);
         }
         let (cin, cout) = w.dims2()?;
-        let packed = kernels::with_f32(w, |w| kernels::PackedWeight::new(w, cin, cout))?;
+        let bias = match &self.bias {
+            Some(b) => Some(b.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?),
+            None => None,
+        };
+        let packed = kernels::with_f32(w, |w| {
+            kernels::PackedWeight::new(w, cin, cout, bias.as_deref())
+        })?;
         Ok(Self {
             weight: LinearWeight::Packed(Arc::new(packed)),
             bias: self.bias,
@@ -269,18 +275,26 @@ impl Linear {
     fn forward_one(&self, x: &Tensor, epilogue: RowEpilogue) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let rows: usize = dims[..dims.len() - 1].iter().product();
-        let (cout, y) = match &self.weight {
-            LinearWeight::Transposed(w) => {
-                let (cin, cout) = w.dims2()?;
-                (cout, x.contiguous()?.reshape((rows, cin))?.matmul(w)?)
-            }
+        let w = match &self.weight {
+            LinearWeight::Transposed(w) => w,
             LinearWeight::Packed(w) => {
+                // The bias, and a GELU, in the pass that gathers the product's rows.
                 let (cin, cout) = w.dims();
                 let x = x.contiguous()?.to_dtype(DType::F32)?.reshape((rows, cin))?;
-                let y = kernels::with_f32(&x, |x| w.product(x, rows))?;
-                (cout, Tensor::from_vec(y, (rows, cout), x.device())?)
+                let gelu = epilogue == RowEpilogue::BiasGelu;
+                let y = kernels::with_f32(&x, |x| w.product(x, rows, gelu))?;
+                let y = Tensor::from_vec(y, (rows, cout), x.device())?;
+                let y = match epilogue {
+                    RowEpilogue::BiasGeglu => kernels::fused_rows(&y, None, epilogue)?,
+                    RowEpilogue::Bias | RowEpilogue::BiasGelu => y,
+                };
+                let mut out = dims;
+                *out.last_mut().expect("rank ≥ 1") = y.dim(1)?;
+                return Ok(y.reshape(out)?);
             }
         };
+        let (cin, cout) = w.dims2()?;
+        let y = x.contiguous()?.reshape((rows, cin))?.matmul(w)?;
         let y = if epilogue == RowEpilogue::Bias && self.bias.is_none() {
             y
         } else if y.device().is_cpu() && y.dtype() == DType::F32 {

@@ -20,6 +20,8 @@ pub(crate) struct PackedWeight {
     n: usize,
     nr: usize,
     panels: Vec<f32>,
+    /// Added to every output row (zeros for a layer without one).
+    bias: Vec<f32>,
 }
 
 /// Two vectors of the widest level this CPU has.
@@ -36,8 +38,8 @@ fn panel_width() -> usize {
 }
 
 impl PackedWeight {
-    /// Packs `w` (`[K, N]`, row-major).
-    pub(crate) fn new(w: &[f32], k: usize, n: usize) -> Self {
+    /// Packs `w` (`[K, N]`, row-major), with the layer's `bias` (`[N]`).
+    pub(crate) fn new(w: &[f32], k: usize, n: usize, bias: Option<&[f32]>) -> Self {
         debug_assert_eq!(w.len(), k * n);
         let nr = panel_width();
         let np = n.div_ceil(nr);
@@ -49,7 +51,14 @@ impl PackedWeight {
                 dst[..width].copy_from_slice(&w[row * n + c0..][..width]);
             }
         }
-        Self { k, n, nr, panels }
+        let bias = bias.map_or_else(|| vec![0.0; n], <[f32]>::to_vec);
+        Self {
+            k,
+            n,
+            nr,
+            panels,
+            bias,
+        }
     }
 
     /// `(K, N)`.
@@ -57,12 +66,14 @@ impl PackedWeight {
         (self.k, self.n)
     }
 
-    /// `x · W` for `x` `[M, K]` row-major: `[M, N]` row-major.
-    pub(crate) fn product(&self, x: &[f32], m: usize) -> Vec<f32> {
+    /// `x · W + bias` for `x` `[M, K]` row-major, then the exact (`erf`) GELU where `gelu`:
+    /// `[M, N]` row-major.
+    pub(crate) fn product(&self, x: &[f32], m: usize, gelu: bool) -> Vec<f32> {
         let (k, n, nr) = (self.k, self.n, self.nr);
         debug_assert_eq!(x.len(), m * k);
         // One task per panel, so that each thread streams its share of the weight once: the
-        // products of a panel for every row, `[M, nr]`, then each row's columns in place.
+        // products of a panel for every row, `[M, nr]`; then each output row gathered from
+        // the panels, with the bias and the activation, in one pass.
         let mut blocks = super::zeroed(n.div_ceil(nr) * m * nr);
         blocks
             .par_chunks_mut((m * nr).max(1))
@@ -78,9 +89,23 @@ impl PackedWeight {
             });
         let mut y = super::zeroed(m * n);
         y.par_chunks_mut(n.max(1)).enumerate().for_each(|(r, row)| {
-            for (c, dst) in row.chunks_mut(nr).enumerate() {
-                dst.copy_from_slice(&blocks[(c * m + r) * nr..][..dst.len()]);
-            }
+            super::vectorized(
+                #[inline(always)]
+                || {
+                    for (c, (dst, b)) in row.chunks_mut(nr).zip(self.bias.chunks(nr)).enumerate() {
+                        let src = &blocks[(c * m + r) * nr..][..dst.len()];
+                        if gelu {
+                            for ((d, &v), &b) in dst.iter_mut().zip(src).zip(b) {
+                                *d = super::activation::gelu(v + b);
+                            }
+                        } else {
+                            for ((d, &v), &b) in dst.iter_mut().zip(src).zip(b) {
+                                *d = v + b;
+                            }
+                        }
+                    }
+                },
+            )
         });
         y
     }
@@ -168,7 +193,15 @@ mod tests {
             let w: Vec<f32> = (0..k * n)
                 .map(|i| ((i * 53 % 97) as f32 - 48.0) * 0.03)
                 .collect();
-            let y = PackedWeight::new(&w, k, n).product(&x, m);
+            let y = PackedWeight::new(&w, k, n, None).product(&x, m, false);
+            // The bias lands on its column in every panel, the GELU after it.
+            let b: Vec<f32> = (0..n).map(|c| c as f32 * 0.25 - 3.0).collect();
+            let packed = PackedWeight::new(&w, k, n, Some(&b));
+            let (yb, yg) = (packed.product(&x, m, false), packed.product(&x, m, true));
+            for (i, ((&v, &vb), &vg)) in y.iter().zip(&yb).zip(&yg).enumerate() {
+                assert_eq!(vb, v + b[i % n], "bias at {i}");
+                assert_eq!(vg, crate::kernels::activation::gelu(vb), "GELU at {i}");
+            }
             for r in 0..m {
                 for c in 0..n {
                     let want: f64 = (0..k)
