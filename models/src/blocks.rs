@@ -432,6 +432,11 @@ pub(crate) fn attention(
     let row_bytes = b * heads * m * q.dtype().size_in_bytes();
     let block = (budget / row_bytes.max(1)).clamp(1, n.max(1));
     let kt = k.t()?.contiguous()?;
+    if block >= n {
+        // One block: no copies of the queries' rows, no concatenation.
+        let weights = kernels::scaled_softmax_last_in_place(q.contiguous()?.matmul(&kt)?, scale)?;
+        return Ok(weights.matmul(v)?);
+    }
     let mut outs = Vec::with_capacity(n.div_ceil(block));
     let mut start = 0;
     while start < n {
