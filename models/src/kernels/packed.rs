@@ -44,7 +44,7 @@ impl PackedWeight {
         let nr = panel_width();
         let np = n.div_ceil(nr);
         let mut panels = vec![0f32; np * k * nr];
-        for (p, panel) in panels.chunks_exact_mut(k * nr).enumerate() {
+        for (p, panel) in panels.chunks_exact_mut((k * nr).max(1)).enumerate() {
             let c0 = p * nr;
             let width = (n - c0).min(nr);
             for (row, dst) in panel.chunks_exact_mut(nr).enumerate() {
@@ -77,7 +77,7 @@ impl PackedWeight {
         let mut blocks = super::zeroed(n.div_ceil(nr) * m * nr);
         blocks
             .par_chunks_mut((m * nr).max(1))
-            .zip(self.panels.par_chunks(k * nr))
+            .zip(self.panels.par_chunks((k * nr).max(1)))
             .for_each(|(out, panel)| {
                 pulp::Arch::new().dispatch(Panel {
                     panel,
@@ -186,7 +186,13 @@ mod tests {
     /// panel width (the zero padding of the last panel).
     #[test]
     fn equals_the_product() {
-        for (m, k, n) in [(50, 64, 96), (7, 33, 45), (1, 5, 3), (11, 128, 200)] {
+        for (m, k, n) in [
+            (50, 64, 96),
+            (7, 33, 45),
+            (1, 5, 3),
+            (11, 128, 200),
+            (3, 0, 4),
+        ] {
             let x: Vec<f32> = (0..m * k)
                 .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.02)
                 .collect();
