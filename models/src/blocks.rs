@@ -275,8 +275,7 @@ impl Linear {
     fn forward_one(&self, x: &Tensor, epilogue: RowEpilogue) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let rows: usize = dims[..dims.len() - 1].iter().product();
-        let w = match &self.weight {
-            LinearWeight::Transposed(w) => w,
+        let y = match &self.weight {
             LinearWeight::Packed(w) => {
                 // The bias, and a GELU, in the pass that gathers the product's rows.
                 let (cin, cout) = w.dims();
@@ -284,18 +283,25 @@ impl Linear {
                 let gelu = epilogue == RowEpilogue::BiasGelu;
                 let y = kernels::with_f32(&x, |x| w.product(x, rows, gelu))?;
                 let y = Tensor::from_vec(y, (rows, cout), x.device())?;
-                let y = match epilogue {
+                match epilogue {
                     RowEpilogue::BiasGeglu => kernels::fused_rows(&y, None, epilogue)?,
                     RowEpilogue::Bias | RowEpilogue::BiasGelu => y,
-                };
-                let mut out = dims;
-                *out.last_mut().expect("rank ≥ 1") = y.dim(1)?;
-                return Ok(y.reshape(out)?);
+                }
+            }
+            LinearWeight::Transposed(w) => {
+                let (cin, cout) = w.dims2()?;
+                let y = x.contiguous()?.reshape((rows, cin))?.matmul(w)?;
+                self.epilogue(y, epilogue, cout)?
             }
         };
-        let (cin, cout) = w.dims2()?;
-        let y = x.contiguous()?.reshape((rows, cin))?.matmul(w)?;
-        let y = if epilogue == RowEpilogue::Bias && self.bias.is_none() {
+        let mut out = dims;
+        *out.last_mut().expect("rank ≥ 1") = y.dim(1)?;
+        Ok(y.reshape(out)?)
+    }
+
+    /// The bias and `epilogue` of a product `y` (`[rows, cout]`) from the transposed weight.
+    fn epilogue(&self, y: Tensor, epilogue: RowEpilogue, cout: usize) -> Result<Tensor> {
+        Ok(if epilogue == RowEpilogue::Bias && self.bias.is_none() {
             y
         } else if y.device().is_cpu() && y.dtype() == DType::F32 {
             kernels::fused_rows(&y, self.bias.as_ref(), epilogue)?
@@ -312,10 +318,7 @@ impl Linear {
                     (y.narrow(1, 0, half)? * y.narrow(1, half, half)?.gelu_erf()?)?
                 }
             }
-        };
-        let mut out = dims;
-        *out.last_mut().expect("rank ≥ 1") = y.dim(1)?;
-        Ok(y.reshape(out)?)
+        })
     }
 }
 
