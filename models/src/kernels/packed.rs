@@ -2,15 +2,16 @@
 //! is built: DA-CLIP's encoder multiplies 50 tokens by 704 MB of weights per image, each
 //! weight used by those 50 rows only, and a general product (`gemm`) packs its operand again
 //! at every call, which cost about as much as the arithmetic (`docs/benchmarks.md`). Here the
-//! weight is stored as panels of `NR` columns, `K` rows each, contiguous, so a product streams
-//! it once; `MR` rows of `x` are multiplied by one panel at a time with `MR × 2` vector
-//! accumulators (`NR` = two vectors of the CPU's widest level), one task per panel.
+//! weight is stored as panels of `NR` columns (one vector of the CPU's widest level), `K` rows
+//! each, contiguous, so a product streams it once, one task per panel. A tile is many rows by
+//! one vector: up to 28 accumulators with AVX-512 (12 with AVX2), so each weight vector loaded
+//! serves that many rows, and the weight streams from memory at a steady rate (one 64-byte
+//! line per 25 multiply-adds), asked for 32 lines ahead, while the multiplications run. The
+//! rows of `x` are read transposed, a tile's rows at one depth side by side.
 
 use pulp::Simd;
 use rayon::prelude::*;
-
-/// Rows of one register tile.
-const MR: usize = 5;
+use seq_macro::seq;
 
 /// A weight `[K, N]` as panels of `nr` columns: panel `p` holds rows `0..K` of columns
 /// `p·nr .. p·nr + nr`, row after row, zero past column `N`.
@@ -24,7 +25,7 @@ pub(crate) struct PackedWeight {
     bias: Vec<f32>,
 }
 
-/// Two vectors of the widest level this CPU has.
+/// One vector of the widest level this CPU has.
 fn panel_width() -> usize {
     struct Lanes;
     impl pulp::WithSimd for Lanes {
@@ -34,7 +35,7 @@ fn panel_width() -> usize {
             S::F32_LANES
         }
     }
-    2 * pulp::Arch::new().dispatch(Lanes)
+    pulp::Arch::new().dispatch(Lanes)
 }
 
 impl PackedWeight {
@@ -71,6 +72,22 @@ impl PackedWeight {
     pub(crate) fn product(&self, x: &[f32], m: usize, gelu: bool) -> Vec<f32> {
         let (k, n, nr) = (self.k, self.n, self.nr);
         debug_assert_eq!(x.len(), m * k);
+        // `x` transposed, `[K, M]`: a tile's rows at one depth are then neighbours in memory.
+        // Read in place, the rows of one depth lie `K` floats apart, and with `K` a multiple
+        // of 1024 (3072 in the encoder) all of them fall in one set of the L1 cache, which
+        // holds 8: the tile reloaded its `x` from L2 at every depth and ran at half speed.
+        let mut xt = super::zeroed(k * m);
+        xt.par_chunks_mut((BLOCK * m).max(1))
+            .enumerate()
+            .for_each(|(b, dst)| {
+                let i0 = b * BLOCK;
+                let width = dst.len() / m.max(1);
+                for r in 0..m {
+                    for (j, &v) in x[r * k + i0..][..width].iter().enumerate() {
+                        dst[j * m + r] = v;
+                    }
+                }
+            });
         // One task per panel, so that each thread streams its share of the weight once: the
         // products of a panel for every row, `[M, nr]`; then each output row gathered from
         // the panels, with the bias and the activation, in one pass.
@@ -83,7 +100,7 @@ impl PackedWeight {
                     panel,
                     k,
                     nr,
-                    x,
+                    xt: &xt,
                     out,
                 })
             });
@@ -111,12 +128,45 @@ impl PackedWeight {
     }
 }
 
-/// One panel times every row of `x`: `out` `[M, nr]`.
+/// How many vectors ahead of its use a tile asks for the panel's next vector.
+const AHEAD: usize = 32;
+
+/// Software prefetch where the CPU has it (every x86-64 one).
+#[derive(Clone, Copy)]
+struct Prefetch {
+    #[cfg(target_arch = "x86_64")]
+    sse: Option<pulp::core_arch::x86::Sse>,
+}
+
+impl Prefetch {
+    fn new() -> Self {
+        Self {
+            #[cfg(target_arch = "x86_64")]
+            sse: pulp::core_arch::x86::Sse::try_new(),
+        }
+    }
+
+    /// Asks for the cache line at `p` (any address: a hint, which never faults).
+    #[inline(always)]
+    fn line<T>(self, p: *const T) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(sse) = self.sse {
+            sse._mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = p;
+    }
+}
+
+/// Depths of `x` transposed by one task (a block of `[BLOCK, M]` stays in L1).
+const BLOCK: usize = 64;
+
+/// One panel times every row of `x` (given transposed, `xt` `[K, M]`): `out` `[M, nr]`.
 struct Panel<'a> {
     panel: &'a [f32],
     k: usize,
     nr: usize,
-    x: &'a [f32],
+    xt: &'a [f32],
     out: &'a mut [f32],
 }
 
@@ -128,66 +178,98 @@ impl pulp::WithSimd for Panel<'_> {
             panel,
             k,
             nr,
-            x,
+            xt,
             out,
         } = self;
-        let lanes = S::F32_LANES;
-        if nr != 2 * lanes || k == 0 {
+        let m = out.len() / nr;
+        if nr != S::F32_LANES || k == 0 {
             // Packed for another level (never within one process) or empty: plain sums.
             for (r, row) in out.chunks_exact_mut(nr).enumerate() {
                 for (j, o) in row.iter_mut().enumerate() {
-                    *o = (0..k).map(|i| x[r * k + i] * panel[i * nr + j]).sum();
+                    *o = (0..k).map(|i| xt[i * m + r] * panel[i * nr + j]).sum();
                 }
             }
             return;
         }
         let (panel, _) = S::as_simd_f32s(panel);
-        for (x, out) in x.chunks(MR * k).zip(out.chunks_mut(MR * nr)) {
-            match x.len() / k {
-                MR => tile::<S, MR>(s, panel, x, k, out),
-                1 => tile::<S, 1>(s, panel, x, k, out),
-                2 => tile::<S, 2>(s, panel, x, k, out),
-                3 => tile::<S, 3>(s, panel, x, k, out),
-                _ => tile::<S, 4>(s, panel, x, k, out),
-            }
+        let fetch = Prefetch::new();
+        // Accumulators, the weight vector and a broadcast in the vector registers: 32 of them
+        // with AVX-512 and NEON, 16 with AVX2 (8 lanes).
+        let most = if S::F32_LANES == 8 { 12 } else { 28 };
+        // Tiles as even as possible: 50 rows are two tiles of 25 (five of 10 with AVX2).
+        let tiles = m.div_ceil(most);
+        let mut r0 = 0;
+        for t in 0..tiles {
+            let rows = m / tiles + usize::from(t < m % tiles);
+            let x = Rows { xt, m, r0 };
+            tile_of(s, fetch, rows, panel, x, &mut out[r0 * nr..][..rows * nr]);
+            r0 += rows;
         }
     }
 }
 
-/// `R` rows of `x` (`[R, k]`) times one panel (`k` rows of two vectors): `out` `[R, 2·lanes]`.
-/// The accumulators stay in registers; every index below is provably in bounds.
-#[inline(always)]
-fn tile<S: Simd, const R: usize>(s: S, panel: &[S::f32s], x: &[f32], k: usize, out: &mut [f32]) {
-    let lanes = S::F32_LANES;
-    let panel = &panel[..2 * k];
-    let xr: [&[f32]; R] = std::array::from_fn(|r| &x[r * k..][..k]);
-    let zero = s.splat_f32s(0.0);
-    let mut acc = [[zero; 2]; R];
-    for i in 0..k {
-        let (w0, w1) = (panel[2 * i], panel[2 * i + 1]);
-        for r in 0..R {
-            let xv = s.splat_f32s(xr[r][i]);
-            acc[r][0] = s.mul_add_f32s(xv, w0, acc[r][0]);
-            acc[r][1] = s.mul_add_f32s(xv, w1, acc[r][1]);
-        }
-    }
-    for (acc, row) in acc.iter().zip(out.chunks_exact_mut(2 * lanes)) {
-        let (first, second) = row.split_at_mut(lanes);
-        s.partial_store_f32s(first, acc[0]);
-        s.partial_store_f32s(second, acc[1]);
-    }
+/// Rows `r0 .. r0 + R` of `x`, given transposed (`xt` `[K, m]`).
+#[derive(Clone, Copy)]
+struct Rows<'a> {
+    xt: &'a [f32],
+    m: usize,
+    r0: usize,
 }
+
+/// `count` (1 to 28) rows of `x` times one panel (`K` vectors): `out` `[count, lanes]`.
+#[inline(always)]
+fn tile_of<S: Simd>(
+    s: S,
+    fetch: Prefetch,
+    count: usize,
+    panel: &[S::f32s],
+    x: Rows<'_>,
+    out: &mut [f32],
+) {
+    seq!(R in 1..=28 {
+        match count {
+            #(R => tile~R(s, fetch, panel, x, out),)*
+            _ => unreachable!("tiles have 1 to 28 rows"),
+        }
+    })
+}
+
+// One function per row count, its accumulators named variables (an array of 25 vectors is not
+// unrolled into registers by the compiler).
+seq!(R in 1..=28 {
+    #[inline(always)]
+    #[allow(clippy::identity_op, clippy::erasing_op)] // `N · lanes` for N = 0, `R · lanes` for R = 1
+    fn tile~R<S: Simd>(s: S, fetch: Prefetch, panel: &[S::f32s], x: Rows<'_>, out: &mut [f32]) {
+        let lanes = S::F32_LANES;
+        let out = &mut out[..R * lanes];
+        seq!(N in 0..R {
+            let mut a~N = s.splat_f32s(0.0);
+        });
+        for (i, (&w, depth)) in panel.iter().zip(x.xt.chunks_exact(x.m)).enumerate() {
+            fetch.line(panel.as_ptr().wrapping_add(i + AHEAD));
+            let x = &depth[x.r0..][..R];
+            seq!(N in 0..R {
+                a~N = s.mul_add_f32s(s.splat_f32s(x[N]), w, a~N);
+            });
+        }
+        seq!(N in 0..R {
+            s.partial_store_f32s(&mut out[N * lanes..][..lanes], a~N);
+        });
+    }
+});
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Against the sums in f64, for row counts around the tile and column counts around the
-    /// panel width (the zero padding of the last panel).
+    /// Against the sums in f64, for row counts of one to three uneven tiles and column counts
+    /// around the panel width (the zero padding of the last panel).
     #[test]
     fn equals_the_product() {
         for (m, k, n) in [
             (50, 64, 96),
+            (57, 20, 40),
+            (29, 9, 17),
             (7, 33, 45),
             (1, 5, 3),
             (11, 128, 200),

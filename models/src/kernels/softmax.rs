@@ -54,17 +54,21 @@ impl ScaledSoftmax {
         rows.par_chunks_mut(n).for_each(|row| {
             super::vectorized(
                 #[inline(always)]
-                || {
-                    let (lo, hi) = min_max(row);
-                    let max = (lo * scale).max(hi * scale); // either sign of scale
-                    // The exponentials in one pass (it vectorises), their sum in another.
-                    row.iter_mut().for_each(|v| *v = exp(*v * scale - max));
-                    let inv = 1.0 / sum(row);
-                    row.iter_mut().for_each(|v| *v *= inv);
-                },
+                || softmax_row(row, scale),
             )
         });
     }
+}
+
+/// `softmax(scale · row)` in place. Inline it into a [`vectorized`](super::vectorized) body.
+#[inline(always)]
+pub(super) fn softmax_row(row: &mut [f32], scale: f32) {
+    let (lo, hi) = min_max(row);
+    let max = (lo * scale).max(hi * scale); // either sign of scale
+    // The exponentials in one pass (it vectorises), their sum in another.
+    row.iter_mut().for_each(|v| *v = exp(*v * scale - max));
+    let inv = 1.0 / sum(row);
+    row.iter_mut().for_each(|v| *v *= inv);
 }
 
 /// The contiguous part of `layout` and its last dimension.
