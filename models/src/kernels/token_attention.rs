@@ -25,7 +25,7 @@ pub(crate) fn packed_qkv_attention(
 ) -> Result<Tensor> {
     let (b, n, d3) = qkv.dims3()?;
     let d = d3 / 3;
-    if heads == 0 || d3 % 3 != 0 || d % heads != 0 || rows > n {
+    if heads == 0 || d3 == 0 || d3 % 3 != 0 || d % heads != 0 || rows > n {
         return Err(candle_core::Error::Msg(format!(
             "attention: {heads} heads and {rows} queries of a packed projection {:?}",
             qkv.dims()
