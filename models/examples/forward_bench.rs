@@ -1,8 +1,9 @@
 //! Forward time and peak memory of the released network configurations on the CPU.
 //!
 //! ```text
-//! cargo run --release -p mrsampler-models --example forward_bench -- ARCH SIZE [REPEATS] [BUDGET_MIB]
+//! cargo run --release -p mrsampler-models --example forward_bench -- ARCH SIZE [REPEATS]
 //! cargo run --release -p mrsampler-models --example forward_bench -- depthwise
+//! cargo run --release -p mrsampler-models --example forward_bench -- attention
 //! cargo run --release -p mrsampler-models --example forward_bench -- product
 //! ORT_DYLIB_PATH=… cargo run --release -p mrsampler-models --features onnx --example forward_bench -- \
 //!     onnx NET.onnx SIZE [REPEATS] [THREADS]
@@ -13,13 +14,15 @@
 //! contexts 512; the row also gives the once-per-image context work) or `daclip-encoder`
 //! (DA-CLIP's ViT-B/32 encoder with its controller on 224² pixels, plus the preprocessing of a
 //! `SIZE²` image); the network gets random weights and one `[1, 3, SIZE, SIZE]` input.
-//! `BUDGET_MIB` bounds the attention scores alive at once (`daclip`; default 128, `0` for
-//! unbounded). Prints one row: the median of `REPEATS` forwards (after one
-//! warm-up) and the process's peak resident memory. Run one configuration per process so
+//! Prints one row: the median of `REPEATS` forwards (after one warm-up) and the process's peak
+//! resident memory. Run one configuration per process so
 //! that the peak belongs to it; `tools/torch_forward_bench.py` prints the same row for the
 //! upstream PyTorch module. `depthwise` times NAFNet's depthwise 3 × 3 convolution at the
 //! shapes of the released configuration, candle's grouped convolution against this crate's
-//! kernel. `product` times candle's CPU matrix product (the `gemm` crate) on the shape of a
+//! kernel. `attention` times the attention over pixels of DA-CLIP's spatial transformers at 256²
+//! and 512² (16 heads of 32 over 1 024 and 4 096 tokens), this crate's
+//! `layers::attention` against the same from candle's operations (two products and
+//! `candle_nn`'s softmax). `product` times candle's CPU matrix product (the `gemm` crate) on the shape of a
 //! 3 × 3 convolution 192 → 128 channels at 128² in im2col form, `[128, 1728] · [1728, 16384]`,
 //! in GFLOPS. `onnx` times an exported network (`tools/export_onnx.py`) through `OnnxNetwork`
 //! (ONNX Runtime's CPU provider, `THREADS` intra-op threads, default 2), random contexts of
@@ -86,6 +89,31 @@ fn depthwise() {
     }
 }
 
+/// The pixel attention of DA-CLIP's spatial transformers, this crate's against candle's
+/// composition (median of 5 after one warm-up).
+fn attention() {
+    println!("| tokens | candle: products and softmax (ms) | layers::attention (ms) | speed-up |");
+    println!("|---|---|---|---|");
+    let scale = 32f64.powf(-0.5);
+    for n in [1024, 4096] {
+        let qkv: Vec<Tensor> = (0..3)
+            .map(|_| Tensor::randn(0f32, 1f32, (1, 16, n, 32), &Device::Cpu).unwrap())
+            .collect();
+        let (q, k, v) = (&qkv[0], &qkv[1], &qkv[2]);
+        let composed = time(5, || {
+            let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
+            candle_nn::ops::softmax_last_dim(&scores)?.matmul(v)
+        });
+        let fast = time(5, || mrsampler_models::layers::attention(q, k, v, scale));
+        println!(
+            "| {n} | {:.1} | {:.1} | {:.1}× |",
+            composed * 1e3,
+            fast * 1e3,
+            composed / fast
+        );
+    }
+}
+
 /// GFLOPS of candle's CPU matrix product `[M, K] · [K, N]` (median of 9); by default a
 /// convolution-shaped product.
 fn product(dims: &[String]) {
@@ -119,6 +147,10 @@ fn main() {
         depthwise();
         return;
     }
+    if args.first().map(String::as_str) == Some("attention") {
+        attention();
+        return;
+    }
     if args.first().map(String::as_str) == Some("product") {
         product(&args[1..]);
         return;
@@ -127,7 +159,7 @@ fn main() {
         return onnx(&args[1..]);
     }
     let usage = "usage: forward_bench unet|unet-deshadow|nafnet|daclip|daclip-encoder SIZE \
-                 [REPEATS] [BUDGET_MIB] | depthwise | product [M K N]";
+                 [REPEATS] | depthwise | attention | product [M K N]";
     let (arch, size) = match (
         args.first(),
         args.get(1).and_then(|s| s.parse::<usize>().ok()),
@@ -139,9 +171,8 @@ fn main() {
         }
     };
     let repeats = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3);
-    let budget = args.get(3).and_then(|s| s.parse::<usize>().ok());
     match arch {
-        "daclip" => return daclip(size, repeats, budget),
+        "daclip" => return daclip(size, repeats),
         "daclip-encoder" => return daclip_encoder(size, repeats),
         _ => {}
     }
@@ -173,14 +204,9 @@ fn wrap<T>(r: mrsampler_models::Result<T>) -> candle_core::Result<T> {
 }
 
 /// DA-CLIP's denoiser: the forward with the contexts' work done, and that work itself.
-fn daclip(size: usize, repeats: usize, budget_mib: Option<usize>) {
+fn daclip(size: usize, repeats: usize) {
     let config = UNetConfig::daclip(3, 3, 64, &[1, 2, 4, 8], 512, true, true);
-    let mut net = ConditionalUNet::random(config, &Device::Cpu, DType::F32).unwrap();
-    match budget_mib {
-        Some(0) => net.set_attention_budget(usize::MAX),
-        Some(m) => net.set_attention_budget(m << 20),
-        None => {}
-    }
+    let net = ConditionalUNet::random(config, &Device::Cpu, DType::F32).unwrap();
     let ic = Tensor::randn(0f32, 1f32, (1, 512), &Device::Cpu).unwrap();
     let dc = Tensor::randn(0f32, 1f32, (1, 512), &Device::Cpu).unwrap();
     let per_image = time(repeats.max(5), || {

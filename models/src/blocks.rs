@@ -420,10 +420,27 @@ impl GroupNorm {
 }
 
 /// Scaled dot-product attention `softmax(q kᵀ · scale) v` on `[B, heads, N, d]` queries and
-/// `[B, heads, M, d]` keys and values, computed in blocks of queries so that no more than
-/// about `budget` bytes of scores exist at once (each query row is independent, so the
-/// blocks give exactly the full result; memory grows with `N`, not `N · M`).
+/// `[B, heads, M, d]` keys and values. On the CPU in f32 no score matrix is formed (each
+/// thread holds four queries' scores at a time; `kernels::attention`); elsewhere it is
+/// computed in blocks of queries so that no more than about `budget` bytes of scores exist
+/// at once (each query row is independent, so the blocks give exactly the full result; memory
+/// grows with `N`, not `N · M`).
 pub(crate) fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+    budget: usize,
+) -> Result<Tensor> {
+    if kernels::attention_applies(q, k, v) {
+        return kernels::attention(q, k, v, scale);
+    }
+    composed_attention(q, k, v, scale, budget)
+}
+
+/// [`attention`] from candle's products and the softmax, in blocks of queries within `budget`
+/// bytes of scores.
+pub(crate) fn composed_attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
@@ -437,7 +454,7 @@ pub(crate) fn attention(
     let kt = k.t()?.contiguous()?;
     if block >= n {
         // One block: no copies of the queries' rows, no concatenation.
-        let weights = kernels::scaled_softmax_last_in_place(q.contiguous()?.matmul(&kt)?, scale)?;
+        let weights = kernels::scaled_softmax_last(&q.contiguous()?.matmul(&kt)?, scale)?;
         return Ok(weights.matmul(v)?);
     }
     let mut outs = Vec::with_capacity(n.div_ceil(block));
@@ -445,7 +462,7 @@ pub(crate) fn attention(
     while start < n {
         let len = block.min(n - start);
         let qc = q.narrow(2, start, len)?.contiguous()?;
-        let weights = kernels::scaled_softmax_last_in_place(qc.matmul(&kt)?, scale)?;
+        let weights = kernels::scaled_softmax_last(&qc.matmul(&kt)?, scale)?;
         outs.push(weights.matmul(v)?);
         start += len;
     }

@@ -245,9 +245,10 @@ pub fn silu(x: &Tensor) -> candle_core::Result<Tensor> {
 }
 
 /// Scaled dot-product attention `softmax(q kᵀ · scale) v` on `[B, heads, N, d]` queries and
-/// `[B, heads, M, d]` keys and values, queries in blocks so that at most
-/// [`DEFAULT_ATTENTION_BUDGET`](crate::DEFAULT_ATTENTION_BUDGET) bytes of scores exist at once
-/// (each block is exact: the result is the full attention).
+/// `[B, heads, M, d]` keys and values. On the CPU in f32 no score matrix is formed: each
+/// thread holds the scores of four queries at a time. Elsewhere the queries go in blocks so
+/// that at most [`DEFAULT_ATTENTION_BUDGET`](crate::DEFAULT_ATTENTION_BUDGET) bytes of scores
+/// exist at once (each block is exact: the result is the full attention).
 ///
 /// # Errors
 /// Mismatched shapes.

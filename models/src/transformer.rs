@@ -197,15 +197,18 @@ mod tests {
 
     #[test]
     fn chunked_attention_equals_the_direct_form() {
+        use crate::blocks::composed_attention;
         let dev = Device::Cpu;
         let q = Tensor::randn(0f32, 1., (2, 3, 37, 8), &dev).unwrap();
         let k = Tensor::randn(0f32, 1., (2, 3, 37, 8), &dev).unwrap();
         let v = Tensor::randn(0f32, 1., (2, 3, 37, 8), &dev).unwrap();
-        let direct = attention(&q, &k, &v, 0.3, usize::MAX).unwrap();
+        let direct = composed_attention(&q, &k, &v, 0.3, usize::MAX).unwrap();
         // One query row costs 2·3·37·4 bytes: a budget of 3 rows gives 13 blocks, the last short.
-        let chunked = attention(&q, &k, &v, 0.3, 3 * 2 * 3 * 37 * 4).unwrap();
+        let chunked = composed_attention(&q, &k, &v, 0.3, 3 * 2 * 3 * 37 * 4).unwrap();
         assert_eq!(chunked.dims(), &[2, 3, 37, 8]);
         assert!(rel(&chunked, &direct) < 1e-6);
+        // The CPU kernel that `attention` dispatches to, on the same input.
+        assert!(rel(&attention(&q, &k, &v, 0.3, 1).unwrap(), &direct) < 1e-6);
         // Against the textbook formula on one head.
         let s = (q
             .get(1)

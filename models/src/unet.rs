@@ -777,7 +777,9 @@ impl ConditionalUNet {
     /// Bounds the bytes of attention scores alive at once in the pixel self-attentions
     /// (spatial transformers and full attention), which are quadratic in the pixel count:
     /// they are computed in blocks of queries, exactly. Default
-    /// [`DEFAULT_ATTENTION_BUDGET`] (128 MiB).
+    /// [`DEFAULT_ATTENTION_BUDGET`] (128 MiB). It applies off the CPU and to dtypes other
+    /// than f32; the CPU's f32 attention forms no score matrix (each thread holds four
+    /// queries' scores at a time) and needs no bound.
     pub fn set_attention_budget(&mut self, bytes: usize) {
         self.attention_budget = bytes.max(1);
     }

@@ -84,7 +84,7 @@ fn denoisers_match_upstream_with_contexts_and_without() {
     assert_eq!(cases.len(), 2);
     for case in cases {
         let name = case["name"].as_str().unwrap();
-        let mut net = unet(name);
+        let net = unet(name);
         assert_eq!(net.config(), &config_of(&case["setting"]), "{name}");
         assert_eq!(net.parameter_count(), n(&case["params"]), "{name}");
         let io = io(name);
@@ -100,16 +100,7 @@ fn denoisers_match_upstream_with_contexts_and_without() {
             eprintln!("{name} t = {t}: {err:.2e}");
             assert!(err <= TOL, "{name} at t = {t}: relative error {err:.2e}");
         }
-        // Query-blocked attention gives the same result as one block.
-        net.set_attention_budget(64);
         let t0 = case["times"][0].as_f64().unwrap() as f32;
-        let out = net
-            .forward_conditioned(xt, mu, &vec![t0; b], &cond)
-            .unwrap();
-        assert!(
-            rel_err(&out, &io["out_0"]) <= TOL,
-            "{name}: blocked attention"
-        );
         match io.get("plain_0") {
             // Upstream skips the prompt path without a degradation context.
             Some(plain) => {

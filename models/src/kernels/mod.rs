@@ -2,8 +2,9 @@
 //! 3 × 3 stride-1 convolutions by Winograd's F(2 × 2, 3 × 3) on images of at least 2 048
 //! output pixels, other dense convolutions as one row-chunked im2col and matrix product in
 //! NCHW, depthwise 3 × 3 convolutions computed directly, convolution epilogues fused into one
-//! pass, the attention's softmax in one pass per row, the attention of a few tokens from their packed
-//! projections in one pass per head, GroupNorm in two passes per group, the
+//! pass, the attention's softmax in one pass per row, the attention over pixels four queries at a
+//! time without a score matrix, the attention of a few tokens from their packed projections in
+//! one pass per head, GroupNorm in two passes per group, the
 //! tokens' LayerNorm row by row, and the normalisations across channels in pixel-contiguous
 //! runs, each compiled for the CPU's widest SIMD level ([`vectorized`]). Other devices and
 //! dtypes use candle's operations.
@@ -14,6 +15,7 @@ use rayon::prelude::*;
 use crate::error::Result;
 
 mod activation;
+mod attention;
 mod channels;
 mod depthwise;
 mod fused;
@@ -27,6 +29,7 @@ mod token_attention;
 mod winograd;
 
 pub(crate) use activation::silu;
+pub(crate) use attention::{applies as attention_applies, attention};
 pub(crate) use channels::{channel_layer_norm, softmax_across};
 pub use depthwise::conv3x3 as depthwise_conv3x3;
 pub(crate) use fused::{
@@ -39,7 +42,7 @@ pub(crate) use im2col::conv2d;
 pub(crate) use layer_norm::layer_norm_last;
 pub(crate) use matmul::matmul;
 pub(crate) use packed::PackedWeight;
-pub(crate) use softmax::{scaled_softmax_last, scaled_softmax_last_in_place};
+pub(crate) use softmax::scaled_softmax_last;
 pub(crate) use token_attention::packed_qkv_attention;
 pub(crate) use winograd::{
     applies as winograd_applies, conv3x3 as winograd_conv3x3, transform_weight as winograd_weight,

@@ -1,14 +1,12 @@
-//! Softmax over the last dimension of a scaled score matrix, `softmax(scale · x)`, in one
-//! pass per row.
+//! Softmax over the last dimension, `softmax(scale · x)`, in one pass per row.
 //!
 //! candle composes a softmax from five tensor operations (maximum, subtraction, exponential,
-//! sum, division), each a pass over the whole score matrix with its own allocation; for the
-//! attention over pixels of DA-CLIP's spatial transformers that matrix is the largest tensor
-//! of the network. On the CPU in f32 this module does each row's three passes while the row is
-//! in cache, rows split across threads; the attention, whose scores are a product's fresh
-//! output, has them overwritten in place. Other devices and dtypes use candle's operations.
+//! sum, division), each a pass over the whole tensor with its own allocation. On the CPU in
+//! f32 this module does each row's passes while the row is in cache, rows split across
+//! threads (the linear attention's softmax over pixels; [`softmax_row`] also serves the
+//! encoder's token attention). Other devices and dtypes use candle's operations.
 
-use candle_core::{CpuStorage, CustomOp1, InplaceOp1, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::activation::exp;
@@ -23,19 +21,6 @@ pub(crate) fn scaled_softmax_last(x: &Tensor, scale: f64) -> Result<Tensor> {
         })?)
     } else {
         blocks::composed_softmax(&(x * scale)?, x.rank() - 1)
-    }
-}
-
-/// [`scaled_softmax_last`] written over `x` itself where the fused kernel applies (no second
-/// score-sized buffer); for a temporary nothing else reads, such as a product's fresh output.
-pub(crate) fn scaled_softmax_last_in_place(x: Tensor, scale: f64) -> Result<Tensor> {
-    if fused(&x) && x.is_contiguous() {
-        x.inplace_op1(&ScaledSoftmax {
-            scale: scale as f32,
-        })?;
-        Ok(x)
-    } else {
-        scaled_softmax_last(&x, scale)
     }
 }
 
@@ -104,21 +89,6 @@ impl CustomOp1 for ScaledSoftmax {
     }
 }
 
-impl InplaceOp1 for ScaledSoftmax {
-    fn name(&self) -> &'static str {
-        "scaled-softmax-last-dim-in-place"
-    }
-
-    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("scaled softmax: f32 only");
-        };
-        let (range, n) = span(layout)?;
-        self.rows(&mut data[range], n);
-        Ok(())
-    }
-}
-
 /// Lanes of the running minimum, maximum and sum below: 16 interleaved running values
 /// vectorise, where one is a single dependency chain.
 const LANES: usize = 16;
@@ -176,10 +146,10 @@ mod tests {
     }
 
     #[test]
-    fn in_place_equals_the_composed_softmax() {
+    fn a_negative_scale_equals_the_composed_softmax() {
         let x = Tensor::randn(0f32, 3f32, (2, 3, 5, 77), &Device::Cpu).unwrap();
         let composed = blocks::composed_softmax(&(&x * -0.7).unwrap(), 3).unwrap();
-        let fused = scaled_softmax_last_in_place(x.copy().unwrap(), -0.7).unwrap();
+        let fused = scaled_softmax_last(&x, -0.7).unwrap();
         let d = super::super::max_abs_diff(&fused, &composed);
         let top: f32 = composed.max_all().unwrap().to_scalar().unwrap();
         assert!(d <= 77.0 * f32::EPSILON * top, "{d}");
