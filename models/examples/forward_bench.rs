@@ -15,17 +15,17 @@
 //! (DA-CLIP's ViT-B/32 encoder with its controller on 224² pixels, plus the preprocessing of a
 //! `SIZE²` image); the network gets random weights and one `[1, 3, SIZE, SIZE]` input.
 //! Prints one row: the median of `REPEATS` forwards (after one warm-up) and the process's peak
-//! resident memory. Run one configuration per process so
-//! that the peak belongs to it; `tools/torch_forward_bench.py` prints the same row for the
-//! upstream PyTorch module. `depthwise` times NAFNet's depthwise 3 × 3 convolution at the
-//! shapes of the released configuration, candle's grouped convolution against this crate's
-//! kernel. `attention` times the attention over pixels of DA-CLIP's spatial transformers at 256²
-//! and 512² (16 heads of 32 over 1 024 and 4 096 tokens), this crate's
-//! `layers::attention` against the same from candle's operations (two products and
-//! `candle_nn`'s softmax). `product` times candle's CPU matrix product (the `gemm` crate) on the shape of a
-//! 3 × 3 convolution 192 → 128 channels at 128² in im2col form, `[128, 1728] · [1728, 16384]`,
-//! in GFLOPS. `onnx` times an exported network (`tools/export_onnx.py`) through `OnnxNetwork`
-//! (ONNX Runtime's CPU provider, `THREADS` intra-op threads, default 2), random contexts of
+//! resident memory. Run one configuration per process so that the peak belongs to it;
+//! `tools/torch_forward_bench.py` prints the same row for the upstream PyTorch module.
+//! `depthwise` times NAFNet's depthwise 3 × 3 convolution at the shapes of the released
+//! configuration, candle's grouped convolution against this crate's kernel. `attention` times
+//! the attention over pixels of DA-CLIP's spatial transformers at 256² and 512² (16 heads of 32
+//! over 1 024 and 4 096 tokens), this crate's `layers::attention` against the same from
+//! candle's operations (two products and `candle_nn`'s softmax). `product` times candle's CPU
+//! matrix product (the `gemm` crate) on the shape of a 3 × 3 convolution 192 → 128 channels at
+//! 128² in im2col form, `[128, 1728] · [1728, 16384]`, in GFLOPS. `onnx` times an exported
+//! network (`tools/export_onnx.py`) through `OnnxNetwork` (ONNX Runtime's CPU provider,
+//! `THREADS` intra-op threads, default 2), random contexts of
 //! width 512 if its graph takes them.
 
 use std::time::Instant;
