@@ -23,7 +23,6 @@ use candle_core::{DType, Device, Tensor};
 use pulp::Simd;
 use rayon::prelude::*;
 
-use super::activation::exp;
 use crate::error::{Error, Result};
 
 /// Query rows per task (four groups of four).
@@ -86,7 +85,6 @@ pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Resul
                                 kt,
                                 vt,
                                 keys: m,
-                                padded: mp,
                                 width: d,
                                 scale: scale as f32,
                                 scores,
@@ -132,8 +130,6 @@ struct Block<'a> {
     /// `dp` rows (`d` rounded up to [`CHANNEL_PAD`]) likewise, zero beyond `keys` and `d`.
     vt: &'a [f32],
     keys: usize,
-    /// `keys` rounded up to [`KEY_PAD`].
-    padded: usize,
     width: usize,
     scale: f32,
     /// 4 rows likewise: four queries' scores, then their unnormalised weights.
@@ -153,7 +149,6 @@ impl pulp::WithSimd for Block<'_> {
             kt,
             vt,
             keys: m,
-            padded: mp,
             width: d,
             scale,
             scores,
@@ -162,7 +157,7 @@ impl pulp::WithSimd for Block<'_> {
         } = self;
         let lanes = S::F32_LANES;
         let stride = scores.len() / 4 / lanes; // vectors from one row to the next
-        let vectors = mp / lanes; // the vectors of a row that hold keys, a multiple of 4
+        let vectors = m.div_ceil(KEY_PAD) * KEY_PAD / lanes; // those holding keys, 4k of them
         let (kt, _) = S::as_simd_f32s(kt);
         let (vt, _) = S::as_simd_f32s(vt);
         for (q, out) in q.chunks(4 * d).zip(out.chunks_mut(4 * d)) {
@@ -196,7 +191,7 @@ impl pulp::WithSimd for Block<'_> {
                 .zip(&mut inv)
                 .take(live)
             {
-                *inv = 1.0 / exponentials(&mut row[..m], scale);
+                *inv = 1.0 / super::softmax::exponentials(&mut row[..m], scale);
                 row[m..].fill(0.0);
             }
             // Outputs, 4 queries by 4 channels per tile.
@@ -226,47 +221,6 @@ impl pulp::WithSimd for Block<'_> {
         }
     }
 }
-
-/// `row ← exp(scale · row − max(scale · row))` in place, returning the sum. Inlined into a
-/// dispatched body, the loops vectorise (the sums in [`LANES`] independent lanes).
-#[inline(always)]
-fn exponentials(row: &mut [f32], scale: f32) -> f32 {
-    let (mut lo, mut hi) = ([f32::INFINITY; LANES], [f32::NEG_INFINITY; LANES]);
-    let mut chunks = row.chunks_exact(LANES);
-    for c in &mut chunks {
-        for ((l, h), &v) in lo.iter_mut().zip(&mut hi).zip(c) {
-            *l = l.min(v);
-            *h = h.max(v);
-        }
-    }
-    let rest = chunks.remainder();
-    let lo = lo.iter().chain(rest).fold(f32::INFINITY, |a, &v| a.min(v));
-    let hi = hi
-        .iter()
-        .chain(rest)
-        .fold(f32::NEG_INFINITY, |a, &v| a.max(v));
-    let shift = (lo * scale).max(hi * scale); // either sign of scale
-    let mut acc = [0f32; LANES];
-    let mut chunks = row.chunks_exact_mut(LANES);
-    for c in &mut chunks {
-        for (a, v) in acc.iter_mut().zip(c) {
-            *v = exp(*v * scale - shift);
-            *a += *v;
-        }
-    }
-    let rest: f32 = chunks
-        .into_remainder()
-        .iter_mut()
-        .map(|v| {
-            *v = exp(*v * scale - shift);
-            *v
-        })
-        .sum();
-    acc.iter().sum::<f32>() + rest
-}
-
-/// Lanes of the vectorised row passes (the widest vector's 16 floats).
-const LANES: usize = 16;
 
 #[cfg(test)]
 mod tests {

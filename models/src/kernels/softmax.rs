@@ -48,12 +48,29 @@ impl ScaledSoftmax {
 /// `softmax(scale · row)` in place. Inline it into a [`vectorized`](super::vectorized) body.
 #[inline(always)]
 pub(super) fn softmax_row(row: &mut [f32], scale: f32) {
+    let inv = 1.0 / exponentials(row, scale);
+    row.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// `row ← exp(scale · row − max(scale · row))` in place, returning their sum: a softmax
+/// without its division (the pixel attention divides its outputs instead). Inline it into a
+/// [`vectorized`](super::vectorized) body; the loops vectorise, the sum in [`LANES`]
+/// independent lanes.
+#[inline(always)]
+pub(super) fn exponentials(row: &mut [f32], scale: f32) -> f32 {
     let (lo, hi) = min_max(row);
     let max = (lo * scale).max(hi * scale); // either sign of scale
-    // The exponentials in one pass (it vectorises), their sum in another.
-    row.iter_mut().for_each(|v| *v = exp(*v * scale - max));
-    let inv = 1.0 / sum(row);
-    row.iter_mut().for_each(|v| *v *= inv);
+    let mut acc = [0f32; LANES];
+    let mut chunks = row.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *v = exp(*v * scale - max);
+            *a += *v;
+        }
+    }
+    let rest = chunks.into_remainder();
+    rest.iter_mut().for_each(|v| *v = exp(*v * scale - max));
+    acc.iter().chain(rest.iter()).sum()
 }
 
 /// The contiguous part of `layout` and its last dimension.
@@ -89,7 +106,7 @@ impl CustomOp1 for ScaledSoftmax {
     }
 }
 
-/// Lanes of the running minimum, maximum and sum below: 16 interleaved running values
+/// Lanes of the running minimum, maximum and sum of a row: 16 interleaved running values
 /// vectorise, where one is a single dependency chain.
 const LANES: usize = 16;
 
@@ -114,19 +131,6 @@ fn min_max(row: &[f32]) -> (f32, f32) {
         .chain(rest)
         .fold(f32::NEG_INFINITY, |a, &v| a.max(v));
     (lo, hi)
-}
-
-/// `Σ row`.
-#[inline(always)]
-fn sum(row: &[f32]) -> f32 {
-    let mut acc = [0f32; LANES];
-    let mut chunks = row.chunks_exact(LANES);
-    for c in &mut chunks {
-        for (a, &v) in acc.iter_mut().zip(c) {
-            *a += v;
-        }
-    }
-    acc.iter().chain(chunks.remainder()).sum()
 }
 
 #[cfg(test)]
